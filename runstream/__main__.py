@@ -1,0 +1,3 @@
+from runstream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Exception types. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class RunstreamError(Exception):
+    """Base class of every error runstream raises on purpose."""
+
+
+class SettingsError(RunstreamError, ValueError):
+    """A setting (argument or RUNSTREAM_* environment variable) has an invalid value."""
+
+
+class MissingExtraError(RunstreamError, ImportError):
+    """A part of runstream needs an optional dependency that is not installed."""
+
+    def __init__(self, part: str, extra: str, missing: str) -> None:
+        super().__init__(
+            f"{part} needs the '{missing}' package, which is not installed. "
+            f"Install it with: pip install 'runstream[{extra}]'"
+        )
+        self.part = part
+        self.extra = extra
+        self.missing = missing
+
+
+class SchemaError(RunstreamError, ValueError):
+    """An event does not match the runstream event schema."""
+
+
+class EventDecodeError(SchemaError):
+    """Bytes could not be decoded into a runstream event.
+
+    ``field`` names the offending field as a dotted path (``body.metrics.loss``), or is empty when
+    the bytes are not an event at all (not JSON, not an object).
+    """
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+class UnsupportedSchemaVersionError(EventDecodeError):
+    """The event was written by a newer runstream whose schema this version cannot read."""
+
+
+class DeliveryError(RunstreamError):
+    """Events could not be delivered to Kafka in time."""
+
+
+class StackError(RunstreamError):
+    """The local stack (Kafka, ClickHouse, workers) could not be started, stopped or queried."""
+
+
+class ClickHouseError(RunstreamError):
+    """ClickHouse rejected a statement or could not be reached."""

@@ -1,0 +1,143 @@
+"""The one settings object every entry point reads.
+
+Precedence: explicit arguments, then ``RUNSTREAM_<FIELD>`` environment variables, then the
+defaults below. Values are validated once, here, so a typo fails at start-up with the name of the
+variable rather than deep inside a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runstream.errors import SettingsError
+
+ENV_PREFIX = "RUNSTREAM_"
+
+Mode = Literal["online", "offline", "disabled"]
+
+
+def _default_home() -> Path:
+    return Path.home() / ".runstream"
+
+
+def _default_cache() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "runstream"
+
+
+class Settings(BaseModel):
+    """Every knob of runstream. Build it with :meth:`Settings.load`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # --- where the services are -----------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    clickhouse_url: str = Field("http://127.0.0.1:8123", description="ClickHouse HTTP URL.")
+    clickhouse_database: str = Field("runstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    topic_prefix: str = Field(
+        "runstream", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic name."
+    )
+    topic_partitions: int = Field(6, ge=1, le=1000)
+    topic_replication: int = Field(1, ge=1, le=10)
+
+    # --- the SDK ----------------------------------------------------------------------------
+    project: str = Field("uncategorized", min_length=1, max_length=256)
+    mode: Mode = "online"
+    dir: Path = Field(Path("runstream"), description="Local directory of the SDK's spool.")
+    finish_timeout: float = Field(5.0, ge=0, description="Seconds finish() waits for delivery.")
+    heartbeat_interval: float = Field(10.0, gt=0)
+    producer_linger_ms: float = Field(20.0, ge=0)
+
+    # --- the sink ---------------------------------------------------------------------------
+    sink_group: str = Field("runstream-sink", min_length=1)
+    sink_batch_rows: int = Field(50_000, ge=1)
+    sink_batch_seconds: float = Field(1.0, gt=0)
+
+    # --- the local stack (runstream dev) ----------------------------------------------------
+    home: Path = Field(default_factory=_default_home, description="Data of the local stack.")
+    cache_dir: Path = Field(default_factory=_default_cache, description="Downloaded Kafka jars.")
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_version: str = Field("4.0.2", pattern=r"^4\.0\.\d+$")
+    kafka_heap: str = Field("1g", pattern=r"^\d+[mg]$")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _check_clickhouse_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected http://host:port, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("home", "cache_dir", "dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    # --- derived values ---------------------------------------------------------------------
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        """Host and port of the first bootstrap server (where ``runstream dev`` listens)."""
+        host, _, port = self.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+        return host, int(port)
+
+    @property
+    def clickhouse_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.clickhouse_url)
+        default = 443 if parts.scheme == "https" else 8123
+        return parts.hostname or "127.0.0.1", parts.port or default
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Arguments over ``RUNSTREAM_*`` environment variables over defaults.
+
+        Arguments whose value is ``None`` count as not given, so callers can pass their own
+        optional parameters straight through.
+        """
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        from_env: dict[str, str] = {}
+        for name in cls.model_fields:
+            raw = source.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+                from_env[name] = ENV_PREFIX + name.upper()
+        unknown = set(overrides) - set(cls.model_fields)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(sorted(unknown))}; "
+                f"known settings are {', '.join(cls.model_fields)}"
+            )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                name = str(err["loc"][0]) if err["loc"] else "?"
+                where = f"{from_env[name]}" if name in from_env else f"setting '{name}'"
+                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+            raise SettingsError("invalid runstream settings:\n  " + "\n  ".join(problems)) from None
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some values replaced, validated like :meth:`load`."""
+        values = self.model_dump()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return Settings.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(f"invalid runstream settings: {exc}") from None
