@@ -1,0 +1,121 @@
+"""The one codec every reader and writer uses: JSON bytes <-> events.
+
+Encoding is the producer's hot path, so it works on plain dicts with orjson and never builds a
+pydantic model. Decoding validates against the schema and fails with the name of the bad field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, cast
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from runstream.errors import EventDecodeError, UnsupportedSchemaVersionError
+from runstream.schemas.events import (
+    EVENT_MODELS,
+    SCHEMA_VERSION,
+    AnyEvent,
+    Event,
+    dump_metric_value,
+)
+
+_EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+_TAGS = frozenset(EVENT_MODELS)
+
+
+def json_safe_metrics(metrics: Mapping[str, float]) -> Mapping[str, float | str]:
+    """``metrics`` itself when every value is finite, else a copy with NaN/inf spelled out.
+
+    orjson writes NaN as null, which would lose the fact that a loss diverged; the schema spells
+    non-finite values as "NaN", "Infinity" and "-Infinity" instead.
+    """
+    try:
+        if math.isfinite(sum(metrics.values())):  # one C call decides the common case
+            return metrics
+    except TypeError:
+        pass  # a non-number: the per-value loop below keeps it for the decoder to refuse
+    return {k: dump_metric_value(v) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    """Serialize an event given as a dict shaped like the schema (see :func:`event_dict`).
+
+    Metric mappings must already have gone through :func:`json_safe_metrics`.
+    """
+    return orjson.dumps(event)
+
+
+def encode_event(event: AnyEvent) -> bytes:
+    """Serialize an event model (slower than :func:`encode`; for tools and tests)."""
+    return event.model_dump_json().encode()
+
+
+def event_dict(
+    *,
+    id: str,
+    type: str,
+    project: str,
+    run_id: str,
+    seq: int,
+    ts: str,
+    producer: Mapping[str, Any],
+    body: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The wire shape of an event, for producers that build events without models."""
+    return {
+        "id": id,
+        "v": SCHEMA_VERSION,
+        "type": type,
+        "project": project,
+        "run_id": run_id,
+        "seq": seq,
+        "ts": ts,
+        "producer": producer,
+        "body": body,
+    }
+
+
+def decode(data: bytes | bytearray | memoryview | str) -> AnyEvent:
+    """Parse and validate one event.
+
+    Raises :class:`EventDecodeError` naming the first bad field, or
+    :class:`UnsupportedSchemaVersionError` for events of a newer schema.
+    """
+    try:
+        return _EVENT_ADAPTER.validate_json(data if not isinstance(data, memoryview) else bytes(data))
+    except ValidationError as exc:
+        raise _decode_error(exc, data) from None
+
+
+def _decode_error(exc: ValidationError, data: object) -> EventDecodeError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in err["loc"]]
+    kind = err["type"]
+    if kind == "json_invalid":
+        return EventDecodeError(f"not valid JSON ({err['msg']})")
+    if not loc:
+        return EventDecodeError(f"not an event: expected a JSON object ({err['msg']})")
+    if kind == "union_tag_not_found":
+        return EventDecodeError("missing", field="type")
+    if kind == "union_tag_invalid":
+        found = cast(dict[str, Any], err.get("ctx") or {}).get("tag")
+        return EventDecodeError(f"unknown event type {found!r}", field="type")
+    if loc and loc[0] in _TAGS:
+        loc = loc[1:]  # pydantic puts the union member's tag first; the wire has no such level
+    field = ".".join(loc)
+    if field == "v" and kind == "less_than_equal":
+        return UnsupportedSchemaVersionError(
+            f"schema version {err.get('input')!r} is newer than this runstream reads "
+            f"(<= {SCHEMA_VERSION}); upgrade runstream",
+            field="v",
+        )
+    return EventDecodeError(f"{err['msg']} (got {_short(err.get('input'))})", field=field)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
