@@ -96,13 +96,13 @@ def _decode_error(exc: ValidationError, data: object) -> EventDecodeError:
     kind = err["type"]
     if kind == "json_invalid":
         return EventDecodeError(f"not valid JSON ({err['msg']})")
-    if not loc:
-        return EventDecodeError(f"not an event: expected a JSON object ({err['msg']})")
     if kind == "union_tag_not_found":
         return EventDecodeError("missing", field="type")
     if kind == "union_tag_invalid":
         found = cast(dict[str, Any], err.get("ctx") or {}).get("tag")
         return EventDecodeError(f"unknown event type {found!r}", field="type")
+    if not loc:
+        return EventDecodeError(f"not an event: expected a JSON object ({err['msg']})")
     if loc and loc[0] in _TAGS:
         loc = loc[1:]  # pydantic puts the union member's tag first; the wire has no such level
     field = ".".join(loc)

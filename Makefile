@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make demo   start the local stack, run examples/train.py, print what ClickHouse knows about it
+#   make test   lint, type-check, and run the whole test suite against real Kafka and ClickHouse
+# Both create .venv and install everything on first use; nothing needs to be installed by hand
+# beyond Python 3.10+, a JDK 17+ and Maven (for the Kafka jars).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install lint test demo down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m runstream.schemas.export --check
+
+# The tests start their own stack (free ports, a temporary home) and stop it at the end; the
+# trap stops it too when pytest itself is killed or crashes.
+test: lint
+	@home=$$(mktemp -d -t runstream-test.XXXXXX); \
+	trap '$(PY) -m runstream dev down --home "'"$$home"'" >/dev/null 2>&1; rm -rf "'"$$home"'"' EXIT; \
+	RUNSTREAM_TEST_HOME="$$home" $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m runstream dev up
+	$(PY) examples/train.py
+
+down:
+	$(PY) -m runstream dev down
+
+clean: down
+	rm -rf $(VENV) build *.egg-info

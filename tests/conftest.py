@@ -1,0 +1,112 @@
+"""Fixtures that find real Kafka and ClickHouse services for the integration tests.
+
+In this order: addresses given in ``RUNSTREAM_KAFKA_BOOTSTRAP`` / ``RUNSTREAM_CLICKHOUSE_URL``;
+else testcontainers when a Docker engine answers (pinned image tags); else the local stack of
+``runstream dev`` (Kafka from Maven jars, ClickHouse from chdb-core), started once per session on
+free ports in a temporary home and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runstream.settings import Settings
+
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:26.9"
+
+
+@dataclass(frozen=True)
+class Services:
+    kafka_bootstrap: str
+    clickhouse_url: str
+    source: str  # "env", "testcontainers" or "local"
+    home: Path | None = None  # the local stack's home, when the tests started one
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _from_testcontainers(stack: ExitStack) -> Services:
+    from testcontainers.clickhouse import ClickHouseContainer
+    from testcontainers.kafka import KafkaContainer
+
+    kafka = stack.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
+    clickhouse = stack.enter_context(ClickHouseContainer(CLICKHOUSE_IMAGE, port=8123))
+    host = clickhouse.get_container_host_ip()
+    url = f"http://{host}:{clickhouse.get_exposed_port(8123)}"
+    return Services(kafka.get_bootstrap_server(), url, "testcontainers")
+
+
+def _from_local_stack(stack: ExitStack, home: Path) -> Services:
+    from runstream.deploy.local.stack import LocalStack
+
+    settings = Settings.load(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        clickhouse_url=f"http://127.0.0.1:{free_port()}",
+        home=home,
+    )
+    local = LocalStack(settings, workers=[])
+    stack.callback(local.down)
+    local.up()
+    return Services(settings.kafka_bootstrap, settings.clickhouse_url, "local", home)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    kafka = os.environ.get("RUNSTREAM_KAFKA_BOOTSTRAP")
+    clickhouse = os.environ.get("RUNSTREAM_CLICKHOUSE_URL")
+    with ExitStack() as stack:
+        if kafka and clickhouse:
+            yield Services(kafka, clickhouse, "env")
+        elif _docker_answers():
+            yield _from_testcontainers(stack)
+        else:
+            # `make test` names the home, so its trap can stop the stack even if pytest dies.
+            home = os.environ.get("RUNSTREAM_TEST_HOME")
+            yield _from_local_stack(stack, Path(home) if home else tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture
+def settings(services: Services, tmp_path: Path) -> Settings:
+    """Settings of one test: its own topics, database and consumer group on the shared services."""
+    from runstream.deploy.local.admin import ensure_topics
+    from runstream.sinks.migrations import migrate
+
+    unique = uuid.uuid4().hex[:10]
+    test_settings = Settings.load(
+        kafka_bootstrap=services.kafka_bootstrap,
+        clickhouse_url=services.clickhouse_url,
+        topic_prefix=f"t{unique}",
+        topic_partitions=3,
+        clickhouse_database=f"t{unique}",
+        sink_group=f"sink-{unique}",
+        sink_batch_seconds=0.2,
+        dir=tmp_path / "spool",
+        finish_timeout=30.0,
+    )
+    ensure_topics(test_settings)
+    migrate(test_settings)
+    return test_settings

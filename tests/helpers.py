@@ -1,0 +1,38 @@
+"""Helpers of the integration tests: run the sink until rows landed, read what landed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runstream.settings import Settings
+from runstream.sinks.clickhouse import connect
+from runstream.sinks.consumer import Sink
+
+
+def sink_until(
+    settings: Settings, done: Callable[[Any], bool], timeout: float = 60.0, sink: Sink | None = None
+) -> Sink:
+    """Run a sink in this thread until ``done(client)`` holds; fails after ``timeout`` seconds."""
+    own = sink is None
+    sink = sink or Sink(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            sink.poll(0.2)
+            sink.flush()
+            if done(sink.client):
+                return sink
+        raise AssertionError(f"the sink did not land the expected rows within {timeout}s")
+    finally:
+        if own:
+            sink.close()
+
+
+def scalar(settings: Settings, sql: str) -> Any:
+    return connect(settings).query(sql).result_rows[0][0]
+
+
+def rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in connect(settings).query(sql).result_rows]
