@@ -27,7 +27,10 @@ def train(run: runstream.Run, steps: int, lr: float) -> None:
         grad_b = sum(2 * (w * x + b - y) for x, y in batch) / len(batch)
         w, b = w - lr * grad_w, b - lr * grad_b
         loss = sum((w * x + b - y) ** 2 for x, y in batch) / len(batch)
-        run.log({"loss": loss, "params": {"w": w, "b": b}, "grad/norm": abs(grad_w) + abs(grad_b)}, step=step)
+        run.log(
+            {"loss": loss, "params": {"w": w, "b": b}, "grad/norm": abs(grad_w) + abs(grad_b)},
+            step=step,
+        )
 
 
 def wait_until_landed(settings: Settings, run_id: str, timeout: float = 60.0) -> None:
@@ -38,7 +41,9 @@ def wait_until_landed(settings: Settings, run_id: str, timeout: float = 60.0) ->
     sql = "SELECT count() FROM events WHERE run_id = {run:String} AND type = 'run_finished'"
     while client.query(sql, parameters={"run": run_id}).result_rows[0][0] == 0:
         if time.monotonic() > deadline:
-            raise SystemExit(f"run {run_id} did not reach ClickHouse in {timeout:.0f}s: is the sink running?")
+            raise SystemExit(
+                f"run {run_id} did not reach ClickHouse in {timeout:.0f}s: is the sink running?"
+            )
         time.sleep(0.2)
 
 
@@ -73,7 +78,8 @@ def main() -> None:
     started = time.perf_counter()
     with runstream.init(project="examples", config={"lr": args.lr, "steps": args.steps}) as run:
         train(run, args.steps, args.lr)
-    print(f"run {run.id}: {args.steps} steps logged and delivered in {time.perf_counter() - started:.2f}s")
+    elapsed = time.perf_counter() - started
+    print(f"run {run.id}: {args.steps} steps logged and delivered in {elapsed:.2f}s")
 
     wait_until_landed(run.settings, run.id)
     report(run.settings, run.id)

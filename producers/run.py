@@ -131,7 +131,15 @@ class Run:
         self._pending = None
         self._step = step + 1
         self._worker.submit(
-            (self._channel, "metrics_logged", time.time(), _metrics_body, step, data, self._refusals)
+            (
+                self._channel,
+                "metrics_logged",
+                time.time(),
+                _metrics_body,
+                step,
+                data,
+                self._refusals,
+            )
         )
 
     # --- ending -------------------------------------------------------------------------------
@@ -253,6 +261,7 @@ _runs_lock = threading.Lock()
 
 
 def init(
+    *,
     project: str | None = None,
     name: str | None = None,
     config: Mapping[str, Any] | None = None,

@@ -68,7 +68,10 @@ def _is_single_tensor(value: Any) -> bool:
 
 
 def flatten_metrics(
-    data: Mapping[Any, Any], refusals: Refusals, prefix: str = "", out: dict[str, float] | None = None
+    data: Mapping[Any, Any],
+    refusals: Refusals,
+    prefix: str = "",
+    out: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """``{"a": {"b": 1}}`` -> ``{"a/b": 1.0}``, refusing non-numbers and bad names."""
     result: dict[str, float] = {} if out is None else out

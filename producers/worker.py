@@ -241,12 +241,11 @@ class Worker:
         }
 
     def _at_exit(self) -> None:
-        if self._queue and self._pid == os.getpid():
-            if not self.flush(2.0):
-                logger.warning(
-                    "runstream: %d events were not delivered before the interpreter exited",
-                    len(self._queue),
-                )
+        if self._queue and self._pid == os.getpid() and not self.flush(2.0):
+            logger.warning(
+                "runstream: %d events were not delivered before the interpreter exited",
+                len(self._queue),
+            )
         self._stopping = True
 
 

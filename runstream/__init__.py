@@ -1,11 +1,11 @@
 """runstream: experiment tracking for machine learning, on Kafka and ClickHouse.
 
-    import runstream
+import runstream
 
-    run = runstream.init(project="mnist", config={"lr": 1e-3})
-    for step in range(1000):
-        run.log({"loss": loss}, step=step)
-    run.finish()
+run = runstream.init(project="mnist", config={"lr": 1e-3})
+for step in range(1000):
+    run.log({"loss": loss}, step=step)
+run.finish()
 """
 
 from __future__ import annotations

@@ -13,6 +13,6 @@ def require(module: str, *, part: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        if exc.name is not None and module.split(".")[0] != exc.name.split(".")[0]:
+        if exc.name is not None and module.split(".", maxsplit=1)[0] != exc.name.split(".")[0]:
             raise  # the module exists but one of its own imports failed: show the real cause
-        raise MissingExtraError(part, extra, module.split(".")[0]) from exc
+        raise MissingExtraError(part, extra, module.split(".", maxsplit=1)[0]) from exc

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -85,7 +85,9 @@ def decode(data: bytes | bytearray | memoryview | str) -> AnyEvent:
     :class:`UnsupportedSchemaVersionError` for events of a newer schema.
     """
     try:
-        return _EVENT_ADAPTER.validate_json(data if not isinstance(data, memoryview) else bytes(data))
+        return _EVENT_ADAPTER.validate_json(
+            data if not isinstance(data, memoryview) else bytes(data)
+        )
     except ValidationError as exc:
         raise _decode_error(exc, data) from None
 
@@ -99,7 +101,7 @@ def _decode_error(exc: ValidationError, data: object) -> EventDecodeError:
     if kind == "union_tag_not_found":
         return EventDecodeError("missing", field="type")
     if kind == "union_tag_invalid":
-        found = cast(dict[str, Any], err.get("ctx") or {}).get("tag")
+        found = (err.get("ctx") or {}).get("tag")
         return EventDecodeError(f"unknown event type {found!r}", field="type")
     if not loc:
         return EventDecodeError(f"not an event: expected a JSON object ({err['msg']})")
@@ -118,4 +120,3 @@ def _decode_error(exc: ValidationError, data: object) -> EventDecodeError:
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-

@@ -43,7 +43,9 @@ def parse_metric_value(value: Any) -> float:
         special = NON_FINITE_TO_JSON.get(value)
         if special is not None:
             return special
-        raise ValueError(f"a metric value must be a number, 'NaN', 'Infinity' or '-Infinity', not {value!r}")
+        raise ValueError(
+            f"a metric value must be a number, 'NaN', 'Infinity' or '-Infinity', not {value!r}"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"a metric value must be a number, not {type(value).__name__}")
     return float(value)
@@ -61,9 +63,7 @@ MetricValue = Annotated[
     float,
     PlainValidator(parse_metric_value),
     PlainSerializer(dump_metric_value, when_used="json"),
-    WithJsonSchema(
-        {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
-    ),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}),
 ]
 
 Name = Annotated[str, Field(min_length=1, max_length=512)]
@@ -166,7 +166,9 @@ class RunFinished(_Model):
 
 # --- the envelope -----------------------------------------------------------------------------
 class Producer(_Model):
-    sdk: str = Field(min_length=1, description="Name of the producing library, e.g. runstream-python.")
+    sdk: str = Field(
+        min_length=1, description="Name of the producing library, e.g. runstream-python."
+    )
     version: str
     host: str = ""
     pid: int = Field(0, ge=0)

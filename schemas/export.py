@@ -1,7 +1,7 @@
 """Export the event schema as JSON Schema files, for producers written in other languages.
 
-    python -m runstream.schemas.export            # write schemas/json/*.schema.json
-    python -m runstream.schemas.export --check    # exit 1 if the files are stale
+python -m runstream.schemas.export            # write schemas/json/*.schema.json
+python -m runstream.schemas.export --check    # exit 1 if the files are stale
 """
 
 from __future__ import annotations

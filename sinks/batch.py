@@ -61,13 +61,17 @@ class EventBatch:
     def rows(self) -> int:
         return len(self.events[0]) + len(self.metrics[0])
 
-    def add(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+    def add(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
         """Decode one message into rows, or keep it as a dead letter with the reason."""
         self.messages += 1
         first, _ = self.offsets.get((topic, partition), (offset, offset))
         self.offsets[(topic, partition)] = (first, offset)
         if value is None:
-            self.dead_letters.append(DeadLetter(topic, partition, offset, key, value, "empty message"))
+            self.dead_letters.append(
+                DeadLetter(topic, partition, offset, key, value, "empty message")
+            )
             return
         try:
             event = decode(value)
@@ -95,6 +99,7 @@ class EventBatch:
                 partition,
                 offset,
             ),
+            strict=True,
         ):
             column.append(item)
         body = event.body  # type: ignore[attr-defined]

@@ -21,12 +21,14 @@ def add_sink_parsers(
     add_common(sink)
     sink.add_argument("--group", dest="sink_group", help="Kafka consumer group")
     sink.add_argument("--batch-rows", dest="sink_batch_rows", type=int, help="rows per insert")
-    sink.add_argument("--batch-seconds", dest="sink_batch_seconds", type=float, help="max batch age")
+    sink.add_argument(
+        "--batch-seconds", dest="sink_batch_seconds", type=float, help="max batch age"
+    )
     sink.set_defaults(handler=_sink)
 
     query = sub.add_parser("query", help="run SQL against ClickHouse and print the result")
     add_common(query)
-    query.add_argument("sql", help="the SQL statement, e.g. \"SELECT count() FROM metrics\"")
+    query.add_argument("sql", help='the SQL statement, e.g. "SELECT count() FROM metrics"')
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.set_defaults(handler=_query)
 

@@ -36,7 +36,9 @@ class SinkStats:
 class Sink:
     """Consumes the events topic in a consumer group and writes batches to ClickHouse."""
 
-    def __init__(self, settings: Settings, *, client: Any | None = None, migrate_first: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, client: Any | None = None, migrate_first: bool = True
+    ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         ck = require("confluent_kafka", part="the sink", extra="sinks")
@@ -97,7 +99,11 @@ class Sink:
             if self._batch_started is None:
                 self._batch_started = time.monotonic()
             self.batch.add(
-                message.topic(), message.partition(), message.offset(), message.key(), message.value()
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                message.key(),
+                message.value(),
             )
         due = self.batch.rows >= settings.sink_batch_rows or (
             self._batch_started is not None
@@ -155,7 +161,11 @@ class Sink:
                 ],
             )
             logger.warning(
-                "dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
+                "dead letter %s[%d]@%d: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.reason,
             )
         if letters and self._dlq.flush(30) > 0:
             # Committing now would lose these messages: stop instead, they are re-read on restart.

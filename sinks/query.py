@@ -36,7 +36,7 @@ def render(columns: list[str], rows: list[Sequence[Any]], fmt: str) -> str:
         writer.writerows([[_text(v) for v in row] for row in rows])
         return out.getvalue()
     if fmt == "json":
-        records = [dict(zip(columns, [_json_value(v) for v in row])) for row in rows]
+        records = [dict(zip(columns, [_json_value(v) for v in row], strict=True)) for row in rows]
         return orjson.dumps(records, option=orjson.OPT_INDENT_2).decode() + "\n"
     return _table(columns, rows)
 
@@ -45,13 +45,17 @@ def _table(columns: list[str], rows: list[Sequence[Any]]) -> str:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [len(c) for c in columns]
     for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     numeric = [
-        bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(columns))
+        bool(rows) and all(isinstance(row[i], (int, float)) for row in rows)
+        for i in range(len(columns))
     ]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
         return " | ".join(parts).rstrip()
 
     out = [line(columns), "-+-".join("-" * w for w in widths)]

@@ -13,7 +13,11 @@ PRODUCER = {"sdk": "runstream-python", "version": "0.1.0", "host": "gpu-01", "pi
 BODIES: dict[str, dict[str, Any]] = {
     "run_started": {
         "name": "résnet-50 🚀",
-        "config": {"lr": 0.001, "layers": [64, 128], "optim": {"name": "adam", "betas": [0.9, 0.999]}},
+        "config": {
+            "lr": 0.001,
+            "layers": [64, 128],
+            "optim": {"name": "adam", "betas": [0.9, 0.999]},
+        },
         "tags": ["baseline", "ünïcode"],
         "group": "sweep-1",
         "job_type": "train",
@@ -84,5 +88,5 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)

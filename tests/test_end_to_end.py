@@ -13,7 +13,7 @@ from runstream.cli import main
 from runstream.schemas import EVENT_MODELS, Topics, decode, encode
 from runstream.settings import Settings
 from tests.helpers import rows, scalar, sink_until
-from tests.samples import sample_event, same
+from tests.samples import same, sample_event
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,17 @@ def test_a_run_of_1000_steps_lands_exactly_once(settings: Settings) -> None:
     assert result.produced == STEPS + 2
 
     expected_points = STEPS * len(METRICS)
-    sink = sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= STEPS + 2)
+    sink = sink_until(
+        settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= STEPS + 2
+    )
     assert sink.stats.dead_letters == 0
 
     assert scalar(settings, f"SELECT count() FROM {db}.metrics") == expected_points
     per_name = dict(rows(settings, f"SELECT name, count() FROM {db}.metrics GROUP BY name"))
     assert per_name == dict.fromkeys(METRICS, STEPS)
     assert rows(
-        settings, f"SELECT min(step), max(step), uniqExact(step) FROM {db}.metrics WHERE name='loss'"
+        settings,
+        f"SELECT min(step), max(step), uniqExact(step) FROM {db}.metrics WHERE name='loss'",
     ) == [(0, STEPS - 1, STEPS)]
     assert rows(settings, f"SELECT step FROM {db}.metrics WHERE isNaN(value)") == [(500,)]
 
@@ -55,7 +58,9 @@ def test_a_run_of_1000_steps_lands_exactly_once(settings: Settings) -> None:
     assert types == {"run_started": 1, "metrics_logged": STEPS, "run_finished": 1}
     seqs = [r[0] for r in rows(settings, f"SELECT seq FROM {db}.events ORDER BY seq")]
     assert seqs == list(range(STEPS + 2)), "per-run sequence numbers must be gap-free"
-    started = orjson.loads(scalar(settings, f"SELECT body FROM {db}.events WHERE type='run_started'"))
+    started = orjson.loads(
+        scalar(settings, f"SELECT body FROM {db}.events WHERE type='run_started'")
+    )
     assert started["config"] == {"lr": 0.1, "layers": [1, 2]}
     assert scalar(settings, f"SELECT uniqExact(event_id) FROM {db}.events") == STEPS + 2
 
@@ -67,14 +72,21 @@ def test_a_run_of_1000_steps_lands_exactly_once(settings: Settings) -> None:
 
 def test_every_event_type_round_trips_through_kafka_and_clickhouse(settings: Settings) -> None:
     topic = Topics(settings.topic_prefix).events
-    sent = {name: sample_event(name, seq=i, run_id="types") for i, name in enumerate(sorted(EVENT_MODELS))}
+    sent = {
+        name: sample_event(name, seq=i, run_id="types")
+        for i, name in enumerate(sorted(EVENT_MODELS))
+    }
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
     for event in sent.values():
         producer.produce(topic, key=b"types", value=encode(event))
     assert producer.flush(30) == 0
 
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": "reader", "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "reader",
+            "auto.offset.reset": "earliest",
+        }
     )
     consumer.subscribe([topic])
     received = {}
@@ -88,14 +100,20 @@ def test_every_event_type_round_trips_through_kafka_and_clickhouse(settings: Set
     consumer.close()
     assert set(received) == set(sent)
     for name, event in received.items():
-        assert same(orjson.loads(event.model_dump_json())["body"], _json_body(sent[name]["body"])), name
+        assert same(
+            orjson.loads(event.model_dump_json())["body"], _json_body(sent[name]["body"])
+        ), name
 
     db = settings.clickhouse_database
-    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") == len(sent))
+    sink_until(
+        settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") == len(sent)
+    )
     stored = dict(rows(settings, f"SELECT type, body FROM {db}.events"))
     for name, body in stored.items():
         assert same(orjson.loads(body), sent[name]["body"]), name
-    assert rows(settings, f"SELECT name FROM {db}.metrics WHERE isInfinite(value) ORDER BY name") == [
+    assert rows(
+        settings, f"SELECT name FROM {db}.metrics WHERE isInfinite(value) ORDER BY name"
+    ) == [
         ("grad/min",),
         ("grad/norm",),
     ]
@@ -106,7 +124,9 @@ def _json_body(body: dict[str, object]) -> object:
     return orjson.loads(orjson.dumps(body))
 
 
-def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_land(settings: Settings) -> None:
+def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_land(
+    settings: Settings,
+) -> None:
     topics = Topics(settings.topic_prefix)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     bad_event = sample_event("metrics_logged", seq=1, run_id="mixed")
@@ -126,7 +146,11 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_land(setti
     assert sink.stats.dead_letters == 2
 
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": "dlq", "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "dlq",
+            "auto.offset.reset": "earliest",
+        }
     )
     consumer.subscribe([topics.dead_letters])
     letters = []

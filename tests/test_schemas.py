@@ -10,7 +10,7 @@ from runstream.errors import EventDecodeError, UnsupportedSchemaVersionError
 from runstream.schemas import EVENT_MODELS, decode, encode, encode_event, uuid7
 from runstream.schemas.events import MetricsLogged
 from runstream.schemas.export import stale_files
-from tests.samples import BODIES, sample_event, same
+from tests.samples import BODIES, same, sample_event
 
 
 def test_samples_cover_every_event_type() -> None:
@@ -25,7 +25,9 @@ def test_every_event_type_round_trips(type_name: str) -> None:
     again = decode(encode_event(event))
     assert same(again.model_dump(), event.model_dump())
     # The body on the wire, parsed as plain JSON, says the same as what was sent.
-    assert orjson.loads(encode_event(event))["body"].keys() >= BODIES[type_name].keys() - {"environment"}
+    assert orjson.loads(encode_event(event))["body"].keys() >= BODIES[type_name].keys() - {
+        "environment"
+    }
 
 
 def test_nan_and_infinities_survive_with_unicode_names() -> None:

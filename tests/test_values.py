@@ -36,7 +36,9 @@ def test_numbers_of_every_kind_become_floats() -> None:
     assert to_float(np.array([1.0, 2.0])) is None
 
 
-def test_nested_dicts_flatten_and_bad_values_are_refused_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_nested_dicts_flatten_and_bad_values_are_refused_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     refusals = Refusals()
     data = {"train": {"loss": 1, "acc": 0.5}, "note": "hello", "ok": float("nan")}
     with caplog.at_level(logging.WARNING, logger="runstream"):
