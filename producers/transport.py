@@ -14,6 +14,28 @@ from typing import Any
 
 logger = logging.getLogger("runstream")
 
+
+class _OncePerMinute(logging.Filter):
+    """librdkafka repeats a connection error every retry; say each kind of error once a minute."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        kind = f"{args[0]}|{args[1]}" if len(args) > 1 else record.getMessage()[:40]
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.interval) < self.interval:
+            return False
+        self._last[kind] = now
+        return True
+
+
+kafka_logger = logging.getLogger("runstream.kafka")
+kafka_logger.addFilter(_OncePerMinute())
+
 DeliveryCallback = Callable[[str, int, "str | None"], None]
 """Called as (run_id, seq, error or None) once Kafka acknowledged or finally refused an event."""
 
@@ -58,7 +80,7 @@ class KafkaTransport:
             # Keep retrying for as long as the spool may need: the worker decides when to give up.
             "message.timeout.ms": 300_000,
             "client.id": "runstream-sdk",
-            "logger": logging.getLogger("runstream.kafka"),
+            "logger": kafka_logger,
         }
         config.update(extra_config or {})
         self._producer = ck.Producer(config)

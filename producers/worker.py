@@ -29,6 +29,15 @@ Item = tuple[Any, ...]
 """(RunChannel, event type, unix time float, body builder args...) or a flush marker."""
 
 
+class _Release:
+    """Sent by close_channel: drop the transport of ``key`` if no run uses it any more."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
 class _FlushMarker:
     __slots__ = ("done",)
 
@@ -133,6 +142,7 @@ class Worker:
 
     def close_channel(self, channel: RunChannel) -> None:
         self._channels.pop(channel.run_id, None)
+        self.submit((_Release(channel.transport_key),))
 
     # --- worker side --------------------------------------------------------------------------
     def _reset_thread_state(self) -> None:
@@ -183,6 +193,9 @@ class Worker:
             if isinstance(head, _FlushMarker):
                 head.done.set()
                 continue
+            if isinstance(head, _Release):
+                self._release(head.key)
+                continue
             self._produce(head, item[1], item[2], item[3], item[4:])
         for transport in self._transports.values():
             transport.poll(0)
@@ -221,6 +234,14 @@ class Worker:
             )
             self._transports[key] = transport
         return transport
+
+    def _release(self, key: str) -> None:
+        # A producer left behind for a broker nobody logs to any more would keep reconnecting
+        # forever; one with messages still in flight stays until they are delivered or expire.
+        transport = self._transports.get(key)
+        in_use = any(c.transport_key == key for c in self._channels.values())
+        if transport is not None and not in_use and transport.flush(0) == 0:
+            del self._transports[key]
 
     def _dispatch_delivery(self, run_id: str, seq: int, error: str | None) -> None:
         channel = self._channels.get(run_id)

@@ -47,7 +47,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     for status in statuses[2:]:
         print(f"  {status.name:<11} pid {status.pid}   log {status.log}")
     print(f"  data and logs in {settings.home}")
-    print("Try: runstream query \"SELECT run_id, count() FROM metrics GROUP BY run_id\"")
+    print('Try: runstream query "SELECT run_id, count() FROM metrics GROUP BY run_id"')
     return 0
 
 

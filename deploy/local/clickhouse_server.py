@@ -17,6 +17,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -59,8 +60,6 @@ def serve(data_dir: Path, run_dir: Path, host: str, http_port: int, tcp_port: in
     if fifo.exists():
         fifo.unlink()
     os.mkfifo(fifo)
-    # SIGTERM should also end the server cleanly: unblock the FIFO read from within.
-    signal.signal(signal.SIGTERM, lambda *_: stop(run_dir))
     os.chdir(run_dir)  # clickhouse-local reads ./config.xml
     quoted = str(fifo.resolve()).replace("\\", "\\\\").replace("'", "\\'")
     listen = "SYSTEM START LISTEN HTTP; " + ("SYSTEM START LISTEN TCP; " if tcp_port else "")
@@ -69,13 +68,32 @@ def serve(data_dir: Path, run_dir: Path, host: str, http_port: int, tcp_port: in
         f"SELECT count() FROM file('{quoted}', 'LineAsString') "
         "SETTINGS storage_file_read_method = 'read'"
     )
-    try:
-        engine.query(sql, "TSV", path=str(data_dir.resolve()))
-    except Exception as exc:
-        print(f"clickhouse server failed: {exc}", file=sys.stderr, flush=True)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result = engine.query(sql, "TSV", path=str(data_dir.resolve()))  # type: ignore[attr-defined]
+        except BaseException as exc:
+            failure.append(exc)
+            return
+        # A clean stop reads the line written to the FIFO, so the count is 1. Start-up errors
+        # (a locked data directory, a port in use) are printed by clickhouse-local, which then
+        # returns an empty result without raising.
+        if not bytes(result.bytes()).strip():
+            failure.append(RuntimeError("ClickHouse did not start; see the messages above"))
+
+    # The query blocks inside C code, where Python signal handlers cannot run; it runs in a
+    # thread so that the main thread can turn SIGTERM/SIGINT into a clean stop via the FIFO.
+    server = threading.Thread(target=run, name="clickhouse")
+    server.start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop(run_dir))
+    while server.is_alive():
+        server.join(0.5)
+    fifo.unlink(missing_ok=True)
+    if failure:
+        print(f"clickhouse server failed: {failure[0]}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        fifo.unlink(missing_ok=True)
     print("clickhouse server stopped", flush=True)
     return 0
 

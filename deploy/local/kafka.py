@@ -46,8 +46,15 @@ class KafkaLayout:
         if self.libs.exists():
             shutil.rmtree(self.libs)  # a fetch that died half way: start clean
         result = subprocess.run(
-            [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={self.libs}"],
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={self.libs}",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -158,4 +165,3 @@ class KafkaLayout:
                 f"{(result.stdout + result.stderr)[-2000:]}"
             )
         return result.stdout
-

@@ -1,4 +1,4 @@
-"""Background processes of the local stack: started detached, tracked by pid files, stopped by pid."""
+"""Background processes of the local stack: started detached, tracked and stopped by pid."""
 
 from __future__ import annotations
 

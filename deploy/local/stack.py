@@ -109,7 +109,9 @@ class LocalStack:
         if pid is None:
             _require_free(host, port, "Kafka", "RUNSTREAM_KAFKA_BOOTSTRAP")
             _require_free(
-                host, self.settings.kafka_controller_port, "the Kafka controller",
+                host,
+                self.settings.kafka_controller_port,
+                "the Kafka controller",
                 "RUNSTREAM_KAFKA_CONTROLLER_PORT",
             )
             self.kafka.java()
@@ -118,7 +120,14 @@ class LocalStack:
             self.kafka.format_storage()
             pid = spawn(self.kafka.broker_argv(), log=self.kafka.stdout, cwd=self.kafka.root)
             pidfile.write(pid)
-        self._wait(pid, "Kafka", self._kafka_healthy, self.kafka.log, deadline, extra=self.kafka.stdout)
+        self._wait(
+            pid=pid,
+            name="Kafka",
+            healthy=self._kafka_healthy,
+            log=self.kafka.log,
+            deadline=deadline,
+            extra=self.kafka.stdout,
+        )
 
     def _start_clickhouse(self, deadline: float) -> None:
         pidfile = self._pidfile("clickhouse")
@@ -130,15 +139,27 @@ class LocalStack:
 
             require("chdb", part="runstream dev (ClickHouse)", extra="local")
             argv = [
-                sys.executable, "-m", "runstream.deploy.local.clickhouse_server",
-                "--data-dir", str(self.clickhouse_data),
-                "--run-dir", str(self.clickhouse_run),
-                "--host", host,
-                "--http-port", str(port),
+                sys.executable,
+                "-m",
+                "runstream.deploy.local.clickhouse_server",
+                "--data-dir",
+                str(self.clickhouse_data),
+                "--run-dir",
+                str(self.clickhouse_run),
+                "--host",
+                host,
+                "--http-port",
+                str(port),
             ]
             pid = spawn(argv, log=self.clickhouse_log, cwd=self.home)
             pidfile.write(pid)
-        self._wait(pid, "ClickHouse", self._clickhouse_healthy, self.clickhouse_log, deadline)
+        self._wait(
+            pid=pid,
+            name="ClickHouse",
+            healthy=self._clickhouse_healthy,
+            log=self.clickhouse_log,
+            deadline=deadline,
+        )
 
     def _start_worker(self, worker: WorkerSpec) -> None:
         pidfile = self._pidfile(f"worker-{worker.name}")
@@ -162,6 +183,7 @@ class LocalStack:
 
     def _wait(
         self,
+        *,
         pid: int,
         name: str,
         healthy: Callable[[], bool],
@@ -270,9 +292,7 @@ class LocalStack:
         for name in names:
             pid = self._pidfile(f"worker-{name}").read()
             statuses.append(
-                ServiceStatus(
-                    name, pid, "", pid is not None, self.logs / f"{name}.log", "worker"
-                )
+                ServiceStatus(name, pid, "", pid is not None, self.logs / f"{name}.log", "worker")
             )
         return statuses
 
