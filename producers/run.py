@@ -1,11 +1,13 @@
 """The public SDK surface: ``runstream.init`` and :class:`Run`.
 
 Everything here runs in the caller's thread, so each method does the least it can: capture the
-values, append a tuple to the worker's queue, return. Encoding and I/O happen on the worker.
+values, append a tuple to the worker's queue, return. Encoding, disk and network I/O happen on
+the worker (``producers/worker.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -14,18 +16,31 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
+from runstream.errors import RunstreamError
+from runstream.producers.spool import RunSpool
 from runstream.producers.values import Refusals, flatten_metrics, to_json
-from runstream.producers.worker import RunChannel, Worker, get_worker
-from runstream.schemas import Topics, new_run_id
+from runstream.producers.worker import RunChannel, Worker, get_worker, new_spool_state
+from runstream.schemas import new_run_id
 from runstream.schemas.codec import json_safe_metrics
 from runstream.settings import Mode, Settings
 
 logger = logging.getLogger("runstream")
+
+SummaryKind = Literal["min", "max", "last", "mean"]
+AlertLevel = Literal["info", "warn", "error"]
+_LEVELS = {"info": "info", "warn": "warn", "warning": "warn", "error": "error"}
+_time = time.time
+
+
+class ResumeError(RunstreamError):
+    """A run could not be resumed (or must not be) as asked."""
 
 
 @dataclass(frozen=True)
@@ -35,15 +50,18 @@ class FinishResult:
     produced: int
     delivered: int
     failed: int
+    spooled: int
     last_error: str | None = None
+    offline: bool = False
 
     @property
     def pending(self) -> int:
+        """Events kept in the local spool for ``runstream sync``."""
         return self.produced - self.delivered - self.failed
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.pending == 0
+        return self.failed == 0 and (self.offline or self.pending == 0)
 
 
 class Run:
@@ -63,66 +81,120 @@ class Run:
         worker: Worker | None = None,
     ) -> None:
         self.settings = settings
-        self.id = id or new_run_id()
         self.project = settings.project
-        self.name = name or self.id
         self.group = group
         self.job_type = job_type
         self.notes = notes
+        self.mode = settings.mode
         self._refusals = Refusals()
-        self.config: dict[str, Any] = to_json(dict(config or {}), self._refusals)
-        self.tags = list(tags or [])
         self._step = 0
         self._pending: dict[str, Any] | None = None
         self._pending_step = 0
         self._finished: FinishResult | None = None
+        self._forked = False
         self._finish_lock = threading.Lock()
         self._warned_step = False
+        self._summary_kinds: dict[str, SummaryKind] = {}
         self._worker = worker or get_worker()
+
+        resumed_from = self._resolve_id(id)
+        self.name = name or self.id
+        self._tags = [str(t) for t in tags or []]
+        self.config = RunConfig(self, to_json(dict(config or {}), self._refusals))
+        self.summary = RunSummary(self)
+        spool = RunSpool.create_or_open(
+            settings.dir, new_spool_state(self.id, self.project, settings, self.mode)
+        )
+        if resumed_from is not None:
+            spool.state.next_seq = max(spool.state.next_seq, resumed_from[0])
+            spool.state.last_step = max(spool.state.last_step, resumed_from[1])
+        self._step = spool.state.last_step + 1
         self._channel: RunChannel = self._worker.open_channel(
-            self.id, self.project, Topics(settings.topic_prefix).events, settings
+            self.id, self.project, settings, spool=spool, online=self.mode == "online"
         )
-        self._emit(
-            "run_started",
-            {
-                "name": self.name,
-                "config": self.config,
-                "tags": self.tags,
-                "group": group,
-                "job_type": job_type,
-                "notes": notes,
-                "environment": _environment(),
-            },
-        )
+        if resumed_from is None:
+            self._emit(
+                "run_started",
+                {
+                    "name": self.name,
+                    "config": dict(self.config),
+                    "tags": self._tags,
+                    "group": group,
+                    "job_type": job_type,
+                    "notes": notes,
+                    "environment": _environment(),
+                },
+            )
+        else:
+            self._emit("run_resumed", {"step": self._step})
+            if len(self.config):
+                self._emit("config_updated", {"config": dict(self.config)})
+        _register(self)
+
+    def _resolve_id(self, id: str | None) -> tuple[int, int] | None:
+        """Choose the run id; for a resumed run, where it stands (next seq, last step)."""
+        settings = self.settings
+        resume = settings.resume
+        self.id = id or settings.run_id or new_run_id()
+        if resume is None:
+            return None
+        if not (id or settings.run_id):
+            raise ResumeError(f"resume={resume!r} needs the id of the run: pass id=...")
+        from runstream.producers.resume import find_position
+
+        position = find_position(settings, self.id)
+        if resume == "never" and position.exists:
+            raise ResumeError(
+                f"run {self.id} already exists ({', '.join(position.found_in)}) and "
+                "resume='never'; choose another id or use resume='allow'"
+            )
+        if resume == "must" and not position.exists:
+            raise ResumeError(
+                f"run {self.id} was not found in the local spool ({settings.dir}) nor in "
+                f"ClickHouse ({settings.clickhouse_url}); resume='must' needs an existing run"
+            )
+        return (position.next_seq, position.last_step) if position.exists else None
 
     # --- logging ----------------------------------------------------------------------------
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
-        """Record metric values at ``step`` (default: the run's own counter).
+        """Record metric values at ``step`` (default: the run's own step counter).
 
         ``commit=False`` keeps collecting values for the same step until a call with
-        ``commit=True`` (or with another step) sends them as one event.
+        ``commit=True`` (or with another step) sends them as one event. Never raises.
         """
         if self._finished is not None:
+            self._log_after_finish()
             return
+        pending = self._pending
         if step is None:
-            step = self._step
-        elif step < self._step - (1 if self._pending is None else 0) or step < 0:
-            if not self._warned_step:
-                self._warned_step = True
-                logger.warning(
-                    "runstream: step %s is below the run's current step %s; such calls are "
-                    "ignored (warned once). Steps must not decrease.",
-                    step,
-                    self._step - 1,
-                )
+            step = self._step if pending is None else self._pending_step
+        elif step < self._step - 1 or step < 0:
+            self._refuse_step(step)
             return
-        if self._pending is not None and step != self._pending_step:
+        if pending is None:
+            if commit:
+                self._step = step + 1
+                self._worker.submit(
+                    (
+                        self._channel,
+                        "metrics_logged",
+                        _time(),
+                        _metrics_body,
+                        step,
+                        dict(data),
+                        self,
+                    )
+                )
+                return
+            self._pending = dict(data)
+            self._pending_step = step
+            return
+        if step != self._pending_step:
             self._send_pending()
-        if self._pending is None:
             self._pending = dict(data)
             self._pending_step = step
         else:
-            self._pending.update(data)
+            pending.update(data)
         if commit:
             self._send_pending()
 
@@ -131,22 +203,80 @@ class Run:
         self._pending = None
         self._step = step + 1
         self._worker.submit(
-            (
-                self._channel,
-                "metrics_logged",
-                time.time(),
-                _metrics_body,
+            (self._channel, "metrics_logged", _time(), _metrics_body, step, data, self)
+        )
+
+    def _refuse_step(self, step: int) -> None:
+        if not self._warned_step:
+            self._warned_step = True
+            logger.warning(
+                "runstream: run %s: step %s is below the current step %s; such calls are "
+                "ignored (warned once). Steps must not decrease.",
+                self.id,
                 step,
-                data,
-                self._refusals,
+                self._step - 1,
             )
+
+    def _log_after_finish(self) -> None:
+        if not self._warned_step:
+            self._warned_step = True
+            where = "in a forked child process" if self._forked else "after finish()"
+            logger.warning(
+                "runstream: run %s: log() %s is ignored (warned once)%s",
+                self.id,
+                where,
+                "; start a run in the child, or log from the parent" if self._forked else "",
+            )
+
+    # --- the rest of the surface ---------------------------------------------------------------
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self._tags)
+
+    @tags.setter
+    def tags(self, tags: list[str] | tuple[str, ...]) -> None:
+        self._tags = [str(t) for t in tags]
+        self._emit("tags_updated", {"tags": list(self._tags)})
+
+    def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
+        """Choose which value summarises ``name`` (or every name matching ``prefix*``)."""
+        if summary not in ("min", "max", "last", "mean"):
+            logger.warning(
+                "runstream: define_metric(%r, summary=%r) ignored: summary must be one of "
+                "min, max, last, mean",
+                name,
+                summary,
+            )
+            return
+        self._summary_kinds[name] = summary
+        self._emit("metric_defined", {"name": name, "summary": summary})
+
+    def alert(self, title: str, text: str = "", level: Any = "info") -> None:
+        """Raise an alert (delivered to the configured webhooks by the processors)."""
+        raw = getattr(level, "value", level)  # wandb.AlertLevel.WARN -> "WARN"
+        resolved = _LEVELS.get(str(raw).lower())
+        if resolved is None:
+            logger.warning("runstream: alert level %r is not info/warn/error; using 'info'", level)
+            resolved = "info"
+        title = str(title)[:1024] or "(untitled)"
+        self._emit("alert_raised", {"title": title, "text": str(text), "level": resolved})
+
+    def log_artifact(
+        self, path_or_uri: str | os.PathLike[str], name: str | None = None, type: str = "artifact"
+    ) -> None:
+        """Record an artifact's metadata (digest, size, uri). Files are read on the worker."""
+        target = os.fspath(path_or_uri)
+        self._worker.submit(
+            (self._channel, "artifact_logged", _time(), _artifact_body, target, name, type, self)
         )
 
     # --- ending -------------------------------------------------------------------------------
     def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:
-        """End the run and wait at most ``settings.finish_timeout`` seconds for delivery.
+        """End the run; wait at most ``settings.finish_timeout`` seconds for delivery.
 
-        Idempotent: a second call returns the first call's result.
+        What is not delivered by then stays in the local spool, for ``runstream sync`` (or the
+        next run of this process), and one line says so. Never hangs, never raises; calling it
+        again returns the first result.
         """
         with self._finish_lock:
             if self._finished is not None:
@@ -155,29 +285,60 @@ class Run:
                 self._send_pending()
             if status is None:
                 status = "finished" if exit_code == 0 else "failed"
-            self._emit("run_finished", {"exit_code": exit_code, "status": status})
-            self._worker.flush(self.settings.finish_timeout)
-            channel = self._channel
-            result = FinishResult(
-                channel.produced, channel.delivered, channel.failed, channel.last_error
+            # Built on the worker, after every metric logged before it has been seen there.
+            self._worker.submit(
+                (self._channel, "summary_updated", _time(), _final_summary_body, self.summary)
             )
-            self._finished = result
-            self._worker.close_channel(channel)
-        if not result.ok:
+            self._emit("run_finished", {"exit_code": int(exit_code), "status": status})
+            self._worker.close_channel(self._channel)
+            self._worker.flush(self.settings.finish_timeout)
+            self._finished = self._result()
+        result = self._finished
+        _unregister(self)
+        if self.mode == "offline":
+            logger.info(
+                "runstream: run %s is offline: %d events in %s; deliver them with "
+                "'runstream sync %s'",
+                self.id,
+                result.produced,
+                self.settings.dir,
+                self.settings.dir,
+            )
+        elif not result.ok:
             logger.warning(
-                "runstream: run %s finished with %d of %d events undelivered (%d failed%s)",
+                "runstream: run %s: %d of %d events not delivered within %.1fs%s; they are kept "
+                "in %s, deliver them with 'runstream sync %s'",
                 self.id,
                 result.pending + result.failed,
                 result.produced,
-                result.failed,
-                f": {result.last_error}" if result.last_error else "",
+                self.settings.finish_timeout,
+                f" ({result.last_error})" if result.last_error else "",
+                self.settings.dir,
+                self.settings.dir,
             )
-        _forget(self)
         return result
+
+    def _result(self) -> FinishResult:
+        channel = self._channel
+        acked = channel.acked_through - channel.first_seq + 1  # by this process
+        delivered = min(channel.produced, max(0, acked - channel.failed))
+        return FinishResult(
+            produced=channel.produced,
+            delivered=delivered if channel.online else 0,
+            failed=channel.failed,
+            spooled=channel.produced,
+            last_error=channel.last_error,
+            offline=not channel.online,
+        )
 
     @property
     def finished(self) -> bool:
         return self._finished is not None
+
+    @property
+    def step(self) -> int:
+        """The step the next ``log()`` without ``step=`` uses."""
+        return self._step
 
     def __enter__(self) -> Run:
         return self
@@ -188,34 +349,244 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.finish()
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish(exit_code=130, status="killed")
-        elif issubclass(exc_type, SystemExit):
-            code = exc.code if isinstance(exc, SystemExit) else 0
-            exit_code = code if isinstance(code, int) else (0 if code is None else 1)
-            self.finish(exit_code=exit_code)
-        else:
-            self.finish(exit_code=1, status="failed")
+        exit_code, status = exit_status(exc_type, exc)
+        self.finish(exit_code=exit_code, status=status)
 
     def __repr__(self) -> str:
-        return f"<Run {self.project}/{self.id} name={self.name!r}>"
+        return f"<Run {self.project}/{self.id} name={self.name!r} mode={self.mode}>"
 
     def _emit(self, type_name: str, body: dict[str, Any]) -> None:
-        self._worker.submit((self._channel, type_name, time.time(), _static_body, body))
+        if self._finished is None:
+            self._worker.submit((self._channel, type_name, _time(), _static_body, body))
+
+    def _after_fork_in_child(self) -> None:
+        self._forked = True
+        self._warned_step = False
+        self._finished = FinishResult(0, 0, 0, 0, "run belongs to the parent process")
+
+
+class DisabledRun(Run):
+    """What ``mode="disabled"`` returns: the same surface, doing nothing at all."""
+
+    def __init__(self, settings: Settings, *, id: str | None = None, name: str | None = None,
+                 config: Mapping[str, Any] | None = None, **_: Any) -> None:  # fmt: skip
+        self.settings = settings
+        self.project = settings.project
+        self.mode = "disabled"
+        self.id = id or settings.run_id or new_run_id()
+        self.name = name or self.id
+        self.group = self.job_type = self.notes = None
+        self._tags: list[str] = []
+        self._finished = None
+        self._step = 0
+        self.config = RunConfig(self, dict(config or {}))
+        self.summary = RunSummary(self)
+
+    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
+        return None
+
+    def _emit(self, type_name: str, body: dict[str, Any]) -> None:
+        return None
+
+    def log_artifact(self, path_or_uri: Any, name: str | None = None, type: str = "") -> None:
+        return None
+
+    def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
+        return None
+
+    def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:
+        if self._finished is None:
+            self._finished = FinishResult(0, 0, 0, 0)
+            _unregister(self)
+        return self._finished
+
+
+def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None) -> tuple[int, str]:
+    """The (exit code, status) a run ends with when ``exc`` ends the program."""
+    if exc_type is None:
+        return 0, "finished"
+    if issubclass(exc_type, KeyboardInterrupt):
+        return 130, "killed"
+    if issubclass(exc_type, SystemExit):
+        code = exc.code if isinstance(exc, SystemExit) else 0
+        exit_code = code if isinstance(code, int) else (0 if code is None else 1)
+        return exit_code, "finished" if exit_code == 0 else "failed"
+    return 1, "failed"
+
+
+# --- config and summary ---------------------------------------------------------------------------
+class RunConfig(MutableMapping[str, Any]):
+    """The run's config: a dict whose changes are recorded as config-updated events.
+
+    Attribute access works too (``run.config.lr``), as in wandb.
+    """
+
+    def __init__(self, run: Run, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_run", run)
+        object.__setattr__(self, "_values", values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+        self._run._emit("config_updated", {"config": {key: None}})  # merge patch: null removes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Set several keys; one event records all of them."""
+        changes = to_json(dict(*args, **kwargs), self._run._refusals)
+        if not changes:
+            return
+        self._values.update(changes)
+        self._run._emit("config_updated", {"config": changes})
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"config has no key {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"RunConfig({self._values!r})"
+
+
+class RunSummary(MutableMapping[str, Any]):
+    """The run's summary: by default the last value of each metric (or the min, max or mean
+    chosen with ``define_metric``); keys set explicitly win and are recorded as events."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._explicit: dict[str, Any] = {}
+        self._tracked: dict[str, list[float]] = {}  # name -> [last, min, max, sum, count]
+
+    def _observe(self, metrics: Mapping[str, float]) -> None:
+        # Runs on the worker thread with the values it just encoded.
+        tracked = self._tracked
+        for name, value in metrics.items():
+            entry = tracked.get(name)
+            if entry is None:
+                tracked[name] = [value, value, value, value, 1.0]
+                continue
+            entry[0] = value
+            entry[1] = min(entry[1], value)
+            entry[2] = max(entry[2], value)
+            entry[3] += value
+            entry[4] += 1.0
+
+    def _derived(self) -> dict[str, float]:
+        kinds = self._run._summary_kinds
+        out: dict[str, float] = {}
+        for name, entry in list(self._tracked.items()):
+            kind = _summary_kind(name, kinds)
+            last, low, high, total, count = entry
+            out[name] = {"last": last, "min": low, "max": high, "mean": total / count}[kind]
+        return out
+
+    def _final(self) -> dict[str, Any]:
+        final: dict[str, Any] = dict(json_safe_metrics(self._derived()))
+        final.update(self._explicit)
+        return final
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._explicit:
+            return self._explicit[key]
+        return self._derived()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        del self._explicit[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._derived(), **self._explicit})
+
+    def __len__(self) -> int:
+        return len({**self._derived(), **self._explicit})
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        changes = to_json(dict(*args, **kwargs), self._run._refusals)
+        self._explicit.update(changes)
+        self._run._emit("summary_updated", {"summary": changes})
+
+    def __repr__(self) -> str:
+        return f"RunSummary({dict(self)!r})"
+
+
+def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
+    kind = kinds.get(name)
+    if kind is not None:
+        return kind
+    for pattern, chosen in kinds.items():
+        if pattern.endswith("*") and name.startswith(pattern[:-1]):
+            return chosen
+    return "last"
 
 
 # --- body builders: run on the worker thread --------------------------------------------------
-def _metrics_body(step: int, data: Mapping[str, Any], refusals: Refusals) -> dict[str, Any] | None:
-    metrics = flatten_metrics(data, refusals)
+def _metrics_body(step: int, data: Mapping[str, Any], run: Run) -> dict[str, Any] | None:
+    metrics = flatten_metrics(data, run._refusals)
     if not metrics:
         return None
+    run.summary._observe(metrics)
     return {"step": step, "metrics": json_safe_metrics(metrics)}
 
 
 def _static_body(body: dict[str, Any]) -> dict[str, Any]:
     return body
+
+
+def _final_summary_body(summary: RunSummary) -> dict[str, Any] | None:
+    final = summary._final()
+    return {"summary": final} if final else None
+
+
+def _artifact_body(target: str, name: str | None, kind: str, run: Run) -> dict[str, Any] | None:
+    scheme = urlsplit(target).scheme
+    if scheme and len(scheme) > 1 and scheme != "file":  # a remote URI: nothing to read here
+        digest = "uri-sha256:" + hashlib.sha256(target.encode()).hexdigest()
+        return {"name": name or target.rstrip("/").rsplit("/", 1)[-1], "type": kind,
+                "digest": digest, "size": 0, "uri": target}  # fmt: skip
+    path = Path(target.removeprefix("file://")).expanduser()
+    try:
+        digest, size = _digest(path)
+    except OSError as exc:
+        run._refusals.refuse(str(path), f"artifact cannot be read: {exc}")
+        return None
+    return {"name": name or path.name, "type": kind, "digest": f"sha256:{digest}", "size": size,
+            "uri": path.resolve().as_uri()}  # fmt: skip
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    """sha256 of a file, or of a directory's files (names and contents, sorted)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if not files and not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    h = hashlib.sha256()
+    size = 0
+    for file in files:
+        if file is not path:
+            h.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+    return h.hexdigest(), size
 
 
 def _environment() -> dict[str, Any]:
@@ -253,11 +624,48 @@ def _git_info() -> dict[str, Any]:
     }
 
 
-# --- module-level API ---------------------------------------------------------------------------
+# --- module-level API and the registry of active runs -------------------------------------------
 run: Run | None = None
 """The run most recently started with :func:`init` and not yet finished."""
 
-_runs_lock = threading.Lock()
+_active: list[Run] = []
+_active_lock = threading.Lock()
+
+
+def active_runs() -> list[Run]:
+    with _active_lock:
+        return list(_active)
+
+
+def _register(new: Run) -> None:
+    global run
+    from runstream.producers import hooks
+
+    hooks.install()
+    with _active_lock:
+        _active.append(new)
+        run = new
+
+
+def _unregister(done: Run) -> None:
+    global run
+    with _active_lock:
+        if done in _active:
+            _active.remove(done)
+        if run is done:
+            run = _active[-1] if _active else None
+
+
+def _after_fork_in_child() -> None:
+    global run
+    for inherited in _active:
+        inherited._after_fork_in_child()
+    _active.clear()
+    run = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def init(
@@ -270,15 +678,34 @@ def init(
     job_type: str | None = None,
     notes: str | None = None,
     id: str | None = None,
+    resume: Literal["allow", "must", "never"] | None = None,
     mode: Mode | None = None,
     dir: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
 ) -> Run:
-    """Start a run. Arguments override ``RUNSTREAM_*`` environment variables and defaults."""
-    global run
+    """Start a run. Arguments override ``RUNSTREAM_*`` environment variables and defaults.
+
+    ``mode``: ``online`` (default) delivers to Kafka through the local spool; ``offline`` only
+    writes the spool (deliver later with ``runstream sync``); ``disabled`` does nothing.
+    ``resume`` with ``id``: ``allow`` continues run ``id`` if it exists, ``must`` requires it,
+    ``never`` refuses an existing one. In a ``torch.distributed`` job only rank 0 logs, unless
+    ``group`` is given: then every rank logs a run of that group.
+    """
     base = settings if settings is not None else Settings.load()
-    resolved = base.with_overrides(project=project, mode=mode, dir=dir)
-    new = Run(
+    resolved = base.with_overrides(project=project, mode=mode, dir=dir, resume=resume, run_id=id)
+    rank = _distributed_rank()
+    if resolved.mode == "disabled" or (rank > 0 and group is None):
+        if rank > 0 and resolved.mode != "disabled":
+            logger.info(
+                "runstream: rank %d does not log (pass group= to log from every rank)", rank
+            )
+        disabled = DisabledRun(resolved, id=id, name=name, config=config)
+        with _active_lock:
+            _active.append(disabled)
+        return disabled
+    if rank > 0 and name is None:
+        name = f"{group}-rank{rank}"
+    return Run(
         resolved,
         name=name,
         config=config,
@@ -288,13 +715,11 @@ def init(
         notes=notes,
         id=id,
     )
-    with _runs_lock:
-        run = new
-    return new
 
 
-def _forget(finished: Run) -> None:
-    global run
-    with _runs_lock:
-        if run is finished:
-            run = None
+def _distributed_rank() -> int:
+    # torchrun and most launchers set RANK; reading it avoids importing torch.
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0

@@ -6,10 +6,8 @@ Only the SDK's background worker calls into this module; the training loop never
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger("runstream")
@@ -36,32 +34,21 @@ class _OncePerMinute(logging.Filter):
 kafka_logger = logging.getLogger("runstream.kafka")
 kafka_logger.addFilter(_OncePerMinute())
 
-DeliveryCallback = Callable[[str, int, "str | None"], None]
-"""Called as (run_id, seq, error or None) once Kafka acknowledged or finally refused an event."""
-
-
-@dataclass
-class DeliveryStats:
-    produced: int = 0
-    delivered: int = 0
-    failed: int = 0
-    last_error: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def in_flight(self) -> int:
-        return self.produced - self.delivered - self.failed
+DeliveryCallback = Callable[[str, "str | None"], None]
+"""Called on the worker thread as (run_id, error or None) when Kafka acknowledged or finally
+refused an event. For one run the calls come in the order the events were produced."""
 
 
 class KafkaTransport:
-    """Produces encoded events, keyed by run id, and counts what Kafka acknowledged."""
+    """Produces encoded events keyed by run id, without ever blocking the worker for long."""
 
     def __init__(
         self,
         bootstrap: str,
         *,
         linger_ms: float = 20.0,
-        on_delivery: DeliveryCallback | None = None,
+        on_delivery: DeliveryCallback,
+        queue_mb: int = 64,
         extra_config: dict[str, Any] | None = None,
     ) -> None:
         from runstream._extras import require
@@ -76,48 +63,53 @@ class KafkaTransport:
             "compression.type": "lz4",
             "linger.ms": linger_ms,
             "batch.num.messages": 10_000,
+            # The producer's memory is bounded here; past it, events wait in the spool on disk.
+            "queue.buffering.max.kbytes": queue_mb * 1024,
             "queue.buffering.max.messages": 1_000_000,
-            # Keep retrying for as long as the spool may need: the worker decides when to give up.
-            "message.timeout.ms": 300_000,
+            # Never give up on a message: a broker outage of any length ends in delivery. The
+            # spool, not a timeout, decides what is left for `runstream sync`.
+            "message.timeout.ms": 0,
             "client.id": "runstream-sdk",
             "logger": kafka_logger,
+            "error_cb": self._on_error,
         }
         config.update(extra_config or {})
         self._producer = ck.Producer(config)
         self._on_delivery = on_delivery
-        self.stats = DeliveryStats()
+        self._full_until = 0.0
+        self.reachable = True
+        self.last_error: str | None = None
 
-    def produce(self, topic: str, run_id: str, seq: int, value: bytes) -> None:
-        """Hand one event to librdkafka; waits (serving callbacks) while its queue is full."""
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.reachable = True
+        self._on_delivery(msg.key().decode(), None if err is None else str(err))
 
-        def delivered(err: Any, _msg: Any) -> None:
-            error = None if err is None else str(err)
-            with self.stats.lock:
-                if error is None:
-                    self.stats.delivered += 1
-                else:
-                    self.stats.failed += 1
-                    self.stats.last_error = error
-            if self._on_delivery is not None:
-                self._on_delivery(run_id, seq, error)
+    def _on_error(self, err: Any) -> None:
+        # Broker transport failures (_TRANSPORT, _ALL_BROKERS_DOWN) mean "not now", not "lost".
+        self.reachable = False
+        self.last_error = str(err)
 
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=run_id, on_delivery=delivered)
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let librdkafka drain it
-        with self.stats.lock:
-            self.stats.produced += 1
+    def try_produce(self, topic: str, run_id: str, value: bytes) -> bool:
+        """Hand one event to librdkafka; False (at once) when its queue is full."""
+        if self._full_until and time.monotonic() < self._full_until:
+            return False
+        try:
+            self._producer.produce(topic, value=value, key=run_id, on_delivery=self._delivered)
+        except BufferError:
+            self._full_until = time.monotonic() + 0.05  # don't hammer a full queue
+            return False
+        self._full_until = 0.0
+        return True
 
     def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery callbacks (on the calling thread: always the worker)."""
         self._producer.poll(timeout)
 
-    def flush(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for acknowledgements; returns how many are still out."""
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            remaining = deadline - time.monotonic()
-            left = int(self._producer.flush(max(0.0, min(remaining, 0.1))))
-            if left == 0 or remaining <= 0:
-                return left
+    def in_flight(self) -> int:
+        return len(self._producer)
+
+    def close(self) -> None:
+        # Whatever is still queued is in the spool too; don't wait for it.
+        self._producer.purge(in_queue=True, in_flight=True)
+        self._producer.poll(0)

@@ -1,9 +1,11 @@
 """The SDK's one background worker per process.
 
 The training loop only appends tuples to a deque (O(1), no lock, never raises). This worker
-drains it: it numbers each run's events, builds and encodes them with the shared codec, and
-hands them to the Kafka transport. It starts lazily, restarts in a forked child, and stops on
-interpreter exit after a bounded flush.
+drains it: it numbers each run's events, encodes them with the shared codec, appends them to the
+run's spool on disk, and produces them to Kafka. When Kafka is slow or away, events keep going to
+the spool only and are replayed from it, in order, once the producer accepts again; memory stays
+bounded by the producer's queue. The worker also sends heartbeats and system metrics. It starts
+lazily, restarts in a forked child, and is flushed with a deadline at interpreter exit.
 """
 
 from __future__ import annotations
@@ -14,58 +16,82 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+from runstream.producers.spool import RunSpool, SpoolState
 from runstream.producers.transport import KafkaTransport
-from runstream.schemas import uuid7
 from runstream.schemas.codec import encode
+from runstream.schemas.ids import uuid7
 from runstream.settings import Settings
 
 logger = logging.getLogger("runstream")
 
 Item = tuple[Any, ...]
-"""(RunChannel, event type, unix time float, body builder args...) or a flush marker."""
+"""(RunChannel, event type, unix time, body builder, builder args...) or a control object."""
+
+BodyBuilder = Callable[..., "dict[str, Any] | None"]
+
+REPLAY_CHUNK = 20_000
+STATE_SAVE_SECONDS = 0.5
 
 
-class _Release:
-    """Sent by close_channel: drop the transport of ``key`` if no run uses it any more."""
+class _Control:
+    """Queued like an event, so it takes effect in order with the events before it."""
 
-    __slots__ = ("key",)
-
-    def __init__(self, key: str) -> None:
-        self.key = key
+    __slots__ = ()
 
 
-class _FlushMarker:
-    __slots__ = ("done",)
+class _Flush(_Control):
+    __slots__ = ("done", "targets")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.targets: dict[RunChannel, int] | None = None
 
 
-@dataclass
+class _Close(_Control):
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: RunChannel) -> None:
+        self.channel = channel
+
+
+@dataclass(eq=False)
 class RunChannel:
-    """What the worker needs to know about one run; owned by the worker thread after creation."""
+    """What the worker knows about one run. Mutated on the worker thread only."""
 
     run_id: str
     project: str
     topic: str
-    transport_key: str
+    settings: Settings
+    spool: RunSpool
+    online: bool
     next_seq: int = 0
-    produced: int = 0
-    delivered: int = 0
+    last_step: int = -1
+    sent_through: int = -1  # handed to the producer
+    acked_through: int = -1  # acknowledged by Kafka (acks come back in order per partition)
+    caught_up: bool = True  # False: the spool holds events not yet handed to the producer
     failed: int = 0
+    dropped: int = 0
     last_error: str | None = None
+    closed: bool = False
+    next_heartbeat: float = 0.0
+    first_seq: int = 0
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    replay: Iterator[tuple[int, bytes]] | None = None
+    replay_head: tuple[int, bytes] | None = None
 
-    def on_delivery(self, _seq: int, error: str | None) -> None:
-        # Called on the worker thread (inside poll/flush), so plain increments are safe.
-        if error is None:
-            self.delivered += 1
-        else:
-            self.failed += 1
-            self.last_error = error
+    @property
+    def settled_through(self) -> int:
+        """Last seq that needs nothing more: acknowledged (online) or spooled (offline)."""
+        return self.acked_through if self.online else self.next_seq - 1
+
+    @property
+    def produced(self) -> int:
+        """Events of this run numbered by this process."""
+        return self.next_seq - self.first_seq
 
 
 class _Timestamps:
@@ -83,24 +109,23 @@ class _Timestamps:
         return f"{self._prefix}.{int((unix - second) * 1_000_000):06d}Z"
 
 
-BodyBuilder = Callable[..., dict[str, Any] | None]
-
-
 class Worker:
-    """Encodes and produces events off the caller's thread."""
+    """Encodes, spools and produces events off the caller's thread."""
 
     # Wake the worker early when this many items wait; otherwise it wakes on its timer, so the
     # caller's append stays a single deque operation almost every time.
-    WAKE_AT = 512
-    TICK_SECONDS = 0.05
+    WAKE_AT = 1024
+    TICK_SECONDS = 0.02
 
     def __init__(self) -> None:
         self._queue: deque[Item] = deque()
-        self._transports: dict[str, KafkaTransport] = {}
-        self._settings_by_key: dict[str, Settings] = {}
         self._channels: dict[str, RunChannel] = {}
+        self._transports: dict[str, KafkaTransport] = {}
         self._timestamps = _Timestamps()
         self._producer_info = self._make_producer_info()
+        self._system: Any = None
+        self._next_system = 0.0
+        self._next_save = 0.0
         self._reset_thread_state()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork)
@@ -113,101 +138,144 @@ class Worker:
         queue.append(item)
         if len(queue) >= self.WAKE_AT:
             self._wake.set()
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:
             self._ensure_thread()
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far was encoded and acknowledged by Kafka.
+    def open_channel(
+        self, run_id: str, project: str, settings: Settings, *, spool: RunSpool, online: bool
+    ) -> RunChannel:
+        from runstream.schemas.topics import Topics
 
-        Returns False when ``timeout`` seconds passed first; never waits longer.
-        """
-        deadline = time.monotonic() + max(0.0, timeout)
-        marker = _FlushMarker()
-        self.submit((marker,))
-        self._wake.set()
-        if not marker.done.wait(max(0.0, deadline - time.monotonic())):
-            return False
-        left = 0
-        for transport in list(self._transports.values()):
-            left += transport.flush(max(0.0, deadline - time.monotonic()))
-        return left == 0
-
-    def open_channel(self, run_id: str, project: str, topic: str, settings: Settings) -> RunChannel:
-        """Register a run; its Kafka producer is created on the worker thread when first used."""
-        key = f"{settings.kafka_bootstrap}|{settings.producer_linger_ms}"
-        self._settings_by_key.setdefault(key, settings)
-        channel = RunChannel(run_id=run_id, project=project, topic=topic, transport_key=key)
+        state = spool.state
+        channel = RunChannel(
+            run_id=run_id,
+            project=project,
+            topic=Topics(settings.topic_prefix).events,
+            settings=settings,
+            spool=spool,
+            online=online,
+            next_seq=state.next_seq,
+            last_step=state.last_step,
+            sent_through=state.acked_through,
+            acked_through=state.acked_through,
+            # Events an earlier process of this run left undelivered go out first.
+            caught_up=state.acked_through >= state.next_seq - 1,
+        )
+        channel.first_seq = state.next_seq
+        channel.next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._channels[run_id] = channel
         return channel
 
     def close_channel(self, channel: RunChannel) -> None:
-        self._channels.pop(channel.run_id, None)
-        self.submit((_Release(channel.transport_key),))
+        self.submit((_Close(channel),))
 
-    # --- worker side --------------------------------------------------------------------------
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is settled (acknowledged, or spooled offline).
+
+        Returns False when ``timeout`` seconds passed first; never waits longer.
+        """
+        marker = _Flush()
+        self.submit((marker,))
+        self._wake.set()
+        return marker.done.wait(max(0.0, timeout))
+
+    # --- thread management --------------------------------------------------------------------
     def _reset_thread_state(self) -> None:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._stopping = False
+        self._waiters: list[_Flush] = []
 
     def _ensure_thread(self) -> None:
         with self._lock:
-            if self._pid != os.getpid():
-                self._after_fork()
             if self._thread is not None and self._thread.is_alive():
                 return
             thread = threading.Thread(target=self._run, name="runstream-worker", daemon=True)
             try:
                 thread.start()
             except RuntimeError:
-                # "can't create new thread at interpreter shutdown": events stay queued and the
-                # atexit flush below is the last chance; nothing is raised into user code.
+                # "can't create new thread at interpreter shutdown": events stay in the queue;
+                # nothing is raised into user code.
                 return
             self._thread = thread
 
     def _after_fork(self) -> None:
-        # The parent's thread and librdkafka handles do not exist in the child; start afresh.
-        # Events queued before the fork belong to the parent, which delivers them itself.
+        # The parent's thread and librdkafka handles do not exist in the child. Runs inherited
+        # from the parent belong to the parent (their Run objects turn into no-ops in the
+        # child), so the child starts with an empty worker.
         self._queue = deque()
+        self._channels = {}
         self._transports = {}
         self._producer_info = self._make_producer_info()
         self._reset_thread_state()
 
+    # --- the loop -----------------------------------------------------------------------------
     def _run(self) -> None:
+        more = False
         while not self._stopping:
-            self._wake.wait(self.TICK_SECONDS)
-            self._wake.clear()
+            if not more:
+                self._wake.wait(self.TICK_SECONDS)
+                self._wake.clear()
             try:
-                self._drain()
+                more = self.step()
             except Exception:  # the worker must outlive any bug in one event
                 logger.exception("runstream: unexpected error in the background worker")
+                more = False
+                time.sleep(0.1)
 
-    def _drain(self) -> None:
+    def step(self) -> bool:
+        """One round: drain the queue, spool, produce, replay, serve acks, housekeeping.
+
+        Returns True when work is left that should not wait for the next tick.
+        """
+        touched = self._drain()
+        for channel in touched:
+            self._spool_and_send(channel)
+        more = bool(self._queue)
+        for channel in list(self._channels.values()):
+            if channel.online and not channel.caught_up:
+                more = self._replay(channel) or more
+        for transport in list(self._transports.values()):
+            transport.poll(0)
+        now = time.monotonic()
+        self._housekeeping(now)
+        self._check_waiters()
+        return more
+
+    def _drain(self) -> list[RunChannel]:
         queue = self._queue
         popleft = queue.popleft
-        while queue:
+        touched: dict[int, RunChannel] = {}
+        budget = 200_000  # bound one round so acks and heartbeats are served under load
+        while queue and budget:
+            budget -= 1
             item = popleft()
             head = item[0]
-            if isinstance(head, _FlushMarker):
-                head.done.set()
+            if isinstance(head, _Control):
+                # Events queued before the control object must be on disk before it acts.
+                for channel in touched.values():
+                    self._spool_and_send(channel)
+                touched.clear()
+                self._control(head)
                 continue
-            if isinstance(head, _Release):
-                self._release(head.key)
+            channel = head
+            if channel.closed:
                 continue
-            self._produce(head, item[1], item[2], item[3], item[4:])
-        for transport in self._transports.values():
-            transport.poll(0)
+            body = item[3](*item[4:])
+            if body is None:  # the builder refused the data (and warned)
+                continue
+            self._encode(channel, item[1], item[2], body)
+            touched[id(channel)] = channel
+        return list(touched.values())
 
-    def _produce(
-        self, channel: RunChannel, type_name: str, unix: float, build: BodyBuilder, args: Item
+    def _encode(
+        self, channel: RunChannel, type_name: str, unix: float, body: dict[str, Any]
     ) -> None:
-        body = build(*args)
-        if body is None:  # the builder refused the data (and warned); nothing to send
-            return
         seq = channel.next_seq
         channel.next_seq = seq + 1
+        if type_name == "metrics_logged":
+            channel.last_step = body["step"]
         event = {
             "id": uuid7(int(unix * 1000)),
             "v": 1,
@@ -219,34 +287,177 @@ class Worker:
             "producer": self._producer_info,
             "body": body,
         }
-        transport = self._transport_for(channel.transport_key)
-        channel.produced += 1
-        transport.produce(channel.topic, channel.run_id, seq, encode(event))
+        channel.pending.append((seq, encode(event)))
 
-    def _transport_for(self, key: str) -> KafkaTransport:
+    def _spool_and_send(self, channel: RunChannel) -> None:
+        records = channel.pending
+        if not records:
+            return
+        channel.pending = []
+        limit = channel.settings.spool_max_mb * 1024 * 1024
+        if channel.online and not channel.caught_up and channel.spool.undelivered_bytes() > limit:
+            # The broker has been away so long that the spool reached its bound: keep the
+            # events spooled so far (they are delivered later) and drop these, loudly.
+            channel.next_seq -= len(records)
+            channel.dropped += len(records)
+            if channel.dropped == len(records):
+                logger.warning(
+                    "runstream: run %s: the spool reached spool_max_mb=%d while Kafka is "
+                    "unreachable; new events are dropped until it drains",
+                    channel.run_id,
+                    channel.settings.spool_max_mb,
+                )
+            return
+        channel.spool.append(records)
+        channel.spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
+        if not channel.online or not channel.caught_up:
+            return
+        transport = self._transport(channel.settings)
+        for seq, data in records:
+            if not transport.try_produce(channel.topic, channel.run_id, data):
+                channel.caught_up = False  # the rest is sent from the spool when there is room
+                return
+            channel.sent_through = seq
+
+    def _replay(self, channel: RunChannel) -> bool:
+        """Hand spooled events to the producer while it has room; True if it should go on."""
+        transport = self._transport(channel.settings)
+        if not transport.reachable and channel.sent_through > channel.acked_through:
+            return False  # the broker is away and the producer already holds events: wait
+        if channel.replay is None:
+            channel.replay = channel.spool.read_from(channel.sent_through + 1)
+        for _ in range(REPLAY_CHUNK):
+            record = channel.replay_head or next(channel.replay, None)
+            if record is None:
+                channel.replay = None  # end of the file for now
+                break
+            if not transport.try_produce(channel.topic, channel.run_id, record[1]):
+                channel.replay_head = record
+                return False
+            channel.replay_head = None
+            channel.sent_through = record[0]
+        else:
+            return True
+        if channel.sent_through >= channel.next_seq - 1:
+            channel.caught_up = True
+        return False
+
+    def _control(self, control: _Control) -> None:
+        if isinstance(control, _Flush):
+            control.targets = {c: c.next_seq - 1 for c in self._channels.values()}
+            self._waiters.append(control)
+        elif isinstance(control, _Close):
+            channel = control.channel
+            channel.closed = True
+            channel.spool.mark(status="finished")
+            self._save(channel, force=True)
+
+    def _check_waiters(self) -> None:
+        if not self._waiters:
+            return
+        remaining = []
+        for waiter in self._waiters:
+            targets = waiter.targets or {}
+            if all(c.settled_through >= t for c, t in targets.items()):
+                waiter.done.set()
+            else:
+                remaining.append(waiter)
+        self._waiters = remaining
+
+    # --- acknowledgements ----------------------------------------------------------------------
+    def _on_delivery(self, run_id: str, error: str | None) -> None:
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return
+        channel.acked_through += 1  # in order: one run is one partition, idempotent producer
+        if error is not None:
+            channel.failed += 1
+            channel.last_error = error
+
+    def _transport(self, settings: Settings) -> KafkaTransport:
+        key = f"{settings.kafka_bootstrap}|{settings.producer_linger_ms}"
         transport = self._transports.get(key)
         if transport is None:
-            settings = self._settings_by_key[key]
             transport = KafkaTransport(
                 settings.kafka_bootstrap,
                 linger_ms=settings.producer_linger_ms,
-                on_delivery=self._dispatch_delivery,
+                on_delivery=self._on_delivery,
             )
             self._transports[key] = transport
         return transport
 
-    def _release(self, key: str) -> None:
-        # A producer left behind for a broker nobody logs to any more would keep reconnecting
-        # forever; one with messages still in flight stays until they are delivered or expire.
-        transport = self._transports.get(key)
-        in_use = any(c.transport_key == key for c in self._channels.values())
-        if transport is not None and not in_use and transport.flush(0) == 0:
-            del self._transports[key]
+    # --- housekeeping -------------------------------------------------------------------------
+    def _housekeeping(self, now: float) -> None:
+        for channel in list(self._channels.values()):
+            if channel.closed:
+                if channel.settled_through >= channel.next_seq - 1 or not channel.online:
+                    self._retire(channel)
+                continue
+            if channel.online and now >= channel.next_heartbeat:
+                channel.next_heartbeat = now + channel.settings.heartbeat_interval
+                step = channel.last_step if channel.last_step >= 0 else None
+                self._encode(channel, "heartbeat", time.time(), {"step": step})
+                self._spool_and_send(channel)
+        self._sample_system(now)
+        if now >= self._next_save:
+            self._next_save = now + STATE_SAVE_SECONDS
+            for channel in self._channels.values():
+                self._save(channel)
+            self._release_idle_transports()
 
-    def _dispatch_delivery(self, run_id: str, seq: int, error: str | None) -> None:
-        channel = self._channels.get(run_id)
-        if channel is not None:
-            channel.on_delivery(seq, error)
+    def _save(self, channel: RunChannel, force: bool = False) -> None:
+        spool = channel.spool
+        if channel.online and spool.state.acked_through != channel.acked_through:
+            spool.mark(acked_through=channel.acked_through)
+            spool.prune()
+        try:
+            spool.save_state(force)
+        except OSError as exc:
+            logger.warning("runstream: cannot save the spool state of %s: %s", channel.run_id, exc)
+
+    def _retire(self, channel: RunChannel) -> None:
+        self._save(channel, force=True)
+        if channel.online and not channel.settings.keep_spool:
+            channel.spool.remove_delivered()
+        channel.spool.close()
+        if self._channels.get(channel.run_id) is channel:
+            del self._channels[channel.run_id]
+
+    def _release_idle_transports(self) -> None:
+        # A producer left behind for a broker nobody logs to any more would keep reconnecting.
+        in_use = {
+            f"{c.settings.kafka_bootstrap}|{c.settings.producer_linger_ms}"
+            for c in self._channels.values()
+            if c.online
+        }
+        for key in list(self._transports):
+            if key not in in_use:
+                self._transports.pop(key).close()
+
+    def _sample_system(self, now: float) -> None:
+        active = [
+            c
+            for c in self._channels.values()
+            if not c.closed and c.settings.system_metrics_interval > 0
+        ]
+        if not active or now < self._next_system:
+            return
+        interval = min(c.settings.system_metrics_interval for c in active)
+        first = self._next_system == 0.0
+        self._next_system = now + interval
+        if first:
+            return  # the first sample comes one interval in, like every later one
+        if self._system is None:
+            from runstream.producers.system import SystemSampler
+
+            self._system = SystemSampler()
+        metrics = self._system.sample()
+        if not metrics:
+            return
+        unix = time.time()
+        for channel in active:
+            self._encode(channel, "system_metrics", unix, {"metrics": metrics})
+            self._spool_and_send(channel)
 
     @staticmethod
     def _make_producer_info() -> dict[str, Any]:
@@ -262,12 +473,19 @@ class Worker:
         }
 
     def _at_exit(self) -> None:
-        if self._queue and self._pid == os.getpid() and not self.flush(2.0):
-            logger.warning(
-                "runstream: %d events were not delivered before the interpreter exited",
-                len(self._queue),
-            )
+        # Runs still open were finished by the SDK's exit hook before this; what remains is a
+        # last bounded flush so that the spool state says exactly what is still undelivered.
+        if self._thread is None:
+            return
+        self.flush(2.0)
         self._stopping = True
+        self._wake.set()
+        self._thread.join(1.0)
+        for channel in list(self._channels.values()):
+            self._save(channel, force=True)
+            channel.spool.close()
+        for transport in self._transports.values():
+            transport.close()
 
 
 _WORKER: Worker | None = None
@@ -282,3 +500,16 @@ def get_worker() -> Worker:
             if _WORKER is None:
                 _WORKER = Worker()
     return _WORKER
+
+
+def new_spool_state(run_id: str, project: str, settings: Settings, mode: str) -> SpoolState:
+    from runstream.schemas.topics import Topics
+
+    return SpoolState(
+        run_id=run_id,
+        project=project,
+        topic=Topics(settings.topic_prefix).events,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        mode=mode,
+        pid=os.getpid(),
+    )

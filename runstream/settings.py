@@ -50,8 +50,21 @@ class Settings(BaseModel):
     project: str = Field("uncategorized", min_length=1, max_length=256)
     mode: Mode = "online"
     dir: Path = Field(Path("runstream"), description="Local directory of the SDK's spool.")
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="Run id to use (with resume)."
+    )
+    resume: Literal["allow", "must", "never"] | None = Field(
+        None, description="Continue run `run_id`: allow (if it exists), must, never."
+    )
     finish_timeout: float = Field(5.0, ge=0, description="Seconds finish() waits for delivery.")
-    heartbeat_interval: float = Field(10.0, gt=0)
+    heartbeat_interval: float = Field(10.0, gt=0, description="Seconds between heartbeats.")
+    system_metrics_interval: float = Field(
+        10.0, ge=0, description="Seconds between system metrics samples; 0 turns them off."
+    )
+    spool_max_mb: int = Field(
+        1024, ge=1, description="Per run: most undelivered data kept on disk while Kafka is away."
+    )
+    keep_spool: bool = Field(False, description="Keep delivered spool segments of finished runs.")
     producer_linger_ms: float = Field(20.0, ge=0)
 
     # --- the sink ---------------------------------------------------------------------------

@@ -156,6 +156,13 @@ class ArtifactLogged(_Model):
         return value
 
 
+class MetricDefined(_Model):
+    name: Name
+    """A metric name, or a prefix pattern ending in ``*`` (``val/*``)."""
+    summary: Literal["min", "max", "last", "mean"] = "last"
+    """Which value stands for the metric in the run's summary."""
+
+
 RunStatus = Literal["finished", "failed", "crashed", "killed"]
 
 
@@ -258,6 +265,13 @@ class ArtifactLoggedEvent(_Envelope):
     body: ArtifactLogged
 
 
+class MetricDefinedEvent(_Envelope):
+    """The user chose how a metric is summarised."""
+
+    type: Literal["metric_defined"] = "metric_defined"
+    body: MetricDefined
+
+
 class RunFinishedEvent(_Envelope):
     """A run ended."""
 
@@ -276,6 +290,7 @@ BODIES: dict[str, type[_Model]] = {
     "heartbeat": Heartbeat,
     "run_resumed": RunResumed,
     "artifact_logged": ArtifactLogged,
+    "metric_defined": MetricDefined,
     "run_finished": RunFinished,
 }
 """Event type name -> body model. The type names are the wire values of ``type``."""
@@ -291,6 +306,7 @@ EVENT_MODELS: dict[str, type[_Envelope]] = {
     "heartbeat": HeartbeatEvent,
     "run_resumed": RunResumedEvent,
     "artifact_logged": ArtifactLoggedEvent,
+    "metric_defined": MetricDefinedEvent,
     "run_finished": RunFinishedEvent,
 }
 
@@ -305,6 +321,7 @@ EventType = Literal[
     "heartbeat",
     "run_resumed",
     "artifact_logged",
+    "metric_defined",
     "run_finished",
 ]
 
@@ -320,6 +337,7 @@ Event: TypeAlias = Annotated[
         HeartbeatEvent,
         RunResumedEvent,
         ArtifactLoggedEvent,
+        MetricDefinedEvent,
         RunFinishedEvent,
     ],
     Field(discriminator="type"),
@@ -341,6 +359,7 @@ __all__ = [
     "Event",
     "EventType",
     "Heartbeat",
+    "MetricDefined",
     "MetricValue",
     "MetricsLogged",
     "Producer",

@@ -62,6 +62,7 @@ BODIES: dict[str, dict[str, Any]] = {
         "size": 123456789,
         "uri": "s3://bucket/runs/abc/model.pt",
     },
+    "metric_defined": {"name": "val/*", "summary": "min"},
     "run_finished": {"exit_code": 0, "status": "finished"},
 }
 

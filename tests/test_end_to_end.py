@@ -23,7 +23,11 @@ METRICS = ("loss", "accuracy", "lr", "grad/norm", "val/loss")
 
 def test_a_run_of_1000_steps_lands_exactly_once(settings: Settings) -> None:
     db = settings.clickhouse_database
-    run = runstream.init(project="e2e", config={"lr": 0.1, "layers": [1, 2]}, settings=settings)
+    run = runstream.init(
+        project="e2e",
+        config={"lr": 0.1, "layers": [1, 2]},
+        settings=settings.with_overrides(system_metrics_interval=0, heartbeat_interval=3600),
+    )
     for step in range(STEPS):
         run.log(
             {
@@ -37,11 +41,11 @@ def test_a_run_of_1000_steps_lands_exactly_once(settings: Settings) -> None:
         )
     result = run.finish()
     assert result.ok, result
-    assert result.produced == STEPS + 2
+    assert result.produced == STEPS + 3  # started, the steps, the final summary, finished
 
     expected_points = STEPS * len(METRICS)
     sink = sink_until(
-        settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= STEPS + 2
+        settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= STEPS + 3
     )
     assert sink.stats.dead_letters == 0
 
@@ -55,14 +59,23 @@ def test_a_run_of_1000_steps_lands_exactly_once(settings: Settings) -> None:
     assert rows(settings, f"SELECT step FROM {db}.metrics WHERE isNaN(value)") == [(500,)]
 
     types = dict(rows(settings, f"SELECT type, count() FROM {db}.events GROUP BY type"))
-    assert types == {"run_started": 1, "metrics_logged": STEPS, "run_finished": 1}
+    assert types == {
+        "run_started": 1,
+        "metrics_logged": STEPS,
+        "summary_updated": 1,
+        "run_finished": 1,
+    }
     seqs = [r[0] for r in rows(settings, f"SELECT seq FROM {db}.events ORDER BY seq")]
-    assert seqs == list(range(STEPS + 2)), "per-run sequence numbers must be gap-free"
+    assert seqs == list(range(STEPS + 3)), "per-run sequence numbers must be gap-free"
     started = orjson.loads(
         scalar(settings, f"SELECT body FROM {db}.events WHERE type='run_started'")
     )
     assert started["config"] == {"lr": 0.1, "layers": [1, 2]}
-    assert scalar(settings, f"SELECT uniqExact(event_id) FROM {db}.events") == STEPS + 2
+    assert scalar(settings, f"SELECT uniqExact(event_id) FROM {db}.events") == STEPS + 3
+    summary = orjson.loads(
+        scalar(settings, f"SELECT body FROM {db}.events WHERE type='summary_updated'")
+    )["summary"]
+    assert summary["loss"] == 1 / STEPS and summary["grad/norm"] == STEPS - 1
 
     # A second sink in the same group finds nothing left: offsets were committed after the insert.
     again = sink_until(settings, lambda c: True)
