@@ -379,6 +379,8 @@ class DisabledRun(Run):
         self._tags: list[str] = []
         self._finished = None
         self._step = 0
+        self._refusals = Refusals()
+        self._summary_kinds = {}
         self.config = RunConfig(self, dict(config or {}))
         self.summary = RunSummary(self)
 

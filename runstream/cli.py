@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from runstream._version import __version__
@@ -50,7 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_parser(sub, _add_common)
 
     add_sink_parsers(sub, _add_common)
+
+    sync = sub.add_parser(
+        "sync", help="deliver what runs left in a local spool (offline runs, dead processes)"
+    )
+    _add_common(sync)
+    sync.add_argument(
+        "dir", nargs="?", type=Path, help="spool directory (default: RUNSTREAM_DIR or ./runstream)"
+    )
+    sync.set_defaults(handler=_sync)
     return parser
+
+
+def _sync(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.producers.sync import ProgressBar, sync
+
+    root = args.dir or settings.dir
+    report = sync(settings, root, progress=ProgressBar())
+    if not report.runs:
+        print(f"no runs to sync in {root}")
+        return 0
+    for run in report.runs:
+        if run.skipped:
+            print(f"{run.run_id}: skipped, {run.skipped}")
+        elif run.sent == 0:
+            print(f"{run.run_id}: nothing to deliver")
+        else:
+            failed = f", {run.failed} refused by Kafka" if run.failed else ""
+            print(f"{run.run_id}: {run.delivered} of {run.sent} events delivered{failed}")
+    undelivered = sum(r.sent - r.delivered for r in report.runs)
+    return 1 if undelivered else 0
 
 
 # --- the ClickHouse side; its modules are imported only when a command runs, so the CLI works

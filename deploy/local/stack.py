@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
 import time
 import urllib.request
@@ -263,6 +264,35 @@ class LocalStack:
         if pid is not None:
             terminate(pid, timeout)
         pidfile.clear()
+
+    # --- one service at a time (failure tests and benchmarks) -----------------------------------
+    def stop_service(self, name: str, *, kill: bool = False, timeout: float = 30.0) -> None:
+        """Stop ``kafka`` or ``clickhouse`` alone; ``kill=True`` sends SIGKILL, as a crash would."""
+        self._check_service(name)
+        pidfile = self._pidfile(name)
+        pid = pidfile.read()
+        if pid is not None:
+            if kill:
+                os.kill(pid, signal.SIGKILL)
+                wait_gone(pid, timeout)
+            elif name == "clickhouse" and clickhouse_server.stop(self.clickhouse_run):
+                wait_gone(pid, timeout)
+            terminate(pid, timeout)
+        pidfile.clear()
+
+    def start_service(self, name: str, timeout: float = 120.0) -> None:
+        """Start ``kafka`` or ``clickhouse`` alone (again) and wait until it is healthy."""
+        self._check_service(name)
+        deadline = time.monotonic() + timeout
+        if name == "kafka":
+            self._start_kafka(deadline)
+        else:
+            self._start_clickhouse(deadline)
+
+    @staticmethod
+    def _check_service(name: str) -> None:
+        if name not in ("kafka", "clickhouse"):
+            raise StackError(f"unknown service {name!r}: expected 'kafka' or 'clickhouse'")
 
     # --- status ---------------------------------------------------------------------------------
     def status(self) -> list[ServiceStatus]:
