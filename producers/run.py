@@ -106,8 +106,13 @@ class Run:
             settings.dir, new_spool_state(self.id, self.project, settings, self.mode)
         )
         if resumed_from is not None:
-            spool.state.next_seq = max(spool.state.next_seq, resumed_from[0])
-            spool.state.last_step = max(spool.state.last_step, resumed_from[1])
+            state = spool.state
+            if resumed_from[0] > state.next_seq:
+                # Delivered from elsewhere (another machine, an earlier sync): nothing before
+                # it is this spool's to send.
+                state.acked_through = resumed_from[0] - 1
+            state.next_seq = max(state.next_seq, resumed_from[0])
+            state.last_step = max(state.last_step, resumed_from[1])
         self._step = spool.state.last_step + 1
         self._channel: RunChannel = self._worker.open_channel(
             self.id, self.project, settings, spool=spool, online=self.mode == "online"

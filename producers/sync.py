@@ -137,9 +137,9 @@ def _alive(pid: int) -> bool:
 class ProgressBar:
     """A one-line progress bar on a terminal; a line per run otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self._last = 0.0
 
     def __call__(self, run_id: str, done: int, total: int) -> None:

@@ -63,6 +63,7 @@ class Sink:
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "enable.idempotence": True,
                 "client.id": "runstream-sink-dlq",
+                "logger": logging.getLogger("runstream.sink.kafka"),
             }
         )
         self.batch = EventBatch()
