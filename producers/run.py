@@ -95,6 +95,7 @@ class Run:
         self._finish_lock = threading.Lock()
         self._warned_step = False
         self._summary_kinds: dict[str, SummaryKind] = {}
+        self._checked_names: set[str] = set()
         self._worker = worker or get_worker()
 
         resumed_from = self._resolve_id(id)
@@ -254,6 +255,7 @@ class Run:
             )
             return
         self._summary_kinds[name] = summary
+        self.summary._kind_of.clear()  # names are matched against the patterns again
         self._emit("metric_defined", {"name": name, "summary": summary})
 
     def alert(self, title: str, text: str = "", level: Any = "info") -> None:
@@ -479,29 +481,39 @@ class RunSummary(MutableMapping[str, Any]):
     def __init__(self, run: Run) -> None:
         self._run = run
         self._explicit: dict[str, Any] = {}
-        self._tracked: dict[str, list[float]] = {}  # name -> [last, min, max, sum, count]
+        self._last: dict[str, float] = {}
+        # Only metrics given another summary by define_metric pay for min/max/mean tracking.
+        self._aggregates: dict[str, list[float]] = {}  # name -> [min, max, sum, count]
+        self._kind_of: dict[str, SummaryKind] = {}
 
     def _observe(self, metrics: Mapping[str, float]) -> None:
         # Runs on the worker thread with the values it just encoded.
-        tracked = self._tracked
+        self._last.update(metrics)
+        kinds = self._run._summary_kinds
+        if not kinds:
+            return
+        kind_of = self._kind_of
+        aggregates = self._aggregates
         for name, value in metrics.items():
-            entry = tracked.get(name)
-            if entry is None:
-                tracked[name] = [value, value, value, value, 1.0]
+            kind = kind_of.get(name)
+            if kind is None:
+                kind = kind_of[name] = _summary_kind(name, kinds)
+            if kind == "last":
                 continue
-            entry[0] = value
-            entry[1] = min(entry[1], value)
-            entry[2] = max(entry[2], value)
-            entry[3] += value
-            entry[4] += 1.0
+            entry = aggregates.get(name)
+            if entry is None:
+                aggregates[name] = [value, value, value, 1.0]
+                continue
+            entry[0] = min(entry[0], value)
+            entry[1] = max(entry[1], value)
+            entry[2] += value
+            entry[3] += 1.0
 
     def _derived(self) -> dict[str, float]:
-        kinds = self._run._summary_kinds
-        out: dict[str, float] = {}
-        for name, entry in list(self._tracked.items()):
-            kind = _summary_kind(name, kinds)
-            last, low, high, total, count = entry
-            out[name] = {"last": last, "min": low, "max": high, "mean": total / count}[kind]
+        out = dict(self._last)
+        for name, (low, high, total, count) in list(self._aggregates.items()):
+            kind = self._kind_of.get(name, "last")
+            out[name] = {"min": low, "max": high, "mean": total / count}.get(kind, out[name])
         return out
 
     def _final(self) -> dict[str, Any]:
@@ -546,10 +558,20 @@ def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
 
 
 # --- body builders: run on the worker thread --------------------------------------------------
-def _metrics_body(step: int, data: Mapping[str, Any], run: Run) -> dict[str, Any] | None:
-    metrics = flatten_metrics(data, run._refusals)
-    if not metrics:
-        return None
+_FLOATS = {float}
+
+
+def _metrics_body(step: int, data: dict[str, Any], run: Run) -> dict[str, Any] | None:
+    # Training loops log the same names every step: once a set of names was checked, the same
+    # set with all-float values needs no per-name work.
+    if data.keys() == run._checked_names and set(map(type, data.values())) == _FLOATS:
+        metrics: Mapping[str, float] = data
+    else:
+        metrics = flatten_metrics(data, run._refusals)
+        if metrics is data:
+            run._checked_names = set(data)
+        if not metrics:
+            return None
     run.summary._observe(metrics)
     return {"step": step, "metrics": json_safe_metrics(metrics)}
 

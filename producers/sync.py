@@ -78,7 +78,7 @@ def _sync_run(
     state = spool.state
     in_flight: deque[int] = deque()  # seqs sent and not yet acknowledged, in order
 
-    def on_delivery(_run_id: str, error: str | None) -> None:
+    def on_delivery(error: object, _message: object) -> None:
         seq = in_flight.popleft()  # acks of one run come back in the order sent
         if error is None:
             result.delivered += 1
@@ -86,7 +86,7 @@ def _sync_run(
             result.failed += 1
         spool.mark(acked_through=seq)
 
-    transport = KafkaTransport(settings.kafka_bootstrap, linger_ms=5, on_delivery=on_delivery)
+    transport = KafkaTransport(settings.kafka_bootstrap, linger_ms=5)
     records = spool.read_from(state.acked_through + 1)  # streamed: a spool can be large
     head: tuple[int, bytes] | None = None
     exhausted = False
@@ -100,7 +100,7 @@ def _sync_run(
                 if record is None:
                     exhausted = True
                     break
-                if not transport.try_produce(state.topic, state.run_id, record[1]):
+                if not transport.try_produce(state.topic, state.run_id, record[1], on_delivery):
                     head = record
                     break
                 head = None

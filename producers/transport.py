@@ -34,9 +34,10 @@ class _OncePerMinute(logging.Filter):
 kafka_logger = logging.getLogger("runstream.kafka")
 kafka_logger.addFilter(_OncePerMinute())
 
-DeliveryCallback = Callable[[str, "str | None"], None]
-"""Called on the worker thread as (run_id, error or None) when Kafka acknowledged or finally
-refused an event. For one run the calls come in the order the events were produced."""
+DeliveryCallback = Callable[[Any, Any], None]
+"""confluent-kafka's ``on_delivery(err, msg)``, called on the thread that polls (the worker)
+when Kafka acknowledged or finally refused a message. For one key (one run, one partition) the
+calls come in the order the messages were produced."""
 
 
 class KafkaTransport:
@@ -47,7 +48,6 @@ class KafkaTransport:
         bootstrap: str,
         *,
         linger_ms: float = 20.0,
-        on_delivery: DeliveryCallback,
         queue_mb: int = 64,
         extra_config: dict[str, Any] | None = None,
     ) -> None:
@@ -75,27 +75,22 @@ class KafkaTransport:
         }
         config.update(extra_config or {})
         self._producer = ck.Producer(config)
-        self._on_delivery = on_delivery
         self._full_until = 0.0
-        self.reachable = True
         self.last_error: str | None = None
 
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self.reachable = True
-        self._on_delivery(msg.key().decode(), None if err is None else str(err))
-
     def _on_error(self, err: Any) -> None:
-        # Broker transport failures (_TRANSPORT, _ALL_BROKERS_DOWN) mean "not now", not "lost".
-        self.reachable = False
+        # Broker transport failures (_TRANSPORT, _ALL_BROKERS_DOWN) mean "not now", not "lost":
+        # messages are retried until delivered. Kept for the warning the worker gives.
         self.last_error = str(err)
 
-    def try_produce(self, topic: str, run_id: str, value: bytes) -> bool:
+    def try_produce(
+        self, topic: str, run_id: str, value: bytes, on_delivery: DeliveryCallback
+    ) -> bool:
         """Hand one event to librdkafka; False (at once) when its queue is full."""
         if self._full_until and time.monotonic() < self._full_until:
             return False
         try:
-            self._producer.produce(topic, value=value, key=run_id, on_delivery=self._delivered)
+            self._producer.produce(topic, value=value, key=run_id, on_delivery=on_delivery)
         except BufferError:
             self._full_until = time.monotonic() + 0.05  # don't hammer a full queue
             return False

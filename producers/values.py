@@ -73,7 +73,21 @@ def flatten_metrics(
     prefix: str = "",
     out: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1.0}``, refusing non-numbers and bad names."""
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1.0}``, refusing non-numbers and bad names.
+
+    ``data`` must be the caller's private copy: when it is already flat, named well and all
+    floats (the common case) it is returned as it is, without building a new dict.
+    """
+    if out is None and not prefix:
+        for key, value in data.items():
+            if (
+                type(value) is not float
+                or type(key) is not str
+                or not 0 < len(key) <= MAX_NAME_LENGTH
+            ):
+                break
+        else:
+            return data  # type: ignore[return-value]
     result: dict[str, float] = {} if out is None else out
     for key, value in data.items():
         name = f"{prefix}{key}" if type(key) is str else f"{prefix}{_key_to_str(key)}"

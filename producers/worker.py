@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from orjson import dumps
+
 from runstream.producers.spool import RunSpool, SpoolState
 from runstream.producers.transport import KafkaTransport
-from runstream.schemas.codec import encode
+from runstream.schemas.codec import EnvelopeEncoder
 from runstream.schemas.ids import uuid7
 from runstream.settings import Settings
 
@@ -82,6 +84,15 @@ class RunChannel:
     pending: list[tuple[int, bytes]] = field(default_factory=list)
     replay: Iterator[tuple[int, bytes]] | None = None
     replay_head: tuple[int, bytes] | None = None
+    encoder: EnvelopeEncoder | None = None
+
+    def ack(self, error: Any, _message: Any) -> None:
+        """confluent-kafka's delivery callback, on the worker thread. Acks of one run come back
+        in the order produced (one partition, idempotent producer), so a count is the watermark."""
+        self.acked_through += 1
+        if error is not None:
+            self.failed += 1
+            self.last_error = str(error)
 
     @property
     def settled_through(self) -> int:
@@ -276,18 +287,15 @@ class Worker:
         channel.next_seq = seq + 1
         if type_name == "metrics_logged":
             channel.last_step = body["step"]
-        event = {
-            "id": uuid7(int(unix * 1000)),
-            "v": 1,
-            "type": type_name,
-            "project": channel.project,
-            "run_id": channel.run_id,
-            "seq": seq,
-            "ts": self._timestamps.format(unix),
-            "producer": self._producer_info,
-            "body": body,
-        }
-        channel.pending.append((seq, encode(event)))
+        encoder = channel.encoder
+        if encoder is None:
+            encoder = channel.encoder = EnvelopeEncoder(
+                project=channel.project, run_id=channel.run_id, producer=self._producer_info
+            )
+        data = encoder.encode(
+            uuid7(int(unix * 1000)), type_name, seq, self._timestamps.format(unix), dumps(body)
+        )
+        channel.pending.append((seq, data))
 
     def _spool_and_send(self, channel: RunChannel) -> None:
         records = channel.pending
@@ -314,7 +322,7 @@ class Worker:
             return
         transport = self._transport(channel.settings)
         for seq, data in records:
-            if not transport.try_produce(channel.topic, channel.run_id, data):
+            if not transport.try_produce(channel.topic, channel.run_id, data, channel.ack):
                 channel.caught_up = False  # the rest is sent from the spool when there is room
                 return
             channel.sent_through = seq
@@ -322,8 +330,6 @@ class Worker:
     def _replay(self, channel: RunChannel) -> bool:
         """Hand spooled events to the producer while it has room; True if it should go on."""
         transport = self._transport(channel.settings)
-        if not transport.reachable and channel.sent_through > channel.acked_through:
-            return False  # the broker is away and the producer already holds events: wait
         if channel.replay is None:
             channel.replay = channel.spool.read_from(channel.sent_through + 1)
         for _ in range(REPLAY_CHUNK):
@@ -331,7 +337,7 @@ class Worker:
             if record is None:
                 channel.replay = None  # end of the file for now
                 break
-            if not transport.try_produce(channel.topic, channel.run_id, record[1]):
+            if not transport.try_produce(channel.topic, channel.run_id, record[1], channel.ack):
                 channel.replay_head = record
                 return False
             channel.replay_head = None
@@ -364,24 +370,12 @@ class Worker:
                 remaining.append(waiter)
         self._waiters = remaining
 
-    # --- acknowledgements ----------------------------------------------------------------------
-    def _on_delivery(self, run_id: str, error: str | None) -> None:
-        channel = self._channels.get(run_id)
-        if channel is None:
-            return
-        channel.acked_through += 1  # in order: one run is one partition, idempotent producer
-        if error is not None:
-            channel.failed += 1
-            channel.last_error = error
-
     def _transport(self, settings: Settings) -> KafkaTransport:
         key = f"{settings.kafka_bootstrap}|{settings.producer_linger_ms}"
         transport = self._transports.get(key)
         if transport is None:
             transport = KafkaTransport(
-                settings.kafka_bootstrap,
-                linger_ms=settings.producer_linger_ms,
-                on_delivery=self._on_delivery,
+                settings.kafka_bootstrap, linger_ms=settings.producer_linger_ms
             )
             self._transports[key] = transport
         return transport

@@ -34,19 +34,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_COUNTER.reseed)
 
 
+_ms_prefix = (-1, "")
+_rand_prefix = (-1, "")
+_LOW48 = (1 << 48) - 1
+
+
 def uuid7(unix_ms: int | None = None) -> str:
-    """A new UUIDv7 string, ordered by creation time (ms) and unique within the process."""
+    """A new UUIDv7 string, ordered by creation time (ms) and unique within the process.
+
+    Formatting is most of the cost, so the parts that rarely change (the millisecond, the high
+    bits of the counter) are formatted once and reused.
+    """
+    global _ms_prefix, _rand_prefix
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
     rand = _COUNTER.next()
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | (rand >> 62) << 64
-        | 0b10 << 62
-        | (rand & ((1 << 62) - 1))
-    )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    cached_ms, time_part = _ms_prefix
+    if cached_ms != ms:
+        h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+        time_part = f"{h[:8]}-{h[8:]}-7"
+        _ms_prefix = (ms, time_part)
+    high = rand >> 48  # 26 bits: 12 of rand_a, then 14 of rand_b
+    cached_high, rand_part = _rand_prefix
+    if cached_high != high:
+        rand_part = f"{high >> 14:03x}-{0x8000 | (high & 0x3FFF):04x}-"
+        _rand_prefix = (high, rand_part)
+    return f"{time_part}{rand_part}{rand & _LOW48:012x}"
 
 
 def new_run_id(length: int = 8) -> str:
