@@ -558,22 +558,31 @@ def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
 
 
 # --- body builders: run on the worker thread --------------------------------------------------
+def _metrics_body(step: int, data: dict[str, Any], run: Run) -> dict[str, Any] | None:
+    # Training loops log the same names every step: once a set of names was checked, the same
+    # names with finite float values (one C-level sum says so) need no per-name work.
+    if data.keys() == run._checked_names and _finite_floats(data.values()):
+        run.summary._observe(data)
+        return {"step": step, "metrics": data}
+    metrics = flatten_metrics(data, run._refusals)
+    if metrics is data:
+        run._checked_names = set(data)
+    if not metrics:
+        return None
+    run.summary._observe(metrics)
+    return {"step": step, "metrics": json_safe_metrics(metrics)}
+
+
 _FLOATS = {float}
 
 
-def _metrics_body(step: int, data: dict[str, Any], run: Run) -> dict[str, Any] | None:
-    # Training loops log the same names every step: once a set of names was checked, the same
-    # set with all-float values needs no per-name work.
-    if data.keys() == run._checked_names and set(map(type, data.values())) == _FLOATS:
-        metrics: Mapping[str, float] = data
-    else:
-        metrics = flatten_metrics(data, run._refusals)
-        if metrics is data:
-            run._checked_names = set(data)
-        if not metrics:
-            return None
-    run.summary._observe(metrics)
-    return {"step": step, "metrics": json_safe_metrics(metrics)}
+def _finite_floats(values: Any) -> bool:
+    # Exactly float (not bool, not numpy or torch scalars), then one C-level sum: inf - inf
+    # and nan - nan are nan, so the difference is 0.0 only when every value is finite.
+    if set(map(type, values)) != _FLOATS:
+        return False
+    total = sum(values)
+    return bool(total - total == 0.0)
 
 
 def _static_body(body: dict[str, Any]) -> dict[str, Any]:

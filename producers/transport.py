@@ -77,6 +77,10 @@ class KafkaTransport:
         self._producer = ck.Producer(config)
         self._full_until = 0.0
         self.last_error: str | None = None
+        # What we handed over and was not acknowledged yet, counted by us so that a batch can
+        # be checked for room before any of it is produced (librdkafka does not tell).
+        self.queued_bytes = 0
+        self.max_queued_bytes = queue_mb * 1024 * 1024 * 3 // 4
 
     def _on_error(self, err: Any) -> None:
         # Broker transport failures (_TRANSPORT, _ALL_BROKERS_DOWN) mean "not now", not "lost":
@@ -89,13 +93,63 @@ class KafkaTransport:
         """Hand one event to librdkafka; False (at once) when its queue is full."""
         if self._full_until and time.monotonic() < self._full_until:
             return False
+        size = len(value) + len(run_id)
+        if self.queued_bytes + size > self.max_queued_bytes:
+            return False
+
+        def delivered(error: Any, message: Any) -> None:
+            self.queued_bytes -= size
+            on_delivery(error, message)
+
         try:
-            self._producer.produce(topic, value=value, key=run_id, on_delivery=on_delivery)
+            self._producer.produce(topic, value=value, key=run_id, on_delivery=delivered)
         except BufferError:
             self._full_until = time.monotonic() + 0.05  # don't hammer a full queue
             return False
         self._full_until = 0.0
+        self.queued_bytes += size
         return True
+
+    def produce_many(
+        self,
+        topic: str,
+        run_id: str,
+        records: list[tuple[int, bytes]],
+        on_acked: Callable[[int, Any], None],
+    ) -> bool:
+        """Hand all ``(seq, event)`` records of one run to librdkafka, in order, or none.
+
+        ``on_acked(count, error)`` is called once, when the last record is acknowledged: acks of
+        one partition come in order, so that ack covers them all, and a callback per event would
+        cost the worker more than the rest of the send. Returns False, having sent nothing,
+        when the records would not fit in the producer's bounded queue.
+        """
+        size = sum(len(value) for _, value in records) + len(run_id) * len(records)
+        if self.queued_bytes + size > self.max_queued_bytes:
+            return False
+        produce = self._producer.produce
+        last = len(records) - 1
+        for index, (_, value) in enumerate(records):
+            callback = None if index < last else self._covering(on_acked, len(records), size)
+            while True:
+                try:
+                    produce(topic, value=value, key=run_id, on_delivery=callback)
+                    break
+                except BufferError:
+                    # Unexpected given the check above; the records before this one have no
+                    # callback of their own, so this one must go out: wait for room.
+                    self._producer.poll(0.01)
+        self.queued_bytes += size
+        return True
+
+    def _covering(
+        self, on_acked: Callable[[int, Any], None], count: int, size: int
+    ) -> Callable[[Any, Any], None]:
+        def acked(error: Any, _message: Any) -> None:
+            self.queued_bytes -= size
+            on_acked(count, error)
+
+        return acked
 
     def poll(self, timeout: float = 0.0) -> None:
         """Serve delivery callbacks (on the calling thread: always the worker)."""

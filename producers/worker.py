@@ -89,9 +89,12 @@ class RunChannel:
     def ack(self, error: Any, _message: Any) -> None:
         """confluent-kafka's delivery callback, on the worker thread. Acks of one run come back
         in the order produced (one partition, idempotent producer), so a count is the watermark."""
-        self.acked_through += 1
+        self.ack_many(1, error)
+
+    def ack_many(self, count: int, error: Any) -> None:
+        self.acked_through += count
         if error is not None:
-            self.failed += 1
+            self.failed += count
             self.last_error = str(error)
 
     @property
@@ -258,7 +261,9 @@ class Worker:
         queue = self._queue
         popleft = queue.popleft
         touched: dict[int, RunChannel] = {}
-        budget = 200_000  # bound one round so acks and heartbeats are served under load
+        # Small rounds: the producer starts sending the first events while later ones are still
+        # being encoded, and acks and heartbeats are served under load.
+        budget = 2048
         while queue and budget:
             budget -= 1
             item = popleft()
@@ -321,11 +326,10 @@ class Worker:
         if not channel.online or not channel.caught_up:
             return
         transport = self._transport(channel.settings)
-        for seq, data in records:
-            if not transport.try_produce(channel.topic, channel.run_id, data, channel.ack):
-                channel.caught_up = False  # the rest is sent from the spool when there is room
-                return
-            channel.sent_through = seq
+        if transport.produce_many(channel.topic, channel.run_id, records, channel.ack_many):
+            channel.sent_through = records[-1][0]
+        else:
+            channel.caught_up = False  # sent from the spool when the producer has room again
 
     def _replay(self, channel: RunChannel) -> bool:
         """Hand spooled events to the producer while it has room; True if it should go on."""
