@@ -36,6 +36,8 @@ Item = tuple[Any, ...]
 BodyBuilder = Callable[..., "dict[str, Any] | None"]
 
 REPLAY_CHUNK = 20_000
+MAX_EVENT_BYTES = 900_000
+ACK_SILENCE_WARNING_SECONDS = 30.0
 STATE_SAVE_SECONDS = 0.5
 
 
@@ -85,6 +87,9 @@ class RunChannel:
     replay: Iterator[tuple[int, bytes]] | None = None
     replay_head: tuple[int, bytes] | None = None
     encoder: EnvelopeEncoder | None = None
+    last_acked_seen: int = -1
+    last_ack_progress: float = 0.0
+    warned_silence: bool = False
 
     def ack(self, error: Any, _message: Any) -> None:
         """confluent-kafka's delivery callback, on the worker thread. Acks of one run come back
@@ -288,6 +293,19 @@ class Worker:
     def _encode(
         self, channel: RunChannel, type_name: str, unix: float, body: dict[str, Any]
     ) -> None:
+        encoded_body = dumps(body)
+        if len(encoded_body) > MAX_EVENT_BYTES:
+            # Kafka refuses messages over ~1 MB (message.max.bytes): refuse it here, loudly,
+            # before it takes a sequence number, rather than fail it later.
+            logger.warning(
+                "runstream: run %s: a %s event of %d bytes is over the %d-byte limit and is "
+                "dropped; log fewer values per call",
+                channel.run_id,
+                type_name,
+                len(encoded_body),
+                MAX_EVENT_BYTES,
+            )
+            return
         seq = channel.next_seq
         channel.next_seq = seq + 1
         if type_name == "metrics_logged":
@@ -298,7 +316,7 @@ class Worker:
                 project=channel.project, run_id=channel.run_id, producer=self._producer_info
             )
         data = encoder.encode(
-            uuid7(int(unix * 1000)), type_name, seq, self._timestamps.format(unix), dumps(body)
+            uuid7(int(unix * 1000)), type_name, seq, self._timestamps.format(unix), encoded_body
         )
         channel.pending.append((seq, data))
 
@@ -375,7 +393,7 @@ class Worker:
         self._waiters = remaining
 
     def _transport(self, settings: Settings) -> KafkaTransport:
-        key = f"{settings.kafka_bootstrap}|{settings.producer_linger_ms}"
+        key = _transport_key(settings)
         transport = self._transports.get(key)
         if transport is None:
             transport = KafkaTransport(
@@ -391,6 +409,8 @@ class Worker:
                 if channel.settled_through >= channel.next_seq - 1 or not channel.online:
                     self._retire(channel)
                 continue
+            if channel.online:
+                self._watch_acks(channel, now)
             if channel.online and now >= channel.next_heartbeat:
                 channel.next_heartbeat = now + channel.settings.heartbeat_interval
                 step = channel.last_step if channel.last_step >= 0 else None
@@ -402,6 +422,33 @@ class Worker:
             for channel in self._channels.values():
                 self._save(channel)
             self._release_idle_transports()
+
+    def _watch_acks(self, channel: RunChannel, now: float) -> None:
+        """Say so, once per silence, when Kafka stops acknowledging (down, unknown topic...)."""
+        if (
+            channel.acked_through != channel.last_acked_seen
+            or channel.next_seq - 1 <= channel.acked_through
+        ):
+            channel.last_acked_seen = channel.acked_through
+            channel.last_ack_progress = now
+            channel.warned_silence = False
+            return
+        if (
+            not channel.warned_silence
+            and now - channel.last_ack_progress > ACK_SILENCE_WARNING_SECONDS
+        ):
+            channel.warned_silence = True
+            transport = self._transports.get(_transport_key(channel.settings))
+            logger.warning(
+                "runstream: run %s: Kafka at %s has acknowledged nothing for %.0fs (%s); "
+                "events are kept in the spool %s and sent when it answers",
+                channel.run_id,
+                channel.settings.kafka_bootstrap,
+                now - channel.last_ack_progress,
+                (transport.last_error if transport else None)
+                or f"is topic {channel.topic} created?",
+                channel.spool.path,
+            )
 
     def _save(self, channel: RunChannel, force: bool = False) -> None:
         spool = channel.spool
@@ -423,11 +470,7 @@ class Worker:
 
     def _release_idle_transports(self) -> None:
         # A producer left behind for a broker nobody logs to any more would keep reconnecting.
-        in_use = {
-            f"{c.settings.kafka_bootstrap}|{c.settings.producer_linger_ms}"
-            for c in self._channels.values()
-            if c.online
-        }
+        in_use = {_transport_key(c.settings) for c in self._channels.values() if c.online}
         for key in list(self._transports):
             if key not in in_use:
                 self._transports.pop(key).close()
@@ -484,6 +527,11 @@ class Worker:
             channel.spool.close()
         for transport in self._transports.values():
             transport.close()
+
+
+def _transport_key(settings: Settings) -> str:
+    """Runs with the same broker and producer settings share one producer."""
+    return f"{settings.kafka_bootstrap}|{settings.producer_linger_ms}"
 
 
 _WORKER: Worker | None = None

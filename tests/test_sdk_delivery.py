@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -255,3 +256,26 @@ def test_finish_never_hangs_when_the_broker_is_unreachable(tmp_path: Path) -> No
     state = orjson.loads((tmp_path / "spool" / "runs" / run.id / "state.json").read_bytes())
     assert state["acked_through"] == -1 and state["next_seq"] == 103
     assert os.path.getsize(next((tmp_path / "spool" / "runs" / run.id).glob("seg-*.log"))) > 0
+
+
+def test_a_silent_broker_is_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runstream.producers import worker
+
+    monkeypatch.setattr(worker, "ACK_SILENCE_WARNING_SECONDS", 0.3)
+    settings = Settings.load(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        dir=tmp_path / "spool",
+        finish_timeout=0.1,
+        system_metrics_interval=0,
+        heartbeat_interval=3600,
+    )
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run = runstream.init(settings=settings)
+        run.log({"loss": 1.0})
+        time.sleep(1.5)
+        run.finish()
+    silences = [r for r in caplog.records if "acknowledged nothing" in r.getMessage()]
+    assert len(silences) == 1
+    assert settings.kafka_bootstrap in silences[0].getMessage()

@@ -271,3 +271,18 @@ def test_the_run_ends_with_the_right_status_however_the_program_ends(
     assert [e["body"] for e in finished] == [{"exit_code": exit_code, "status": status}]
     if how == "exception":
         assert "training diverged" in done.stderr  # the program's own traceback still shows
+
+
+def test_an_event_too_large_for_kafka_is_refused_without_a_gap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.log({f"metric/with/a/long/name/{i}": float(i) for i in range(60_000)})
+        run.log({"loss": 1.0})
+    run.finish()
+    events = spooled(settings, run.id)
+    assert [e["seq"] for e in events] == list(range(len(events)))  # no gap where it was refused
+    assert [e["body"]["metrics"] for e in of_type(events, "metrics_logged")] == [{"loss": 1.0}]
+    assert "log fewer values per call" in caplog.text
