@@ -17,6 +17,7 @@ import orjson
 from runstream.errors import EventDecodeError
 from runstream.schemas import decode
 from runstream.schemas.events import MetricsLogged
+from runstream.sinks.dedup import SeenSequences
 
 EVENT_COLUMNS = (
     "event_id",
@@ -51,20 +52,20 @@ class DeadLetter:
 
 @dataclass
 class EventBatch:
-    events: list[list[Any]] = field(default_factory=lambda: [[] for _ in EVENT_COLUMNS])
-    metrics: list[list[Any]] = field(default_factory=lambda: [[] for _ in METRIC_COLUMNS])
+    """Messages decoded and waiting for one write; rows are built at write time, once the
+    events already stored (re-sent by a producer) are known and can be left out."""
+
+    decoded: list[tuple[Any, str, int, int]] = field(default_factory=list)
     offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     messages: int = 0
-
-    @property
-    def rows(self) -> int:
-        return len(self.events[0]) + len(self.metrics[0])
+    rows: int = 0
+    duplicates: int = 0
 
     def add(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
-        """Decode one message into rows, or keep it as a dead letter with the reason."""
+        """Decode one message, or keep it as a dead letter with the reason."""
         self.messages += 1
         first, _ = self.offsets.get((topic, partition), (offset, offset))
         self.offsets[(topic, partition)] = (first, offset)
@@ -79,14 +80,28 @@ class EventBatch:
         except EventDecodeError as exc:
             self.dead_letters.append(DeadLetter(topic, partition, offset, key, value, str(exc)))
             return
-        producer = event.producer
-        ts: datetime = event.ts
-        for column, item in zip(
-            self.events,
-            (
+        self.decoded.append((event, body_json, partition, offset))
+        body = event.body  # type: ignore[attr-defined]
+        self.rows += 1 + (len(body.metrics) if isinstance(body, MetricsLogged) else 0)
+
+    def columns(self, seen: SeenSequences) -> tuple[list[list[Any]], list[list[Any]]]:
+        """Column lists for ``events`` and ``metrics``, leaving out events already stored."""
+        seen.load({(event.project, event.run_id) for event, _, _, _ in self.decoded})
+        events: list[list[Any]] = [[] for _ in EVENT_COLUMNS]
+        metrics: list[list[Any]] = [[] for _ in METRIC_COLUMNS]
+        self.duplicates = 0
+        for event, body_json, partition, offset in self.decoded:
+            run = (event.project, event.run_id)
+            if event.seq <= seen.get(run):
+                self.duplicates += 1  # a producer sent it again (retry, sync after a crash)
+                continue
+            seen.advance(run, event.seq)
+            producer = event.producer
+            ts: datetime = event.ts
+            row = (
                 event.id,
                 event.v,
-                event.type,  # type: ignore[attr-defined]
+                event.type,
                 event.project,
                 event.run_id,
                 event.seq,
@@ -98,39 +113,42 @@ class EventBatch:
                 body_json,
                 partition,
                 offset,
-            ),
-            strict=True,
-        ):
-            column.append(item)
-        body = event.body  # type: ignore[attr-defined]
-        if isinstance(body, MetricsLogged):
-            project, run_id, step, seq = event.project, event.run_id, body.step, event.seq
-            m = self.metrics
-            for name, number in body.metrics.items():
-                m[0].append(project)
-                m[1].append(run_id)
-                m[2].append(name)
-                m[3].append(step)
-                m[4].append(number)
-                m[5].append(ts)
-                m[6].append(seq)
+            )
+            for column, item in zip(events, row, strict=True):
+                column.append(item)
+            body = event.body
+            if isinstance(body, MetricsLogged):
+                for name, number in body.metrics.items():
+                    metrics[0].append(event.project)
+                    metrics[1].append(event.run_id)
+                    metrics[2].append(name)
+                    metrics[3].append(body.step)
+                    metrics[4].append(number)
+                    metrics[5].append(ts)
+                    metrics[6].append(event.seq)
+        return events, metrics
 
     def dedup_token(self, table: str) -> str:
         ranges = ",".join(f"{t}/{p}/{a}-{b}" for (t, p), (a, b) in sorted(self.offsets.items()))
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
-    def write(self, client: Any, database: str) -> None:
-        """Insert the batch, one INSERT per table; safe to call again after a failure."""
-        for table, columns, data in (
-            ("events", EVENT_COLUMNS, self.events),
-            ("metrics", METRIC_COLUMNS, self.metrics),
+    def write(self, client: Any, database: str, seen: SeenSequences) -> None:
+        """Insert the batch, one INSERT per table; safe to call again after a failure.
+
+        ``seen`` is advanced only by a successful write: a retry builds the same rows again.
+        """
+        trial = seen.copy()
+        events, metrics = self.columns(trial)
+        for table, names, data in (
+            ("events", EVENT_COLUMNS, events),
+            ("metrics", METRIC_COLUMNS, metrics),
         ):
             if not data[0]:
                 continue
             client.insert(
                 f"`{database}`.`{table}`",
                 data,
-                column_names=list(columns),
+                column_names=list(names),
                 column_oriented=True,
                 settings={
                     "insert_deduplication_token": self.dedup_token(table),
@@ -138,3 +156,4 @@ class EventBatch:
                     "async_insert": 0,
                 },
             )
+        seen.adopt(trial)

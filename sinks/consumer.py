@@ -19,6 +19,7 @@ from runstream.schemas import Topics
 from runstream.settings import Settings
 from runstream.sinks.batch import DeadLetter, EventBatch
 from runstream.sinks.clickhouse import connect
+from runstream.sinks.dedup import SeenSequences
 from runstream.sinks.migrations import migrate
 
 logger = logging.getLogger("runstream.sink")
@@ -30,6 +31,7 @@ class SinkStats:
     events: int = 0
     rows: int = 0
     dead_letters: int = 0
+    duplicates: int = 0
     last_insert_seconds: float = 0.0
 
 
@@ -69,7 +71,10 @@ class Sink:
         self.batch = EventBatch()
         self._batch_started: float | None = None
         self.stats = SinkStats()
-        self.consumer.subscribe([self.topics.events], on_revoke=self._on_revoke)
+        self.seen = SeenSequences(self.client, settings.clickhouse_database)
+        self.consumer.subscribe(
+            [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
@@ -126,7 +131,8 @@ class Sink:
             ],
             asynchronous=False,
         )
-        written = batch.messages - len(batch.dead_letters)
+        written = batch.messages - len(batch.dead_letters) - batch.duplicates
+        self.stats.duplicates += batch.duplicates
         self.stats.batches += 1
         self.stats.events += written
         self.stats.rows += batch.rows
@@ -140,7 +146,7 @@ class Sink:
         delay = 0.5
         while True:
             try:
-                batch.write(self.client, self.settings.clickhouse_database)
+                batch.write(self.client, self.settings.clickhouse_database, self.seen)
                 break
             except Exception as exc:  # ClickHouse down or refusing: Kafka keeps the backlog
                 logger.warning("insert failed, retrying in %.1fs: %s", delay, exc)
@@ -171,6 +177,10 @@ class Sink:
         if letters and self._dlq.flush(30) > 0:
             # Committing now would lose these messages: stop instead, they are re-read on restart.
             raise ClickHouseError("could not write dead letters to Kafka within 30 s")
+
+    def _on_assign(self, _consumer: Any, _partitions: list[Any]) -> None:
+        # Partitions may come back after another sink wrote to them: ask ClickHouse again.
+        self.seen.clear()
 
     def _on_revoke(self, _consumer: Any, _partitions: list[Any]) -> None:
         # Finish what we hold before the partitions move, so the next owner starts after it.

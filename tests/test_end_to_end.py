@@ -194,3 +194,29 @@ def test_query_command_prints_table_csv_and_json(
     assert orjson.loads(capsys.readouterr().out)[2] == {"n": 2, "s": "2", "v": "nan"}
     assert main(["query", "SELEC oops", *args]) == 1
     assert "query failed" in capsys.readouterr().err
+
+
+def test_events_sent_again_by_a_producer_are_stored_once(settings: Settings) -> None:
+    """A spool re-sent after a crash repeats sequence numbers; the sink keeps the first copy,
+    whether the copies arrive in one batch or in batches of their own."""
+    topic = Topics(settings.topic_prefix).events
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    first = [sample_event("heartbeat", seq=s, run_id="resent") for s in range(5)]
+
+    def send(events: list[dict[str, object]]) -> None:
+        for event in events:
+            producer.produce(topic, key=b"resent", value=encode(event))
+        assert producer.flush(30) == 0
+
+    db = settings.clickhouse_database
+    send(first)
+    sink = sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") == 5)
+    send(first[2:] + [sample_event("heartbeat", seq=s, run_id="resent") for s in (5, 6)])
+    send(first[:1])
+    # A new sink (a restart): it learns what is stored from ClickHouse, not from memory.
+    again = sink_until(
+        settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= 7
+    )
+    time.sleep(0.5)
+    assert rows(settings, f"SELECT seq FROM {db}.events ORDER BY seq") == [(s,) for s in range(7)]
+    assert sink.stats.duplicates == 0 and again.stats.duplicates == 4
