@@ -71,6 +71,15 @@ class Settings(BaseModel):
     sink_group: str = Field("runstream-sink", min_length=1)
     sink_batch_rows: int = Field(50_000, ge=1)
     sink_batch_seconds: float = Field(1.0, gt=0)
+    sink_session_timeout: float = Field(
+        10.0,
+        ge=6.0,
+        le=300.0,
+        description="Seconds before a sink that died loses its partitions to the others.",
+    )
+    sink_metrics_port: int = Field(
+        9465, ge=0, le=65535, description="Port of the sink's /metrics endpoint; 0 turns it off."
+    )
 
     # --- the local stack (runstream dev) ----------------------------------------------------
     home: Path = Field(default_factory=_default_home, description="Data of the local stack.")

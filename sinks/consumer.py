@@ -1,8 +1,12 @@
 """``runstream sink``: Kafka events topic -> ClickHouse, committing offsets after each write.
 
 The loop is: consume until the batch is full (rows) or old (seconds) -> write the batch to
-ClickHouse -> send dead letters -> commit the batch's offsets. A crash before the commit means
-the batch is read again and re-inserted with the same deduplication token.
+ClickHouse -> send dead letters -> commit the batch's offsets. That commit is the only one: a
+crash anywhere before it means the batch is read again, and the events ClickHouse already holds
+are recognised (run and sequence number, plus the batch's deduplication token) and not written
+twice. When ClickHouse is slow or down the sink pauses its partitions, keeps its place in the
+consumer group, retries with backoff and resumes; Kafka holds the backlog and memory stays at
+one batch.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from runstream._extras import require
@@ -21,18 +24,16 @@ from runstream.sinks.batch import DeadLetter, EventBatch
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.dedup import SeenSequences
 from runstream.sinks.migrations import migrate
+from runstream.sinks.observability import MetricsServer, SinkStats
 
 logger = logging.getLogger("runstream.sink")
 
+MAX_BACKOFF_SECONDS = 10.0
+LAG_REFRESH_SECONDS = 5.0
 
-@dataclass
-class SinkStats:
-    batches: int = 0
-    events: int = 0
-    rows: int = 0
-    dead_letters: int = 0
-    duplicates: int = 0
-    last_insert_seconds: float = 0.0
+
+class _Revoked(Exception):
+    """The partitions of the batch in hand moved to another sink while it was being written."""
 
 
 class Sink:
@@ -50,14 +51,19 @@ class Sink:
             if applied:
                 logger.info("applied migrations: %s", ", ".join(applied))
         self.client = client or connect(settings)
+        kafka_logger = logging.getLogger("runstream.sink.kafka")
         self.consumer = ck.Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "group.id": settings.sink_group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # A sink killed outright holds its partitions until its session expires; the
+                # client default (45 s) is a long time for events to wait.
+                "session.timeout.ms": int(settings.sink_session_timeout * 1000),
+                "heartbeat.interval.ms": int(settings.sink_session_timeout * 1000 / 4),
                 "client.id": "runstream-sink",
-                "logger": logging.getLogger("runstream.sink.kafka"),
+                "logger": kafka_logger,
             }
         )
         self._dlq = ck.Producer(
@@ -65,13 +71,18 @@ class Sink:
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "enable.idempotence": True,
                 "client.id": "runstream-sink-dlq",
-                "logger": logging.getLogger("runstream.sink.kafka"),
+                "logger": kafka_logger,
             }
         )
         self.batch = EventBatch()
         self._batch_started: float | None = None
+        self._held: list[Any] = []  # messages that arrived while the partitions were paused
+        self._writing = False
+        self._revoked_while_writing = False
+        self._next_lag = 0.0
         self.stats = SinkStats()
         self.seen = SeenSequences(self.client, settings.clickhouse_database)
+        self.metrics_server: MetricsServer | None = None
         self.consumer.subscribe(
             [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -80,6 +91,8 @@ class Sink:
     def run(self, stop: threading.Event | None = None) -> None:
         """Consume until ``stop`` is set; writes what it holds before returning."""
         stop = stop or threading.Event()
+        if self.settings.sink_metrics_port:
+            self.metrics_server = MetricsServer.start(self.settings.sink_metrics_port, self.stats)
         try:
             while not stop.is_set():
                 self.poll()
@@ -94,35 +107,47 @@ class Sink:
         """
         settings = self.settings
         room = max(1, min(10_000, settings.sink_batch_rows - self.batch.rows))
-        messages = self.consumer.consume(num_messages=room, timeout=timeout)
+        messages = self._held + self.consumer.consume(num_messages=room, timeout=timeout)
+        self._held = []
         for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == self._ck.KafkaError._PARTITION_EOF:
-                    continue
-                logger.warning("consumer error: %s", error)
-                continue
-            if self._batch_started is None:
-                self._batch_started = time.monotonic()
-            self.batch.add(
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                message.key(),
-                message.value(),
-            )
+            self._take(message)
+        now = time.monotonic()
+        if now >= self._next_lag:
+            self._next_lag = now + LAG_REFRESH_SECONDS
+            self._refresh_lag()
         due = self.batch.rows >= settings.sink_batch_rows or (
             self._batch_started is not None
-            and time.monotonic() - self._batch_started >= settings.sink_batch_seconds
+            and now - self._batch_started >= settings.sink_batch_seconds
         )
         return self.flush() if due else 0
 
+    def _take(self, message: Any) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != self._ck.KafkaError._PARTITION_EOF:
+                logger.warning("consumer error: %s", error)
+            return
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        self.batch.add(
+            message.topic(), message.partition(), message.offset(), message.key(), message.value()
+        )
+
     def flush(self) -> int:
-        """Write the current batch and commit its offsets. Returns the events written."""
+        """Write the current batch, send its dead letters, commit its offsets.
+
+        Returns the events written (duplicates and dead letters not counted).
+        """
         batch = self.batch
         if not batch.offsets:
             return 0
-        self._write(batch)
+        try:
+            self._write(batch)
+        except _Revoked:
+            # The new owner reads these messages again from the last commit.
+            logger.info("partitions moved while writing; the batch is left to their new owner")
+            self._reset_batch()
+            return 0
         self._send_dead_letters(batch.dead_letters)
         self.consumer.commit(
             offsets=[
@@ -132,27 +157,58 @@ class Sink:
             asynchronous=False,
         )
         written = batch.messages - len(batch.dead_letters) - batch.duplicates
-        self.stats.duplicates += batch.duplicates
-        self.stats.batches += 1
-        self.stats.events += written
-        self.stats.rows += batch.rows
-        self.stats.dead_letters += len(batch.dead_letters)
-        self.batch = EventBatch()
-        self._batch_started = None
+        self.stats.record_batch(
+            events=written,
+            rows=batch.rows,
+            dead_letters=len(batch.dead_letters),
+            duplicates=batch.duplicates,
+        )
+        self._reset_batch()
         return written
 
+    def _reset_batch(self) -> None:
+        self.batch = EventBatch()
+        self._batch_started = None
+
     def _write(self, batch: EventBatch) -> None:
-        started = time.monotonic()
+        """Insert the batch, retrying with backoff while ClickHouse refuses; never gives up.
+
+        While retrying, the partitions are paused (nothing more is fetched, memory stays at this
+        batch) and the consumer keeps polling, so it stays in its group.
+        """
         delay = 0.5
-        while True:
-            try:
-                batch.write(self.client, self.settings.clickhouse_database, self.seen)
-                break
-            except Exception as exc:  # ClickHouse down or refusing: Kafka keeps the backlog
-                logger.warning("insert failed, retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        self.stats.last_insert_seconds = time.monotonic() - started
+        paused: list[Any] = []
+        self._writing, self._revoked_while_writing = True, False
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    batch.write(self.client, self.settings.clickhouse_database, self.seen)
+                    self.stats.record_insert(time.monotonic() - started)
+                    return
+                except Exception as exc:  # ClickHouse down, slow or refusing
+                    self.stats.insert_failures += 1
+                    if not paused:
+                        paused = self.consumer.assignment()
+                        self.consumer.pause(paused)
+                        self.stats.paused = True
+                    logger.warning("insert failed, retrying in %.1fs: %s", delay, exc)
+                    self._wait_paused(delay)
+                    delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        finally:
+            self._writing = False
+            if paused:
+                self.consumer.resume(paused)
+                self.stats.paused = False
+
+    def _wait_paused(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = self.consumer.poll(min(0.1, max(0.0, deadline - time.monotonic())))
+            if message is not None:
+                self._held.append(message)  # fetched before the pause took effect
+            if self._revoked_while_writing:
+                raise _Revoked
 
     def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
@@ -178,21 +234,43 @@ class Sink:
             # Committing now would lose these messages: stop instead, they are re-read on restart.
             raise ClickHouseError("could not write dead letters to Kafka within 30 s")
 
-    def _on_assign(self, _consumer: Any, _partitions: list[Any]) -> None:
+    def _refresh_lag(self) -> None:
+        try:
+            assignment = self.consumer.assignment()
+            positions = self.consumer.position(assignment) if assignment else []
+            lag = 0
+            for tp in positions:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    lag += max(0, high - tp.offset)
+            self.stats.lag_messages = lag
+        except Exception as exc:  # lag is a nicety; never let it stop the sink
+            logger.debug("lag unavailable: %s", exc)
+
+    # --- rebalances -----------------------------------------------------------------------------
+    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
         # Partitions may come back after another sink wrote to them: ask ClickHouse again.
         self.seen.clear()
+        self.stats.partitions = len(partitions)
 
     def _on_revoke(self, _consumer: Any, _partitions: list[Any]) -> None:
+        self.stats.partitions = 0
+        if self._writing:
+            self._revoked_while_writing = True  # _write gives the batch up
+            self._held = []
+            return
         # Finish what we hold before the partitions move, so the next owner starts after it.
         try:
             self.flush()
         except Exception:
             logger.exception("could not write the batch before a rebalance; it will be re-read")
-            self.batch = EventBatch()
-            self._batch_started = None
+            self._reset_batch()
+        self._held = []
 
     def close(self) -> None:
         try:
             self.consumer.close()
         finally:
             self._dlq.flush(5)
+            if self.metrics_server is not None:
+                self.metrics_server.stop()

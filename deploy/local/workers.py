@@ -54,6 +54,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RUNSTREAM_CLICKHOUSE_DATABASE": settings.clickhouse_database,
         "RUNSTREAM_TOPIC_PREFIX": settings.topic_prefix,
         "RUNSTREAM_HOME": str(settings.home),
+        "RUNSTREAM_SINK_METRICS_PORT": str(settings.sink_metrics_port),
     }
 
 
