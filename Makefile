@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install lint test demo down clean
+.PHONY: install lint test demo bench down clean
 
 install: $(STAMP)
 
@@ -36,6 +36,13 @@ test: lint
 demo: install
 	$(PY) -m runstream dev up
 	$(PY) examples/train.py
+
+# Benchmarks print tables and ratios (docs/benchmarks.md); the peers are installed for them only.
+bench: install
+	$(PY) -m pip install --quiet "wandb==0.31.0" "mlflow-skinny>=3,<4" sqlalchemy alembic
+	$(PY) -m bench.sdk_log_cost
+	$(PY) -m bench.sdk_delivery
+	$(PY) -m bench.sdk_outage
 
 down:
 	$(PY) -m runstream dev down

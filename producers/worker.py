@@ -181,6 +181,7 @@ class Worker:
             caught_up=state.acked_through >= state.next_seq - 1,
         )
         channel.first_seq = state.next_seq
+        channel.last_ack_progress = time.monotonic()
         channel.next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._channels[run_id] = channel
         return channel
