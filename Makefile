@@ -43,6 +43,7 @@ bench: install
 	$(PY) -m bench.sdk_log_cost
 	$(PY) -m bench.sdk_delivery
 	$(PY) -m bench.sdk_outage
+	$(PY) -m bench.sink_ingest
 
 down:
 	$(PY) -m runstream dev down
