@@ -38,6 +38,7 @@ BodyBuilder = Callable[..., "dict[str, Any] | None"]
 REPLAY_CHUNK = 20_000
 MAX_EVENT_BYTES = 900_000
 ACK_SILENCE_WARNING_SECONDS = 30.0
+TRANSPORT_IDLE_SECONDS = 30.0
 STATE_SAVE_SECONDS = 0.5
 
 
@@ -140,6 +141,7 @@ class Worker:
         self._queue: deque[Item] = deque()
         self._channels: dict[str, RunChannel] = {}
         self._transports: dict[str, KafkaTransport] = {}
+        self._idle_since: dict[str, float] = {}
         self._timestamps = _Timestamps()
         self._producer_info = self._make_producer_info()
         self._system: Any = None
@@ -227,6 +229,7 @@ class Worker:
         self._queue = deque()
         self._channels = {}
         self._transports = {}
+        self._idle_since = {}
         self._producer_info = self._make_producer_info()
         self._reset_thread_state()
 
@@ -422,7 +425,7 @@ class Worker:
             self._next_save = now + STATE_SAVE_SECONDS
             for channel in self._channels.values():
                 self._save(channel)
-            self._release_idle_transports()
+            self._release_idle_transports(now)
 
     def _watch_acks(self, channel: RunChannel, now: float) -> None:
         """Say so, once per silence, when Kafka stops acknowledging (down, unknown topic...)."""
@@ -469,12 +472,20 @@ class Worker:
         if self._channels.get(channel.run_id) is channel:
             del self._channels[channel.run_id]
 
-    def _release_idle_transports(self) -> None:
-        # A producer left behind for a broker nobody logs to any more would keep reconnecting.
+    def _release_idle_transports(self, now: float) -> None:
+        # A producer left behind for a broker nobody logs to any more would keep reconnecting;
+        # but runs often follow each other in one process (sweeps), and a new idempotent
+        # producer waits ~0.5 s for its id: keep an idle one for a while first.
         in_use = {_transport_key(c.settings) for c in self._channels.values() if c.online}
+        for key in in_use:
+            self._idle_since.pop(key, None)
         for key in list(self._transports):
-            if key not in in_use:
+            if key in in_use:
+                continue
+            since = self._idle_since.setdefault(key, now)
+            if now - since >= TRANSPORT_IDLE_SECONDS:
                 self._transports.pop(key).close()
+                del self._idle_since[key]
 
     def _sample_system(self, now: float) -> None:
         active = [
