@@ -298,7 +298,7 @@ class Run:
             )
             self._emit("run_finished", {"exit_code": int(exit_code), "status": status})
             self._worker.close_channel(self._channel)
-            self._worker.flush(self.settings.finish_timeout)
+            self._worker.flush(self.settings.finish_timeout, self._channel)
             self._finished = self._result()
         result = self._finished
         _unregister(self)

@@ -49,9 +49,10 @@ class _Control:
 
 
 class _Flush(_Control):
-    __slots__ = ("done", "targets")
+    __slots__ = ("channel", "done", "targets")
 
-    def __init__(self) -> None:
+    def __init__(self, channel: RunChannel | None) -> None:
+        self.channel = channel
         self.done = threading.Event()
         self.targets: dict[RunChannel, int] | None = None
 
@@ -191,12 +192,14 @@ class Worker:
     def close_channel(self, channel: RunChannel) -> None:
         self.submit((_Close(channel),))
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far is settled (acknowledged, or spooled offline).
+    def flush(self, timeout: float, channel: RunChannel | None = None) -> bool:
+        """Wait until what was queued so far is settled (acknowledged, or spooled offline):
+        of ``channel`` only, or of every run. A run's finish() must not wait for other runs,
+        such as one whose broker went away long ago.
 
         Returns False when ``timeout`` seconds passed first; never waits longer.
         """
-        marker = _Flush()
+        marker = _Flush(channel)
         self.submit((marker,))
         self._wake.set()
         return marker.done.wait(max(0.0, timeout))
@@ -376,7 +379,8 @@ class Worker:
 
     def _control(self, control: _Control) -> None:
         if isinstance(control, _Flush):
-            control.targets = {c: c.next_seq - 1 for c in self._channels.values()}
+            channels = [control.channel] if control.channel else self._channels.values()
+            control.targets = {c: c.next_seq - 1 for c in channels}
             self._waiters.append(control)
         elif isinstance(control, _Close):
             channel = control.channel

@@ -286,3 +286,22 @@ def test_an_event_too_large_for_kafka_is_refused_without_a_gap(
     assert [e["seq"] for e in events] == list(range(len(events)))  # no gap where it was refused
     assert [e["body"]["metrics"] for e in of_type(events, "metrics_logged")] == [{"loss": 1.0}]
     assert "log fewer values per call" in caplog.text
+
+
+def test_finish_does_not_wait_for_other_runs_stuck_on_a_dead_broker(tmp_path: Path) -> None:
+    dead = Settings.load(
+        env={},
+        kafka_bootstrap="127.0.0.1:9",  # nothing listens there
+        dir=tmp_path / "dead",
+        finish_timeout=0.2,
+        system_metrics_interval=0,
+    )
+    stuck = runstream.init(settings=dead)
+    stuck.log({"loss": 1.0})
+    assert not stuck.finish().ok  # its events stay in the spool, and in the producer's queue
+
+    other = runstream.init(settings=offline_settings(tmp_path, finish_timeout=20))
+    other.log({"loss": 1.0})
+    started = time.monotonic()
+    assert other.finish().ok
+    assert time.monotonic() - started < 2.0
