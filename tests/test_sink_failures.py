@@ -10,7 +10,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,13 @@ def log_runs(
         assert run.finish().ok
         ids.append(run.id)
     return ids
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def expected_events(runs: int = RUNS, steps: int = STEPS) -> int:
@@ -196,10 +203,11 @@ def test_clickhouse_killed_and_restarted_mid_stream_loses_nothing(
     thread.start()
     try:
         log_runs(settings, runs=2, prefix="before")
+        wait_until(lambda: sink.stats.events >= expected_events(2), "the first runs to land")
         stack.stop_service("clickhouse", kill=True)
         log_runs(settings, runs=2, prefix="during")
-        time.sleep(2.0)  # the sink fails to insert, pauses and backs off
-        assert sink.stats.paused and sink.stats.insert_failures > 0
+        # The sink fails to insert, pauses its partitions and backs off.
+        wait_until(lambda: sink.stats.paused and sink.stats.insert_failures > 0, "a pause")
         stack.start_service("clickhouse")
         log_runs(settings, runs=2, prefix="after")
         deadline = time.monotonic() + 90
