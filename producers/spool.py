@@ -181,13 +181,6 @@ class RunSpool:
             if done:
                 path.unlink(missing_ok=True)
 
-    def remove_delivered(self) -> None:
-        """At the end of a fully delivered run: drop the segments, keep the state for resume."""
-        self.close()
-        if self.state.acked_through >= self.state.next_seq - 1:
-            for _, path in self.segments():
-                path.unlink(missing_ok=True)
-
 
 def _read_segment(path: Path, first_seq: int) -> Iterator[tuple[int, bytes]]:
     try:

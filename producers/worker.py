@@ -462,7 +462,8 @@ class Worker:
         spool = channel.spool
         if channel.online and spool.state.acked_through != channel.acked_through:
             spool.mark(acked_through=channel.acked_through)
-            spool.prune()
+            if not channel.settings.keep_spool:
+                spool.prune()
         try:
             spool.save_state(force)
         except OSError as exc:
@@ -470,9 +471,9 @@ class Worker:
 
     def _retire(self, channel: RunChannel) -> None:
         self._save(channel, force=True)
-        if channel.online and not channel.settings.keep_spool:
-            channel.spool.remove_delivered()
         channel.spool.close()
+        if channel.online and not channel.settings.keep_spool:
+            channel.spool.prune()  # the state stays: a later resume reads where the run stopped
         if self._channels.get(channel.run_id) is channel:
             del self._channels[channel.run_id]
 

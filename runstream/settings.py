@@ -64,7 +64,9 @@ class Settings(BaseModel):
     spool_max_mb: int = Field(
         1024, ge=1, description="Per run: most undelivered data kept on disk while Kafka is away."
     )
-    keep_spool: bool = Field(False, description="Keep delivered spool segments of finished runs.")
+    keep_spool: bool = Field(
+        False, description="Keep spool segments after Kafka acknowledged them (for audits)."
+    )
     producer_linger_ms: float = Field(20.0, ge=0)
 
     # --- the sink ---------------------------------------------------------------------------
