@@ -8,6 +8,7 @@ free ports in a temporary home and stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from runstream.deploy.local.stack import LocalStack
 from runstream.settings import Settings
 
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
@@ -59,18 +61,30 @@ def _from_testcontainers(stack: ExitStack) -> Services:
     return Services(kafka.get_bootstrap_server(), url, "testcontainers")
 
 
-def _from_local_stack(stack: ExitStack, home: Path) -> Services:
-    from runstream.deploy.local.stack import LocalStack
-
-    settings = Settings.load(
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        clickhouse_url=f"http://127.0.0.1:{free_port()}",
-        home=home,
+@contextlib.contextmanager
+def services_only_stack(home: Path) -> Iterator[LocalStack]:
+    """Kafka and ClickHouse of the local stack on free ports in ``home``, no workers."""
+    stack = LocalStack(
+        Settings.load(
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
+            clickhouse_url=f"http://127.0.0.1:{free_port()}",
+            home=home,
+            topic_partitions=3,
+            sink_metrics_port=0,
+        ),
+        workers=(),
     )
-    local = LocalStack(settings, workers=[])
-    stack.callback(local.down)
-    local.up()
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+def _from_local_stack(stack: ExitStack, home: Path) -> Services:
+    local = stack.enter_context(services_only_stack(home))
+    settings = local.settings
     return Services(settings.kafka_bootstrap, settings.clickhouse_url, "local", home)
 
 

@@ -18,6 +18,7 @@ from runstream.errors import ClickHouseError
 from runstream.schemas import Topics, encode
 from runstream.settings import Settings
 from runstream.sinks import migrations, queries
+from runstream.sinks.batch import EVENT_COLUMNS, METRIC_COLUMNS
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.consumer import Sink
 from tests.helpers import rows, scalar, sink_until
@@ -458,24 +459,9 @@ def test_a_retried_sink_insert_lands_once_in_the_derived_tables(settings: Settin
             (
                 "events",
                 [event_row],
-                [
-                    "event_id",
-                    "schema_version",
-                    "type",
-                    "project",
-                    "run_id",
-                    "seq",
-                    "ts",
-                    "producer_sdk",
-                    "producer_version",
-                    "producer_host",
-                    "producer_pid",
-                    "body",
-                    "kafka_partition",
-                    "kafka_offset",
-                ],
+                list(EVENT_COLUMNS),
             ),
-            ("metrics", metric_rows, ["project", "run_id", "name", "step", "value", "ts", "seq"]),
+            ("metrics", metric_rows, list(METRIC_COLUMNS)),
         ):
             client.insert(
                 table,

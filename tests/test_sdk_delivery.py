@@ -24,7 +24,7 @@ from runstream.deploy.local.stack import LocalStack
 from runstream.producers.run import ResumeError
 from runstream.schemas import Topics
 from runstream.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, services_only_stack
 from tests.helpers import rows, scalar, sink_until
 
 pytestmark = pytest.mark.integration
@@ -102,22 +102,8 @@ def test_offline_run_then_sync_lands_exactly_once_and_sync_twice_changes_nothing
 @pytest.fixture(scope="module")
 def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A stack of this module's own, whose broker the tests stop and start."""
-    home = tmp_path_factory.mktemp("outage")
-    stack = LocalStack(
-        Settings.load(
-            kafka_bootstrap=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-            clickhouse_url=f"http://127.0.0.1:{free_port()}",
-            home=home,
-            topic_partitions=3,
-        ),
-        workers=(),
-    )
-    try:
-        stack.up()
+    with services_only_stack(tmp_path_factory.mktemp("outage")) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 def test_broker_killed_mid_run_then_restarted_lands_every_event_in_order(

@@ -22,7 +22,7 @@ from runstream.settings import Settings
 from runstream.sinks.consumer import Sink
 from runstream.sinks.migrations import migrate
 from runstream.sinks.observability import MetricsServer, SinkStats, scrape
-from tests.conftest import free_port
+from tests.conftest import services_only_stack
 from tests.helpers import rows, scalar, sink_until
 
 pytestmark = pytest.mark.integration
@@ -165,22 +165,8 @@ def test_two_sinks_in_one_group_land_each_event_once(settings: Settings) -> None
 @pytest.fixture(scope="module")
 def own_clickhouse_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A stack of this module's own, whose ClickHouse the test stops and starts."""
-    stack = LocalStack(
-        Settings.load(
-            kafka_bootstrap=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-            clickhouse_url=f"http://127.0.0.1:{free_port()}",
-            home=tmp_path_factory.mktemp("chstop"),
-            topic_partitions=3,
-            sink_metrics_port=0,
-        ),
-        workers=(),
-    )
-    try:
-        stack.up()
+    with services_only_stack(tmp_path_factory.mktemp("chstop")) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 def test_clickhouse_killed_and_restarted_mid_stream_loses_nothing(
