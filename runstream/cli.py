@@ -36,6 +36,9 @@ SETTINGS_ARGS = (
     "sink_group",
     "sink_batch_rows",
     "sink_batch_seconds",
+    "clickhouse_cluster",
+    "topic_partitions",
+    "topic_replication",
 )
 
 
@@ -106,7 +109,21 @@ def add_sink_parsers(
 
     migrate = sub.add_parser("migrate", help="create or upgrade the ClickHouse tables")
     add_common(migrate)
+    migrate.add_argument(
+        "--cluster",
+        dest="clickhouse_cluster",
+        help="create them on every node of this ClickHouse cluster (ReplicatedMergeTree + "
+        "Distributed, ON CLUSTER)",
+    )
     migrate.set_defaults(handler=_migrate)
+
+    topics = sub.add_parser(
+        "topics", help="create the Kafka topics that do not exist yet (events, dlq, ...)"
+    )
+    add_common(topics)
+    topics.add_argument("--partitions", dest="topic_partitions", type=int)
+    topics.add_argument("--replication", dest="topic_replication", type=int)
+    topics.set_defaults(handler=_topics)
 
 
 def _sink(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,6 +162,14 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     applied = migrate(settings)
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.deploy.local.admin import ensure_topics
+
+    created = ensure_topics(settings)
+    print("created: " + ", ".join(created) if created else "every topic exists")
     return 0
 
 

@@ -40,6 +40,12 @@ class Settings(BaseModel):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     clickhouse_url: str = Field("http://127.0.0.1:8123", description="ClickHouse HTTP URL.")
     clickhouse_database: str = Field("runstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    clickhouse_cluster: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        description="ClickHouse cluster to create the schema on (replicated, distributed); "
+        "unset for one server.",
+    )
     topic_prefix: str = Field(
         "runstream", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic name."
     )

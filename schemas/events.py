@@ -172,6 +172,10 @@ class RunFinished(_Model):
 
 
 # --- the envelope -----------------------------------------------------------------------------
+ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+
+
 class Producer(_Model):
     sdk: str = Field(
         min_length=1, description="Name of the producing library, e.g. runstream-python."
@@ -183,13 +187,13 @@ class Producer(_Model):
 
 class _Envelope(_Model):
     id: str = Field(
-        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        pattern=ID_PATTERN,
         description="Unique, time-ordered event id (UUIDv7), chosen by the producer once and "
         "kept on every retry: it is what makes delivery idempotent end to end.",
     )
     v: int = Field(ge=1, le=SCHEMA_VERSION, description="Schema version of this event.")
     project: Name
-    run_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+    run_id: Annotated[str, Field(min_length=1, max_length=128, pattern=RUN_ID_PATTERN)]
     seq: int = Field(ge=0, description="Per-run sequence number: 0, 1, 2... without gaps.")
     ts: AwareDatetime = Field(description="When the event happened, UTC, microseconds.")
     producer: Producer

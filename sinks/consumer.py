@@ -5,8 +5,12 @@ ClickHouse -> send dead letters -> commit the batch's offsets. That commit is th
 crash anywhere before it means the batch is read again, and the events ClickHouse already holds
 are recognised (run and sequence number, plus the batch's deduplication token) and not written
 twice. When ClickHouse is slow or down the sink pauses its partitions, keeps its place in the
-consumer group, retries with backoff and resumes; Kafka holds the backlog and memory stays at
-one batch.
+consumer group, retries with backoff and resumes; Kafka holds the backlog.
+
+Writes are pipelined one deep: while ClickHouse takes one batch (a thread waiting on HTTP), the
+sink reads and checks the next, so Python and ClickHouse work at the same time. Batches are
+still written, and their offsets committed, strictly one after the other, and memory stays at
+two batches.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from runstream._extras import require
@@ -76,6 +81,8 @@ class Sink:
         )
         self.batch = EventBatch()
         self._batch_started: float | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
+        self._in_flight: tuple[EventBatch, Future[float]] | None = None
         self._held: list[Any] = []  # messages that arrived while the partitions were paused
         self._writing = False
         self._revoked_while_writing = False
@@ -111,6 +118,9 @@ class Sink:
         self._held = []
         for message in messages:
             self._take(message)
+        written = 0
+        if self._in_flight is not None and self._in_flight[1].done():
+            written += self._complete_in_flight()
         now = time.monotonic()
         if now >= self._next_lag:
             self._next_lag = now + LAG_REFRESH_SECONDS
@@ -119,7 +129,12 @@ class Sink:
             self._batch_started is not None
             and now - self._batch_started >= settings.sink_batch_seconds
         )
-        return self.flush() if due else 0
+        if due:
+            written += self._complete_in_flight()  # one batch in flight at a time, in order
+            if self.batch.offsets:
+                batch, self.batch, self._batch_started = self.batch, EventBatch(), None
+                self._in_flight = (batch, self._writer.submit(self._timed_write, batch))
+        return written
 
     def _take(self, message: Any) -> None:
         error = message.error()
@@ -134,20 +149,51 @@ class Sink:
         )
 
     def flush(self) -> int:
-        """Write the current batch, send its dead letters, commit its offsets.
+        """Write what the sink holds (the batch in flight, then the current one), send the dead
+        letters, commit the offsets; returns when done.
 
         Returns the events written (duplicates and dead letters not counted).
         """
+        written = self._complete_in_flight()
         batch = self.batch
         if not batch.offsets:
-            return 0
+            return written
+        self._reset_batch()
         try:
             self._write(batch)
         except _Revoked:
             # The new owner reads these messages again from the last commit.
             logger.info("partitions moved while writing; the batch is left to their new owner")
-            self._reset_batch()
+            return written
+        return written + self._commit(batch)
+
+    def _timed_write(self, batch: EventBatch) -> float:
+        """One attempt, in the writer thread; returns its duration."""
+        started = time.monotonic()
+        batch.write(self.client, self.settings.clickhouse_database, self.seen)
+        return time.monotonic() - started
+
+    def _complete_in_flight(self) -> int:
+        """Wait for the batch being written in the background; finish it (retrying in this
+        thread if the write failed), commit it. Returns the events written."""
+        if self._in_flight is None:
             return 0
+        batch, future = self._in_flight
+        self._in_flight = None
+        try:
+            self.stats.record_insert(future.result())
+        except Exception as exc:
+            self.stats.insert_failures += 1
+            logger.warning("insert failed, retrying: %s", exc)
+            try:
+                self._write(batch)
+            except _Revoked:
+                logger.info("partitions moved while writing; the batch is left to their new owner")
+                return 0
+        return self._commit(batch)
+
+    def _commit(self, batch: EventBatch) -> int:
+        """Dead letters out, offsets committed, stats counted: the batch is done."""
         self._send_dead_letters(batch.dead_letters)
         self.consumer.commit(
             offsets=[
@@ -163,7 +209,6 @@ class Sink:
             dead_letters=len(batch.dead_letters),
             duplicates=batch.duplicates,
         )
-        self._reset_batch()
         return written
 
     def _reset_batch(self) -> None:
@@ -264,10 +309,16 @@ class Sink:
             self.flush()
         except Exception:
             logger.exception("could not write the batch before a rebalance; it will be re-read")
+            self._in_flight = None
             self._reset_batch()
         self._held = []
 
     def close(self) -> None:
+        """Leave the group. What was not flushed is not committed: it is read again later."""
+        if self._in_flight is not None:
+            self._in_flight[1].exception()  # let a write in progress end before leaving
+            self._in_flight = None
+        self._writer.shutdown(wait=True)
         try:
             self.consumer.close()
         finally:

@@ -58,6 +58,11 @@ class SeenSequences:
     def adopt(self, other: SeenSequences) -> None:
         self._high = other._high
 
+    def forget(self, runs: set[RunKey]) -> None:
+        """Ask ClickHouse again about these runs on their next sight."""
+        for run in runs:
+            self._high.pop(run, None)
+
     def clear(self) -> None:
         """Forget everything (partitions moved: another sink may have written since)."""
         self._high.clear()

@@ -128,11 +128,11 @@ def migrate(
 ) -> list[str]:
     """Apply every migration not applied yet; returns the names of those applied now.
 
-    ``cluster`` (default: the settings' ``clickhouse_cluster``, if it has one) names the
+    ``cluster`` (default: the settings' ``clickhouse_cluster``) names the
     ClickHouse cluster to create the schema on; see :func:`render`.
     """
     database = settings.clickhouse_database
-    cluster = cluster or getattr(settings, "clickhouse_cluster", None)
+    cluster = cluster or settings.clickhouse_cluster
     client = client or connect(settings, database="default")
     on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
     engine = f"ReplicatedReplacingMergeTree({REPLICA_PATH})" if cluster else "ReplacingMergeTree"
