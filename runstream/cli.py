@@ -117,6 +117,12 @@ def add_sink_parsers(
     )
     migrate.set_defaults(handler=_migrate)
 
+    processors = sub.add_parser(
+        "processors", help="run a stream-processor worker: live run state, summaries, alerts"
+    )
+    add_common(processors)
+    processors.set_defaults(handler=_processors)
+
     topics = sub.add_parser(
         "topics", help="create the Kafka topics that do not exist yet (events, dlq, ...)"
     )
@@ -163,6 +169,12 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     applied = migrate(settings)
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
+
+
+def _processors(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.processors.app import run_worker
+
+    return run_worker(settings)
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:

@@ -77,6 +77,12 @@ class Settings(BaseModel):
 
     # --- the sink ---------------------------------------------------------------------------
     sink_group: str = Field("runstream-sink", min_length=1)
+    processor_heartbeat_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds of silence after which a run is crashed; default 3 x "
+        "heartbeat_interval.",
+    )
     sink_batch_rows: int = Field(50_000, ge=1)
     sink_batch_seconds: float = Field(1.0, gt=0)
     sink_session_timeout: float = Field(

@@ -47,14 +47,23 @@ class Topics:
         """Latest metric summaries of each run (compacted)."""
         return f"{self.prefix}.summaries"
 
+    @property
+    def processor_ticks(self) -> str:
+        """The processors' own clock: a tick per silent run, on the run's partition."""
+        return f"{self.prefix}.processor-ticks"
+
     def specs(self) -> list[TopicSpec]:
         compact = {"cleanup.policy": "compact"}
         # Events are kept forever: derived state is rebuilt by replaying them.
         forever = {"retention.ms": "-1", "compression.type": "producer"}
+        an_hour = {"retention.ms": "3600000"}
         return [
             TopicSpec(self.events, "run_id", False, "all run events", forever),
             TopicSpec(self.dead_letters, "original key", False, "undeliverable messages"),
             TopicSpec(self.alerts, "run_id", False, "alert firings and resolutions"),
             TopicSpec(self.runs, "run_id", True, "run state", compact),
             TopicSpec(self.summaries, "run_id/metric", True, "metric summaries", compact),
+            TopicSpec(
+                self.processor_ticks, "run", False, "crash checks", {"retention.ms": "3600000"}
+            ),
         ]

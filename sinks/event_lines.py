@@ -3,81 +3,33 @@
 The sink does not build rows in Python: it checks each message and hands ClickHouse the
 message's own bytes, prefixed with its Kafka partition and offset. ClickHouse parses them
 (``INSERT ... SELECT ... FROM input(...) FORMAT JSONEachRow``) and the materialized views fan
-the metric points out into ``metrics``. Python touches each event once, with ``orjson``.
+the metric points out into ``metrics``.
 
-Most messages are ``metrics_logged`` events written by an SDK, and :func:`_plain_metrics_event`
-recognises those with plain type checks. It only ever says yes to an event the pydantic schema
-accepts with the same meaning, and ClickHouse reads the same way; anything else (other types,
-unknown fields, time zones other than ``Z``, big integers) goes through the full schema
-(:func:`runstream.schemas.decode`), which either refuses it with the field at fault or accepts
-it, and then the line is rebuilt from the validated event so that ClickHouse reads exactly what
-the schema understood.
+Most messages are plain ``metrics_logged`` events written by an SDK, which
+:func:`runstream.schemas.plain.decode_plain_metrics` recognises in a few microseconds; their
+bytes go to ClickHouse as they are. Anything else (other types, unknown fields, time zones
+other than ``Z``, lax values) goes through the full schema (:func:`runstream.schemas.decode`),
+which either refuses it with the field at fault or accepts it, and then the line is rebuilt
+from the validated event so that ClickHouse reads exactly what the schema understood.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Annotated, Literal
+from datetime import timezone
 
-import msgspec
 import orjson
 
 from runstream.errors import EventDecodeError
 from runstream.schemas import decode
-from runstream.schemas.events import (
-    ID_PATTERN,
-    RUN_ID_PATTERN,
-    SCHEMA_VERSION,
-    MetricsLogged,
+from runstream.schemas.events import MetricsLogged
+from runstream.schemas.plain import (
+    FIRST_YEAR,
+    INT64_MAX,
+    LAST_YEAR,
+    UINT32,
+    decode_plain_metrics,
 )
-
-# What ClickHouse stores: seq UInt64 and step Int64 (both kept below 2**63), pid UInt32,
-# ts DateTime64(6) from 1900 to 2299.
-_INT64_MAX = 2**63 - 1
-_UINT32 = 2**32
-_FIRST_YEAR, _LAST_YEAR = 1900, 2299
-
-# The schema's patterns end in '$', which Python's re (msgspec's) also matches before a final
-# newline; pydantic's does not. '\Z' is Python's true end.
-_ID_PATTERN = ID_PATTERN.removesuffix("$") + r"\Z"
-_RUN_ID_PATTERN = RUN_ID_PATTERN.removesuffix("$") + r"\Z"
-
-# UTC with at most microseconds, as the SDK writes it: ClickHouse reads it to the same instant.
-_TS_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z\Z"
-
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-_Count = Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
-
-
-class _PlainProducer(msgspec.Struct, forbid_unknown_fields=True):
-    sdk: Annotated[str, msgspec.Meta(min_length=1)]
-    version: str
-    host: str = ""
-    pid: Annotated[int, msgspec.Meta(ge=0, lt=_UINT32)] = 0
-
-
-class _PlainMetricsBody(msgspec.Struct, forbid_unknown_fields=True):
-    step: _Count
-    metrics: dict[_Name, float | Literal["NaN", "Infinity", "-Infinity"]]
-
-
-class _PlainMetricsEvent(msgspec.Struct, forbid_unknown_fields=True):
-    """A ``metrics_logged`` event exactly as the schema has it, without unknown fields: the
-    narrowest form, so that whatever this accepts the pydantic schema accepts the same way."""
-
-    id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
-    v: Annotated[int, msgspec.Meta(ge=1, le=SCHEMA_VERSION)]
-    type: Literal["metrics_logged"]
-    project: _Name
-    run_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_RUN_ID_PATTERN)]
-    seq: _Count
-    ts: Annotated[str, msgspec.Meta(pattern=_TS_PATTERN)]
-    producer: _PlainProducer
-    body: _PlainMetricsBody
-
-
-_decode_plain = msgspec.json.Decoder(_PlainMetricsEvent).decode
 
 INPUT_STRUCTURE = (
     "id UUID, v UInt16, type String, project String, run_id String, seq UInt64, "
@@ -108,15 +60,8 @@ class EventLine:
 
 def event_line(value: bytes, partition: int, offset: int) -> EventLine:
     """Check one message and make its line; raises :class:`EventDecodeError` saying why not."""
-    try:
-        event = _decode_plain(value)
-    except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8, say
-        return _checked_line(value, partition, offset)
-    try:
-        year = datetime.fromisoformat(event.ts).year  # the calendar too: no February 30th
-    except ValueError:
-        year = 0
-    if not _FIRST_YEAR <= year <= _LAST_YEAR:
+    event = decode_plain_metrics(value)
+    if event is None:
         return _checked_line(value, partition, offset)
     # The message's bytes with two fields in front: '{"kafka_partition":1,...,' + '"id":...'
     start = value.index(b"{") + 1
@@ -130,19 +75,19 @@ def _checked_line(value: bytes, partition: int, offset: int) -> EventLine:
         raw = orjson.loads(value)
     except orjson.JSONDecodeError:
         raw = None  # JSON the schema's parser takes but orjson does not (say 1e999): rebuilt
-    if not _FIRST_YEAR <= validated.ts.year <= _LAST_YEAR:
+    if not FIRST_YEAR <= validated.ts.year <= LAST_YEAR:
         raise EventDecodeError(
-            f"outside the range ClickHouse stores ({_FIRST_YEAR}-{_LAST_YEAR})", field="ts"
+            f"outside the range ClickHouse stores ({FIRST_YEAR}-{LAST_YEAR})", field="ts"
         )
-    if validated.seq > _INT64_MAX:
+    if validated.seq > INT64_MAX:
         raise EventDecodeError(f"must be below 2**63 (got {validated.seq})", field="seq")
-    if validated.producer.pid >= _UINT32:
+    if validated.producer.pid >= UINT32:
         pid = validated.producer.pid
         raise EventDecodeError(f"must be below 2**32 (got {pid})", field="producer.pid")
     typed_body = validated.body  # type: ignore[attr-defined]
     rows = 1
     if isinstance(typed_body, MetricsLogged):
-        if typed_body.step > _INT64_MAX:
+        if typed_body.step > INT64_MAX:
             raise EventDecodeError(f"must be below 2**63 (got {typed_body.step})", "body.step")
         rows += len(typed_body.metrics)
     # Unknown body fields are kept; the known ones are written as the schema read them (a lax
