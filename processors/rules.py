@@ -32,7 +32,7 @@ import fnmatch
 import importlib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, Literal, TypeAlias
@@ -236,8 +236,6 @@ def parse_rule(data: Mapping[str, Any], *, index: int | None = None, source: str
 
     Raises :class:`RuleError` naming the rule (by ``index``, 1-based, and name) and the fields.
     """
-    if isinstance(data, BaseModel):
-        data = data.model_dump()
     if not isinstance(data, Mapping):
         where = _where(source, index, None)
         raise RuleError(
@@ -525,7 +523,7 @@ def _as_rule(rule: Rule | Mapping[str, Any], index: int | None = None) -> Rule:
     return parse_rule(rule, index=index)
 
 
-def unique_rules(rules: Sequence[Rule] | Iterable[Rule]) -> list[Rule]:
+def unique_rules(rules: Iterable[Rule]) -> list[Rule]:
     """``rules`` as a list, after checking that names are unique (for the evaluator)."""
     return RuleSet(rules).to_list()
 

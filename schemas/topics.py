@@ -63,7 +63,5 @@ class Topics:
             TopicSpec(self.alerts, "run_id", False, "alert firings and resolutions"),
             TopicSpec(self.runs, "run_id", True, "run state", compact),
             TopicSpec(self.summaries, "run_id/metric", True, "metric summaries", compact),
-            TopicSpec(
-                self.processor_ticks, "run", False, "crash checks", {"retention.ms": "3600000"}
-            ),
+            TopicSpec(self.processor_ticks, "run", False, "crash checks", an_hour),
         ]
