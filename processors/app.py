@@ -20,6 +20,7 @@ stream, with the run's state at hand.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import weakref
 from collections import defaultdict
@@ -65,14 +66,16 @@ class ProcessorStats:
         self.alerts = 0
 
 
-def build_app(settings: Settings, *, worker_id: str = "") -> Any:
-    """The faust app for ``settings``; ``worker_id`` tells workers on one host apart."""
+def build_app(settings: Settings) -> Any:
+    """The faust app for ``settings``."""
     import faust
     from faust.streams import _current_event
 
     topics = Topics(settings.topic_prefix)
-    app_id = f"{settings.topic_prefix}-processors"
-    datadir = settings.home / "processors" / (worker_id or "worker")
+    app_id = settings.processor_group or f"{settings.topic_prefix}-processors"
+    # Tables live in memory (rebuilt from their changelogs); faust still wants a directory of
+    # its own per worker process.
+    datadir = settings.home / "processors" / app_id / f"worker-{os.getpid()}"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
@@ -85,6 +88,9 @@ def build_app(settings: Settings, *, worker_id: str = "") -> Any:
         datadir=str(datadir),
         producer_acks=-1,
         broker_commit_every=1000,
+        # A worker killed outright holds its partitions until its session expires.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
     )
@@ -105,7 +111,7 @@ def build_app(settings: Settings, *, worker_id: str = "") -> Any:
         # faust puts a table write on the changelog partition of the *current* event; in a
         # batch that is the batch's last event, so say which event this write belongs to.
         _current_event.set(weakref.ref(event))
-        table[key.encode()] = value
+        table[key] = value
 
     async def dead_letter(event: Any, reason: str) -> None:
         stats.dead_letters += 1
@@ -148,7 +154,7 @@ def build_app(settings: Settings, *, worker_id: str = "") -> Any:
 
     async def fold_batch(key: str, items: list[tuple[Any, Any]]) -> None:
         first = items[0][0]
-        state = runs.get(key.encode()) or new_run_state(first.project, first.run_id)
+        state = runs.get(key) or new_run_state(first.project, first.run_id)
         touched: dict[str, dict[str, Any]] = {}
         last_event = items[-1][1]
         for decoded, event in items:
@@ -162,7 +168,7 @@ def build_app(settings: Settings, *, worker_id: str = "") -> Any:
                     skey = summary_key(decoded.project, decoded.run_id, name)
                     summary = touched.get(skey)
                     if summary is None:
-                        summary = summaries.get(skey.encode()) or new_summary(
+                        summary = summaries.get(skey) or new_summary(
                             decoded.project, decoded.run_id, name
                         )
                         touched[skey] = summary
@@ -176,7 +182,7 @@ def build_app(settings: Settings, *, worker_id: str = "") -> Any:
             await summaries_out.send(key=skey.encode(), value=orjson.dumps(to_wire(summary)))
 
     async def check_crash(key: str, event: Any) -> None:
-        state = runs.get(key.encode())
+        state = runs.get(key)
         if state is None or state["status"] != ALIVE:
             return
         if not silent(state, time.time()):
@@ -204,7 +210,7 @@ def build_app(settings: Settings, *, worker_id: str = "") -> Any:
         now = time.time()
         for key, state in list(runs.items()):
             if state and silent(state, now):
-                await ticks.send(key=key, value=b"tick", partition=state["partition"])
+                await ticks.send(key=key.encode(), value=b"tick", partition=state["partition"])
 
     app.runstream_tables = (runs, summaries)  # type: ignore[attr-defined]
     return app

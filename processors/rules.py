@@ -87,7 +87,7 @@ class _RuleBase(BaseModel):
 
     def applies_to(self, project: str, tags: frozenset[str], group: str | None) -> bool:
         """Whether the rule watches a run of ``project`` with these tags and group."""
-        if self.project != "*" and self.project != project:
+        if self.project not in ("*", project):
             return False
         if self.group is not None and self.group != group:
             return False
@@ -419,11 +419,19 @@ def _toml_key(key: str) -> str:
     return key if _BARE_KEY.match(key) else toml_string(key)
 
 
+def _dump_rank(key: str) -> int:
+    if key in ("project", "tags", "group"):
+        return 0
+    return 2 if key in ("level", "enabled") else 1
+
+
 def dump_rule(rule: Rule) -> str:
     """One ``[[rule]]`` table: name and kind first, then the fields that differ from defaults."""
     fields = rule.model_dump(exclude_defaults=True, exclude={"name", "kind"})
     lines = ["[[rule]]", f"name = {toml_string(rule.name)}", f"kind = {toml_string(rule.kind)}"]
-    for key, value in fields.items():
+    # Which runs, then what to watch, then how loud: the order a reader asks the questions in.
+    # (sorted() is stable: within each group the fields keep the model's order.)
+    for key, value in sorted(fields.items(), key=lambda item: _dump_rank(item[0])):
         if value is None:  # TOML has no null; None is every optional field's default anyway
             continue
         lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
@@ -525,7 +533,18 @@ def _as_rule(rule: Rule | Mapping[str, Any], index: int | None = None) -> Rule:
 
 def unique_rules(rules: Iterable[Rule]) -> list[Rule]:
     """``rules`` as a list, after checking that names are unique (for the evaluator)."""
-    return RuleSet(rules).to_list()
+    result = list(rules)
+    seen: set[str] = set()
+    for index, rule in enumerate(result, start=1):
+        if rule.name in seen:
+            raise RuleError(
+                f"rule #{index} ({rule.name!r}): duplicate name; rule names must be unique",
+                index=index,
+                rule=rule.name,
+                field="name",
+            )
+        seen.add(rule.name)
+    return result
 
 
 __all__ = [

@@ -77,6 +77,12 @@ class Settings(BaseModel):
 
     # --- the sink ---------------------------------------------------------------------------
     sink_group: str = Field("runstream-sink", min_length=1)
+    processor_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The processors' faust app id (consumer group, changelog topic prefix); "
+        "default '<topic_prefix>-processors'. A new one rebuilds its state from the first event.",
+    )
     processor_heartbeat_timeout: float | None = Field(
         None,
         gt=0,

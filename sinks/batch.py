@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+import orjson
 
 from runstream.errors import EventDecodeError
 from runstream.sinks.dedup import SeenSequences
@@ -41,7 +44,7 @@ METRIC_COLUMNS = ("project", "run_id", "name", "step", "value", "ts", "seq")
 DATA_ERROR_CODES = frozenset({6, 25, 26, 27, 32, 38, 41, 53, 69, 70, 72, 117, 321, 376, 467})
 _ERROR_CODE = re.compile(r"\bcode: (\d+)", re.IGNORECASE)
 
-_INSERT = (
+_INSERT_EVENTS = (
     f"INSERT INTO `{{database}}`.events ({', '.join(EVENT_COLUMNS)}) "
     "SELECT id, v, type, project, run_id, seq, ts, producer.sdk, producer.version, "
     "producer.host, producer.pid, body, kafka_partition, kafka_offset "
@@ -70,13 +73,43 @@ class _Accepted:
     key: bytes | None
     value: bytes
 
+    @property
+    def line(self) -> bytes:
+        return self.event.line
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A record of a derived topic (run state, summary, alert), stored as its JSON."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    @property
+    def line(self) -> bytes:
+        return self.value
+
+
+class _HasLine(Protocol):
+    @property
+    def line(self) -> bytes: ...
+
+
+_Item = TypeVar("_Item", bound=_HasLine)
+
 
 @dataclass
 class EventBatch:
     """Messages checked and waiting for one write. Which of them a producer sent again (and
     ClickHouse already holds) is decided at write time, from ``SeenSequences``."""
 
+    routes: dict[str, str] = field(default_factory=dict)
+    """Derived topics whose records go to a table as they are: topic -> table."""
     accepted: list[_Accepted] = field(default_factory=list)
+    records: dict[str, list[_Record]] = field(default_factory=dict)
     offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     messages: int = 0
@@ -95,6 +128,16 @@ class EventBatch:
             self.dead_letters.append(
                 DeadLetter(topic, partition, offset, key, value, "empty message")
             )
+            return
+        table = self.routes.get(topic)
+        if table is not None:
+            reason = _record_problem(value)
+            if reason:
+                self.dead_letters.append(DeadLetter(topic, partition, offset, key, value, reason))
+            else:
+                record = _Record(topic, partition, offset, key, value)
+                self.records.setdefault(table, []).append(record)
+                self.rows += 1
             return
         try:
             line = event_line(value, partition, offset)
@@ -143,26 +186,46 @@ class EventBatch:
                 bad = {id(accepted) for accepted, _ in refused}
                 self.rows -= sum(accepted.event.rows for accepted, _ in refused)
                 self.accepted = [a for a in self.accepted if id(a) not in bad]
-                self.dead_letters += [
-                    DeadLetter(a.topic, a.partition, a.offset, a.key, a.value, reason)
-                    for a, reason in refused
-                ]
+                self._dead(refused)
                 # Sequences of refused events were advanced in `trial`: start again from the
                 # stored state (a retry of this batch then recognises what landed).
                 trial = seen.copy()
                 self.new_events(trial)
         seen.adopt(trial)
+        for table, records in self.records.items():
+            # Versions of a key replace each other in the table (ReplacingMergeTree): writing
+            # one twice is harmless, and the token makes a retried batch land once anyway.
+            sql = f"INSERT INTO `{database}`.`{table}` FORMAT JSONEachRow"
+            refused_records = _insert_lines(client, sql, records, self.dedup_token(table))
+            if refused_records:
+                self.rows -= len(refused_records)
+                bad = {id(record) for record, _ in refused_records}
+                self.records[table] = [r for r in records if id(r) not in bad]
+                self._dead(refused_records)
+
+    def _dead(self, refused: Sequence[tuple[_Accepted | _Record, str]]) -> None:
+        self.dead_letters += [
+            DeadLetter(item.topic, item.partition, item.offset, item.key, item.value, reason)
+            for item, reason in refused
+        ]
 
 
 def _insert(
-    client: Any, database: str, events: list[_Accepted], token: str
+    client: Any, database: str, events: Sequence[_Accepted], token: str
 ) -> list[tuple[_Accepted, str]]:
-    """One INSERT of ``events``; when ClickHouse refuses the data, the halves are tried apart
-    (each with a token of its own) down to the single events at fault, which are returned."""
+    """Insert accepted events into ``events``; returns those ClickHouse refused, with why."""
+    return _insert_lines(client, _INSERT_EVENTS.format(database=database), events, token)
+
+
+def _insert_lines(
+    client: Any, sql: str, items: Sequence[_Item], token: str
+) -> list[tuple[_Item, str]]:
+    """One INSERT of the items' lines; when ClickHouse refuses the data, the halves are tried
+    apart (each with a token of its own) down to the single items at fault, which are returned."""
     try:
         client.command(
-            _INSERT.format(database=database),
-            data=b"\n".join(accepted.event.line for accepted in events),
+            sql,
+            data=b"\n".join(item.line for item in items),
             settings={
                 **INPUT_SETTINGS,
                 "insert_deduplication_token": token,
@@ -177,13 +240,27 @@ def _insert(
         code = _ERROR_CODE.search(str(exc))
         if code is None or int(code.group(1)) not in DATA_ERROR_CODES:
             raise  # the server, not the data: the caller retries the whole batch
-        if len(events) == 1:
-            return [(events[0], f"refused by ClickHouse: {_clickhouse_message(exc)}")]
-    middle = len(events) // 2
+        if len(items) == 1:
+            return [(items[0], f"refused by ClickHouse: {_clickhouse_message(exc)}")]
+    middle = len(items) // 2
     return [
-        *_insert(client, database, events[:middle], f"{token}/0"),
-        *_insert(client, database, events[middle:], f"{token}/1"),
+        *_insert_lines(client, sql, items[:middle], f"{token}/0"),
+        *_insert_lines(client, sql, items[middle:], f"{token}/1"),
     ]
+
+
+def _record_problem(value: bytes) -> str:
+    """Why a derived topic's record cannot be stored, or "" if it can."""
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"not valid JSON ({exc})"
+    if type(record) is not dict:
+        return "not a JSON object"
+    for name in ("project", "run_id"):
+        if type(record.get(name)) is not str or not record[name]:
+            return f"{name}: missing or not a string"
+    return ""
 
 
 def _clickhouse_message(exc: Exception) -> str:

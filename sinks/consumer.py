@@ -79,7 +79,13 @@ class Sink:
                 "logger": kafka_logger,
             }
         )
-        self.batch = EventBatch()
+        # Derived topics the processors publish, stored as they are.
+        self._routes = {
+            self.topics.runs: "live_runs",
+            self.topics.summaries: "live_summaries",
+            self.topics.alerts: "alerts",
+        }
+        self.batch = EventBatch(self._routes)
         self._batch_started: float | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
         self._in_flight: tuple[EventBatch, Future[float]] | None = None
@@ -91,7 +97,9 @@ class Sink:
         self.seen = SeenSequences(self.client, settings.clickhouse_database)
         self.metrics_server: MetricsServer | None = None
         self.consumer.subscribe(
-            [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke
+            [self.topics.events, *self._routes],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
         )
 
     # --- the loop -------------------------------------------------------------------------------
@@ -132,7 +140,8 @@ class Sink:
         if due:
             written += self._complete_in_flight()  # one batch in flight at a time, in order
             if self.batch.offsets:
-                batch, self.batch, self._batch_started = self.batch, EventBatch(), None
+                batch = self.batch
+                self._reset_batch()
                 self._in_flight = (batch, self._writer.submit(self._timed_write, batch))
         return written
 
@@ -212,7 +221,7 @@ class Sink:
         return written
 
     def _reset_batch(self) -> None:
-        self.batch = EventBatch()
+        self.batch = EventBatch(self._routes)
         self._batch_started = None
 
     def _write(self, batch: EventBatch) -> None:

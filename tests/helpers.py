@@ -36,3 +36,9 @@ def scalar(settings: Settings, sql: str) -> Any:
 
 def rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in connect(settings).query(sql).result_rows]
+
+
+def records_of(settings: Settings, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+    """Rows as dicts by column name."""
+    result = connect(settings).query(sql, parameters=parameters)
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]

@@ -21,6 +21,7 @@ from runstream.sinks import migrations, queries
 from runstream.sinks.batch import EventBatch, _insert
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.consumer import Sink
+from tests.helpers import records_of as records
 from tests.helpers import rows, scalar, sink_until
 from tests.samples import BODIES, sample_event
 
@@ -93,11 +94,6 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
         yield Pipeline(settings, sink)
     finally:
         sink.close()
-
-
-def records(settings: Settings, sql: str, **parameters: Any) -> list[dict[str, Any]]:
-    result = connect(settings).query(sql, parameters=parameters)
-    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
 def same_float(a: float | None, b: float) -> bool:
@@ -525,6 +521,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0005_alerts",
         "0006_query_views",
         "0007_metrics_from_events",
+        "0008_live_state",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert tables >= NEW_OBJECTS

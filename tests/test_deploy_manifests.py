@@ -1,0 +1,359 @@
+"""The production manifests (deploy/compose, deploy/k8s) agree with the code they deploy.
+
+File checks only, no Docker engine or Kubernetes cluster: pinned images, RUNSTREAM_* names and
+values that Settings accepts, commands their parsers accept, one ClickHouse cluster name, one
+metrics port; and deploy/compose/wait_for_schema.py waits for what it should.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from runstream import __version__
+from runstream.cli import SETTINGS_ARGS, build_parser
+from runstream.errors import ClickHouseError
+from runstream.settings import ENV_PREFIX, Settings
+from runstream.sinks import clickhouse, migrations
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+COMPOSE_DIR = DEPLOY / "compose"
+K8S_DIR = DEPLOY / "k8s"
+DOCKERFILE = COMPOSE_DIR / "Dockerfile"
+CLUSTER_XML = COMPOSE_DIR / "clickhouse" / "cluster.xml"
+KEEPER_XML = COMPOSE_DIR / "clickhouse" / "keeper.xml"
+# What the shell would give compose for ${VAR}, so that the settings' values can be checked.
+COMPOSE_VARS = {"CLICKHOUSE_PASSWORD": "pw", "CLICKHOUSE_CLUSTER_SECRET": "s"}
+METRICS_URL = re.compile(r"http://127\.0\.0\.1:(\d+)/metrics")
+
+
+def _load_wait() -> ModuleType:
+    """The script the image installs as runstream-wait-for-schema (no .pyc left in deploy/)."""
+    path = COMPOSE_DIR / "wait_for_schema.py"
+    module = ModuleType("runstream_wait_for_schema")
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+    return module
+
+
+wait = _load_wait()
+PARSERS = {"runstream": build_parser, "runstream-wait-for-schema": wait.build_parser}
+
+
+# --- reading the manifests ----------------------------------------------------------------------
+def yaml_files() -> list[Path]:
+    return sorted([*COMPOSE_DIR.rglob("*.yml"), *K8S_DIR.rglob("*.yaml")])
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((COMPOSE_DIR / "docker-compose.yml").read_text())
+    return data
+
+
+def services() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    objects = []
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return objects
+
+
+def k8s_object(kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in k8s_objects() if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def k8s_containers() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(owner/container, container) of every container and init container."""
+    for obj in k8s_objects():
+        if obj["kind"] in ("Deployment", "Job"):
+            pod = obj["spec"]["template"]["spec"]
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                yield f"{obj['metadata']['name']}/{container['name']}", container
+
+
+def dockerfile_instruction(name: str) -> list[str]:
+    """The exec-form arguments of the Dockerfile's (last) ENTRYPOINT or CMD."""
+    lines = [ln for ln in DOCKERFILE.read_text().splitlines() if ln.startswith(name + " ")]
+    value: list[str] = json.loads(lines[-1][len(name) + 1 :])
+    return value
+
+
+def argv(command: list[str] | None, args: list[str] | None) -> list[str]:
+    """What a container runs: a new entrypoint (compose) or command (Kubernetes) drops the image's
+    CMD too, as Docker and Kubernetes do."""
+    if command is not None:
+        return command + (args or [])
+    return dockerfile_instruction("ENTRYPOINT") + (
+        args if args is not None else dockerfile_instruction("CMD")
+    )
+
+
+def runstream_commands() -> Iterator[tuple[str, list[str]]]:
+    for name, service in services().items():
+        if service["image"].split(":")[0] == "runstream":
+            yield f"compose {name}", argv(service.get("entrypoint"), service.get("command"))
+    for name, container in k8s_containers():
+        if container["image"].split(":")[0] == "runstream":
+            yield f"k8s {name}", argv(container.get("command"), container.get("args"))
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, from COMPOSE_VARS."""
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        return COMPOSE_VARS.get(name) or (rest if kind == ":-" else "")
+
+    return re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
+
+
+def compose_argv(service: str) -> list[str]:
+    return argv(services()[service].get("entrypoint"), services()[service].get("command"))
+
+
+def compose_env(service: str) -> dict[str, str]:
+    environment = services()[service].get("environment", {})
+    return {key: interpolate(str(value)) for key, value in environment.items()}
+
+
+def settings_of(command: list[str], env: dict[str, str]) -> Settings:
+    """The settings ``runstream`` runs ``command`` with, as its main() builds them."""
+    assert command[0] == "runstream", command
+    args = build_parser().parse_args(command[1:])
+    return Settings.load(
+        env=env, **{name: getattr(args, name) for name in SETTINGS_ARGS if hasattr(args, name)}
+    )
+
+
+def metrics_ports_in(value: Any) -> set[int]:
+    return {int(port) for port in METRICS_URL.findall(json.dumps(value))}
+
+
+# --- the manifests ------------------------------------------------------------------------------
+def test_every_manifest_parses_and_kustomize_lists_each() -> None:
+    assert yaml_files(), "no manifests found"
+    for path in yaml_files():
+        docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        assert docs and all(isinstance(doc, dict) for doc in docs), path
+    for obj in k8s_objects():
+        assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"], obj
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    for path in COMPOSE_DIR.rglob("*.xml"):
+        ET.parse(path)  # raises on XML ClickHouse would refuse too
+
+
+def test_every_image_is_pinned() -> None:
+    images = {f"compose {name}": s["image"] for name, s in services().items()}
+    images |= {f"k8s {name}": c["image"] for name, c in k8s_containers()}
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("FROM "):
+            images[f"Dockerfile {line}"] = line.split()[1]
+    for where, image in images.items():
+        name, _, tag = image.rpartition(":")
+        assert name and "/" not in tag, f"{where}: {image} has no tag"
+        assert tag != "latest", f"{where}: {image}"
+        if name == "runstream":  # built from this checkout: tagged with its version
+            assert tag == __version__, f"{where}: {image}, runstream is {__version__}"
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    (runstream,) = [i for i in kustomization["images"] if i["name"] == "runstream"]
+    assert runstream["newTag"] == __version__
+
+
+def test_runstream_variables_are_settings_with_valid_values() -> None:
+    for path in [*COMPOSE_DIR.rglob("*"), *K8S_DIR.rglob("*")]:
+        if path.is_file():
+            for name in re.findall(r"\bRUNSTREAM_[A-Z0-9_]+", path.read_text()):
+                field = name.removeprefix(ENV_PREFIX).lower()
+                assert field in Settings.model_fields, f"{path.name}: {name} is no setting"
+
+    brokers = [name for name in services() if name.startswith("kafka-")]
+    for name in services():
+        env = compose_env(name)
+        if not any(key.startswith(ENV_PREFIX) for key in env):
+            continue
+        settings = Settings.load(env=env)  # raises, naming the variable, on a bad value
+        assert settings.topic_replication <= len(brokers)
+        for server in settings.kafka_bootstrap.split(","):
+            assert server.split(":")[0] in brokers, f"{name}: {server}"
+        host = settings.clickhouse_host_port[0]
+        aliases = {
+            alias
+            for service in services().values()
+            for alias in (service.get("networks") or {}).get("default", {}).get("aliases", [])
+        }
+        assert host in aliases | set(services()), f"{name}: {host}"
+
+    config = k8s_object("ConfigMap", "runstream")["data"]
+    assert all(key.startswith(ENV_PREFIX) for key in config)
+    Settings.load(env={**config, "RUNSTREAM_CLICKHOUSE_URL": "http://u:p@clickhouse:8123"})
+    for name, container in k8s_containers():
+        for variable in container.get("env", []):
+            assert variable["name"].startswith(ENV_PREFIX), f"{name}: {variable['name']}"
+
+
+def test_every_runstream_command_parses() -> None:
+    assert "/usr/local/bin/runstream-wait-for-schema" in DOCKERFILE.read_text()
+    commands = dict(runstream_commands())
+    assert len(commands) == 3 + 4, commands  # topics, migrate, sink; in k8s a wait for the schema
+    for where, command in commands.items():
+        program, *args = command
+        assert program in PARSERS, f"{where}: runs {program}"
+        try:
+            PARSERS[program]().parse_args(args)
+        except SystemExit:
+            pytest.fail(f"{where}: {program} refuses {args}")
+    topics = ["runstream", "topics"]
+    assert commands["compose topics"] == commands["k8s runstream-topics/topics"] == topics
+    assert commands["compose sink"] == commands["k8s runstream-sink/sink"] == ["runstream", "sink"]
+
+
+def test_the_cluster_of_the_clickhouse_config_is_the_one_migrated() -> None:
+    config = ET.parse(CLUSTER_XML).getroot()
+    remote_servers = config.find("remote_servers")
+    assert remote_servers is not None
+    (cluster,) = list(remote_servers)
+    # The migrate service and every sink (whose start-up migrations take the same form).
+    for name, command in runstream_commands():
+        if name.startswith("compose "):
+            env = compose_env(name.removeprefix("compose "))
+            assert settings_of(command, env).clickhouse_cluster == cluster.tag, name
+    migrate = compose_argv("migrate")
+    assert build_parser().parse_args(migrate[1:]).clickhouse_cluster == cluster.tag
+
+    config_map = k8s_object("ConfigMap", "runstream")["data"]
+    (k8s_migrate,) = [c for n, c in k8s_containers() if n.startswith("runstream-migrate/")]
+    migrate = k8s_migrate["command"] + k8s_migrate["args"]
+    k8s_cluster = build_parser().parse_args(migrate[1:]).clickhouse_cluster
+    assert k8s_cluster == config_map["RUNSTREAM_CLICKHOUSE_CLUSTER"]
+    assert settings_of(migrate, config_map).clickhouse_cluster == k8s_cluster
+
+    # The rest of the config names services of the compose file, and gives the macros that the
+    # Replicated tables' Keeper paths use.
+    hosts = {r.findtext("host") for r in cluster.iter("replica")}
+    nodes = [name for name in services() if name.startswith("clickhouse-")]
+    assert hosts == set(nodes)
+    assert {compose_env(n)["CLICKHOUSE_REPLICA"] for n in nodes} == set(nodes)
+    for node in nodes:
+        assert services()[node]["hostname"] == node  # how the others reach it
+    macros = config.find("macros")
+    assert macros is not None
+    assert {m.tag for m in macros} >= {"shard", "replica"}
+    assert "{shard}" in migrations.REPLICA_PATH and "{replica}" in migrations.REPLICA_PATH
+
+    keepers = [name for name in services() if name.startswith("keeper-")]
+    assert {n.findtext("host") for n in config.iter("node")} == set(keepers)
+    raft = ET.parse(KEEPER_XML).getroot().iter("server")
+    ids = {s.findtext("hostname"): s.findtext("id") for s in raft}
+    assert ids == {k: compose_env(k)["KEEPER_SERVER_ID"] for k in keepers}
+
+
+def test_the_metrics_port_is_the_one_probed_and_scraped() -> None:
+    sink = services()["sink"]
+    port = int(compose_env("sink")["RUNSTREAM_SINK_METRICS_PORT"])
+    assert metrics_ports_in(sink["healthcheck"]) == {port}
+    assert [int(p) for p in sink["expose"]] == [port]
+    assert f"EXPOSE {port}" in DOCKERFILE.read_text()
+
+    config = k8s_object("ConfigMap", "runstream")["data"]
+    assert int(config["RUNSTREAM_SINK_METRICS_PORT"]) == port
+    deployment = k8s_object("Deployment", "runstream-sink")
+    template = deployment["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    (container_port,) = container["ports"]
+    assert container_port == {"name": "metrics", "containerPort": port}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert metrics_ports_in(container[probe]) == {port}, probe
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port
+    service = k8s_object("Service", "runstream-sink-metrics")
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["port"] == port and service_port["targetPort"] == "metrics"
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+
+
+def test_sinks_start_after_the_cluster_migration_and_never_beside_old_ones() -> None:
+    sink = services()["sink"]
+    assert sink["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert sink["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+    assert sink["deploy"]["replicas"] == 2
+
+    deployment = k8s_object("Deployment", "runstream-sink")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["runstream-wait-for-schema"]
+    # Enough for the batch in hand and the one being written, with a retry or two.
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    assert sink["stop_grace_period"] == f"{pod['terminationGracePeriodSeconds']}s"
+
+
+# --- what the commands do --------------------------------------------------------------------
+class Recorder:
+    """A ClickHouse client that records statements and knows a set of applied migrations."""
+
+    def __init__(self, applied: set[int] | None = None) -> None:
+        self.commands: list[str] = []
+        self.applied = applied
+
+    def command(self, sql: str) -> None:
+        self.commands.append(sql)
+
+    def query(self, sql: str) -> Any:
+        if self.applied is None:
+            raise RuntimeError("Code: 81. DB::Exception: Database runstream does not exist")
+        return type("Result", (), {"result_rows": [(v,) for v in sorted(self.applied)]})()
+
+    def insert(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def test_the_migrate_service_creates_the_cluster_schema() -> None:
+    """What `runstream migrate` does with the compose service's command and environment, on a
+    client that records the statements instead of a server."""
+    client = Recorder(applied=set())
+    settings = settings_of(compose_argv("migrate"), compose_env("migrate"))
+    migrations.migrate(settings, client)
+    ddl = [c for c in client.commands if not c.startswith("INSERT")]
+    assert len(ddl) > len(migrations.available())
+    assert all(f"ON CLUSTER `{settings.clickhouse_cluster}`" in c for c in ddl)
+    assert any("ReplicatedMergeTree(" in c for c in ddl)
+
+
+def test_wait_for_schema_waits_for_every_migration(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    every = {m.version for m in migrations.available()}
+    answers = [Recorder(applied=None), Recorder(applied=every - {max(every)}), Recorder(every)]
+    monkeypatch.setattr(clickhouse, "connect", lambda *a, **k: answers.pop(0))
+    assert wait.main(["--timeout", "60", "--interval", "0"]) == 0
+    assert not answers
+
+    url = "http://runstream:hunter2@clickhouse:8123"
+    monkeypatch.setenv("RUNSTREAM_CLICKHOUSE_URL", url)
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ClickHouseError(f"cannot connect to ClickHouse at {url}: connection refused")
+
+    monkeypatch.setattr(clickhouse, "connect", refused)
+    assert wait.main(["--timeout", "0"]) == 1
+    said = capsys.readouterr()
+    assert "at http://clickhouse:8123: connection refused" in said.err
+    assert "hunter2" not in said.out + said.err
