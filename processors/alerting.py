@@ -92,7 +92,6 @@ from runstream.schemas.events import (
     AlertRaisedEvent,
     AnyEvent,
     HeartbeatEvent,
-    MetricsLoggedEvent,
     RunFinishedEvent,
     RunResumedEvent,
     RunStartedEvent,
@@ -702,8 +701,8 @@ class AlertEvaluator:
         if run.crashed_at is not None and ts > run.crashed_at:
             self._revive(run, ts, out)
 
-        if isinstance(event, MetricsLoggedEvent):
-            body = event.body
+        if getattr(event, "type", None) == "metrics_logged":  # also decoding.PlainMetrics
+            body = event.body  # type: ignore[attr-defined]
             step = body.step
             if step != run.step:
                 self._advance(run, step, ts, out)

@@ -24,7 +24,7 @@ import os
 import time
 import weakref
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -43,7 +43,9 @@ from runstream.processors.aggregates import (
     summary_key,
     to_wire,
 )
+from runstream.processors.alerting import AlertEvaluator
 from runstream.processors.decoding import decode_event
+from runstream.processors.rules import load_rules
 from runstream.schemas import Topics
 from runstream.settings import Settings
 
@@ -52,6 +54,13 @@ logger = logging.getLogger("runstream.processors")
 TICK_SECONDS = 1.0
 BATCH_EVENTS = 2_000
 BATCH_SECONDS = 0.05
+
+
+class _PartitionOf:
+    """Stands for "an event of this partition" where faust asks for the current event."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = type("Message", (), {"partition": partition})()
 
 
 class ProcessorStats:
@@ -101,17 +110,46 @@ def build_app(settings: Settings) -> Any:
     summaries_out = app.topic(topics.summaries, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
     ticks = app.topic(topics.processor_ticks, key_serializer="raw", value_serializer="raw")
+    alerts_out = app.topic(topics.alerts, key_serializer="raw", value_serializer="raw")
     runs = app.Table("run_state", default=None)
     summaries = app.Table("metric_summaries", default=None)
     stats = ProcessorStats()
     app.runstream_stats = stats  # type: ignore[attr-defined]
     timeout = settings.processor_heartbeat_timeout or 3 * settings.heartbeat_interval
 
-    def write(table: Any, key: str, value: Any, event: Any) -> None:
-        # faust puts a table write on the changelog partition of the *current* event; in a
-        # batch that is the batch's last event, so say which event this write belongs to.
-        _current_event.set(weakref.ref(event))
+    def write(table: Any, key: str, value: Any, partition: int) -> None:
+        # faust puts a table write on the changelog partition of the *current* event (in a
+        # batch: the batch's last one; in a timer: none). A run's entries belong to the
+        # partition of the run's events, so name it.
+        _current_event.set(weakref.ref(_PartitionOf(partition)))  # type: ignore[arg-type]
         table[key] = value
+
+    alert_states = app.Table("alert_state", default=None)
+    rules_file = settings.alert_rules_path
+    rules_seen: list[float | None] = [None]
+
+    def current_rules() -> list[Any]:
+        try:
+            rules_seen[0] = rules_file.stat().st_mtime
+        except FileNotFoundError:
+            rules_seen[0] = None
+            return []
+        return list(load_rules(rules_file))
+
+    evaluator = AlertEvaluator(
+        current_rules(), loader=lambda project, run_id: alert_states.get(run_key(project, run_id))
+    )
+    app.runstream_evaluator = evaluator  # type: ignore[attr-defined]
+
+    async def publish_alerts(alerts: list[Any]) -> None:
+        for alert in alerts:
+            stats.alerts += 1
+            await alerts_out.send(key=alert.run_id.encode(), value=alert.to_json())
+        for project, run_id in evaluator.take_dirty():
+            key = run_key(project, run_id)
+            state = runs.get(key)
+            if state is not None and state.get("partition") is not None:
+                write(alert_states, key, evaluator.state_of(project, run_id), state["partition"])
 
     async def dead_letter(event: Any, reason: str) -> None:
         stats.dead_letters += 1
@@ -149,19 +187,21 @@ def build_app(settings: Settings) -> Any:
                 by_run[run_key(decoded.project, decoded.run_id)].append((decoded, event))
             for key, items in by_run.items():
                 await fold_batch(key, items)
-            for key, event in crash_checks:
-                await check_crash(key, event)
+            for key, _ in crash_checks:
+                await check_crash(key)
 
     async def fold_batch(key: str, items: list[tuple[Any, Any]]) -> None:
         first = items[0][0]
         state = runs.get(key) or new_run_state(first.project, first.run_id)
         touched: dict[str, dict[str, Any]] = {}
-        last_event = items[-1][1]
+        partition = items[-1][1].message.partition
+        alerts: list[Any] = []
         for decoded, event in items:
             if not fold_run(state, decoded, event.message.partition):
                 stats.duplicates += 1
                 continue
             stats.events += 1
+            alerts += evaluator.observe(decoded)
             body = decoded.body
             if decoded.type == "metrics_logged":
                 for name, value in body.metrics.items():
@@ -174,24 +214,27 @@ def build_app(settings: Settings) -> Any:
                         touched[skey] = summary
                     fold_point(summary, value, body.step, decoded.seq)
         state["seen_at"] = time.time()  # this worker's clock, for crash detection only
-        write(runs, key, state, last_event)
+        write(runs, key, state, partition)
         await runs_out.send(key=key.encode(), value=orjson.dumps(to_wire(state)))
         for skey, summary in touched.items():
             settle(summary, summary_choice(state, summary["name"]))
-            write(summaries, skey, summary, last_event)
+            write(summaries, skey, summary, partition)
             await summaries_out.send(key=skey.encode(), value=orjson.dumps(to_wire(summary)))
+        await publish_alerts(alerts)
 
-    async def check_crash(key: str, event: Any) -> None:
+    async def check_crash(key: str) -> None:
         state = runs.get(key)
         if state is None or state["status"] != ALIVE:
             return
         if not silent(state, time.time()):
             return
+        # Recorded as the time it was last heard of: the same on a replay.
         last = datetime.fromisoformat(state["last_event_at"].replace("Z", "+00:00"))
         if mark_crashed(state, last):
             stats.crashed += 1
-            write(runs, key, state, event)
+            write(runs, key, state, state["partition"])
             await runs_out.send(key=key.encode(), value=orjson.dumps(to_wire(state)))
+            await publish_alerts(evaluator.run_crashed(state["project"], state["run_id"], last))
 
     assigned_at = [time.time()]
 
@@ -205,12 +248,31 @@ def build_app(settings: Settings) -> Any:
     async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
         assigned_at[0] = time.time()
 
+    def active_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events}
+
     @app.timer(interval=TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def look_for_silent_runs() -> None:
         now = time.time()
+        mine = active_partitions()  # not the standby copies of other workers' partitions
         for key, state in list(runs.items()):
-            if state and silent(state, now):
+            if state and state.get("partition") in mine and silent(state, now):
                 await ticks.send(key=key.encode(), value=b"tick", partition=state["partition"])
+        # Rules changed on disk (runstream alerts add|rm): open episodes of changed rules resolve.
+        try:
+            mtime: float | None = rules_file.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if mtime != rules_seen[0]:
+            try:
+                rules = current_rules()
+            except Exception as exc:  # a half-written or broken file: keep the rules in force
+                logger.warning("alert rules in %s not reloaded: %s", rules_file, exc)
+                rules_seen[0] = mtime
+            else:
+                logger.info("alert rules reloaded from %s: %d rules", rules_file, len(rules))
+                await publish_alerts(evaluator.set_rules(rules, datetime.now(timezone.utc)))
+        await publish_alerts(evaluator.tick(datetime.now(timezone.utc)))
 
     app.runstream_tables = (runs, summaries)  # type: ignore[attr-defined]
     return app

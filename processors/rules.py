@@ -271,7 +271,7 @@ def parse_rules(items: Iterable[Mapping[str, Any]], *, source: str = "") -> list
 
 def loads_rules(text: str, *, source: str = "<string>") -> list[Rule]:
     """Parse the TOML text of a rule file (``[[rule]]`` tables)."""
-    toml = _toml_module()
+    toml = toml_module()
     try:
         document: dict[str, Any] = toml.loads(text)
     except toml.TOMLDecodeError as exc:
@@ -300,7 +300,7 @@ def load_rules(path: str | Path) -> list[Rule]:
     return loads_rules(text, source=str(path))
 
 
-def _toml_module() -> ModuleType:
+def toml_module() -> ModuleType:
     # tomllib is in the standard library from 3.11; on 3.10 its original, tomli, reads the same.
     for name in ("tomllib", "tomli"):
         try:

@@ -123,6 +123,43 @@ def add_sink_parsers(
     add_common(processors)
     processors.set_defaults(handler=_processors)
 
+    notifier = sub.add_parser("notifier", help="deliver alerts to the configured webhooks")
+    add_common(notifier)
+    notifier.set_defaults(handler=_notifier)
+
+    alerts = sub.add_parser("alerts", help="alert rules: add, ls, rm (the processors reload them)")
+    alert_commands = alerts.add_subparsers(dest="alerts_command", required=True)
+    add = alert_commands.add_parser("add", help="add or replace a rule")
+    add_common(add)
+    add.add_argument("name", help="rule name: letters, digits, '.', '_', '-'")
+    add.add_argument(
+        "kind",
+        choices=("threshold", "nan", "plateau", "divergence", "run_failed", "stalled", "user"),
+    )
+    add.add_argument("--metric", help="metric name or glob (val/*)")
+    add.add_argument("--above", type=float)
+    add.add_argument("--below", type=float)
+    add.add_argument("--for-steps", type=int, help="threshold: consecutive steps")
+    add.add_argument("--mode", choices=("min", "max"), help="plateau: which way is better")
+    add.add_argument("--patience", type=int, help="plateau: steps without improvement")
+    add.add_argument("--min-delta", type=float, help="plateau: smallest improvement")
+    add.add_argument("--rise-pct", type=float, help="divergence: rise over the window's best")
+    add.add_argument("--window", type=int, help="divergence: steps")
+    add.add_argument("--after-seconds", type=float, help="stalled: seconds without a new step")
+    add.add_argument("--statuses", help="run_failed: comma-separated (failed,crashed,killed)")
+    add.add_argument("--project", help="project name, or * (default)")
+    add.add_argument("--tags", help="comma-separated: the run must have them all")
+    add.add_argument("--group", help="only runs of this group")
+    add.add_argument("--level", choices=("info", "warn", "error"))
+    add.set_defaults(handler=_alerts_add)
+    ls = alert_commands.add_parser("ls", help="list the rules")
+    add_common(ls)
+    ls.set_defaults(handler=_alerts_ls)
+    rm = alert_commands.add_parser("rm", help="remove a rule")
+    add_common(rm)
+    rm.add_argument("name")
+    rm.set_defaults(handler=_alerts_rm)
+
     topics = sub.add_parser(
         "topics", help="create the Kafka topics that do not exist yet (events, dlq, ...)"
     )
@@ -175,6 +212,72 @@ def _processors(args: argparse.Namespace, settings: Settings) -> int:
     from runstream.processors.app import run_worker
 
     return run_worker(settings)
+
+
+def _notifier(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.processors.notifier import run_notifier
+
+    return run_notifier(settings)
+
+
+_RULE_OPTIONS = (
+    "metric", "above", "below", "for_steps", "mode", "patience", "min_delta", "rise_pct",
+    "window", "after_seconds", "project", "group", "level",
+)  # fmt: skip
+
+
+def _alerts_add(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.processors.rules import RuleSet
+
+    rule: dict[str, Any] = {"name": args.name, "kind": args.kind}
+    rule.update({k: getattr(args, k) for k in _RULE_OPTIONS if getattr(args, k) is not None})
+    for name in ("tags", "statuses"):
+        if getattr(args, name):
+            rule[name] = [part.strip() for part in getattr(args, name).split(",") if part.strip()]
+    path = settings.alert_rules_path
+    rules = RuleSet.load(path) if path.exists() else RuleSet()
+    replaced = args.name in rules
+    if replaced:
+        rules.replace(rule)
+    else:
+        rules.add(rule)
+    _write_atomically(path, rules.dump())
+    print(f"{'replaced' if replaced else 'added'} rule {args.name!r} in {path}")
+    return 0
+
+
+def _alerts_ls(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.processors.rules import RuleSet
+
+    path = settings.alert_rules_path
+    rules = RuleSet.load(path) if path.exists() else RuleSet()
+    if not len(rules):
+        print(f"no alert rules in {path}; add one with 'runstream alerts add'")
+        return 0
+    for rule in rules:
+        details = rule.model_dump(exclude={"name", "kind"}, exclude_defaults=True)
+        text = ", ".join(f"{k}={v}" for k, v in details.items())
+        print(f"{rule.name:24} {rule.kind:11} {text}")
+    return 0
+
+
+def _alerts_rm(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.processors.rules import RuleSet
+
+    path = settings.alert_rules_path
+    rules = RuleSet.load(path) if path.exists() else RuleSet()
+    rules.remove(args.name)
+    _write_atomically(path, rules.dump())
+    print(f"removed rule {args.name!r} from {path}")
+    return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # The processors reload the file when it changes: they must never read half of it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:

@@ -83,6 +83,14 @@ class Settings(BaseModel):
         description="The processors' faust app id (consumer group, changelog topic prefix); "
         "default '<topic_prefix>-processors'. A new one rebuilds its state from the first event.",
     )
+    alert_rules: Path | None = Field(
+        None,
+        description="TOML file of alert rules (runstream alerts add|ls|rm edit it); default "
+        "<home>/alerts.toml. The processors reload it when it changes.",
+    )
+    webhooks: Path | None = Field(
+        None, description="TOML file of the notifier's webhooks; default <home>/webhooks.toml."
+    )
     processor_heartbeat_timeout: float | None = Field(
         None,
         gt=0,
@@ -124,6 +132,14 @@ class Settings(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected http://host:port, got {value!r}")
         return value.rstrip("/")
+
+    @property
+    def webhooks_path(self) -> Path:
+        return self.webhooks or self.home / "webhooks.toml"
+
+    @property
+    def alert_rules_path(self) -> Path:
+        return self.alert_rules or self.home / "alerts.toml"
 
     @field_validator("home", "cache_dir", "dir")
     @classmethod
