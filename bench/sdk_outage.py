@@ -33,7 +33,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 120.0
     quiet = 0
     while time.monotonic() < deadline and quiet < 4:
         batch = [m for m in consumer.consume(5000, timeout=0.5) if m.error() is None]
-        seqs += [orjson.loads(m.value())["seq"] for m in batch]
+        seqs += [orjson.loads(m.value() or b"{}")["seq"] for m in batch]
         quiet = quiet + 1 if not batch and len(seqs) >= expected else 0
     consumer.close()
     return seqs

@@ -131,7 +131,7 @@ def naive_consumer(settings: Settings, events: int) -> float:
         message = consumer.poll(1.0)
         if message is None or message.error() is not None:
             continue
-        event = orjson.loads(message.value())
+        event = orjson.loads(message.value() or b"{}")
         body = event["body"]
         rows = [[event["run_id"], k, body["step"], v] for k, v in body["metrics"].items()]
         client.insert("naive_points", rows, column_names=["run_id", "name", "step", "value"])

@@ -52,15 +52,14 @@ from runstream.settings import Settings
 logger = logging.getLogger("runstream.processors")
 
 TICK_SECONDS = 1.0
-BATCH_EVENTS = 2_000
 BATCH_SECONDS = 0.05
 
 
 class _PartitionOf:
     """Stands for "an event of this partition" where faust asks for the current event."""
 
-    def __init__(self, partition: int) -> None:
-        self.message = type("Message", (), {"partition": partition})()
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = type("Message", (), {"topic": topic, "partition": partition})()
 
 
 class ProcessorStats:
@@ -121,8 +120,13 @@ def build_app(settings: Settings) -> Any:
         # faust puts a table write on the changelog partition of the *current* event (in a
         # batch: the batch's last one; in a timer: none). A run's entries belong to the
         # partition of the run's events, so name it.
-        _current_event.set(weakref.ref(_PartitionOf(partition)))  # type: ignore[arg-type]
+        shim = shims.get(partition)
+        if shim is None:  # faust holds it by weak reference only: keep one per partition
+            shim = shims[partition] = _PartitionOf(topics.events, partition)
+        _current_event.set(weakref.ref(shim))  # type: ignore[arg-type]
         table[key] = value
+
+    shims: dict[int, _PartitionOf] = {}
 
     alert_states = app.Table("alert_state", default=None)
     rules_file = settings.alert_rules_path
@@ -170,7 +174,7 @@ def build_app(settings: Settings) -> Any:
 
     @app.agent(events)
     async def aggregate(stream: Any) -> None:
-        async for batch in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
+        async for batch in stream.take_events(settings.processor_batch_events, BATCH_SECONDS):
             stats.batches += 1
             by_run: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
             crash_checks: list[tuple[str, Any]] = []

@@ -91,6 +91,9 @@ class Settings(BaseModel):
     webhooks: Path | None = Field(
         None, description="TOML file of the notifier's webhooks; default <home>/webhooks.toml."
     )
+    processor_batch_events: int = Field(
+        2000, ge=1, le=100_000, description="Events the processors fold per batch (1: one by one)."
+    )
     processor_heartbeat_timeout: float | None = Field(
         None,
         gt=0,

@@ -200,10 +200,11 @@ def test_workers_get_the_stack_settings_and_stop_first(home: Path) -> None:
     assert all(s.state == "stopped" for s in stack.status())
 
 
-def test_default_up_runs_the_sink_and_a_run_lands_in_clickhouse(home: Path) -> None:
+def test_default_up_runs_the_workers_and_a_run_lands_in_clickhouse(home: Path) -> None:
     settings = stack_settings(home)
-    stack = LocalStack(settings)  # the default workers: the sink
-    assert {s.name for s in stack.up()} == {"kafka", "clickhouse", "sink"}
+    stack = LocalStack(settings)  # the default workers: sink, processors, notifier
+    workers = {"sink", "processors", "notifier"}
+    assert {s.name for s in stack.up()} == {"kafka", "clickhouse", *workers}
     assert all(s.healthy for s in stack.status())
 
     run = runstream.init(project="dev-stack", settings=settings)
@@ -212,9 +213,11 @@ def test_default_up_runs_the_sink_and_a_run_lands_in_clickhouse(home: Path) -> N
     assert run.finish().ok
     count = "SELECT count() FROM runstream.metrics"
     wait_for(lambda: clickhouse(settings).query(count).result_rows[0][0] == 200)
+    live = "SELECT status, last_step FROM runstream.live_runs_current"  # via the processors
+    wait_for(lambda: clickhouse(settings).query(live).result_rows == [("finished", 99)])
 
     stack.down()
-    assert [s.state for s in stack.status()] == ["stopped"] * 3
+    assert [s.state for s in stack.status()] == ["stopped"] * 5
     stack.up()
     assert clickhouse(settings).query(count).result_rows[0][0] == 200
 

@@ -1,6 +1,6 @@
 """The pipeline's workers that ``runstream dev up`` starts after Kafka and ClickHouse.
 
-A worker is a long-running command (the sink today; processors and notifiers later): add a
+A worker is a long-running command (the sink, the stream processors, the notifier): add a
 :class:`WorkerSpec` to :func:`default_workers` and ``dev up | down | status`` handle it.
 """
 
@@ -43,7 +43,11 @@ class WorkerSpec:
 def default_workers() -> list[WorkerSpec]:
     """What ``runstream dev up`` runs unless told otherwise (``--no-workers``)."""
     runstream_cli = [sys.executable, "-m", "runstream"]
-    return [WorkerSpec("sink", [*runstream_cli, "sink"])]
+    return [
+        WorkerSpec("sink", [*runstream_cli, "sink"]),
+        WorkerSpec("processors", [*runstream_cli, "processors"]),
+        WorkerSpec("notifier", [*runstream_cli, "notifier"]),
+    ]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -53,6 +57,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RUNSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
         "RUNSTREAM_CLICKHOUSE_DATABASE": settings.clickhouse_database,
         "RUNSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        # faust creates its changelog topics with this many partitions: as many as the events.
+        "RUNSTREAM_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "RUNSTREAM_TOPIC_REPLICATION": str(settings.topic_replication),
         "RUNSTREAM_HOME": str(settings.home),
         "RUNSTREAM_SINK_METRICS_PORT": str(settings.sink_metrics_port),
     }
