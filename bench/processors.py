@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bench.common import local_stack, machine, percentile, table
 from bench.sink_ingest import fill
@@ -81,8 +81,12 @@ def worker(settings: Settings, command: str, log: Path, **extra: str) -> Iterato
 def committed_offsets(settings: Settings, group: str, partitions: int) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
     topic = Topics(settings.topic_prefix).events
-    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
-    consumer.close()
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
+    except KafkaException:  # the group's coordinator is not there yet
+        return 0
+    finally:
+        consumer.close()
     return sum(max(0, tp.offset) for tp in offsets)
 
 
