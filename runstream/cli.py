@@ -185,7 +185,7 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
         "sink consuming %s from %s into %s/%s",
         sink.topics.events,
         settings.kafka_bootstrap,
-        settings.clickhouse_url,
+        settings.clickhouse_url_redacted,
         settings.clickhouse_database,
     )
     sink.run(stop)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -108,6 +108,11 @@ class Settings(BaseModel):
         le=300.0,
         description="Seconds before a sink that died loses its partitions to the others.",
     )
+    sink_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the sink's /metrics endpoint; 0.0.0.0 in a container, so "
+        "Prometheus and probes reach it.",
+    )
     sink_metrics_port: int = Field(
         9465, ge=0, le=65535, description="Port of the sink's /metrics endpoint; 0 turns it off."
     )
@@ -135,6 +140,15 @@ class Settings(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected http://host:port, got {value!r}")
         return value.rstrip("/")
+
+    @property
+    def clickhouse_url_redacted(self) -> str:
+        """The URL without its password, for logs and error messages."""
+        parts = urlsplit(self.clickhouse_url)
+        if parts.password is None:
+            return self.clickhouse_url
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def webhooks_path(self) -> Path:

@@ -36,9 +36,10 @@ def connect(settings: Settings, *, database: str | None = None, **kwargs: Any) -
         if "UNKNOWN_DATABASE" in str(exc):
             raise ClickHouseError(
                 f"database {database or settings.clickhouse_database!r} does not exist on "
-                f"{settings.clickhouse_url}; create it with 'runstream migrate'"
+                f"{settings.clickhouse_url_redacted}; create it with 'runstream migrate'"
             ) from exc
         raise ClickHouseError(
-            f"cannot connect to ClickHouse at {settings.clickhouse_url}: {exc}. Is it running? "
+            f"cannot connect to ClickHouse at {settings.clickhouse_url_redacted}: {exc}. "
+            "Is it running? "
             "Start the local stack with 'runstream dev up' or set RUNSTREAM_CLICKHOUSE_URL."
         ) from exc

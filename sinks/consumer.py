@@ -107,7 +107,9 @@ class Sink:
         """Consume until ``stop`` is set; writes what it holds before returning."""
         stop = stop or threading.Event()
         if self.settings.sink_metrics_port:
-            self.metrics_server = MetricsServer.start(self.settings.sink_metrics_port, self.stats)
+            self.metrics_server = MetricsServer.start(
+                self.settings.sink_metrics_port, self.stats, self.settings.sink_metrics_host
+            )
         try:
             while not stop.is_set():
                 self.poll()

@@ -277,8 +277,9 @@ def test_the_metrics_port_is_the_one_probed_and_scraped() -> None:
     (container,) = template["spec"]["containers"]
     (container_port,) = container["ports"]
     assert container_port == {"name": "metrics", "containerPort": port}
+    assert config["RUNSTREAM_SINK_METRICS_HOST"] == "0.0.0.0"  # probes come from the kubelet
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert metrics_ports_in(container[probe]) == {port}, probe
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
     annotations = template["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == port
