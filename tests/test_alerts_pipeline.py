@@ -4,6 +4,7 @@ a webhook receiver on loopback -> delivery state in ClickHouse."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -138,3 +139,93 @@ def test_a_nan_fires_once_resolves_and_each_version_is_delivered_once_signed(
     stored = records_of(settings, f"SELECT * FROM {db}.alerts_current WHERE rule != 'user'")
     assert {r["rule"] for r in stored} == {"loss-nan", "loss-high"}
     assert all(r["attempts"] == 2 for r in stored)
+
+
+KINDS = """
+[[rule]]
+name = "acc-plateau"
+kind = "plateau"
+metric = "acc"
+mode = "max"
+patience = 3
+
+[[rule]]
+name = "loss-diverging"
+kind = "divergence"
+metric = "loss"
+rise_pct = 50
+window = 5
+
+[[rule]]
+name = "failed"
+kind = "run_failed"
+
+[[rule]]
+name = "user"
+kind = "user"
+"""
+
+
+def alerts_on_topic(settings: Settings) -> list[dict[str, Any]]:
+    from confluent_kafka import Consumer
+
+    from runstream.schemas import Topics
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"alerts-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([Topics(settings.topic_prefix).alerts])
+    found: list[dict[str, Any]] = []
+    idle = 0
+    while idle < 4:
+        messages = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
+        idle = idle + 1 if not messages else 0
+        found += [orjson.loads(m.value()) for m in messages]
+    consumer.close()
+    return found
+
+
+def test_every_rule_kind_fires_once_per_episode_and_resolves_on_the_broker(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rules = tmp_path / "alerts.toml"
+    rules.write_text(KINDS)
+    # acc: rises, then flat for 3 steps (plateau), then rises again (resolved);
+    # loss: falls to 1.0, jumps to 2.0 (diverging: +100 % over the window's best), falls back.
+    acc = [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.4, 0.5]
+    loss = [4.0, 2.0, 1.0, 2.0, 0.9, 0.8, 0.7, 0.6]
+    events = [sample_event("run_started", seq=0, run_id="k1")]
+    for step, (a, value) in enumerate(zip(acc, loss, strict=True), start=1):
+        e = sample_event("metrics_logged", seq=step, run_id="k1")
+        e["body"] = {"step": step, "metrics": {"acc": a, "loss": value}}
+        events.append(e)
+    events.append(sample_event("alert_raised", seq=9, run_id="k1"))
+    failed = sample_event("run_finished", seq=10, run_id="k1")
+    failed["body"] = {"exit_code": 1, "status": "failed"}
+    events.append(failed)
+    produce(settings, events)
+
+    def versions() -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for alert in alerts_on_topic(settings):
+            out.setdefault(alert["rule"], []).append(alert)
+        return out
+
+    with worker(settings, tmp_path / "w.log", RUNSTREAM_ALERT_RULES=str(rules)):
+        wait_for(lambda: {"acc-plateau", "loss-diverging", "failed", "user"} <= versions().keys(),
+                 90, "every kind fired")  # fmt: skip
+    found = versions()
+    for rule in ("acc-plateau", "loss-diverging"):
+        fired = [a for a in found[rule] if a["resolved_at"] is None]
+        resolved = [a for a in found[rule] if a["resolved_at"] is not None]
+        assert len(fired) == 1 and len(resolved) == 1, (rule, found[rule])
+        assert fired[0]["alert_id"] == resolved[0]["alert_id"]
+    assert [a["step"] for a in found["acc-plateau"] if a["resolved_at"] is None] == [6]
+    assert [a["step"] for a in found["loss-diverging"] if a["resolved_at"] is None] == [4]
+    assert len(found["failed"]) == 1 and found["failed"][0]["level"] == "warn"
+    (user,) = found["user"]
+    assert user["title"] == "Loss spiked" and user["source_seq"] == 9
