@@ -42,3 +42,27 @@ def records_of(settings: Settings, sql: str, **parameters: Any) -> list[dict[str
     """Rows as dicts by column name."""
     result = connect(settings).query(sql, parameters=parameters)
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
+def topic_records(settings: Settings, *topics: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """Every record on ``topics`` so far, as (key, JSON value), in each partition's order."""
+    import orjson
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"read-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe(list(topics))
+    found: list[tuple[bytes, dict[str, Any]]] = []
+    idle = 0
+    while idle < 4:  # two quiet seconds: the end
+        messages = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
+        idle = idle + 1 if not messages else 0
+        found += [(m.key() or b"", orjson.loads(m.value() or b"null")) for m in messages]
+    consumer.close()
+    return found

@@ -4,7 +4,6 @@ a webhook receiver on loopback -> delivery state in ClickHouse."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,8 +14,9 @@ import pytest
 
 from runstream.processors.notifier import Notifier, Route
 from runstream.processors.webhooks import Webhook, verify
+from runstream.schemas import Topics
 from runstream.settings import Settings
-from tests.helpers import records_of, sink_until
+from tests.helpers import records_of, sink_until, topic_records
 from tests.samples import sample_event
 from tests.test_processors import produce, wait_for, worker
 
@@ -167,26 +167,7 @@ kind = "user"
 
 
 def alerts_on_topic(settings: Settings) -> list[dict[str, Any]]:
-    from confluent_kafka import Consumer
-
-    from runstream.schemas import Topics
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"alerts-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([Topics(settings.topic_prefix).alerts])
-    found: list[dict[str, Any]] = []
-    idle = 0
-    while idle < 4:
-        messages = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
-        idle = idle + 1 if not messages else 0
-        found += [orjson.loads(m.value()) for m in messages]
-    consumer.close()
-    return found
+    return [record for _, record in topic_records(settings, Topics(settings.topic_prefix).alerts)]
 
 
 def test_every_rule_kind_fires_once_per_episode_and_resolves_on_the_broker(

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from runstream.deploy.local.workers import child_env, settings_env
 from runstream.processors.aggregates import (
@@ -31,7 +31,7 @@ from runstream.processors.aggregates import (
 from runstream.processors.decoding import decode_event
 from runstream.schemas import Topics, encode
 from runstream.settings import Settings
-from tests.helpers import records_of, sink_until
+from tests.helpers import records_of, sink_until, topic_records
 from tests.samples import sample_event
 
 pytestmark = pytest.mark.integration
@@ -115,49 +115,19 @@ def expected_state(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {**runs, **summaries}
 
 
-def latest(settings: Settings, group: str) -> dict[str, dict[str, Any]]:
+def latest(settings: Settings) -> dict[str, dict[str, Any]]:
     """Everything on the runs and summaries topics, latest record per key."""
     topics = Topics(settings.topic_prefix)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"read-{group}-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.subscribe([topics.runs, topics.summaries])
-    found: dict[str, dict[str, Any]] = {}
-    idle = 0
-    while idle < 6:
-        messages = consumer.consume(1000, 0.5)
-        idle = idle + 1 if not messages else 0
-        for m in messages:
-            if m.error() is None:
-                record = orjson.loads(m.value())
-                found[m.key().decode()] = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
-    consumer.close()
-    return found
+    return {
+        key.decode(): {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
+        for key, record in topic_records(settings, topics.runs, topics.summaries)
+    }
 
 
 def history(settings: Settings, key: str) -> list[dict[str, Any]]:
     """Every version of one run's state on the runs topic, oldest first."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"history-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([Topics(settings.topic_prefix).runs])
-    versions: list[dict[str, Any]] = []
-    idle = 0
-    while idle < 4:
-        messages = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
-        idle = idle + 1 if not messages else 0
-        versions += [orjson.loads(m.value()) for m in messages if m.key().decode() == key]
-    consumer.close()
-    return versions
+    runs = Topics(settings.topic_prefix).runs
+    return [record for k, record in topic_records(settings, runs) if k.decode() == key]
 
 
 def comparable(state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -179,7 +149,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def published_all(settings: Settings, expected: dict[str, dict[str, Any]]) -> Callable[[], bool]:
     def check() -> bool:
-        found = latest(settings, "check")
+        found = latest(settings)
         return all(
             key in found and found[key].get("version") == want["version"]
             for key, want in expected.items()
@@ -197,7 +167,7 @@ def test_a_worker_folds_runs_and_summaries_like_the_pure_fold(
     expected = expected_state([*events, finished])
     with worker(settings, tmp_path / "worker.log"):
         wait_for(published_all(settings, expected), 90, "the worker published every key")
-    found = latest(settings, "final")
+    found = latest(settings)
     assert comparable({k: found[k] for k in expected}) == comparable(expected)
     r1 = found[run_key("vision", "r1")]
     assert (r1["status"], r1["last_step"], r1["exit_code"]) == ("finished", 299, 0)
@@ -223,7 +193,7 @@ def test_a_killed_worker_resumes_from_its_changelog_with_exact_summaries(
     expected = expected_state(first + second)
     with worker(settings, tmp_path / "b.log"):
         wait_for(published_all(settings, expected), 120, "second half folded after restart")
-    found = latest(settings, "final")
+    found = latest(settings)
     assert comparable({k: found[k] for k in expected}) == comparable(expected)
     assert found[summary_key("vision", "k1", "loss")]["count"] == 400  # not one point twice
 
@@ -236,7 +206,7 @@ def test_two_workers_share_the_partitions_and_agree_with_a_replay(
     expected = expected_state(events)
     with worker(settings, tmp_path / "a.log"), worker(settings, tmp_path / "b.log"):
         wait_for(published_all(settings, expected), 120, "two workers folded everything")
-    live = latest(settings, "live")
+    live = latest(settings)
     assert comparable({k: live[k] for k in expected}) == comparable(expected)
 
     # A new app id reads the events topic from the start: the replay ends where live did.
@@ -247,7 +217,7 @@ def test_two_workers_share_the_partitions_and_agree_with_a_replay(
                 len(
                     [
                         1
-                        for k, v in latest(settings, "replay").items()
+                        for k, v in latest(settings).items()
                         if k in expected and v["version"] == expected[k]["version"]
                     ]
                 )
@@ -297,10 +267,8 @@ def test_a_silent_run_becomes_crashed_and_a_later_event_revives_it(
     produce(settings, run_events("quiet", range(5)))
     key = run_key("vision", "quiet")
     with worker(settings, tmp_path / "w.log", RUNSTREAM_PROCESSOR_HEARTBEAT_TIMEOUT="3"):
-        wait_for(
-            lambda: latest(settings, "c").get(key, {}).get("status") == "crashed", 60, "crashed"
-        )
-        crashed = latest(settings, "c")[key]
+        wait_for(lambda: latest(settings).get(key, {}).get("status") == "crashed", 60, "crashed")
+        crashed = latest(settings)[key]
         assert crashed["ended_at"] == crashed["last_event_at"]  # when it was last heard of
         produce(settings, run_events("quiet", range(5, 6), start=False, seq0=6))
         # Running again with the new event folded in; silent again, it crashes again later.
