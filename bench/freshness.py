@@ -23,7 +23,9 @@ import subprocess
 import sys
 import threading
 import time
+import tempfile
 import uuid
+from pathlib import Path
 
 import runstream
 from bench.common import local_stack, machine, percentile, table
@@ -112,8 +114,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="metric points per second")
     args = parser.parse_args()
     os.environ.setdefault("RUNSTREAM_SYSTEM_METRICS_INTERVAL", "0")
-    with local_stack(partitions=6) as stack:
-        settings = stack.settings
+    with local_stack(partitions=6) as stack, tempfile.TemporaryDirectory() as spool:
+        settings = stack.settings.with_overrides(dir=Path(spool))
         migrate(settings)
         results = [
             (label, measure(settings, args.seconds, args.rate, batch_seconds))

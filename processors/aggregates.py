@@ -200,8 +200,17 @@ def settle(summary: Summary, choice: str) -> Summary:
     return summary
 
 
+_FLOAT_FIELDS = ("last", "min", "max", "sum", "mean", "value")
+
+
 def to_wire(record: dict[str, Any]) -> dict[str, Any]:
     """NaN and infinities as the schema's strings, so the record is valid JSON."""
+    for name in _FLOAT_FIELDS:
+        value = record.get(name)
+        if type(value) is float and not math.isfinite(value):
+            break
+    else:
+        return record  # the common case: nothing to change, nothing to copy
     return {key: _wire_value(value) for key, value in record.items()}
 
 
@@ -212,9 +221,8 @@ def _wire_value(value: Any) -> Any:
 
 
 def from_wire(record: dict[str, Any]) -> dict[str, Any]:
-    floats = ("last", "min", "max", "sum", "mean", "value")
     out = dict(record)
-    for key in floats:
+    for key in _FLOAT_FIELDS:
         value = out.get(key)
         if isinstance(value, str):
             out[key] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[value]

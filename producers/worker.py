@@ -379,7 +379,7 @@ class Worker:
 
     def _control(self, control: _Control) -> None:
         if isinstance(control, _Flush):
-            channels = [control.channel] if control.channel else self._channels.values()
+            channels = [control.channel] if control.channel else list(self._channels.values())
             control.targets = {c: c.next_seq - 1 for c in channels}
             self._waiters.append(control)
         elif isinstance(control, _Close):
@@ -427,7 +427,7 @@ class Worker:
         self._sample_system(now)
         if now >= self._next_save:
             self._next_save = now + STATE_SAVE_SECONDS
-            for channel in self._channels.values():
+            for channel in list(self._channels.values()):
                 self._save(channel)
             self._release_idle_transports(now)
 
@@ -481,7 +481,7 @@ class Worker:
         # A producer left behind for a broker nobody logs to any more would keep reconnecting;
         # but runs often follow each other in one process (sweeps), and a new idempotent
         # producer waits ~0.5 s for its id: keep an idle one for a while first.
-        in_use = {_transport_key(c.settings) for c in self._channels.values() if c.online}
+        in_use = {_transport_key(c.settings) for c in list(self._channels.values()) if c.online}
         for key in in_use:
             self._idle_since.pop(key, None)
         for key in list(self._transports):
@@ -495,7 +495,7 @@ class Worker:
     def _sample_system(self, now: float) -> None:
         active = [
             c
-            for c in self._channels.values()
+            for c in list(self._channels.values())
             if not c.closed and c.settings.system_metrics_interval > 0
         ]
         if not active or now < self._next_system:

@@ -194,6 +194,23 @@ def test_several_runs_in_one_process_are_independent(tmp_path: Path) -> None:
     assert len(b) == 6 and b[-1]["body"]["metrics"] == {"z": 1.0}
 
 
+def test_runs_started_while_the_worker_is_busy_all_land(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: the worker iterated over its runs while the caller added one
+    ("dictionary changed size during iteration"), seen with 100 runs in one process."""
+    settings = offline_settings(tmp_path, heartbeat_interval=0.001)
+    runs = []
+    for index in range(150):
+        runs.append(runstream.init(settings=settings))
+        for run in runs[-5:]:
+            run.log({"i": float(index)})
+    for run in runs:
+        run.finish()
+    assert "unexpected error in the background worker" not in caplog.text
+    assert all(of_type(spooled(settings, run.id), "run_finished") for run in runs)
+
+
 def test_forked_child_cannot_corrupt_the_parents_run(tmp_path: Path) -> None:
     settings = offline_settings(tmp_path)
     run = runstream.init(settings=settings)
