@@ -21,9 +21,9 @@ import bisect
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-import tempfile
 import uuid
 from pathlib import Path
 
