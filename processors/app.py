@@ -107,6 +107,13 @@ def build_app(settings: Settings) -> Any:
         broker_heartbeat_interval=2.0,
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
+        # The changelog records are a run each (a few KB): faust's producer defaults (16 KB
+        # batches, no linger) sent them nearly one per request and held the stream back.
+        producer_max_batch_size=1_000_000,
+        producer_linger=0.005,
+        producer_compression_type="lz4",
+        broker_max_poll_records=10_000,
+        stream_buffer_maxsize=50_000,
     )
     events = app.topic(
         topics.events, topics.processor_ticks, key_serializer="raw", value_serializer="raw"
