@@ -44,6 +44,9 @@ bench: install
 	$(PY) -m bench.sdk_delivery
 	$(PY) -m bench.sdk_outage
 	$(PY) -m bench.sink_ingest
+	$(PY) -m bench.freshness
+	$(PY) -m bench.query_latency
+	$(PY) -m bench.processors
 
 down:
 	$(PY) -m runstream dev down
