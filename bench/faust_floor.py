@@ -1,0 +1,57 @@
+"""faust's own floor: an agent that only counts, reading a pre-filled topic in batches.
+
+    python -m bench.faust_floor <bootstrap> <topic> <events> <partitions>
+
+Run by ``bench.processors`` on the same topic as the processors, so the processors' rate can be
+set against what faust itself delivers to an agent on this machine. Prints ``RATE <events/s>``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+
+def main() -> None:
+    import faust
+    from faust.worker import Worker
+
+    bootstrap, topic_name, events, partitions = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+    )
+    app = faust.App(
+        f"faust-floor-{uuid.uuid4().hex[:6]}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=partitions,
+        broker_max_poll_records=10_000,
+        stream_buffer_maxsize=50_000,
+        datadir=tempfile.mkdtemp(prefix="faust-floor-"),
+    )
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    seen = [0]
+    started: list[float] = []
+
+    @app.agent(topic)
+    async def count(stream: Any) -> None:
+        async for batch in stream.take_events(2000, within=0.05):
+            if not started:
+                started.append(time.perf_counter())
+            seen[0] += len(batch)
+            if seen[0] >= events:
+                print(f"RATE {seen[0] / (time.perf_counter() - started[0]):.0f}", flush=True)
+                await app.stop()
+
+    Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
