@@ -2,8 +2,10 @@
 
     python -m bench.faust_floor <bootstrap> <topic> <events> <partitions>
 
-Run by ``bench.processors`` on the same topic as the processors, so the processors' rate can be
-set against what faust itself delivers to an agent on this machine. Prints ``RATE <events/s>``.
+Point it at a topic filled the way ``bench.processors`` fills one (``bench.sink_ingest.fill``),
+to set the processors' rate against what faust itself delivers to an agent on this machine.
+Prints ``RATE <events/s>``. (Started from inside ``bench.processors``, right after the
+processors' own workers, it was seen to receive nothing: run it on its own.)
 """
 
 from __future__ import annotations
