@@ -232,6 +232,9 @@ def build_app(settings: Settings) -> Any:
             for key in crash_checks:
                 check_crash(key)
             flush_outputs()
+            # The changelog records of this batch must be in Kafka before faust may commit the
+            # batch's offsets; a worker killed in between must find them on restart.
+            await app.producer.flush()
 
     def fold_batch(key: str, items: list[tuple[Any, int]]) -> None:
         first = items[0][0]
