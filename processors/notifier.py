@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from runstream.errors import SettingsError
@@ -105,7 +105,6 @@ class NotifierStats:
     delivered: int = 0
     failed: int = 0
     last_latency: float = 0.0
-    latencies: list[float] = field(default_factory=list)
 
 
 class Notifier:
@@ -132,9 +131,6 @@ class Notifier:
         )
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook")
         self.stats = NotifierStats()
-        # The latest version of each open alert seen here: a delivery update must not undo a
-        # resolve that arrived while the fired version was being delivered.
-        self._latest: dict[str, Alert] = {}
         self.consumer.subscribe([self.topics.alerts])
 
     def run(self, stop: threading.Event) -> None:
@@ -151,6 +147,10 @@ class Notifier:
         if not messages:
             return 0
         jobs = []
+        # The latest version of each alert in this poll: a delivery update must not undo a
+        # resolve that came in the same poll. A poll ends only when all its deliveries have, so
+        # nothing needs remembering past it.
+        latest: dict[str, Alert] = {}
         for message in messages:
             try:
                 alert = Alert.from_json(message.value() or b"")
@@ -160,21 +160,20 @@ class Notifier:
             if alert.delivery_state != "pending":
                 continue  # our own delivery updates coming back
             self.stats.alerts += 1
-            self._latest[alert.alert_id] = alert
+            latest[alert.alert_id] = alert
             for route in self.routes:
                 if route.wants(alert):
                     jobs.append((alert, route, self.pool.submit(deliver, route.webhook, alert)))
         for alert, route, future in jobs:
-            self._record(alert, route, future.result())
+            self._record(latest[alert.alert_id], alert, route, future.result())
         self.producer.flush(30)
         self.consumer.commit(asynchronous=False)
         return len(jobs)
 
-    def _record(self, alert: Alert, route: Route, result: DeliveryResult) -> None:
+    def _record(self, latest: Alert, alert: Alert, route: Route, result: DeliveryResult) -> None:
         self.stats.deliveries += 1
         latency = (utcnow() - alert.updated_at).total_seconds()
         self.stats.last_latency = latency
-        self.stats.latencies.append(latency)
         if result.delivered:
             self.stats.delivered += 1
         else:
@@ -190,7 +189,6 @@ class Notifier:
                     ("runstream.consumer", b"notifier"),
                 ],
             )
-        latest = self._latest.get(alert.alert_id, alert)
         update = latest.model_copy(
             update={
                 "delivery_state": "delivered" if result.delivered else "failed",
@@ -202,8 +200,6 @@ class Notifier:
             }
         )
         self.producer.produce(self.topics.alerts, key=alert.run_id.encode(), value=update.to_json())
-        if latest.resolved:
-            self._latest.pop(alert.alert_id, None)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
