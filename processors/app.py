@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import weakref
 from collections import defaultdict
@@ -341,5 +342,9 @@ def run_worker(settings: Settings) -> int:
 
     app = build_app(settings)
     worker = Worker(app, loglevel="INFO", redirect_stdouts=False, quiet=True)
-    worker.execute_from_commandline()  # returns only by exiting the process
+    try:
+        worker.execute_from_commandline()  # returns only by exiting the process
+    finally:
+        # The directory is this process's own (tables live in memory): leave none behind.
+        shutil.rmtree(app.conf.datadir, ignore_errors=True)
     return 0
