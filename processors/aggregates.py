@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import reduce
+from operator import add
 from typing import Any
 
 from runstream.schemas.events import (
@@ -191,6 +194,157 @@ def fold_point(summary: Summary, value: float, step: int, seq: int) -> bool:
     summary["finite_count"] += 1
     summary["mean"] = summary["sum"] / summary["finite_count"]
     return True
+
+
+def fold_batch(
+    state: RunState, summaries: dict[str, Summary], events: Iterable[Any], partition: int | None
+) -> tuple[list[Any], set[str]]:
+    """Fold a run's events, in partition order, into its state and the summaries of its metrics.
+
+    The same result as :func:`fold_run` for every event and :func:`fold_point` for every point,
+    at a fraction of the cost: the points of a metric are folded a column at a time (C loops
+    for sum, min and max), and the run's timestamps are formatted once per batch. Returns the
+    events folded in (duplicates left out) and the names of the metrics they touched.
+    """
+    folded: list[Any] = []
+    columns = _Columns()
+    last_seen: Any = None  # the latest metrics event folded and not yet written into `state`
+    step_event: Any = None  # the metrics event that raised `last_step`, likewise
+    for event in events:
+        if event.type != "metrics_logged":
+            if last_seen is not None:  # fold_run reads what the metrics events left
+                _settle_run(state, last_seen, step_event)
+                last_seen = step_event = None
+            if fold_run(state, event, partition):
+                folded.append(event)
+            continue
+        seq = event.seq
+        if seq <= state["last_seq"]:
+            continue
+        state["last_seq"] = seq
+        state["version"] += 1
+        if state["status"] == "crashed":
+            state["status"] = ALIVE  # it was only silent: a later event revives it
+            state["ended_at"] = None
+        step = event.body.step
+        last_step = state["last_step"]
+        if last_step is None or step > last_step:
+            state["last_step"] = step
+            step_event = event
+        last_seen = event
+        columns.add(event.body.metrics, step, seq)
+        folded.append(event)
+    if partition is not None and folded:
+        state["partition"] = partition
+    if last_seen is not None:
+        _settle_run(state, last_seen, step_event)
+    touched = set()
+    for name, values, steps, seqs in columns.items():
+        summary = summaries.get(name)
+        if summary is None:
+            summary = summaries[name] = new_summary(state["project"], state["run_id"], name)
+        _fold_column(summary, values, steps, seqs)
+        touched.add(name)
+    return folded, touched
+
+
+def _settle_run(state: RunState, last_seen: Any, step_event: Any) -> None:
+    at = _iso(last_seen.ts)
+    state["last_event_at"] = at
+    if step_event is not None:
+        state["last_step_at"] = at if step_event is last_seen else _iso(step_event.ts)
+
+
+class _Columns:
+    """The points of a batch, a column per metric: events logging the same names in the same
+    order (nearly all of them) are transposed together, by C code."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, ...], tuple[list[Any], list[int], list[int]]] = {}
+        self._last: tuple[tuple[str, ...], tuple[list[Any], list[int], list[int]]] | None = None
+
+    def add(self, metrics: dict[str, float], step: int, seq: int) -> None:
+        names = tuple(metrics)
+        last = self._last
+        if last is not None and last[0] == names:
+            group = last[1]
+        else:
+            group = self._groups.setdefault(names, ([], [], []))
+            self._last = (names, group)
+        group[0].append(metrics.values())
+        group[1].append(step)
+        group[2].append(seq)
+
+    def items(self) -> Iterable[tuple[str, Sequence[float], list[int], list[int]]]:
+        """(name, values, steps, seqs) of each metric, its points in seq order."""
+        by_name: dict[str, list[tuple[Sequence[float], list[int], list[int]]]] = {}
+        for names, (rows, steps, seqs) in self._groups.items():
+            for name, values in zip(names, zip(*rows, strict=True), strict=True):
+                by_name.setdefault(name, []).append((values, steps, seqs))
+        for name, parts in by_name.items():
+            if len(parts) == 1:
+                yield (name, *parts[0])
+                continue
+            points = sorted(
+                (seq, step, value)
+                for values, steps, seqs in parts
+                for value, step, seq in zip(values, steps, seqs, strict=True)
+            )
+            yield (
+                name,
+                [value for _, _, value in points],
+                [step for _, step, _ in points],
+                [seq for seq, _, _ in points],
+            )
+
+
+def _fold_column(
+    summary: Summary, values: Sequence[float], steps: list[int], seqs: list[int]
+) -> None:
+    """:func:`fold_point` for each point, in one go for the common case: finite values at
+    steps that do not go down (``seqs`` increase)."""
+    total = reduce(add, values, summary["sum"])  # in order, as point by point: the same float
+    if (
+        not math.isfinite(total)  # a NaN or an infinity among them (or before)
+        or seqs[0] <= summary["last_seq"]
+        or steps != sorted(steps)
+    ):
+        for value, step, seq in zip(values, steps, seqs, strict=True):
+            fold_point(summary, value, step, seq)
+        return
+    n = len(values)
+    summary["last_seq"] = seqs[-1]
+    summary["version"] += n
+    summary["count"] += n
+    first, last = steps[0], steps[-1]
+    if summary["first_step"] is None or first < summary["first_step"]:
+        summary["first_step"] = first
+    if summary["last_step"] is None or last > summary["last_step"]:
+        summary["last_step"] = last
+    order = summary["last_order"]
+    if order is None or (last, seqs[-1]) > (order[0], order[1]):
+        summary["last"] = values[-1]
+        summary["last_order"] = [last, seqs[-1]]
+    # Steps do not go down, so a value's first position is its earliest step (ties: earliest).
+    low = min(values)
+    at = steps[values.index(low)]
+    if (
+        summary["min"] is None
+        or low < summary["min"]
+        or (low == summary["min"] and at < summary["step_of_min"])
+    ):
+        summary["min"], summary["step_of_min"] = low, at
+    high = max(values)
+    at = steps[values.index(high)]
+    if (
+        summary["max"] is None
+        or high > summary["max"]
+        or (high == summary["max"] and at < summary["step_of_max"])
+    ):
+        summary["max"], summary["step_of_max"] = high, at
+    summary["sum"] = total
+    summary["finite_count"] += n
+    summary["mean"] = total / summary["finite_count"]
 
 
 def settle(summary: Summary, choice: str) -> Summary:

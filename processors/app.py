@@ -1,57 +1,38 @@
 """``runstream processors``: the faust app that keeps live run state and metric summaries.
 
-    events topic ──> aggregate agent ──> faust table "runs" (one entry per run; changelog topic)
-       ticks ───────┘       │
-                            ├──> <prefix>.runs, <prefix>.summaries  (compacted: latest per key)
-                            └──> <prefix>.alerts                    (alert versions)
+    events topic ──> EventReader ──> Aggregator ──> faust table "runs" (one entry per run)
+       (batches, confluent-kafka)        │               └──> its changelog topic
+                                         ├──> <prefix>.runs, <prefix>.summaries  (compacted)
+    ticks topic ──> faust agent ─────────┘──> <prefix>.alerts                    (alert versions)
+       (crash checks)
 
-One table entry per run holds everything about it: its state, the summaries of its metrics and
-its alert evaluator's state. Events are taken in batches (``take_events``): a batch folds all
-its events of a run and writes the run's entry once, so the changelog gets one record per run
-per batch, not one per event and metric. A run's events all live on one partition and its entry
-is written to that partition of the changelog: a worker that takes the partition over after a
-crash restores exactly those runs.
-
-The records for the output topics go through a confluent-kafka producer (librdkafka, a few
-microseconds each, where faust's own producer costs tens), flushed at the end of every batch,
-before faust can commit the batch's offsets.
+faust runs the group: it splits the partitions among the workers (those of the ticks topic,
+co-partitioned with the events and the changelog), restores the table of a worker's partitions
+from the changelog, and keeps standby copies. The events themselves are read around faust's
+per-message path, in batches of thousands (:mod:`runstream.processors.reader`), once faust has
+restored the table for them; the :class:`~runstream.processors.aggregator.Aggregator` folds a
+batch, publishes the results and the changelog records, and only after Kafka has all of them
+are the batch's offsets committed. A worker killed in between reads the batch again, and the
+``seq`` of every run and metric leaves out what was already folded in.
 
 Crash detection: a timer on every worker looks at the runs of its own partitions and, for a run
 silent longer than the heartbeat timeout, sends a tick to ``<prefix>.processor-ticks`` on the
-run's partition. The agent reads ticks like events, so the crash is decided and written in the
-stream, with the run's state at hand.
+run's partition. The agent reads the ticks and decides, with the run's state at hand.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import time
-import weakref
-from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-from confluent_kafka import Producer
-
-from runstream.errors import DeliveryError, EventDecodeError
-from runstream.processors.aggregates import (
-    ALIVE,
-    fold_point,
-    fold_run,
-    mark_crashed,
-    new_run_state,
-    new_summary,
-    run_key,
-    settle,
-    summary_choice,
-    summary_key,
-    to_wire,
-)
-from runstream.processors.alerting import AlertEvaluator
-from runstream.processors.decoding import decode_event
+from runstream.processors.aggregator import Aggregator, Outputs
+from runstream.processors.reader import EventReader
 from runstream.processors.rules import load_rules
 from runstream.schemas import Topics
 from runstream.settings import Settings
@@ -62,29 +43,9 @@ TICK_SECONDS = 1.0
 BATCH_SECONDS = 0.05
 
 
-class _PartitionOf:
-    """Stands for "an event of this partition" where faust asks for the current event."""
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.message = type("Message", (), {"topic": topic, "partition": partition})()
-
-
-class ProcessorStats:
-    """Counters of one worker (read by tests, the bench and the log)."""
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.batches = 0
-        self.duplicates = 0
-        self.dead_letters = 0
-        self.crashed = 0
-        self.alerts = 0
-
-
 def build_app(settings: Settings) -> Any:
     """The faust app for ``settings``."""
     import faust
-    from faust.streams import _current_event
 
     topics = Topics(settings.topic_prefix)
     app_id = settings.processor_group or f"{settings.topic_prefix}-processors"
@@ -102,66 +63,18 @@ def build_app(settings: Settings) -> Any:
         web_enabled=False,
         datadir=str(datadir),
         producer_acks=-1,
-        broker_commit_every=1000,
         # A worker killed outright holds its partitions until its session expires.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
-        # The changelog records are a run each (a few KB): faust's producer defaults (16 KB
-        # batches, no linger) sent them nearly one per request and held the stream back.
-        producer_max_batch_size=1_000_000,
-        producer_linger=0.005,
-        producer_compression_type="lz4",
-        broker_max_poll_records=10_000,
-        stream_buffer_maxsize=50_000,
     )
-    events = app.topic(
-        topics.events, topics.processor_ticks, key_serializer="raw", value_serializer="raw"
-    )
-    dead_letters = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
     ticks = app.topic(topics.processor_ticks, key_serializer="raw", value_serializer="raw")
-    runs = app.Table("runs", default=None)  # run key -> {"run", "summaries", "alerts"}
-    output = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "client.id": "runstream-processors",
-        }
-    )
-
-    def publish(topic: str, key: str, record: dict[str, Any] | bytes) -> None:
-        value = record if isinstance(record, bytes) else orjson.dumps(to_wire(record))
-        while True:
-            try:
-                output.produce(topic, key=key.encode(), value=value)
-                return
-            except BufferError:  # librdkafka's queue is full: let it drain
-                output.poll(0.05)
-
-    def flush_outputs() -> None:
-        if output.flush(30) > 0:
-            # Better to stop than to commit offsets of events whose results never left.
-            raise DeliveryError("the processors could not publish their results within 30 s")
-
-    stats = ProcessorStats()
-    app.runstream_stats = stats  # type: ignore[attr-defined]
-    timeout = settings.processor_heartbeat_timeout or 3 * settings.heartbeat_interval
-
-    def write(table: Any, key: str, value: Any, partition: int) -> None:
-        # faust puts a table write on the changelog partition of the *current* event (in a
-        # batch: the batch's last one; in a timer: none). A run's entries belong to the
-        # partition of the run's events, so name it.
-        shim = shims.get(partition)
-        if shim is None:  # faust holds it by weak reference only: keep one per partition
-            shim = shims[partition] = _PartitionOf(topics.events, partition)
-        _current_event.set(weakref.ref(shim))  # type: ignore[arg-type]
-        table[key] = value
-
-    shims: dict[int, _PartitionOf] = {}
-
+    # run key -> entry (msgpack; see Aggregator), written by the Aggregator, restored by faust
+    raw = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw")  # fmt: skip
+    runs = app.Table("runs", default=None, schema=raw)
+    outputs = Outputs(settings)
     rules_file = settings.alert_rules_path
     rules_seen: list[float | None] = [None]
 
@@ -173,148 +86,75 @@ def build_app(settings: Settings) -> Any:
             return []
         return list(load_rules(rules_file))
 
-    def saved_alert_state(project: str, run_id: str) -> Any:
-        entry = runs.get(run_key(project, run_id))
-        return entry.get("alerts") if entry else None
+    aggregator = Aggregator(
+        settings, runs.data, runs.changelog_topic.get_topic_name(), outputs, current_rules()
+    )
+    evaluator = aggregator.evaluator
+    reader = EventReader(settings, topics.events, f"{app_id}-events")
+    app.runstream_aggregator = aggregator  # type: ignore[attr-defined]
+    busy = asyncio.Lock()  # one batch at a time, and no rebalance in the middle of one
+    pool = ThreadPoolExecutor(1, thread_name_prefix="runstream-events")  # librdkafka's waits
 
-    evaluator = AlertEvaluator(current_rules(), loader=saved_alert_state)
-    app.runstream_evaluator = evaluator  # type: ignore[attr-defined]
-
-    def publish_alerts(alerts: list[Any], *, save: bool = True) -> None:
-        for alert in alerts:
-            stats.alerts += 1
-            publish(topics.alerts, alert.run_id, alert.to_json())
-        if not save:
-            return
-        for project, run_id in evaluator.take_dirty():
-            key = run_key(project, run_id)
-            entry = runs.get(key)
-            if entry is not None and entry["run"].get("partition") is not None:
-                entry["alerts"] = evaluator.state_of(project, run_id)
-                write(runs, key, entry, entry["run"]["partition"])
-
-    async def dead_letter(event: Any, reason: str) -> None:
-        stats.dead_letters += 1
-        message = event.message
-        logger.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition,
-                       message.offset, reason)  # fmt: skip
-        await dead_letters.send(
-            key=message.key,
-            value=message.value or b"",
-            headers={
-                "runstream.reason": reason.encode(),
-                "runstream.consumer": b"processors",
-                "runstream.topic": message.topic.encode(),
-                "runstream.partition": str(message.partition).encode(),
-                "runstream.offset": str(message.offset).encode(),
-            },
+    def my_partitions() -> frozenset[int]:
+        if app.rebalancing or not app.tables.actives_ready:
+            return frozenset()
+        return frozenset(
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == topics.processor_ticks
         )
 
-    @app.agent(events)
-    async def aggregate(stream: Any) -> None:
-        async for batch in stream.take_events(settings.processor_batch_events, BATCH_SECONDS):
-            stats.batches += 1
-            by_run: dict[str, list[tuple[Any, int]]] = defaultdict(list)
-            crash_checks: list[str] = []
-            for event in batch:
-                message = event.message
-                if message.topic == topics.processor_ticks:
-                    crash_checks.append(message.key.decode())
-                    continue
-                try:
-                    decoded = decode_event(message.value)
-                except EventDecodeError as exc:
-                    await dead_letter(event, str(exc))
-                    continue
-                key = run_key(decoded.project, decoded.run_id)
-                by_run[key].append((decoded, message.partition))
-            for key, items in by_run.items():
-                fold_batch(key, items)
-            for key in crash_checks:
-                check_crash(key)
-            flush_outputs()
-            # The changelog records of this batch must be in Kafka before faust may commit the
-            # batch's offsets; a worker killed in between must find them on restart.
-            await app.producer.flush()
+    def finish(positions: dict[int, int]) -> None:
+        # The batch's results and changelog records first, then its offsets: a worker killed
+        # in between reads the batch again rather than losing it.
+        outputs.flush()
+        reader.commit(positions)
 
-    def fold_batch(key: str, items: list[tuple[Any, int]]) -> None:
-        first = items[0][0]
-        entry = runs.get(key) or {
-            "run": new_run_state(first.project, first.run_id),
-            "summaries": {},
-            "alerts": None,
-        }
-        state, summaries = entry["run"], entry["summaries"]
-        touched: set[str] = set()
-        alerts: list[Any] = []
-        for decoded, partition in items:
-            if not fold_run(state, decoded, partition):
-                stats.duplicates += 1
-                continue
-            stats.events += 1
-            alerts += evaluator.observe(decoded)
-            if decoded.type == "metrics_logged":
-                body = decoded.body
-                for name, value in body.metrics.items():
-                    summary = summaries.get(name)
-                    if summary is None:
-                        summary = summaries[name] = new_summary(
-                            decoded.project, decoded.run_id, name
-                        )
-                    fold_point(summary, value, body.step, decoded.seq)
-                    touched.add(name)
-        state["seen_at"] = time.time()  # this worker's clock, for crash detection only
-        publish(topics.runs, key, state)
-        for name in touched:
-            summary = settle(summaries[name], summary_choice(state, name))
-            publish(topics.summaries, summary_key(state["project"], state["run_id"], name), summary)
-        publish_alerts(alerts, save=False)
-        evaluator.take_dirty()
-        entry["alerts"] = evaluator.state_of(state["project"], state["run_id"])
-        write(runs, key, entry, items[-1][1])
+    async def read_events() -> None:
+        loop = asyncio.get_running_loop()
+        while not app.should_stop:
+            async with busy:
+                mine = my_partitions()
+                if mine != reader.partitions:
+                    logger.info("reading events of partitions %s", sorted(mine))
+                    reader.assign(mine)
+                    aggregator.take_over(mine)
+                if mine:
+                    messages = await loop.run_in_executor(
+                        pool, reader.take, settings.processor_batch_events, BATCH_SECONDS
+                    )
+                    if messages:
+                        positions = aggregator.process(messages)
+                        await loop.run_in_executor(pool, finish, positions)
+            if not mine:
+                await asyncio.sleep(BATCH_SECONDS)
 
-    def check_crash(key: str) -> None:
-        entry = runs.get(key)
-        if entry is None:
-            return
-        state = entry["run"]
-        if state["status"] != ALIVE or not silent(state, time.time()):
-            return
-        # Recorded as the time it was last heard of: the same on a replay.
-        last = datetime.fromisoformat(state["last_event_at"].replace("Z", "+00:00"))
-        if mark_crashed(state, last):
-            stats.crashed += 1
-            publish(topics.runs, key, state)
-            publish_alerts(
-                evaluator.run_crashed(state["project"], state["run_id"], last), save=False
-            )
-            evaluator.take_dirty()
-            entry["alerts"] = evaluator.state_of(state["project"], state["run_id"])
-            write(runs, key, entry, state["partition"])
+    @app.task  # type: ignore[untyped-decorator]
+    async def events_task() -> None:
+        try:
+            await read_events()
+        except Exception as exc:
+            # Not a worker that stays up and folds nothing: stop, and let the restart resume.
+            logger.exception("the processors stopped reading events")
+            await app.crash(exc)
 
-    assigned_at = [time.time()]
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: Any, revoked: Any, **_: Any) -> None:
+        async with busy:  # the batch in progress ends, and commits, first
+            reader.assign(())
+            aggregator.take_over(frozenset())
+            await asyncio.get_running_loop().run_in_executor(pool, outputs.flush)
 
-    def silent(state: dict[str, Any], now: float) -> bool:
-        # A worker that has just (re)started or taken partitions over has not been listening:
-        # give every run a full timeout from then, or it would call live runs crashed.
-        heard = max(state.get("seen_at") or 0.0, assigned_at[0])
-        return bool(state["status"] == ALIVE and now - heard >= timeout)
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
-        assigned_at[0] = time.time()
-
-    def active_partitions() -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events}
+    @app.agent(ticks)
+    async def crash_checks(stream: Any) -> None:
+        async for event in stream.events():
+            aggregator.check_crash(event.message.key.decode())
 
     @app.timer(interval=TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def look_for_silent_runs() -> None:
         now = time.time()
-        mine = active_partitions()  # not the standby copies of other workers' partitions
-        for key, entry in list(runs.items()):
-            state = entry["run"] if entry else None
-            if state and state.get("partition") in mine and silent(state, now):
-                await ticks.send(key=key.encode(), value=b"tick", partition=state["partition"])
+        for key, partition in aggregator.silent_runs(now):
+            outputs.send(topics.processor_ticks, key.encode(), b"tick", partition)
         # Rules changed on disk (runstream alerts add|rm): open episodes of changed rules resolve.
         try:
             mtime: float | None = rules_file.stat().st_mtime
@@ -328,11 +168,10 @@ def build_app(settings: Settings) -> Any:
                 rules_seen[0] = mtime
             else:
                 logger.info("alert rules reloaded from %s: %d rules", rules_file, len(rules))
-                publish_alerts(evaluator.set_rules(rules, datetime.now(timezone.utc)))
-        publish_alerts(evaluator.tick(datetime.now(timezone.utc)))
-        flush_outputs()
+                aggregator.publish_alerts(evaluator.set_rules(rules, datetime.now(timezone.utc)))
+        aggregator.publish_alerts(evaluator.tick(datetime.now(timezone.utc)))
+        await asyncio.get_running_loop().run_in_executor(None, outputs.flush)
 
-    app.runstream_table = runs  # type: ignore[attr-defined]
     return app
 
 

@@ -9,23 +9,22 @@ Code reading events checks ``event.type``, which both kinds have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from runstream.schemas import decode
 from runstream.schemas.events import NON_FINITE_TO_JSON
-from runstream.schemas.plain import decode_plain_metrics
+from runstream.schemas.plain import check_storable, read_plain_metrics
 
 
-@dataclass(frozen=True, slots=True)
-class PlainBody:
+class PlainBody(msgspec.Struct, frozen=True):
     step: int
     metrics: dict[str, float]
 
 
-@dataclass(frozen=True, slots=True)
-class PlainMetrics:
+class PlainMetrics(msgspec.Struct, frozen=True):
     """A ``metrics_logged`` event: the schema model's fields, as plain attributes."""
 
     id: str
@@ -40,19 +39,19 @@ class PlainMetrics:
 
 def decode_event(value: bytes | None) -> Any:
     """The event; raises :class:`~runstream.errors.EventDecodeError` saying why not."""
-    plain = decode_plain_metrics(value) if value else None
-    if plain is None:
-        return decode(value or b"")
-    metrics: dict[str, float] = {
-        name: NON_FINITE_TO_JSON[number] if isinstance(number, str) else number
-        for name, number in plain.body.metrics.items()
-    }
-    return PlainMetrics(
-        plain.id,
-        plain.v,
-        plain.project,
-        plain.run_id,
-        plain.seq,
-        datetime.fromisoformat(plain.ts.replace("Z", "+00:00")),
-        PlainBody(plain.body.step, metrics),
-    )
+    read = read_plain_metrics(value) if value else None
+    if read is None:
+        event = decode(value or b"")
+        check_storable(event)  # what the sink refuses, the processors leave out too
+        return event
+    plain, ts = read
+    body: Any = plain.body  # step and metrics, as PlainBody has them
+    try:
+        sum(body.metrics.values())
+    except TypeError:  # "NaN", "Infinity" or "-Infinity" among them (sum: a C loop)
+        metrics = {
+            name: NON_FINITE_TO_JSON[number] if isinstance(number, str) else number
+            for name, number in body.metrics.items()
+        }
+        body = PlainBody(body.step, metrics)
+    return PlainMetrics(plain.id, plain.v, plain.project, plain.run_id, plain.seq, ts, body)

@@ -11,11 +11,13 @@ Needs ``msgspec`` (the ``sinks`` and ``processors`` extras), not the SDK.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+import orjson
 
-from runstream.schemas.events import ID_PATTERN, RUN_ID_PATTERN, SCHEMA_VERSION
+from runstream.errors import EventDecodeError
+from runstream.schemas.events import ID_PATTERN, RUN_ID_PATTERN, SCHEMA_VERSION, MetricsLogged
 
 # What ClickHouse stores: seq UInt64 and step Int64 (both kept below 2**63), pid UInt32,
 # ts DateTime64(6) from 1900 to 2299.
@@ -67,12 +69,48 @@ _decode = msgspec.json.Decoder(PlainMetricsEvent).decode
 
 def decode_plain_metrics(value: bytes) -> PlainMetricsEvent | None:
     """The event, if ``value`` is a plain metrics event; None means: ask the schema."""
+    read = read_plain_metrics(value)
+    return read[0] if read is not None else None
+
+
+def read_plain_metrics(value: bytes) -> tuple[PlainMetricsEvent, datetime] | None:
+    """:func:`decode_plain_metrics` and the event's ``ts`` as a datetime (parsed anyway)."""
     try:
         event = _decode(value)
     except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8, say
         return None
     try:
-        year = datetime.fromisoformat(event.ts).year  # the calendar too: no February 30th
+        ts = datetime.fromisoformat(event.ts)  # the calendar too: no February 30th
     except ValueError:
         return None
-    return event if FIRST_YEAR <= year <= LAST_YEAR else None
+    return (event, ts) if FIRST_YEAR <= ts.year <= LAST_YEAR else None
+
+
+def check_storable(event: Any) -> dict[str, Any]:
+    """The body of an event the schema accepted, as JSON data, if ClickHouse can store the
+    event as it is; else :class:`~runstream.errors.EventDecodeError` saying why not.
+
+    The sink dead-letters what this refuses and the processors do the same, so that the two
+    fold the same events: times outside 1900-2299, ``seq`` or a step beyond Int64, a pid
+    beyond UInt32, and integers beyond 64 bits anywhere in the body (a config value, say).
+    """
+    if not FIRST_YEAR <= event.ts.year <= LAST_YEAR:
+        raise EventDecodeError(
+            f"outside the range ClickHouse stores ({FIRST_YEAR}-{LAST_YEAR})", field="ts"
+        )
+    if event.seq > INT64_MAX:
+        raise EventDecodeError(f"must be below 2**63 (got {event.seq})", field="seq")
+    if event.producer.pid >= UINT32:
+        pid = event.producer.pid
+        raise EventDecodeError(f"must be below 2**32 (got {pid})", field="producer.pid")
+    body = event.body
+    if isinstance(body, MetricsLogged) and body.step > INT64_MAX:
+        raise EventDecodeError(f"must be below 2**63 (got {body.step})", "body.step")
+    data: dict[str, Any] = body.model_dump(mode="json")
+    try:
+        orjson.dumps(data)
+    except TypeError:  # orjson's "Integer exceeds 64-bit range"
+        raise EventDecodeError(
+            "holds an integer beyond 64 bits, which ClickHouse does not store", field="body"
+        ) from None
+    return data
