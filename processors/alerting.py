@@ -503,6 +503,7 @@ class _Run:
         "metric_tracks",
         "orphans",
         "project",
+        "quiet",
         "run_id",
         "seen_at",
         "seq",
@@ -532,6 +533,7 @@ class _Run:
         # Derived from the rules and the run's tags/group; rebuilt by _refilter().
         self.metric_specs: frozenset[_Spec] = frozenset()
         self.metric_tracks: dict[str, tuple[_MetricTrack, ...]] = {}
+        self.quiet: set[str] = set()  # metric names no rule watches in this run
         self.failed: tuple[_FailedTrack, ...] = ()
         self.stalled: tuple[_StalledTrack, ...] = ()
         self.users: tuple[_Spec, ...] = ()
@@ -607,6 +609,7 @@ class AlertEvaluator:
             out.append(track.resolve(at, reason))
         run.metric_specs = frozenset(s for s in applicable if s.kind in METRIC_KINDS)
         run.metric_tracks = {}
+        run.quiet = set()
         run.failed = tuple(
             _typed(self._track(run, s, ""), _FailedTrack)
             for s in applicable
@@ -640,6 +643,8 @@ class AlertEvaluator:
             _typed(self._track(run, spec, name), _MetricTrack) for spec in specs if spec in allowed
         )
         run.metric_tracks[name] = tracks
+        if not tracks:
+            run.quiet.add(name)
         return tracks
 
     # -- runs --
@@ -706,13 +711,15 @@ class AlertEvaluator:
             step = body.step
             if step != run.step:
                 self._advance(run, step, ts, out)
-            cache = run.metric_tracks
-            for name, value in body.metrics.items():
-                tracks = cache.get(name)
-                if tracks is None:
-                    tracks = self._tracks_for(run, name)
-                for track in tracks:
-                    track.update(value, step, event, out)
+            metrics = body.metrics
+            if not metrics.keys() <= run.quiet:  # a C loop: most names have no rule
+                cache = run.metric_tracks
+                for name, value in metrics.items():
+                    tracks = cache.get(name)
+                    if tracks is None:
+                        tracks = self._tracks_for(run, name)
+                    for track in tracks:
+                        track.update(value, step, event, out)
         elif isinstance(event, HeartbeatEvent):
             hb_step = event.body.step
             if hb_step is not None and hb_step != run.step:

@@ -15,13 +15,7 @@ from typing import Any
 import msgspec
 
 from runstream.schemas import decode
-from runstream.schemas.events import NON_FINITE_TO_JSON
-from runstream.schemas.plain import check_storable, read_plain_metrics
-
-
-class PlainBody(msgspec.Struct, frozen=True):
-    step: int
-    metrics: dict[str, float]
+from runstream.schemas.plain import PlainMetricsBody, check_storable, read_plain_metrics
 
 
 class PlainMetrics(msgspec.Struct, frozen=True):
@@ -33,7 +27,7 @@ class PlainMetrics(msgspec.Struct, frozen=True):
     run_id: str
     seq: int
     ts: datetime
-    body: PlainBody
+    body: PlainMetricsBody  # step and metrics (floats: NaN and infinities too)
     type: str = "metrics_logged"
 
 
@@ -45,13 +39,4 @@ def decode_event(value: bytes | None) -> Any:
         check_storable(event)  # what the sink refuses, the processors leave out too
         return event
     plain, ts = read
-    body: Any = plain.body  # step and metrics, as PlainBody has them
-    try:
-        sum(body.metrics.values())
-    except TypeError:  # "NaN", "Infinity" or "-Infinity" among them (sum: a C loop)
-        metrics = {
-            name: NON_FINITE_TO_JSON[number] if isinstance(number, str) else number
-            for name, number in body.metrics.items()
-        }
-        body = PlainBody(body.step, metrics)
-    return PlainMetrics(plain.id, plain.v, plain.project, plain.run_id, plain.seq, ts, body)
+    return PlainMetrics(plain.id, plain.v, plain.project, plain.run_id, plain.seq, ts, plain.body)

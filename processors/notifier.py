@@ -143,7 +143,12 @@ class Notifier:
 
     def poll(self, timeout: float = 0.5) -> int:
         """Deliver what arrived; returns the number of deliveries made."""
-        messages = [m for m in self.consumer.consume(500, timeout) if m.error() is None]
+        # What has arrived, else the first alert within the timeout: consume(500, timeout) on
+        # its own would wait the whole timeout for 500 of them.
+        arrived = self.consumer.consume(500, 0) or self.consumer.consume(1, timeout)
+        if len(arrived) == 1:
+            arrived += self.consumer.consume(499, 0)
+        messages = [m for m in arrived if m.error() is None]
         if not messages:
             return 0
         jobs = []

@@ -92,7 +92,11 @@ class Settings(BaseModel):
         None, description="TOML file of the notifier's webhooks; default <home>/webhooks.toml."
     )
     processor_batch_events: int = Field(
-        2000, ge=1, le=100_000, description="Events the processors fold per batch (1: one by one)."
+        20_000,
+        ge=1,
+        le=200_000,
+        description="Most events the processors fold per batch (1: one by one). Batches take "
+        "what has arrived, so they are this large only with a backlog.",
     )
     processor_heartbeat_timeout: float | None = Field(
         None,
