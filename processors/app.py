@@ -144,6 +144,11 @@ def build_app(settings: Settings) -> Any:
             aggregator.take_over(frozenset())
             await asyncio.get_running_loop().run_in_executor(pool, outputs.flush)
 
+    # faust-streaming 0.15.3 logs an exception in its recovery loop as a warning and ends the
+    # loop: the worker then waits forever for a table that is never restored. Crash instead,
+    # so that the restart tries again.
+    logging.getLogger("faust.tables.recovery").addHandler(_RecoveryFailed(app))
+
     @app.agent(ticks)
     async def crash_checks(stream: Any) -> None:
         async for event in stream.events():
@@ -172,6 +177,19 @@ def build_app(settings: Settings) -> Any:
         await asyncio.get_running_loop().run_in_executor(None, outputs.flush)
 
     return app
+
+
+class _RecoveryFailed(logging.Handler):
+    def __init__(self, app: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Error in recovery"):
+            error = RuntimeError(f"faust could not restore the table: {message}")
+            loop = self.app.loop
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.app.crash(error)))
 
 
 def run_worker(settings: Settings) -> int:

@@ -18,7 +18,7 @@ from runstream.schemas import decode
 from runstream.schemas.plain import PlainMetricsBody, check_storable, read_plain_metrics
 
 
-class PlainMetrics(msgspec.Struct, frozen=True):
+class PlainMetrics(msgspec.Struct, frozen=True, gc=False):  # no cycles: see schemas.plain
     """A ``metrics_logged`` event: the schema model's fields, as plain attributes."""
 
     id: str

@@ -4,7 +4,9 @@ a webhook receiver on loopback -> delivery state in ClickHouse."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from runstream.processors.alert import Alert, alert_id, utcnow
 from runstream.processors.notifier import Notifier, Route
 from runstream.processors.webhooks import Webhook, verify
 from runstream.schemas import Topics
@@ -210,3 +213,278 @@ def test_every_rule_kind_fires_once_per_episode_and_resolves_on_the_broker(
     assert len(found["failed"]) == 1 and found["failed"][0]["level"] == "warn"
     (user,) = found["user"]
     assert user["title"] == "Loss spiked" and user["source_seq"] == 9
+
+
+# --- the notifier as a pipeline: no head-of-line blocking, ordered commits ---------------------
+
+
+class GatedReceiver:
+    """A webhook endpoint that answers 200 at once, except to the requests ``held`` picks (by
+    path and Idempotency-Key): those are answered only once ``release`` is set."""
+
+    def __init__(self, held: Callable[[str, str], bool]) -> None:
+        self.release = threading.Event()
+        self.received: dict[str, float] = {}  # Idempotency-Key -> when (monotonic)
+        self.answered: dict[str, float] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                key = self.headers["Idempotency-Key"]
+                receiver.received[key] = time.monotonic()
+                if held(self.path, key):
+                    receiver.release.wait(30)
+                self.send_response(200)
+                self.end_headers()
+                receiver.answered[key] = time.monotonic()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def pending_alert(run_id: str, project: str) -> Alert:
+    return Alert(
+        alert_id=alert_id("loss-nan", project, run_id, "loss", 0),
+        rule="loss-nan",
+        project=project,
+        run_id=run_id,
+        metric="loss",
+        value=float("nan"),
+        step=3,
+        level="error",
+        title="loss is NaN",
+        fired_at=datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc),
+    )
+
+
+def publish(settings: Settings, *placed: tuple[Alert, int]) -> None:
+    """Alerts onto the alerts topic, each in the partition given with it."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for alert, partition in placed:
+        producer.produce(
+            Topics(settings.topic_prefix).alerts,
+            alert.to_json(),
+            alert.run_id.encode(),
+            partition=partition,
+        )
+    assert producer.flush(30) == 0
+
+
+def poll_until(notifier: Notifier, done: Callable[[], bool], timeout: float, what: str) -> int:
+    """Polls as ``run`` does until ``done()``; returns the deliveries the polls recorded."""
+    recorded = 0
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        recorded += notifier.poll(0.1)
+    return recorded
+
+
+def slow_and_fast_routes(receiver: GatedReceiver) -> list[Route]:
+    slow = Webhook(f"{receiver.url}/slow", timeout=60, max_attempts=1)
+    fast = Webhook(f"{receiver.url}/fast", timeout=5, max_attempts=1)
+    return [Route(slow, projects=frozenset({"slow"})), Route(fast, projects=frozenset({"fast"}))]
+
+
+def delivery_updates(settings: Settings) -> list[dict[str, Any]]:
+    return [a for a in alerts_on_topic(settings) if a["delivery_state"] != "pending"]
+
+
+def test_a_slow_webhook_does_not_hold_back_the_alerts_behind_it(settings: Settings) -> None:
+    receiver = GatedReceiver(lambda path, key: path == "/slow")
+    notifier = Notifier(settings, routes=slow_and_fast_routes(receiver))
+    slow, fast = pending_alert("r-slow", "slow"), pending_alert("r-fast", "fast")
+    try:
+        # Same partition, the slow one first: the order the old poll-then-wait-for-all
+        # blocked on.
+        publish(settings, (slow, 0), (fast, 0))
+        recorded = poll_until(notifier, lambda: len(receiver.received) == 2, 30, "both sent")
+        started = max(receiver.received.values())
+        recorded += poll_until(notifier, lambda: notifier.stats.delivered == 1, 1, "fast")
+        assert time.monotonic() - started < 1.0
+        assert f"{fast.alert_id}:fired" in receiver.answered
+        assert f"{slow.alert_id}:fired" not in receiver.answered  # still in flight
+        assert recorded == notifier.stats.deliveries == 1
+
+        receiver.release.set()
+        recorded += poll_until(notifier, lambda: notifier.stats.delivered == 2, 10, "slow")
+        assert recorded == notifier.stats.deliveries == 2
+        assert notifier.stats.alerts == 2 and notifier.stats.failed == 0
+    finally:
+        notifier.close()
+        receiver.close()
+    updates = delivery_updates(settings)
+    assert sorted(u["alert_id"] for u in updates) == sorted([slow.alert_id, fast.alert_id])
+    assert all(u["delivery_state"] == "delivered" for u in updates)
+
+
+def test_offsets_are_committed_only_past_alerts_whose_deliveries_are_done(
+    settings: Settings,
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = Topics(settings.topic_prefix).alerts
+    # The notifier's group, without joining it: committed() only reads.
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"{settings.topic_prefix}-notifier",
+            "enable.auto.commit": False,
+        }
+    )
+
+    def committed(partition: int) -> int:
+        (found,) = reader.committed([TopicPartition(topic, partition)], timeout=10)
+        return found.offset  # negative (OFFSET_INVALID) when nothing was committed
+
+    receiver = GatedReceiver(lambda path, key: path == "/slow")
+    notifier = Notifier(settings, routes=slow_and_fast_routes(receiver))
+    slow = pending_alert("r-slow", "slow")
+    try:
+        # Partition 0: the slow alert at offset 0, a fast one at 1; partition 1: a fast one.
+        publish(
+            settings,
+            (slow, 0),
+            (pending_alert("r-fast", "fast"), 0),
+            (pending_alert("r-other", "fast"), 1),
+        )
+        poll_until(notifier, lambda: notifier.stats.delivered == 2, 30, "both fast ones")
+        poll_until(notifier, lambda: committed(1) >= 1, 10, "partition 1 committed")
+        # Offset 1 of partition 0 is delivered, but the slow offset 0 before it is not.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            notifier.poll(0.1)
+        assert committed(0) < 1
+        assert f"{slow.alert_id}:fired" not in receiver.answered
+
+        receiver.release.set()
+        poll_until(notifier, lambda: committed(0) >= 2, 10, "partition 0 committed")
+        assert notifier.stats.delivered == 3
+        # Committed only once the delivery state of the slow alert was in Kafka.
+        assert slow.alert_id in {u["alert_id"] for u in delivery_updates(settings)}
+    finally:
+        notifier.close()
+        receiver.close()
+        reader.close()
+
+
+def test_a_resolve_during_the_delivery_of_the_fired_version_is_kept(settings: Settings) -> None:
+    receiver = GatedReceiver(lambda path, key: key.endswith(":fired"))
+    webhook = Webhook(receiver.url, timeout=60, max_attempts=1)
+    notifier = Notifier(settings, routes=[Route(webhook)])
+    fired = pending_alert("r1", "vision")
+    try:
+        publish(settings, (fired, 0))
+        poll_until(notifier, lambda: len(receiver.received) == 1, 30, "fired version sent")
+        resolved = fired.model_copy(update={"resolved_at": utcnow(), "updated_at": utcnow()})
+        publish(settings, (resolved, 0))
+        poll_until(notifier, lambda: notifier.stats.delivered == 1, 10, "resolve delivered")
+        receiver.release.set()
+        poll_until(notifier, lambda: notifier.stats.delivered == 2, 10, "fired delivered")
+        # Nothing in flight: nothing remembered.
+        assert notifier._latest == {} and notifier._deliveries_of == {}
+    finally:
+        notifier.close()
+        receiver.close()
+    updates = delivery_updates(settings)
+    assert len(updates) == 2
+    # Both updates carry the resolve, the fired version's one included, and come after it.
+    assert all(u["resolved_at"] is not None for u in updates)
+    assert all(
+        datetime.fromisoformat(u["updated_at"].replace("Z", "+00:00")) >= resolved.updated_at
+        for u in updates
+    )
+
+
+class CommitSpy:
+    """The notifier's consumer, noting the offsets it commits."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.committed: list[tuple[int, int]] = []  # (partition, offset)
+
+    def commit(self, **kwargs: Any) -> Any:
+        self.committed += [(tp.partition, tp.offset) for tp in kwargs.get("offsets") or []]
+        return self.consumer.commit(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)
+
+
+def test_a_partition_taken_away_mid_delivery_is_not_committed_by_its_former_owner(
+    settings: Settings,
+) -> None:
+    receiver = GatedReceiver(lambda path, key: True)
+    routes = [Route(Webhook(receiver.url, timeout=60, max_attempts=1))]
+    first = Notifier(settings, routes=routes)
+    spy = CommitSpy(first.consumer)
+    first.consumer = spy
+    second: Notifier | None = None
+    published = [pending_alert(f"r{partition}", "vision") for partition in range(3)]
+    try:
+        publish(settings, *((alert, p) for p, alert in enumerate(published)))
+        poll_until(first, lambda: len(receiver.received) == 3, 30, "all three sent")
+        # A second notifier joins: the group rebalances while all three are in flight.
+        second = Notifier(settings, routes=routes)
+        deadline = time.monotonic() + 30
+        while not (first.consumer.assignment() and second.consumer.assignment()):
+            assert time.monotonic() < deadline, "no rebalance within 30s"
+            first.poll(0.05)
+            second.poll(0.05)
+        moved = {tp.partition for tp in second.consumer.assignment()}
+        kept = {tp.partition for tp in first.consumer.assignment()}
+        assert moved and kept and not moved & kept
+
+        receiver.release.set()
+        # The former owner still records what it had in flight; the new owner delivers the moved
+        # alerts again (the receiver dedups by Idempotency-Key) and commits them.
+        deadline = time.monotonic() + 30
+        while not (first.stats.delivered >= 3 and second.stats.delivered >= len(moved)):
+            assert time.monotonic() < deadline, "deliveries not recorded within 30s"
+            first.poll(0.05)
+            second.poll(0.05)
+    finally:
+        receiver.close()
+        first.close()
+        if second is not None:
+            second.close()
+    assert not {partition for partition, _ in spy.committed} & moved, spy.committed
+    assert {partition for partition, _ in spy.committed} >= kept
+
+
+def test_too_many_deliveries_in_flight_pause_consumption(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runstream.processors import notifier as notifier_module
+
+    monkeypatch.setattr(notifier_module, "MAX_IN_FLIGHT", 2)
+    receiver = GatedReceiver(lambda path, key: True)
+    notifier = Notifier(settings, routes=[Route(Webhook(receiver.url, timeout=60))])
+    try:
+        publish(settings, *((pending_alert(f"a{i}", "vision"), 0) for i in range(3)))
+        poll_until(notifier, lambda: len(receiver.received) == 3, 30, "the first three sent")
+        publish(settings, *((pending_alert(f"b{i}", "vision"), 0) for i in range(3)))
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            notifier.poll(0.1)
+        assert len(receiver.received) == 3 and notifier.stats.alerts == 3  # paused
+
+        receiver.release.set()
+        poll_until(notifier, lambda: notifier.stats.delivered == 6, 30, "all six delivered")
+        assert len(receiver.received) == 6
+    finally:
+        notifier.close()
+        receiver.close()

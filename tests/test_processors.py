@@ -175,12 +175,6 @@ def test_a_worker_folds_runs_and_summaries_like_the_pure_fold(
     assert odd["nan_count"] == len([s for s in range(300) if s % 13 == 0])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 5, open: about 1 run in 3 the restarted worker restores no state from the "
-    "changelog although the killed one's offsets were committed, and never catches up; when it "
-    "passes, the summaries are exact",
-)
 def test_a_killed_worker_resumes_from_its_changelog_with_exact_summaries(
     settings: Settings, tmp_path: Path
 ) -> None:
