@@ -4,6 +4,7 @@ what the schema refuses, and must read every event the way the schema reads it."
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -172,3 +173,26 @@ def test_refusals_name_the_field_at_fault() -> None:
         event_line(encode(metrics_event(ts="2300-01-01T00:00:00Z")), 0, 0)
     with pytest.raises(EventDecodeError, match="not valid JSON"):
         event_line(b"{", 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "body"),
+    [
+        ("run_started", {"config": {"seed": 2**70}}),
+        ("config_updated", {"config": {"nested": {"big": -(2**65)}}}),
+        ("run_finished", {"status": "failed", "exit_code": 2**64}),
+    ],
+)
+def test_integers_beyond_64_bits_are_refused_by_the_sink_and_the_processors_alike(
+    type_name: str, body: dict[str, Any]
+) -> None:
+    from runstream.processors.decoding import decode_event
+
+    event = sample_event(type_name)
+    event["body"] = body
+    value = json.dumps(event).encode()  # orjson cannot write such a number; other SDKs could
+    decode(value)  # the schema itself takes it
+    with pytest.raises(EventDecodeError, match="body: holds an integer beyond 64 bits"):
+        event_line(value, 0, 0)
+    with pytest.raises(EventDecodeError, match="body: holds an integer beyond 64 bits"):
+        decode_event(value)
