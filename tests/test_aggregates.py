@@ -4,6 +4,7 @@ the duplicates and the other events among the metrics."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -36,10 +37,9 @@ def wire(value: float) -> float | str:
 def random_events(rng: random.Random, count: int, *, odd: bool) -> list[Any]:
     """Decoded events of one run: mostly metrics, sometimes others; re-sent ones when odd."""
     events: list[Any] = []
-    seq = 0
     step = 0
     names = ["loss", "acc", "lr", "grad/norm"]
-    for _ in range(count):
+    for seq in range(count):
         kind = rng.random()
         if kind < 0.08:
             raw = sample_event("heartbeat", seq=seq, run_id="r")
@@ -74,7 +74,6 @@ def random_events(rng: random.Random, count: int, *, odd: bool) -> list[Any]:
             events.append(events[-1])  # re-sent
         if odd and rng.random() < 0.05 and seq > 3:
             events.append(events[-3])  # re-sent late
-        seq += 1
     return events
 
 
@@ -98,7 +97,7 @@ def batched(
     state = new_run_state("p", "r")
     summaries: dict[str, Any] = {}
     cuts = sorted({0, len(events), *crash_at, *rng.sample(range(len(events)), 5)})
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in itertools.pairwise(cuts):
         if start in crash_at:
             mark_crashed(state, events[start].ts)
         fold_batch(state, summaries, events[start:end], 3)
