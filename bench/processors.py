@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bench.common import local_stack, machine, percentile, table
@@ -69,14 +70,16 @@ while True:
 
 
 @contextmanager
-def worker(settings: Settings, command: str, log: Path, **extra: str) -> Iterator[None]:
+def worker(
+    settings: Settings, command: str, log: Path, **extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
     env = child_env({**settings_env(settings), **extra})
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "runstream", command], env=env, stdout=out, stderr=out
         )
     try:
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(30)
@@ -94,21 +97,25 @@ def committed_offsets(settings: Settings, group: str, partitions: int) -> int:
     return sum(max(0, tp.offset) for tp in offsets)
 
 
-def throughput(settings: Settings, events: int, batch: int, home: Path) -> float:
-    """Events per second of one worker over a pre-filled topic."""
+def throughput(settings: Settings, events: int, batch: int, home: Path) -> tuple[float, float]:
+    """(events per second, CPU cores busy) of one worker over a pre-filled topic. The cores
+    are the worker process's CPU time (all its threads: librdkafka's too) over the time."""
     group = f"bench-{uuid.uuid4().hex[:6]}"
     partitions = settings.topic_partitions
     with worker(settings, "processors", home / f"throughput-{batch}.log",
                 RUNSTREAM_PROCESSOR_GROUP=group,
-                RUNSTREAM_PROCESSOR_BATCH_EVENTS=str(batch)):  # fmt: skip
+                RUNSTREAM_PROCESSOR_BATCH_EVENTS=str(batch)) as process:  # fmt: skip
+        cpu = psutil.Process(process.pid).cpu_times
         group = f"{group}-events"  # where the worker commits the events topic's offsets
         while committed_offsets(settings, group, partitions) == 0:
             time.sleep(0.2)
         started, first = time.perf_counter(), committed_offsets(settings, group, partitions)
+        cpu_started = sum(cpu()[:2])
         while (done := committed_offsets(settings, group, partitions)) < events:
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
-    return (done - first) / elapsed
+        busy = sum(cpu()[:2]) - cpu_started
+    return (done - first) / elapsed, busy / elapsed
 
 
 class Receiver:
@@ -216,7 +223,7 @@ def main() -> None:
     parser.add_argument("--crashes", type=int, default=3)
     parser.add_argument("--only", choices=["throughput", "alerts"], help="one part only")
     args = parser.parse_args()
-    batched = one_by_one = math.nan
+    batched = one_by_one = cores = math.nan
     alerts: list[float] = []
     crashes: list[float] = []
     with local_stack(partitions=6) as stack, tempfile.TemporaryDirectory() as scratch:
@@ -224,8 +231,8 @@ def main() -> None:
         settings = stack.settings
         if args.only != "alerts":
             fill(settings, args.events, 200)
-            batched = throughput(settings, args.events, 20_000, home)
-            one_by_one = throughput(settings, args.events // 100, 1, home)
+            batched, cores = throughput(settings, args.events, 20_000, home)
+            one_by_one, _ = throughput(settings, args.events // 100, 1, home)
         if args.only != "throughput":
             alerts, crashes = alerting(settings, home, args)
     print(f"{machine()}")
@@ -234,7 +241,10 @@ def main() -> None:
         ["batches (up to 20,000 events)", f"{batched:,.0f}", f"{batched * 10:,.0f}"],
         ["one event at a time", f"{one_by_one:,.0f}", f"{one_by_one * 10:,.0f}"],
     ]))  # fmt: skip
-    print(f"batching: {batched / one_by_one:.1f}x; target >= 50,000 events/s on one core")
+    print(
+        f"batching: {batched / one_by_one:.1f}x; the batched worker kept {cores:.2f} cores busy: "
+        f"{batched / cores:,.0f} events per CPU-second; target >= 50,000 events/s on one core"
+    )
     print()
     print(table([
         ["latency", "samples", "p50 s", "p95 s", "max s"],
