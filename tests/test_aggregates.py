@@ -21,17 +21,10 @@ from runstream.processors.aggregates import (
 )
 from runstream.processors.decoding import decode_event
 from runstream.schemas import encode
+from runstream.schemas.events import dump_metric_value
 from tests.samples import same, sample_event
 
 VALUES = [0.0, -0.0, 1.0, 1.0, 2.5, -3.0, 1e308, math.nan, math.inf, -math.inf]
-
-
-def wire(value: float) -> float | str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
 
 
 def random_events(rng: random.Random, count: int, *, odd: bool) -> list[Any]:
@@ -64,7 +57,7 @@ def random_events(rng: random.Random, count: int, *, odd: bool) -> list[Any]:
             raw = sample_event("metrics_logged", seq=seq, run_id="r")
             raw["body"] = {
                 "step": step,
-                "metrics": {n: wire(v) for n, v in zip(chosen, values, strict=True)},
+                "metrics": {n: dump_metric_value(v) for n, v in zip(chosen, values, strict=True)},
             }
             if not plain:
                 raw["note"] = "an unknown field: read by the schema, not the quick path"

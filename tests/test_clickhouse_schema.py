@@ -16,6 +16,7 @@ from confluent_kafka import Producer
 
 from runstream.errors import ClickHouseError
 from runstream.schemas import Topics, encode
+from runstream.schemas.events import dump_metric_value
 from runstream.settings import Settings
 from runstream.sinks import migrations, queries
 from runstream.sinks.batch import EventBatch, _insert
@@ -195,7 +196,7 @@ def test_run_summaries_are_exact_across_inserts(settings: Settings, pipeline: Pi
     steps = [0, 1, 2, 3, 6, 4, 5]  # step 6 is logged before 4 and 5: last must still be 0.5
     events = [event("run_started", "s", 0, group="a")]
     for seq, step in enumerate(steps, start=1):
-        metrics: dict[str, Any] = {"loss": _json_number(loss[step])}
+        metrics: dict[str, Any] = {"loss": dump_metric_value(loss[step])}
         if step % 2 == 0:
             metrics["acc"] = step / 10
         events.append(event("metrics_logged", "s", seq, step=step, metrics=metrics))
@@ -252,14 +253,6 @@ def test_run_summaries_are_exact_across_inserts(settings: Settings, pipeline: Pi
     ] == [2, 3, 4]
 
 
-def _json_number(value: float) -> float | str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
 def test_best_runs_picks_one_run_per_group(settings: Settings, pipeline: Pipeline) -> None:
     runs = {  # run: (group, val/loss values by step)
         "a1": ("sweep", [0.9, 0.4, 0.6]),
@@ -272,7 +265,7 @@ def test_best_runs_picks_one_run_per_group(settings: Settings, pipeline: Pipelin
     for run, (group, values) in runs.items():
         events.append(event("run_started", run, 0, group=group, config={"lr": len(values)}))
         events += [
-            event("metrics_logged", run, i + 1, step=i, metrics={"val/loss": _json_number(v)})
+            event("metrics_logged", run, i + 1, step=i, metrics={"val/loss": dump_metric_value(v)})
             for i, v in enumerate(values)
         ]
     pipeline.land(events)
