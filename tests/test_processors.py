@@ -279,3 +279,41 @@ def test_a_silent_run_becomes_crashed_and_a_later_event_revives_it(
             60,
             "revived",
         )
+
+
+def test_a_failed_table_recovery_crashes_the_worker_instead_of_hanging() -> None:
+    import asyncio
+    import inspect
+    import logging
+
+    import faust.tables.recovery
+
+    from runstream.processors.app import _RecoveryFailed
+
+    # The one sign faust gives that its recovery loop ended (faust-streaming 0.15.3): if an
+    # upgrade words it otherwise, the handler below must follow.
+    assert 'logger.warning(f"Error in recovery {ex}")' in inspect.getsource(faust.tables.recovery)
+
+    loop = asyncio.new_event_loop()
+    crashed: list[BaseException] = []
+
+    class App:
+        def __init__(self) -> None:
+            self.loop = loop
+
+        async def crash(self, reason: BaseException) -> None:
+            crashed.append(reason)
+
+    recovery = logging.getLogger("faust.tables.recovery")
+    handler = _RecoveryFailed(App())
+    recovery.addHandler(handler)
+    try:
+        recovery.warning("No event received for active tp since recovery start")  # not fatal
+        recovery.warning("Error in recovery %s", "unexpected character")
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        recovery.removeHandler(handler)
+        loop.close()
+    assert [str(reason) for reason in crashed] == [
+        "faust could not restore the table: Error in recovery unexpected character"
+    ]
