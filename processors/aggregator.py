@@ -128,7 +128,10 @@ class Aggregator:
         self.stats = ProcessorStats()
         self.timeout = settings.processor_heartbeat_timeout or 3 * settings.heartbeat_interval
         self.partitions: frozenset[int] = frozenset()
-        self.live: dict[str, Entry] = {}  # the entries of `partitions`, decoded
+        # The entries of the running runs of `partitions`, decoded. Ended runs are left to the
+        # store (a few KB of msgpack each) and decoded again if they ever log again: memory
+        # follows the runs in progress, not every run ever seen.
+        self.live: dict[str, Entry] = {}
         self.taken_at = time.time()
 
     # -- ownership --
@@ -144,7 +147,8 @@ class Aggregator:
             return
         for key, raw in list(self.store.items()):
             entry = _unpack(raw)
-            if entry["run"].get("partition") in partitions:
+            run = entry["run"]
+            if run.get("partition") in partitions and run["status"] == ALIVE:
                 self.live[key.decode()] = entry
 
     def entry(self, key: str) -> Entry | None:
@@ -227,6 +231,13 @@ class Aggregator:
         self._send_alerts(alerts)
         entry["alerts"] = self.evaluator.state_of(project, run_id)
         self._write(key, entry, partition)
+        if state["status"] != ALIVE:
+            self._retire(key, project, run_id)
+
+    def _retire(self, key: str, project: str, run_id: str) -> None:
+        """The run ended (its entry is written): out of memory until it logs again."""
+        self.live.pop(key, None)
+        self.evaluator.forget(project, run_id)
 
     def dead_letter(self, message: Message, reason: str) -> None:
         self.stats.dead_letters += 1
@@ -262,6 +273,8 @@ class Aggregator:
             if entry is not None and partition in self.partitions:
                 entry["alerts"] = self.evaluator.state_of(project, run_id)
                 self._write(key, entry, partition)
+                if entry["run"]["status"] != ALIVE:
+                    self._retire(key, project, run_id)
 
     # -- crashes --
     def silent(self, state: dict[str, Any], now: float) -> bool:
@@ -296,3 +309,4 @@ class Aggregator:
         self.evaluator.take_dirty()
         entry["alerts"] = self.evaluator.state_of(state["project"], state["run_id"])
         self._write(key, entry, state["partition"])
+        self._retire(key, state["project"], state["run_id"])
