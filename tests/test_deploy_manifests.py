@@ -2,17 +2,20 @@
 
 File checks only, no Docker engine or Kubernetes cluster: pinned images, RUNSTREAM_* names and
 values that Settings accepts, commands their parsers accept, one ClickHouse cluster name, one
-metrics port; and deploy/compose/wait_for_schema.py waits for what it should.
+metrics port, the files the processors and the notifier read mounted where their settings point
+(the webhooks from a Secret); and deploy/compose/wait_for_schema.py and wait_for_topics.py wait
+for what they should.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
+from pathlib import Path, PurePosixPath
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +24,9 @@ import yaml  # type: ignore[import-untyped]
 from runstream import __version__
 from runstream.cli import SETTINGS_ARGS, build_parser
 from runstream.errors import ClickHouseError
+from runstream.processors.notifier import load_routes
+from runstream.processors.rules import load_rules, loads_rules, toml_module
+from runstream.schemas.topics import Topics
 from runstream.settings import ENV_PREFIX, Settings
 from runstream.sinks import clickhouse, migrations
 
@@ -28,6 +34,8 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 COMPOSE_DIR = DEPLOY / "compose"
 K8S_DIR = DEPLOY / "k8s"
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
+DOCKERIGNORE = COMPOSE_DIR / "Dockerfile.dockerignore"
+PYPROJECT = DEPLOY.parent / "pyproject.toml"
 CLUSTER_XML = COMPOSE_DIR / "clickhouse" / "cluster.xml"
 KEEPER_XML = COMPOSE_DIR / "clickhouse" / "keeper.xml"
 # What the shell would give compose for ${VAR}, so that the settings' values can be checked.
@@ -35,16 +43,23 @@ COMPOSE_VARS = {"CLICKHOUSE_PASSWORD": "pw", "CLICKHOUSE_CLUSTER_SECRET": "s"}
 METRICS_URL = re.compile(r"http://127\.0\.0\.1:(\d+)/metrics")
 
 
-def _load_wait() -> ModuleType:
-    """The script the image installs as runstream-wait-for-schema (no .pyc left in deploy/)."""
-    path = COMPOSE_DIR / "wait_for_schema.py"
-    module = ModuleType("runstream_wait_for_schema")
+def _load_script(name: str) -> ModuleType:
+    """A script the image installs as /usr/local/bin/runstream-<...> (no .pyc left in deploy/)."""
+    path = COMPOSE_DIR / f"{name}.py"
+    module = ModuleType(f"runstream_{name}")
     exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
     return module
 
 
-wait = _load_wait()
-PARSERS = {"runstream": build_parser, "runstream-wait-for-schema": wait.build_parser}
+wait = _load_script("wait_for_schema")
+wait_topics = _load_script("wait_for_topics")
+PARSERS = {
+    "runstream": build_parser,
+    "runstream-wait-for-schema": wait.build_parser,
+    "runstream-wait-for-topics": wait_topics.build_parser,
+}
+# The long-running workers next to the sink: they serve no HTTP and rely on restarts.
+WORKERS = ("processors", "notifier")
 
 
 # --- reading the manifests ----------------------------------------------------------------------
@@ -83,6 +98,67 @@ def k8s_containers() -> Iterator[tuple[str, dict[str, Any]]]:
             pod = obj["spec"]["template"]["spec"]
             for container in pod.get("initContainers", []) + pod["containers"]:
                 yield f"{obj['metadata']['name']}/{container['name']}", container
+
+
+def k8s_pod(deployment: str) -> dict[str, Any]:
+    pod: dict[str, Any] = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]
+    return pod
+
+
+def k8s_env(container: dict[str, Any]) -> dict[str, str]:
+    """What a container's RUNSTREAM_* environment holds: its ConfigMaps (envFrom), then its own
+    values (those from Secrets left out)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= k8s_object("ConfigMap", source["configMapRef"]["name"])["data"]
+    for variable in container.get("env", []):
+        if "value" in variable:
+            env[variable["name"]] = str(variable["value"])
+    return env
+
+
+def k8s_mount(pod: dict[str, Any], container: dict[str, Any], path: Path) -> tuple[Any, Any]:
+    """The volume mount (and its volume) that holds ``path`` in ``container``."""
+    target = PurePosixPath(path)
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if PurePosixPath(m["mountPath"]) == target
+        or PurePosixPath(m["mountPath"]) in target.parents
+    ]
+    assert mounts, f"{container['name']}: nothing mounted at {target}"
+    mount = max(mounts, key=lambda m: len(PurePosixPath(m["mountPath"]).parts))
+    (volume,) = [v for v in pod.get("volumes", []) if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def compose_mount(service: str, path: Path) -> tuple[str, str, str]:
+    """(kind, source, options) of what holds ``path`` in a compose service: a bind mount or
+    volume ("volume", source, "ro" or ""), a tmpfs ("tmpfs", "", options) or a secret ("secret",
+    name, "")."""
+    target = PurePosixPath(path)
+    found: list[tuple[PurePosixPath, tuple[str, str, str]]] = []
+    spec = services()[service]
+    for entry in spec.get("volumes", []):
+        source, dest, *mode = entry.split(":")
+        found.append((PurePosixPath(dest), ("volume", source, ",".join(mode))))
+    for entry in spec.get("tmpfs", []):
+        dest, _, options = entry.partition(":")
+        found.append((PurePosixPath(dest), ("tmpfs", "", options)))
+    for name in spec.get("secrets", []):
+        found.append((PurePosixPath("/run/secrets") / name, ("secret", name, "")))
+    holding = [(d, m) for d, m in found if d == target or d in target.parents]
+    assert holding, f"compose {service}: nothing mounted at {target}"
+    return max(holding, key=lambda dm: len(dm[0].parts))[1]
+
+
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Webhook URLs are checked against what their host resolves to: not here."""
+
+    def unresolved(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "no DNS in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolved)
 
 
 def dockerfile_instruction(name: str) -> list[str]:
@@ -205,12 +281,13 @@ def test_runstream_variables_are_settings_with_valid_values() -> None:
     for name, container in k8s_containers():
         for variable in container.get("env", []):
             assert variable["name"].startswith(ENV_PREFIX), f"{name}: {variable['name']}"
+        Settings.load(env=k8s_env(container))  # raises, naming the variable, on a bad value
 
 
 def test_every_runstream_command_parses() -> None:
-    assert "/usr/local/bin/runstream-wait-for-schema" in DOCKERFILE.read_text()
     commands = dict(runstream_commands())
-    assert len(commands) == 3 + 4, commands  # topics, migrate, sink; in k8s a wait for the schema
+    # topics, migrate, sink, processors, notifier; in k8s the waits for the schema and the topics
+    assert len(commands) == 5 + 8, commands
     for where, command in commands.items():
         program, *args = command
         assert program in PARSERS, f"{where}: runs {program}"
@@ -221,6 +298,25 @@ def test_every_runstream_command_parses() -> None:
     topics = ["runstream", "topics"]
     assert commands["compose topics"] == commands["k8s runstream-topics/topics"] == topics
     assert commands["compose sink"] == commands["k8s runstream-sink/sink"] == ["runstream", "sink"]
+    for worker in WORKERS:
+        command = ["runstream", worker]
+        assert commands[f"compose {worker}"] == commands[f"k8s runstream-{worker}/{worker}"]
+        assert commands[f"compose {worker}"] == command
+        assert commands[f"k8s runstream-{worker}/wait-for-topics"][0] == "runstream-wait-for-topics"
+
+
+def test_the_image_has_what_every_command_needs() -> None:
+    text = DOCKERFILE.read_text()
+    # The package with the extras its commands import: the processors need faust.
+    (extras,) = re.findall(r"pip install .*runstream-\*\.whl\)\[([a-z,]+)\]", text)
+    optional = toml_module().loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    assert {"sinks", "processors"} <= set(extras.split(",")) <= set(optional), extras
+    assert any(dep.startswith("faust-streaming") for dep in optional["processors"])
+    # Each helper program, from its script in deploy/compose.
+    for program in set(PARSERS) - {"runstream"}:
+        script = program.removeprefix("runstream-").replace("-", "_") + ".py"
+        assert (COMPOSE_DIR / script).is_file(), script
+        assert f"COPY --chmod=0755 deploy/compose/{script} /usr/local/bin/{program}" in text
 
 
 def test_the_cluster_of_the_clickhouse_config_is_the_one_migrated() -> None:
@@ -306,6 +402,133 @@ def test_sinks_start_after_the_cluster_migration_and_never_beside_old_ones() -> 
     assert sink["stop_grace_period"] == f"{pod['terminationGracePeriodSeconds']}s"
 
 
+def test_processors_read_rules_and_write_home_where_mounted() -> None:
+    """RUNSTREAM_ALERT_RULES in a mounted directory (so that replacing the file is seen), an
+    example rules file there that the processors accept, RUNSTREAM_HOME on a writable mount."""
+    settings = settings_of(compose_argv("processors"), compose_env("processors"))
+    kind, _, _ = compose_mount("processors", settings.home / "processors")
+    assert kind == "tmpfs"
+    kind, source, mode = compose_mount("processors", settings.alert_rules_path)
+    assert (kind, mode) == ("volume", "ro")
+    # The directory, not the file: a bind mount of a file keeps showing the old one once an edit
+    # replaces it (runstream alerts add, most editors).
+    assert compose_mount("processors", settings.alert_rules_path.parent) == (kind, source, mode)
+    assert (COMPOSE_DIR / source).is_dir()
+    assert load_rules(COMPOSE_DIR / source / settings.alert_rules_path.name), "no example rules"
+
+    pod = k8s_pod("runstream-processors")
+    (container,) = pod["containers"]
+    settings = settings_of(container["command"] + container["args"], k8s_env(container))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mount, volume = k8s_mount(pod, container, settings.home / "processors")
+    assert "emptyDir" in volume and not mount.get("readOnly"), mount
+    mount, volume = k8s_mount(pod, container, settings.alert_rules_path)
+    # A subPath mount (or one of the file itself) never sees the ConfigMap's updates.
+    assert PurePosixPath(mount["mountPath"]) == PurePosixPath(settings.alert_rules_path.parent)
+    assert mount["readOnly"] is True and "subPath" not in mount
+    rules = k8s_object("ConfigMap", volume["configMap"]["name"])["data"]
+    assert set(rules) == {settings.alert_rules_path.name}
+    assert loads_rules(rules[settings.alert_rules_path.name]), "no example rules"
+
+
+def test_the_webhooks_come_from_a_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The notifier's webhooks hold HMAC secrets: a compose secret kept out of git and out of the
+    image, a Kubernetes Secret; the examples are placeholders the notifier accepts."""
+    no_dns(monkeypatch)
+    settings = settings_of(compose_argv("notifier"), compose_env("notifier"))
+    kind, name, _ = compose_mount("notifier", settings.webhooks_path)
+    assert kind == "secret"
+    assert settings.webhooks_path == Path("/run/secrets") / name
+    secret_file = compose()["secrets"][name]["file"]
+    assert secret_file == "./webhooks.toml"
+    assert "/webhooks.toml" in (COMPOSE_DIR / ".gitignore").read_text().splitlines()
+    assert "deploy/compose/webhooks.toml" in DOCKERIGNORE.read_text().splitlines()
+    example = COMPOSE_DIR / "webhooks.example.toml"
+    routes = load_routes(example)
+    assert routes and all("REPLACE-ME" in r.webhook.url.upper() for r in routes)
+    assert all(r.webhook.secret == "REPLACE-ME" for r in routes)
+
+    pod = k8s_pod("runstream-notifier")
+    (container,) = pod["containers"]
+    settings = settings_of(container["command"] + container["args"], k8s_env(container))
+    mount, volume = k8s_mount(pod, container, settings.webhooks_path)
+    assert PurePosixPath(mount["mountPath"]) == PurePosixPath(settings.webhooks_path.parent)
+    assert mount["readOnly"] is True and "subPath" not in mount
+    assert set(volume) == {"name", "secret"}, volume  # a Secret, not optional
+    secret = k8s_object("Secret", volume["secret"]["secretName"])
+    assert set(secret["stringData"]) == {settings.webhooks_path.name}
+    text = secret["stringData"][settings.webhooks_path.name]
+    (tmp_path / "webhooks.toml").write_text(text)
+    routes = load_routes(tmp_path / "webhooks.toml")
+    assert routes and all("REPLACE-ME" in r.webhook.url.upper() for r in routes)
+    assert all(r.webhook.secret == "REPLACE-ME" for r in routes)
+    assert "PLACEHOLDER" in (K8S_DIR / "secret-webhooks.yaml").read_text()
+    for obj in k8s_objects():
+        if obj["kind"] == "ConfigMap":
+            assert "[[webhook]]" not in json.dumps(obj), obj["metadata"]["name"]
+
+
+def test_the_workers_wait_for_the_topics_and_rely_on_restarts() -> None:
+    """No HTTP to probe: a worker that fails exits and is restarted. Both wait for the topics
+    (the ticks, alerts and dead-letter topics have configurations only the topics job gives)."""
+    partitions = int(compose_env("sink")["RUNSTREAM_TOPIC_PARTITIONS"])
+    for worker in WORKERS:
+        service = services()[worker]
+        assert service["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+        assert service["restart"] == "unless-stopped"
+        assert not {"healthcheck", "ports", "expose"} & set(service), worker
+        assert service["image"] == services()["sink"]["image"]
+        assert service["deploy"]["resources"]["limits"].keys() == {"cpus", "memory"}
+        assert 1 <= service["deploy"]["replicas"] <= partitions
+        assert int(service["stop_grace_period"].removesuffix("s")) >= 30
+
+        deployment = k8s_object("Deployment", f"runstream-{worker}")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert labels["app.kubernetes.io/part-of"] == "runstream"
+        assert 1 <= deployment["spec"]["replicas"] <= partitions
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod.get("restartPolicy", "Always") == "Always"
+        assert pod["terminationGracePeriodSeconds"] >= 30
+        assert pod["securityContext"] == k8s_pod("runstream-sink")["securityContext"]
+        (init,) = pod["initContainers"]
+        (container,) = pod["containers"]
+        assert init["command"] == ["runstream-wait-for-topics"]
+        assert init["envFrom"] == container["envFrom"] == [{"configMapRef": {"name": "runstream"}}]
+        assert (
+            init["image"]
+            == container["image"]
+            == k8s_pod("runstream-sink")["containers"][0]["image"]
+        )
+        assert not {"ports", "startupProbe", "livenessProbe", "readinessProbe"} & set(container)
+        # No ClickHouse for them: the Secret with its password stays out of their pods.
+        assert not any("valueFrom" in v for v in container.get("env", []))
+    assert services()["processors"]["deploy"]["replicas"] >= 2
+    assert k8s_object("Deployment", "runstream-processors")["spec"]["replicas"] >= 2
+
+
+def test_every_container_is_sized_and_locked_down() -> None:
+    for name, container in k8s_containers():
+        for bound in ("requests", "limits"):
+            assert container["resources"][bound].keys() == {"cpu", "memory"}, f"{name}: {bound}"
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, name
+        assert context["allowPrivilegeEscalation"] is False, name
+
+
+def test_each_disruption_budget_keeps_one_pod_of_a_deployment() -> None:
+    budgets = {
+        o["metadata"]["name"]: o for o in k8s_objects() if o["kind"] == "PodDisruptionBudget"
+    }
+    assert set(budgets) >= {"runstream-sink", "runstream-processors"}
+    for name, budget in budgets.items():
+        deployment = k8s_object("Deployment", name)
+        selector = budget["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert selector == deployment["spec"]["selector"]["matchLabels"], name
+        assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"], name
+
+
 # --- what the commands do --------------------------------------------------------------------
 class Recorder:
     """A ClickHouse client that records statements and knows a set of applied migrations."""
@@ -358,3 +581,37 @@ def test_wait_for_schema_waits_for_every_migration(
     said = capsys.readouterr()
     assert "at http://clickhouse:8123: connection refused" in said.err
     assert "hunter2" not in said.out + said.err
+
+
+class Admin:
+    """A Kafka AdminClient that lists a set of topics (None: no broker answers)."""
+
+    def __init__(self, topics: dict[str, Any] | None) -> None:
+        self.topics = topics
+
+    def list_topics(self, timeout: float) -> Any:
+        if self.topics is None:
+            raise RuntimeError('KafkaError{code=_TRANSPORT,val=-195,str="Failed to get metadata"}')
+        return SimpleNamespace(topics=self.topics)
+
+
+def test_wait_for_topics_waits_for_every_topic(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from confluent_kafka import admin
+
+    every = {spec.name: SimpleNamespace(error=None) for spec in Topics("runstream").specs()}
+    leaderless = every | {"runstream.alerts": SimpleNamespace(error="LEADER_NOT_AVAILABLE")}
+    some = {name: t for name, t in every.items() if name != "runstream.processor-ticks"}
+    answers = [Admin(None), Admin(some), Admin(leaderless), Admin(every | {"other": None})]
+    monkeypatch.setattr(admin, "AdminClient", lambda config: answers.pop(0))
+    monkeypatch.delenv("RUNSTREAM_TOPIC_PREFIX", raising=False)
+    assert wait_topics.main(["--timeout", "60", "--interval", "0"]) == 0
+    assert not answers
+    said = capsys.readouterr().out
+    assert "runstream.processor-ticks not there yet" in said
+    assert "runstream.alerts not there yet" in said
+
+    monkeypatch.setattr(admin, "AdminClient", lambda config: Admin(None))
+    assert wait_topics.main(["--timeout", "0"]) == 1
+    assert "gave up after 0s: cannot list the topics" in capsys.readouterr().err
