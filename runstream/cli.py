@@ -4,18 +4,50 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from runstream._version import __version__
-from runstream.errors import RunstreamError
+from runstream.errors import MissingExtraError, RunstreamError
 from runstream.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {value!r}")
+    return seconds
+
+
+def _add_wait(parser: argparse.ArgumentParser, waits_for: str) -> None:
+    """--wait, --timeout, --interval: for init containers that must start after a Job."""
+    parser.add_argument("--wait", action="store_true", help=waits_for)
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --wait: give up (exit 1) after this many seconds (default: %(default).0f)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --wait: seconds between checks (default: %(default).0f)",
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +147,11 @@ def add_sink_parsers(
         help="create them on every node of this ClickHouse cluster (ReplicatedMergeTree + "
         "Distributed, ON CLUSTER)",
     )
+    _add_wait(
+        migrate,
+        "apply nothing: wait until another process (the migrate Job) has applied every "
+        "migration of this version",
+    )
     migrate.set_defaults(handler=_migrate)
 
     processors = sub.add_parser(
@@ -166,6 +203,11 @@ def add_sink_parsers(
     add_common(topics)
     topics.add_argument("--partitions", dest="topic_partitions", type=int)
     topics.add_argument("--replication", dest="topic_replication", type=int)
+    _add_wait(
+        topics,
+        "create nothing: wait until another process (the topics Job) has created every topic "
+        "of this version",
+    )
     topics.set_defaults(handler=_topics)
 
 
@@ -200,7 +242,87 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def wait_until(
+    what: str,
+    check: Callable[[], str | None],
+    *,
+    timeout: float,
+    interval: float,
+    done: str,
+    explain: Callable[[Exception], str] = str,
+) -> int:
+    """Call ``check`` every ``interval`` seconds until it returns None (what it waits for is
+    there: print ``done``, return 0), for up to ``timeout`` seconds (then say why on stderr and
+    return 1). ``check`` returns the reason to wait; an exception it raises (the service still
+    starting) is one too, told by ``explain``, except a missing extra, which waiting cannot fix.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reason = check()
+        except MissingExtraError:
+            raise
+        except Exception as exc:
+            reason = (explain(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if reason is None:
+            print(done, flush=True)
+            return 0
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print(
+                f"runstream: error: gave up after {timeout:.0f}s waiting for {what}: {reason}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+        print(f"waiting for {what}: {reason}", flush=True)
+        time.sleep(min(interval, remaining))
+
+
+def _redact(text: str, settings: Settings) -> str:
+    """``text`` without the ClickHouse password: error messages quote the URL, and what the
+    waits print lands in every pod's log."""
+    text = text.replace(settings.clickhouse_url, settings.clickhouse_url_redacted)
+    password = urlsplit(settings.clickhouse_url).password
+    if password:  # as given, and percent-decoded, wherever else it shows
+        for form in (password, unquote(password)):
+            text = text.replace(form, "***")
+    return text
+
+
+def _missing_migrations(settings: Settings) -> str | None:
+    from runstream.sinks.clickhouse import connect
+    from runstream.sinks.migrations import applied, available
+
+    wanted = {m.version for m in available()}
+    client = connect(settings, database="default")
+    missing = wanted - applied(client, settings.clickhouse_database)
+    return f"migrations {sorted(missing)} not applied yet" if missing else None
+
+
+def _missing_topics(settings: Settings) -> str | None:
+    """Why the topics are not ready: missing, or without a usable leader; None when they are."""
+    from confluent_kafka.admin import AdminClient
+
+    from runstream.schemas.topics import Topics
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    found = admin.list_topics(timeout=10.0).topics
+    wanted = [spec.name for spec in Topics(settings.topic_prefix).specs()]
+    missing = [name for name in wanted if name not in found or found[name].error is not None]
+    return f"topics {', '.join(missing)} not there yet" if missing else None
+
+
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.wait:
+        return wait_until(
+            "runstream migrate",
+            lambda: _missing_migrations(settings),
+            timeout=args.timeout,
+            interval=args.interval,
+            done="schema is up to date",
+            explain=lambda exc: _redact(str(exc), settings),
+        )
     from runstream.sinks.migrations import migrate
 
     applied = migrate(settings)
@@ -281,6 +403,15 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    if args.wait:
+        return wait_until(
+            "runstream topics",
+            lambda: _missing_topics(settings),
+            timeout=args.timeout,
+            interval=args.interval,
+            done="every topic exists",
+            explain=lambda exc: f"cannot list the topics on {settings.kafka_bootstrap}: {exc}",
+        )
     from runstream.deploy.local.admin import ensure_topics
 
     created = ensure_topics(settings)

@@ -3,27 +3,28 @@
 File checks only, no Docker engine or Kubernetes cluster: pinned images, RUNSTREAM_* names and
 values that Settings accepts, commands their parsers accept, one ClickHouse cluster name, one
 metrics port, the files the processors and the notifier read mounted where their settings point
-(the webhooks from a Secret); and deploy/compose/wait_for_schema.py and wait_for_topics.py wait
-for what they should.
+(the webhooks from a Secret); and the init containers' `runstream migrate --wait` and `runstream
+topics --wait` wait, with their pods' settings, for what the Jobs create (tests/test_cli_wait.py
+tests the waiting itself).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from runstream import __version__
+from runstream import __version__, cli
 from runstream.cli import SETTINGS_ARGS, build_parser
-from runstream.errors import ClickHouseError
 from runstream.processors.notifier import load_routes
 from runstream.processors.rules import load_rules, loads_rules, toml_module
 from runstream.schemas.topics import Topics
@@ -43,21 +44,6 @@ COMPOSE_VARS = {"CLICKHOUSE_PASSWORD": "pw", "CLICKHOUSE_CLUSTER_SECRET": "s"}
 METRICS_URL = re.compile(r"http://127\.0\.0\.1:(\d+)/metrics")
 
 
-def _load_script(name: str) -> ModuleType:
-    """A script the image installs as /usr/local/bin/runstream-<...> (no .pyc left in deploy/)."""
-    path = COMPOSE_DIR / f"{name}.py"
-    module = ModuleType(f"runstream_{name}")
-    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
-    return module
-
-
-wait = _load_script("wait_for_schema")
-wait_topics = _load_script("wait_for_topics")
-PARSERS = {
-    "runstream": build_parser,
-    "runstream-wait-for-schema": wait.build_parser,
-    "runstream-wait-for-topics": wait_topics.build_parser,
-}
 # The long-running workers next to the sink: they serve no HTTP and rely on restarts.
 WORKERS = ("processors", "notifier")
 
@@ -290,11 +276,11 @@ def test_every_runstream_command_parses() -> None:
     assert len(commands) == 5 + 8, commands
     for where, command in commands.items():
         program, *args = command
-        assert program in PARSERS, f"{where}: runs {program}"
+        assert program == "runstream", f"{where}: runs {program}"
         try:
-            PARSERS[program]().parse_args(args)
+            build_parser().parse_args(args)
         except SystemExit:
-            pytest.fail(f"{where}: {program} refuses {args}")
+            pytest.fail(f"{where}: runstream refuses {args}")
     topics = ["runstream", "topics"]
     assert commands["compose topics"] == commands["k8s runstream-topics/topics"] == topics
     assert commands["compose sink"] == commands["k8s runstream-sink/sink"] == ["runstream", "sink"]
@@ -302,7 +288,18 @@ def test_every_runstream_command_parses() -> None:
         command = ["runstream", worker]
         assert commands[f"compose {worker}"] == commands[f"k8s runstream-{worker}/{worker}"]
         assert commands[f"compose {worker}"] == command
-        assert commands[f"k8s runstream-{worker}/wait-for-topics"][0] == "runstream-wait-for-topics"
+        assert init_args(f"runstream-{worker}/wait-for-topics").command == "topics"
+    assert init_args("runstream-sink/wait-for-schema").command == "migrate"
+
+
+def init_args(name: str) -> Any:
+    """The parsed arguments of an init container, which must wait, and long enough: a Job's
+    pod may wait for a node, its image, and Kafka or ClickHouse to come up."""
+    command = dict(runstream_commands())[f"k8s {name}"]
+    args = build_parser().parse_args(command[1:])
+    assert args.wait is True, f"{name}: {command} does not wait"
+    assert args.timeout >= 600 and 0 < args.interval <= 30, f"{name}: {command}"
+    return args
 
 
 def test_the_image_has_what_every_command_needs() -> None:
@@ -312,11 +309,11 @@ def test_the_image_has_what_every_command_needs() -> None:
     optional = toml_module().loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
     assert {"sinks", "processors"} <= set(extras.split(",")) <= set(optional), extras
     assert any(dep.startswith("faust-streaming") for dep in optional["processors"])
-    # Each helper program, from its script in deploy/compose.
-    for program in set(PARSERS) - {"runstream"}:
-        script = program.removeprefix("runstream-").replace("-", "_") + ".py"
-        assert (COMPOSE_DIR / script).is_file(), script
-        assert f"COPY --chmod=0755 deploy/compose/{script} /usr/local/bin/{program}" in text
+    # Every container runs the runstream CLI, the init containers' waits included: no scripts.
+    assert dockerfile_instruction("ENTRYPOINT") == ["runstream"]
+    copies = [line for line in text.splitlines() if line.startswith("COPY ")]
+    assert not [line for line in copies if "/usr/local/bin" in line], copies
+    assert not list(COMPOSE_DIR.glob("*.py")), "a script the image does not run"
 
 
 def test_the_cluster_of_the_clickhouse_config_is_the_one_migrated() -> None:
@@ -396,7 +393,7 @@ def test_sinks_start_after_the_cluster_migration_and_never_beside_old_ones() -> 
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     pod = deployment["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
-    assert init["command"] == ["runstream-wait-for-schema"]
+    assert init_args(f"runstream-sink/{init['name']}").command == "migrate"
     # Enough for the batch in hand and the one being written, with a retry or two.
     assert pod["terminationGracePeriodSeconds"] >= 30
     assert sink["stop_grace_period"] == f"{pod['terminationGracePeriodSeconds']}s"
@@ -493,7 +490,7 @@ def test_the_workers_wait_for_the_topics_and_rely_on_restarts() -> None:
         assert pod["securityContext"] == k8s_pod("runstream-sink")["securityContext"]
         (init,) = pod["initContainers"]
         (container,) = pod["containers"]
-        assert init["command"] == ["runstream-wait-for-topics"]
+        assert init_args(f"runstream-{worker}/{init['name']}").command == "topics"
         assert init["envFrom"] == container["envFrom"] == [{"configMapRef": {"name": "runstream"}}]
         assert (
             init["image"]
@@ -561,28 +558,6 @@ def test_the_migrate_service_creates_the_cluster_schema() -> None:
     assert any("ReplicatedMergeTree(" in c for c in ddl)
 
 
-def test_wait_for_schema_waits_for_every_migration(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    every = {m.version for m in migrations.available()}
-    answers = [Recorder(applied=None), Recorder(applied=every - {max(every)}), Recorder(every)]
-    monkeypatch.setattr(clickhouse, "connect", lambda *a, **k: answers.pop(0))
-    assert wait.main(["--timeout", "60", "--interval", "0"]) == 0
-    assert not answers
-
-    url = "http://runstream:hunter2@clickhouse:8123"
-    monkeypatch.setenv("RUNSTREAM_CLICKHOUSE_URL", url)
-
-    def refused(*args: Any, **kwargs: Any) -> Any:
-        raise ClickHouseError(f"cannot connect to ClickHouse at {url}: connection refused")
-
-    monkeypatch.setattr(clickhouse, "connect", refused)
-    assert wait.main(["--timeout", "0"]) == 1
-    said = capsys.readouterr()
-    assert "at http://clickhouse:8123: connection refused" in said.err
-    assert "hunter2" not in said.out + said.err
-
-
 class Admin:
     """A Kafka AdminClient that lists a set of topics (None: no broker answers)."""
 
@@ -595,23 +570,73 @@ class Admin:
         return SimpleNamespace(topics=self.topics)
 
 
-def test_wait_for_topics_waits_for_every_topic(
+def run_init_container(
+    name: str, secrets: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, Settings]:
+    """Run a k8s init container's command as its pod would: `runstream` with its arguments and
+    the environment of its ConfigMaps, plus ``secrets`` for what its Secrets hold."""
+    container = dict(k8s_containers())[name]
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    env = k8s_env(container) | secrets
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    command = container["command"] + container["args"]
+    assert command[0] == "runstream"
+    return cli.main([*command[1:], "--interval", "0"]), settings_of(command, env)
+
+
+def test_the_sinks_wait_for_the_schema_the_migrate_job_creates(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (job,) = [c for n, c in k8s_containers() if n.startswith("runstream-migrate/")]
+    job_settings = settings_of(job["command"] + job["args"], k8s_env(job))
+    every = {m.version for m in migrations.available()}
+    clients = [Recorder(applied=None), Recorder(applied=every - {max(every)}), Recorder(every)]
+    answers = list(clients)
+    connected: list[tuple[Settings, Any]] = []
+
+    def connect(settings: Settings, **kwargs: Any) -> Recorder:
+        connected.append((settings, kwargs))
+        return answers.pop(0)
+
+    monkeypatch.setattr(clickhouse, "connect", connect)
+    url = {"RUNSTREAM_CLICKHOUSE_URL": "http://runstream:hunter2@clickhouse:8123"}
+    code, settings = run_init_container("runstream-sink/wait-for-schema", url, monkeypatch)
+    assert code == 0 and not answers
+    said = capsys.readouterr()
+    assert said.out.count("waiting for runstream migrate") == 2
+    assert said.out.endswith("schema is up to date\n")
+    assert "hunter2" not in said.out + said.err
+    # The database the Job migrates, on the server the sinks write to; nothing applied.
+    assert settings.clickhouse_database == job_settings.clickhouse_database
+    for used, kwargs in connected:
+        assert used.clickhouse_url == url["RUNSTREAM_CLICKHOUSE_URL"]
+        assert used.clickhouse_database == job_settings.clickhouse_database
+        assert kwargs == {"database": "default"}
+    assert not [sql for client in clients for sql in client.commands]
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_the_workers_wait_for_the_topics_the_topics_job_creates(
+    worker: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from confluent_kafka import admin
 
-    every = {spec.name: SimpleNamespace(error=None) for spec in Topics("runstream").specs()}
-    leaderless = every | {"runstream.alerts": SimpleNamespace(error="LEADER_NOT_AVAILABLE")}
-    some = {name: t for name, t in every.items() if name != "runstream.processor-ticks"}
-    answers = [Admin(None), Admin(some), Admin(leaderless), Admin(every | {"other": None})]
-    monkeypatch.setattr(admin, "AdminClient", lambda config: answers.pop(0))
-    monkeypatch.delenv("RUNSTREAM_TOPIC_PREFIX", raising=False)
-    assert wait_topics.main(["--timeout", "60", "--interval", "0"]) == 0
-    assert not answers
+    (job,) = [c for n, c in k8s_containers() if n.startswith("runstream-topics/")]
+    job_settings = settings_of(job["command"] + job["args"], k8s_env(job))
+    wanted = Topics(job_settings.topic_prefix).specs()
+    every = {spec.name: SimpleNamespace(error=None) for spec in wanted}
+    missing = {name: t for name, t in every.items() if name != wanted[-1].name}
+    answers = [Admin(None), Admin(missing), Admin(every)]
+    configs: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        admin, "AdminClient", lambda config: configs.append(config) or answers.pop(0)
+    )
+    code, settings = run_init_container(f"runstream-{worker}/wait-for-topics", {}, monkeypatch)
+    assert code == 0 and not answers
     said = capsys.readouterr().out
-    assert "runstream.processor-ticks not there yet" in said
-    assert "runstream.alerts not there yet" in said
-
-    monkeypatch.setattr(admin, "AdminClient", lambda config: Admin(None))
-    assert wait_topics.main(["--timeout", "0"]) == 1
-    assert "gave up after 0s: cannot list the topics" in capsys.readouterr().err
+    assert f"topics {wanted[-1].name} not there yet" in said
+    assert said.endswith("every topic exists\n")
+    assert settings.topic_prefix == job_settings.topic_prefix
+    assert {c["bootstrap.servers"] for c in configs} == {job_settings.kafka_bootstrap}
