@@ -10,7 +10,8 @@ production (``runstream processors``, ``runstream notifier``).
    folded by one worker, from the worker's first commit to the commit of the last offset; once
    with the default batches (up to 20,000 events) and once one event at a time
    (``RUNSTREAM_PROCESSOR_BATCH_EVENTS=1``: a flush and a commit per event) on a hundredth of
-   them. faust's own ceiling is ``bench.faust_floor``.
+   them. Then faust's own ceiling on the same topic: ``bench.faust_floor``, an agent that only
+   counts (at most 100,000 events).
 2. Alert latency: ``--runs`` runs in one process each log a step 10 times a second; every 10th
    step's loss is NaN (the next one finite again, so every NaN is a new episode). Latency = the
    webhook receiver's clock at the POST minus the alert's ``fired_at`` (the ``run.log`` call).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -118,26 +119,61 @@ def throughput(settings: Settings, events: int, batch: int, home: Path) -> tuple
     return (done - first) / elapsed, busy / elapsed
 
 
+def faust_floor(settings: Settings, events: int) -> float:
+    """Events per second faust delivers to an agent that only counts (bench.faust_floor)."""
+    topic = Topics(settings.topic_prefix).events
+    command = [sys.executable, "-m", "bench.faust_floor", settings.kafka_bootstrap, topic,
+               str(events), str(settings.topic_partitions)]  # fmt: skip
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    rate = re.search(r"RATE (\d+)", done.stdout)  # after the worker's terminal escapes
+    return float(rate.group(1)) if rate else math.nan
+
+
+RECEIVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        at = time.time()
+        self.send_response(204)
+        self.end_headers()
+        sys.stdout.write(repr(at) + " " + body.decode() + "\\n")
+        sys.stdout.flush()
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 class Receiver:
-    """Records when each alert version arrived."""
+    """A webhook endpoint in a process of its own, as a real one would be (in the bench's
+    process, which runs the 100 training runs, it shared their interpreter and measured that);
+    records when each alert version arrived."""
 
     def __init__(self) -> None:
         self.arrivals: list[tuple[float, dict[str, Any]]] = []
-        receiver = self
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}/"
+        threading.Thread(target=self._read, daemon=True).start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.arrivals.append((time.time(), orjson.loads(body)))
-                self.send_response(204)
-                self.end_headers()
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            at, _, body = line.partition(" ")
+            self.arrivals.append((float(at), orjson.loads(body)))
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
 
 
 def seconds_since(payload: dict[str, Any], at: float) -> float:
@@ -207,11 +243,14 @@ def alerting(
     extra = {"RUNSTREAM_ALERT_RULES": str(rules), "RUNSTREAM_WEBHOOKS": str(hooks),
              "RUNSTREAM_PROCESSOR_GROUP": "alerting",
              "RUNSTREAM_PROCESSOR_HEARTBEAT_TIMEOUT": "3"}  # fmt: skip
-    with worker(settings, "processors", home / "alerting.log", **extra), \
-            worker(settings, "notifier", home / "notifier.log", **extra):  # fmt: skip
-        time.sleep(12)  # the workers start and join their groups
-        alerts = alert_latency(settings, args.runs, args.seconds, receiver)
-        crashes = crash_latency(settings, receiver, home, args.crashes)
+    try:
+        with worker(settings, "processors", home / "alerting.log", **extra), \
+                worker(settings, "notifier", home / "notifier.log", **extra):  # fmt: skip
+            time.sleep(12)  # the workers start and join their groups
+            alerts = alert_latency(settings, args.runs, args.seconds, receiver)
+            crashes = crash_latency(settings, receiver, home, args.crashes)
+    finally:
+        receiver.close()
     return alerts, crashes
 
 
@@ -223,7 +262,7 @@ def main() -> None:
     parser.add_argument("--crashes", type=int, default=3)
     parser.add_argument("--only", choices=["throughput", "alerts"], help="one part only")
     args = parser.parse_args()
-    batched = one_by_one = cores = math.nan
+    batched = one_by_one = cores = floor = math.nan
     alerts: list[float] = []
     crashes: list[float] = []
     with local_stack(partitions=6) as stack, tempfile.TemporaryDirectory() as scratch:
@@ -233,6 +272,7 @@ def main() -> None:
             fill(settings, args.events, 200)
             batched, cores = throughput(settings, args.events, 20_000, home)
             one_by_one, _ = throughput(settings, args.events // 100, 1, home)
+            floor = faust_floor(settings, min(args.events, 100_000))
         if args.only != "throughput":
             alerts, crashes = alerting(settings, home, args)
     print(f"{machine()}")
@@ -240,6 +280,7 @@ def main() -> None:
         ["aggregation, one worker", "events/s", "points/s"],
         ["batches (up to 20,000 events)", f"{batched:,.0f}", f"{batched * 10:,.0f}"],
         ["one event at a time", f"{one_by_one:,.0f}", f"{one_by_one * 10:,.0f}"],
+        ["faust alone: an agent that only counts", f"{floor:,.0f}", "-"],
     ]))  # fmt: skip
     print(
         f"batching: {batched / one_by_one:.1f}x; the batched worker kept {cores:.2f} cores busy: "
