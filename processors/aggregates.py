@@ -22,6 +22,7 @@ from operator import add
 from typing import Any
 
 from runstream.schemas.events import (
+    NON_FINITE_TO_JSON,
     ConfigUpdated,
     Heartbeat,
     MetricDefined,
@@ -29,6 +30,7 @@ from runstream.schemas.events import (
     RunResumed,
     RunStarted,
     TagsUpdated,
+    dump_metric_value,
 )
 
 RunState = dict[str, Any]
@@ -369,9 +371,7 @@ def to_wire(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _wire_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
+    return dump_metric_value(value) if isinstance(value, float) else value
 
 
 def from_wire(record: dict[str, Any]) -> dict[str, Any]:
@@ -379,5 +379,5 @@ def from_wire(record: dict[str, Any]) -> dict[str, Any]:
     for key in _FLOAT_FIELDS:
         value = out.get(key)
         if isinstance(value, str):
-            out[key] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[value]
+            out[key] = NON_FINITE_TO_JSON[value]
     return out

@@ -218,26 +218,31 @@ class Aggregator:
         for event in folded:
             alerts += observe(event)
         state["seen_at"] = now  # this worker's clock, for crash detection only
-        send = self.outputs.send
-        send(self.topics.runs, key.encode(), orjson.dumps(to_wire(state)))
+        self._publish_run(key, state)
         project, run_id = state["project"], state["run_id"]
         for name in touched:
             summary = settle(summaries[name], summary_choice(state, name))
-            send(
+            self.outputs.send(
                 self.topics.summaries,
                 summary_key(project, run_id, name).encode(),
                 orjson.dumps(to_wire(summary)),
             )
         self._send_alerts(alerts)
+        self._save(key, entry, partition)
+
+    def _publish_run(self, key: str, state: dict[str, Any]) -> None:
+        self.outputs.send(self.topics.runs, key.encode(), orjson.dumps(to_wire(state)))
+
+    def _save(self, key: str, entry: Entry, partition: int) -> None:
+        """Write the run's entry, its alert state included. An ended run then leaves memory
+        until it logs again."""
+        run = entry["run"]
+        project, run_id = run["project"], run["run_id"]
         entry["alerts"] = self.evaluator.state_of(project, run_id)
         self._write(key, entry, partition)
-        if state["status"] != ALIVE:
-            self._retire(key, project, run_id)
-
-    def _retire(self, key: str, project: str, run_id: str) -> None:
-        """The run ended (its entry is written): out of memory until it logs again."""
-        self.live.pop(key, None)
-        self.evaluator.forget(project, run_id)
+        if run["status"] != ALIVE:
+            self.live.pop(key, None)
+            self.evaluator.forget(project, run_id)
 
     def dead_letter(self, message: Message, reason: str) -> None:
         self.stats.dead_letters += 1
@@ -271,10 +276,7 @@ class Aggregator:
             entry = self.entry(key)
             partition = entry["run"].get("partition") if entry else None
             if entry is not None and partition in self.partitions:
-                entry["alerts"] = self.evaluator.state_of(project, run_id)
-                self._write(key, entry, partition)
-                if entry["run"]["status"] != ALIVE:
-                    self._retire(key, project, run_id)
+                self._save(key, entry, partition)
 
     # -- crashes --
     def silent(self, state: dict[str, Any], now: float) -> bool:
@@ -304,9 +306,7 @@ class Aggregator:
         if not mark_crashed(state, last):
             return
         self.stats.crashed += 1
-        self.outputs.send(self.topics.runs, key.encode(), orjson.dumps(to_wire(state)))
+        self._publish_run(key, state)
         self._send_alerts(self.evaluator.run_crashed(state["project"], state["run_id"], last))
         self.evaluator.take_dirty()
-        entry["alerts"] = self.evaluator.state_of(state["project"], state["run_id"])
-        self._write(key, entry, state["partition"])
-        self._retire(key, state["project"], state["run_id"])
+        self._save(key, entry, state["partition"])
