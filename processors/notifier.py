@@ -1,46 +1,38 @@
 """``runstream notifier``: alerts topic -> webhooks, delivery state back onto the alerts topic.
 
 For every alert version the processors publish (``delivery_state`` pending: an episode fired or
-resolved) the notifier POSTs to each configured webhook (:mod:`runstream.processors.webhooks`:
-signed, retried with backoff, dead-lettered after the last attempt), then publishes the same
-alert again with its delivery state (delivered, or failed), which the sink writes to the
-``alerts`` table. Deliveries run side by side, each recorded as soon as it ends, so one slow
-webhook delays no other alert. A partition's offset is committed up to its first alert not done
-yet (deliveries recorded, and those records acknowledged by Kafka), so a restart re-delivers at
+resolved) the notifier POSTs to each configured webhook that wants it
+(:mod:`runstream.processors.webhooks`: signed, one deadline per attempt, retried with backoff,
+dead-lettered after the last attempt). Every webhook has its own lane
+(:mod:`.webhook_lanes`: queue, threads, retry timers and limits), so a slow or silent receiver
+delays no other. For each delivery the notifier publishes the alert again with that webhook's
+delivery state, once when it starts (``delivering``) and once when it ends (``delivered`` or
+``failed``); the sink writes them to ``alerts``, and ``alert_deliveries`` keeps one row per
+alert, event and webhook. A partition's offset is committed up to its first alert not done yet
+(every delivery recorded, and those records acknowledged by Kafka), so a restart re-delivers at
 most what was in flight and what came after it, under the same ``Idempotency-Key``.
 
-Webhooks are read from a TOML file (``RUNSTREAM_WEBHOOKS``, default ``<home>/webhooks.toml``)::
-
-    [[webhook]]
-    url = "https://hooks.example.com/runstream"
-    secret = "shared-secret"        # signs each POST (Runstream-Signature)
-    format = "runstream"            # or "slack"
-    levels = ["warn", "error"]      # optional: which alert levels to send
-    projects = ["vision"]           # optional
+Webhooks come from a TOML file (``RUNSTREAM_WEBHOOKS``, default ``<home>/webhooks.toml``;
+format in :mod:`.webhook_config`); a bad entry is skipped with an error naming it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ParamSpec
 
-from runstream.errors import SettingsError
 from runstream.processors.alert import Alert, utcnow
-from runstream.processors.rules import toml_module
-from runstream.processors.webhooks import (
-    DeliveryResult,
-    Webhook,
-    dead_letter_record,
-    deliver,
-)
+from runstream.processors.webhook_config import Route, WebhookFile, load_routes, load_webhooks
+from runstream.processors.webhook_lanes import Lane, LaneStats
+from runstream.processors.webhooks import Delivery, DeliveryResult, dead_letter_record
 from runstream.schemas import Topics
 from runstream.settings import Settings
 
@@ -51,82 +43,32 @@ logger = logging.getLogger("runstream.notifier")
 
 P = ParamSpec("P")
 
-_WEBHOOK_FIELDS = {
-    "url",
-    "secret",
-    "format",
-    "timeout",
-    "max_attempts",
-    "backoff_base",
-    "backoff_max",
-    "allow_private",
-    "headers",
-}
-
-
-@dataclass(frozen=True)
-class Route:
-    """A webhook and which alerts it wants."""
-
-    webhook: Webhook
-    levels: frozenset[str] = frozenset()
-    projects: frozenset[str] = frozenset()
-
-    def wants(self, alert: Alert) -> bool:
-        return (not self.levels or alert.level in self.levels) and (
-            not self.projects or alert.project in self.projects
-        )
-
-
-def load_routes(path: Path) -> list[Route]:
-    """The webhooks of a TOML file; none if the file does not exist."""
-    tomllib = toml_module()
-
-    if not path.exists():
-        return []
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
-        raise SettingsError(f"cannot read webhooks from {path}: {exc}") from exc
-    routes = []
-    for index, entry in enumerate(data.get("webhook", []), start=1):
-        unknown = set(entry) - _WEBHOOK_FIELDS - {"levels", "projects"}
-        if unknown:
-            raise SettingsError(
-                f"{path}: webhook #{index}: unknown field(s) {', '.join(sorted(unknown))}"
-            )
-        try:
-            webhook = Webhook(**{k: v for k, v in entry.items() if k in _WEBHOOK_FIELDS})
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(f"{path}: webhook #{index}: {exc}") from exc
-        routes.append(
-            Route(
-                webhook,
-                frozenset(entry.get("levels", ())),
-                frozenset(entry.get("projects", ())),
-            )
-        )
-    return routes
+__all__ = ["Notifier", "NotifierStats", "Route", "load_routes", "load_webhooks", "run_notifier"]
 
 
 @dataclass
 class NotifierStats:
+    """What the notifier has done, and what it refused at start (``problems``: one message per
+    bad webhook entry)."""
+
     alerts: int = 0
     deliveries: int = 0
     delivered: int = 0
     failed: int = 0
     last_latency: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    webhooks: dict[str, LaneStats] = field(default_factory=dict)
 
 
-# Deliveries submitted and not yet recorded above which the notifier stops consuming: each one
-# holds an alert in memory, and past the pool's 16 workers they only queue.
-MAX_IN_FLIGHT = 1_000
-# Consumed messages not yet committed, for the same reason: one stuck delivery at the head of a
-# partition keeps everything behind it (own updates included) until it ends.
+# Consumed messages not yet committed above which the notifier stops consuming (back-pressure:
+# nothing is lost, the alerts wait in Kafka): one stuck delivery at the head of a partition keeps
+# everything behind it (own updates included) until it ends. Each webhook's own bound is its
+# queue_limit.
 MAX_UNCOMMITTED = 50_000
 # How long a poll waits for new messages while deliveries are in flight: a delivery that ends
 # is recorded at most this late.
 BUSY_WAIT = 0.02
+_TICK = timedelta(microseconds=1)
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -146,14 +88,15 @@ class _Delivery:
     message: _Tracked
     alert: Alert
     route: Route
+    started_at: datetime  # updated_at of its 'delivering' record; the final one comes after
 
 
 class Notifier:
     """Consumes the alerts topic and delivers; one instance per process.
 
-    A pipeline: every alert's deliveries start as soon as it is consumed and each one is
-    recorded as soon as it ends, whatever the others do, so a slow or retrying webhook holds
-    back no other alert. Only the commits keep the order of each partition.
+    A pipeline: every alert's deliveries start as soon as it is consumed, each in its webhook's
+    lane, and each one is recorded as soon as it ends, whatever the others do, so a slow or
+    retrying webhook holds back no other. Only the commits keep the order of each partition.
     """
 
     def __init__(self, settings: Settings, routes: Sequence[Route] | None = None) -> None:
@@ -161,7 +104,15 @@ class Notifier:
 
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
-        self.routes = list(routes) if routes is not None else load_routes(settings.webhooks_path)
+        self.stats = NotifierStats()
+        if routes is None:
+            found = load_webhooks(settings.webhooks_path)
+            for problem in found.problems:
+                logger.error("%s", problem)
+        else:
+            found = WebhookFile(list(routes))
+        self.routes = found.routes
+        self.stats.problems = found.problems
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -176,13 +127,18 @@ class Notifier:
         self.producer = Producer(
             {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True}
         )
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook")
-        self.stats = NotifierStats()
-        # Filled by the pool's threads as deliveries end; everything else is touched only by the
+        # Filled by the lanes' threads as deliveries end; everything else is touched only by the
         # thread that polls (Kafka callbacks are served inside its consume, poll and flush).
-        self._ended: queue.SimpleQueue[tuple[_Delivery, Future[DeliveryResult]]] = (
-            queue.SimpleQueue()
-        )
+        self._ended: queue.SimpleQueue[tuple[_Delivery, DeliveryResult]] = queue.SimpleQueue()
+        ended = self._ended
+        # The callback holds the queue but not self: no reference cycle keeps a closed notifier,
+        # and its producer's connections, alive.
+        self._lanes: list[Lane[_Delivery]] = [
+            Lane(route.webhook, lambda job, result: ended.put((job, result)))
+            for route in self.routes
+        ]
+        for lane in self._lanes:
+            self.stats.webhooks[lane.webhook.name] = lane.stats
         self._in_flight = 0
         # Per partition, the consumed messages not yet committed, in offset order.
         self._uncommitted: dict[tuple[str, int], deque[_Tracked]] = {}
@@ -197,7 +153,12 @@ class Notifier:
         )
 
     def run(self, stop: threading.Event) -> None:
-        logger.info("notifier: %d webhook(s), alerts from %s", len(self.routes), self.topics.alerts)
+        logger.info(
+            "notifier: %d webhook(s)%s, alerts from %s",
+            len(self.routes),
+            f", {len(self.stats.problems)} bad entry(ies) skipped" if self.stats.problems else "",
+            self.topics.alerts,
+        )
         try:
             while not stop.is_set():
                 self.poll(0.5)
@@ -239,56 +200,63 @@ class Notifier:
         if alert.delivery_state != "pending":
             return  # our own delivery updates coming back
         self.stats.alerts += 1
-        routes = [route for route in self.routes if route.wants(alert)]
+        wanted = [i for i, route in enumerate(self.routes) if route.wants(alert)]
         known = self._latest.get(alert.alert_id)
         # By updated_at rather than arrival: after a rebalance a partition is read again from
         # its committed offset, and a replayed fired version must not replace a newer resolve.
-        if (known is None and routes) or (
+        if (known is None and wanted) or (
             known is not None and alert.updated_at >= known.updated_at
         ):
             self._latest[alert.alert_id] = alert
-        for route in routes:
-            self._submit(tracked, alert, route)
+        for index in wanted:
+            self._submit(tracked, alert, index)
 
-    def _submit(self, tracked: _Tracked, alert: Alert, route: Route) -> None:
+    def _submit(self, tracked: _Tracked, alert: Alert, index: int) -> None:
+        route, lane = self.routes[index], self._lanes[index]
         tracked.waiting += 1
         self._in_flight += 1
         self._deliveries_of[alert.alert_id] = self._deliveries_of.get(alert.alert_id, 0) + 1
-        job, ended = _Delivery(tracked, alert, route), self._ended
-        # The callback holds the job and the queue but not self, and the job not the future: no
-        # reference cycle keeps a closed notifier, and its producer's connections, alive.
-        future = self.pool.submit(deliver, route.webhook, alert)
-        future.add_done_callback(lambda done: ended.put((job, done)))
+        latest = self._latest[alert.alert_id]
+        started_at = max(utcnow(), latest.updated_at)
+        job = _Delivery(tracked, alert, route, started_at)
+        delivery = Delivery(route.webhook, alert)
+        if lane.offer(delivery, job):
+            self._publish(
+                job,
+                state="delivering",
+                attempts=0,
+                attempted_at=None,
+                error="",
+                updated_at=started_at,
+            )
+        else:
+            # Refused rather than waited for, so that this webhook holds back no other: the
+            # dead letter keeps the payload, to send again once the receiver is back.
+            reason = (
+                f"not attempted: the queue of webhook {route.webhook.name} is full "
+                f"({route.webhook.queue_limit} deliveries held; its queue_limit)"
+            )
+            self._record(job, delivery.given_up(reason))
 
     def _harvest(self) -> int:
         recorded = 0
         while True:
             try:
-                job, future = self._ended.get_nowait()
+                job, result = self._ended.get_nowait()
             except queue.Empty:
                 return recorded
-            self._record(job, future)
+            self._record(job, result)
             recorded += 1
 
-    def _record(self, job: _Delivery, future: Future[DeliveryResult]) -> None:
+    def _record(self, job: _Delivery, result: DeliveryResult) -> None:
         alert, route = job.alert, job.route
-        try:
-            result = future.result()
-        except Exception as exc:
-            # deliver() raises for no HTTP or network problem, so this is a bug; failing the
-            # delivery beats raising, which would crash the notifier on this alert at every start.
-            logger.exception("alert %s to %s", alert.alert_id, route.webhook.display_url)
-            result = DeliveryResult(False, 0, None, f"internal error: {exc!r}", True, 0.0)
-        latest = self._latest[alert.alert_id]
         self.stats.deliveries += 1
-        latency = (utcnow() - alert.updated_at).total_seconds()
-        self.stats.last_latency = latency
+        self.stats.last_latency = (utcnow() - alert.updated_at).total_seconds()
         if result.delivered:
             self.stats.delivered += 1
         else:
             self.stats.failed += 1
-            logger.warning("alert %s to %s: %s", alert.alert_id, route.webhook.display_url,
-                           result.error)  # fmt: skip
+            logger.warning("alert %s to %s: %s", alert.alert_id, route.webhook.name, result.error)
             self._produce(
                 job.message,
                 self.topics.dead_letters,
@@ -299,17 +267,16 @@ class Notifier:
                     ("runstream.consumer", b"notifier"),
                 ],
             )
-        update = latest.model_copy(
-            update={
-                "delivery_state": "delivered" if result.delivered else "failed",
-                "attempts": result.attempts,
-                "last_attempt_at": utcnow(),
-                "last_error": result.error,
-                # After every version the processors wrote, so the table keeps this one.
-                "updated_at": max(utcnow(), latest.updated_at),
-            }
+        self._publish(
+            job,
+            state="delivered" if result.delivered else "failed",
+            attempts=result.attempts,
+            attempted_at=utcnow() if result.attempts else None,
+            error=result.error,
+            updated_at=max(
+                utcnow(), self._latest[alert.alert_id].updated_at, job.started_at + _TICK
+            ),
         )
-        self._produce(job.message, self.topics.alerts, alert.run_id.encode(), update.to_json())
         # After the produces, which count themselves in: the message is done only once Kafka
         # has acknowledged them.
         job.message.waiting -= 1
@@ -319,6 +286,34 @@ class Notifier:
             self._deliveries_of[alert.alert_id] = left
         else:
             del self._deliveries_of[alert.alert_id], self._latest[alert.alert_id]
+
+    def _publish(
+        self,
+        job: _Delivery,
+        *,
+        state: str,
+        attempts: int,
+        attempted_at: datetime | None,
+        error: str,
+        updated_at: datetime,
+    ) -> None:
+        """One webhook's delivery state of ``job``: the alert's latest version (a resolve that
+        arrived meanwhile is kept) with this delivery's fields, its webhook and its event."""
+        latest = self._latest[job.alert.alert_id]
+        update = latest.model_copy(
+            update={
+                "delivery_state": state,
+                "attempts": attempts,
+                "last_attempt_at": attempted_at,
+                "last_error": error,
+                "updated_at": updated_at,
+            }
+        )
+        record = json.loads(update.to_json())
+        record["webhook"] = job.route.webhook.name
+        record["delivery_event"] = "resolved" if job.alert.resolved else "fired"
+        value = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        self._produce(job.message, self.topics.alerts, job.alert.run_id.encode(), value)
 
     def _produce(
         self,
@@ -367,10 +362,7 @@ class Notifier:
     def _throttle(self) -> None:
         def over(fraction: float) -> bool:
             uncommitted = sum(len(messages) for messages in self._uncommitted.values())
-            return (
-                self._in_flight >= MAX_IN_FLIGHT * fraction
-                or uncommitted >= MAX_UNCOMMITTED * fraction
-            )
+            return uncommitted >= MAX_UNCOMMITTED * fraction
 
         # Paused partitions still let consume() run, which keeps the consumer in its group
         # (max.poll.interval.ms) while a backlog of slow deliveries drains. Paused again at
@@ -397,9 +389,13 @@ class Notifier:
             self._uncommitted.pop((p.topic, p.partition), None)
 
     def close(self) -> None:
-        """Finishes and records the deliveries in flight, then commits them."""
+        """Ends the attempts in progress (each within its deadline) and records them, commits
+        what is done. Deliveries still queued or waiting to retry are not recorded, so their
+        alerts stay uncommitted and the next notifier delivers them (same Idempotency-Key)."""
         try:
-            self.pool.shutdown(wait=True)
+            dropped = sum(lane.close() for lane in self._lanes)
+            if dropped:
+                logger.info("%d deliveries left for the next notifier", dropped)
             self._harvest()
             if self.producer.flush(30):
                 logger.warning("records not acknowledged: their alerts will be delivered again")

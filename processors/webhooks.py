@@ -57,58 +57,88 @@ jitter (``Retry-After`` is honoured, capped by ``backoff_max``); other answers a
 
 Addresses
 ---------
-URLs that point at link-local or cloud metadata addresses are refused (someone who may configure
-a webhook must not get the notifier to POST to the instance's credentials endpoint) unless
-``allow_private=True``. The check runs when the webhook is defined and again at every attempt,
-against the address the connection actually reached, so DNS that changes in between (rebinding)
-does not get past it.
+Only public addresses receive webhooks: loopback, private, link-local, unspecified, multicast
+and reserved addresses (IPv4, IPv6 and IPv4 written as IPv6) and cloud metadata endpoints are
+refused unless the webhook sets ``allow_private=True``. A POST to the stack's own ClickHouse
+HTTP port would be a query. The check runs when the webhook is defined and again at every
+attempt, and the connection goes to the addresses that were checked (DNS rebinding does not get
+past it); redirects are not followed. Details: :mod:`runstream.processors.webhook_addresses`.
+
+Deadlines
+---------
+Each attempt has one deadline, ``timeout`` seconds, for the whole exchange (DNS, connect, TLS,
+sending the request, the response's headers and body): a receiver that trickles its answer a
+byte at a time is cut off there like one that never answers (:mod:`.webhook_http`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import http.client
-import ipaddress
 import json
 import math
 import random
-import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from types import MappingProxyType
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any
 
 from runstream._version import __version__
 from runstream.errors import RunstreamError
 from runstream.processors.alert import Alert
-
-PayloadFormat = Literal["runstream", "slack"]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-PAYLOAD_VERSION = 1
-SIGNATURE_HEADER = "Runstream-Signature"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-USER_AGENT = f"runstream-notifier/{__version__}"
-
-# Hosts that cloud providers answer with instance metadata and credentials. The addresses are
-# checked after resolution too; the names are refused even when they do not resolve here,
-# because they will resolve on the machine the notifier eventually runs on.
-METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata"})
-METADATA_ADDRESSES = frozenset(
-    {
-        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OCI, DigitalOcean, ...
-        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6 (not link-local, so listed)
-        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud (carrier-grade NAT range)
-    }
+from runstream.processors.webhook_addresses import (
+    METADATA_ADDRESSES,
+    METADATA_HOSTS,
+    Target,
+    WebhookURLError,
+    check_url,
+    forbidden,
+    redact_url,
+    target,
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+from runstream.processors.webhook_http import Attempt, parse_retry_after, post
+from runstream.processors.webhook_payload import (
+    IDEMPOTENCY_HEADER,
+    PAYLOAD_FIELDS,
+    PAYLOAD_VERSION,
+    SIGNATURE_HEADER,
+    PayloadFormat,
+    dumps,
+    event_name,
+    idempotency_key,
+    iso,
+    payload,
+    sign,
+    verify,
+)
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "METADATA_ADDRESSES",
+    "METADATA_HOSTS",
+    "PAYLOAD_FIELDS",
+    "PAYLOAD_VERSION",
+    "SIGNATURE_HEADER",
+    "USER_AGENT",
+    "Delivery",
+    "DeliveryResult",
+    "PayloadFormat",
+    "Webhook",
+    "WebhookConfigError",
+    "WebhookURLError",
+    "check_url",
+    "dead_letter_record",
+    "deliver",
+    "event_name",
+    "forbidden",
+    "idempotency_key",
+    "payload",
+    "redact_url",
+    "sign",
+    "verify",
+]
+
+USER_AGENT = f"runstream-notifier/{__version__}"
 
 # Headers that deliver() owns: letting configuration override them would break the signature,
 # the idempotency contract or HTTP framing.
@@ -123,27 +153,34 @@ _RESERVED_HEADERS = frozenset(
         SIGNATURE_HEADER.lower(),
     }
 )
-# Enough of a response body to show a receiver's complaint; the rest is not read at all.
-_MAX_RESPONSE_BYTES = 4096
-_ERROR_SNIPPET = 120
-_SLACK_TEXT_LIMIT = 2900  # Slack refuses section text longer than 3000 characters.
-_LEVEL_EMOJI = {"info": ":information_source:", "warn": ":warning:", "error": ":red_circle:"}
-
-
-class WebhookURLError(RunstreamError, ValueError):
-    """A webhook URL is not allowed: wrong scheme, no host, or a link-local/metadata address."""
 
 
 class WebhookConfigError(RunstreamError, ValueError):
-    """A webhook setting (timeout, attempts, headers, format) has an invalid value."""
+    """A webhook setting (timeout, attempts, headers, format, ...) has an invalid value."""
 
 
 # --- the webhook ------------------------------------------------------------------------------
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True, repr=False)
 class Webhook:
-    """One receiver of alerts. Invalid settings and refused URLs fail here, at configuration."""
+    """One receiver of alerts. Invalid settings and refused URLs fail here, at configuration
+    (:class:`WebhookURLError`, :class:`WebhookConfigError`).
+
+    ``timeout`` is seconds per attempt, for the whole exchange. ``concurrency`` (attempts at once)
+    and ``queue_limit`` (deliveries waiting, retrying or in flight) bound what this webhook may
+    hold: the notifier gives every webhook its own queue and threads, so a slow one holds back
+    only its own deliveries. ``name`` identifies it in the delivery state (default: the URL
+    without its secrets).
+    """
 
     url: str
     secret: str | None = None
@@ -154,33 +191,61 @@ class Webhook:
     backoff_max: float = 30.0
     allow_private: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    name: str = ""
+    concurrency: int = 4
+    queue_limit: int = 1_000
 
     def __post_init__(self) -> None:
+        if not isinstance(self.allow_private, bool):
+            raise WebhookConfigError(
+                f"webhook allow_private must be true or false, got {self.allow_private!r}"
+            )
         check_url(self.url, self.allow_private)
         if self.format not in ("runstream", "slack"):
             raise WebhookConfigError(
                 f"webhook format must be 'runstream' or 'slack', got {self.format!r}"
             )
-        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+        if not (_is_number(self.timeout) and self.timeout > 0 and math.isfinite(self.timeout)):
             raise WebhookConfigError(f"webhook timeout must be > 0 seconds, got {self.timeout!r}")
-        if self.max_attempts < 1:
+        for setting in ("max_attempts", "concurrency", "queue_limit"):
+            value = getattr(self, setting)
+            if not (_is_int(value) and value >= 1):
+                raise WebhookConfigError(
+                    f"webhook {setting} must be an integer >= 1, got {value!r}"
+                )
+        if not (
+            _is_number(self.backoff_base)
+            and _is_number(self.backoff_max)
+            and 0 <= self.backoff_base <= self.backoff_max
+            and math.isfinite(self.backoff_max)
+        ):
             raise WebhookConfigError(
-                f"webhook max_attempts must be >= 1, got {self.max_attempts!r}"
-            )
-        if not (0 <= self.backoff_base <= self.backoff_max and math.isfinite(self.backoff_max)):
-            raise WebhookConfigError(
-                "webhook backoff needs 0 <= backoff_base <= backoff_max (finite), got "
+                "webhook backoff needs 0 <= backoff_base <= backoff_max (finite numbers), got "
                 f"{self.backoff_base!r} and {self.backoff_max!r}"
+            )
+        if self.secret is not None and not isinstance(self.secret, str):
+            raise WebhookConfigError(
+                f"webhook secret must be a string, got {type(self.secret).__name__}"
             )
         if self.secret == "":
             raise WebhookConfigError("webhook secret is empty: give a secret or None")
+        if not isinstance(self.name, str) or any(not c.isprintable() for c in self.name):
+            raise WebhookConfigError(f"webhook name must be printable text, got {self.name!r}")
+        if not isinstance(self.headers, Mapping):
+            raise WebhookConfigError(
+                f"webhook headers must be a table of names to values, got {self.headers!r}"
+            )
         for name, value in self.headers.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise WebhookConfigError(f"webhook header {name!r} must have a string value")
             if name.lower() in _RESERVED_HEADERS:
                 raise WebhookConfigError(f"webhook header {name!r} is set by runstream itself")
             if not _token(name) or any(c in value for c in "\r\n\0"):
                 raise WebhookConfigError(f"webhook header {name!r} has an invalid name or value")
         # A read-only copy: the caller's dict may change later, this webhook must not.
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        if not self.name:
+            object.__setattr__(self, "name", self.display_url)
 
     @property
     def display_url(self) -> str:
@@ -191,7 +256,7 @@ class Webhook:
     def __repr__(self) -> str:
         # The URL may hold credentials and the secret must not end up in logs.
         return (
-            f"Webhook(url={self.display_url!r}, format={self.format!r}, "
+            f"Webhook(url={self.display_url!r}, name={self.name!r}, format={self.format!r}, "
             f"secret={'set' if self.secret else None}, timeout={self.timeout!r}, "
             f"max_attempts={self.max_attempts!r}, allow_private={self.allow_private!r})"
         )
@@ -199,299 +264,6 @@ class Webhook:
 
 def _token(name: str) -> bool:
     return bool(name) and all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name)
-
-
-def redact_url(url: str, *, keep_path: bool = True) -> str:
-    """``url`` without user info, query and fragment (and path, unless ``keep_path``)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port is not None else host
-    path = parts.path if keep_path else ("/…" if parts.path not in ("", "/") else parts.path)
-    if parts.query:
-        path += "?…"
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-# --- which addresses are allowed --------------------------------------------------------------
-#
-# Loopback and RFC 1918 / unique-local addresses are allowed on purpose: a receiver on the same
-# host or in the same private network (a chat bridge, an on-call gateway, a test server) is a
-# normal deployment, and refusing it would only push people to allow_private=True, which opens
-# the metadata endpoints too. The danger this guards against is narrower: link-local addresses
-# are where cloud instances serve their metadata and credentials, so a POST there is never a
-# legitimate webhook.
-
-
-def _forbidden(address: IPAddress) -> str | None:
-    """Why ``address`` may not receive webhooks, or None."""
-    if isinstance(address, ipaddress.IPv6Address):
-        # The same IPv4 address spelled as IPv6 must not slip through.
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None:
-            reason = _forbidden(embedded)
-            if reason:
-                return reason
-    if address in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if address.is_link_local:
-        return "a link-local address"
-    return None
-
-
-def _parse_ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone ("%eth0")
-    except ValueError:
-        return None
-
-
-def _check_host(host: str, port: int, allow_private: bool, *, strict: bool) -> None:
-    """Refuse ``host`` if it is, or resolves to, a forbidden address.
-
-    With ``strict`` a resolution failure propagates (``socket.gaierror``); without it the host is
-    accepted, since DNS may only exist where and when the webhook is used.
-    """
-    if allow_private:
-        return
-    if host in METADATA_HOSTS:
-        raise WebhookURLError(
-            f"webhook host {host!r} is a cloud metadata endpoint; set allow_private to allow it"
-        )
-    literal = _parse_ip(host)
-    if literal is not None:
-        reason = _forbidden(literal)
-        if reason:
-            raise WebhookURLError(
-                f"webhook address {literal} is {reason}; set allow_private to allow it"
-            )
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        if strict:
-            raise
-        return
-    for info in infos:
-        address = _parse_ip(str(info[4][0]))
-        reason = _forbidden(address) if address is not None else None
-        if reason:
-            raise WebhookURLError(
-                f"webhook host {host!r} resolves to {address}, {reason}; "
-                "set allow_private to allow it"
-            )
-
-
-@dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str
-    port: int
-    path: str
-    authorization: str | None
-
-
-def _target(url: str) -> _Target:
-    if any(c in url for c in "\r\n\t\0 "):
-        raise WebhookURLError(f"webhook URL {redact_url(url)!r} contains whitespace")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise WebhookURLError(
-            f"webhook URL {redact_url(url)!r} must be http:// or https://, not {scheme or 'none'!r}"
-        )
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise WebhookURLError(f"webhook URL {redact_url(url)!r} has an invalid port") from exc
-    host = (parts.hostname or "").rstrip(".")  # "metadata." names the same host
-    if not host:
-        raise WebhookURLError(f"webhook URL {redact_url(url)!r} has no host")
-    authorization = None
-    if parts.username is not None:
-        user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        authorization = "Basic " + base64.b64encode(user_pass.encode()).decode()
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return _Target(scheme, host, port or (443 if scheme == "https" else 80), path, authorization)
-
-
-def check_url(url: str, allow_private: bool = False) -> None:
-    """Raise :class:`WebhookURLError` unless ``url`` may receive webhooks.
-
-    Refuses schemes other than http(s), and hosts that are or resolve to link-local or cloud
-    metadata addresses (unless ``allow_private``). A host that does not resolve now is accepted;
-    :func:`deliver` checks again at every attempt.
-    """
-    target = _target(url)
-    _check_host(target.host, target.port, allow_private, strict=False)
-
-
-# --- payloads ---------------------------------------------------------------------------------
-
-# The episode's fields only: delivery bookkeeping (attempts, updated_at, ...) changes between
-# versions of the record, and the body of one delivery must be the same on every retry.
-_PAYLOAD_FIELDS = (
-    "alert_id",
-    "rule",
-    "project",
-    "run_id",
-    "metric",
-    "value",
-    "step",
-    "level",
-    "title",
-    "text",
-    "fired_at",
-    "resolved_at",
-)
-
-
-def event_name(alert: Alert) -> str:
-    return "alert.resolved" if alert.resolved else "alert.fired"
-
-
-def idempotency_key(alert: Alert) -> str:
-    """``<alert_id>:fired`` or ``<alert_id>:resolved``: one key per delivery, across retries."""
-    return f"{alert.alert_id}:{'resolved' if alert.resolved else 'fired'}"
-
-
-def _fields(alert: Alert) -> dict[str, Any]:
-    # Through pydantic's JSON so NaN and infinities become strings, as on the alerts topic.
-    data: dict[str, Any] = json.loads(alert.model_dump_json(include=set(_PAYLOAD_FIELDS)))
-    return {name: data[name] for name in _PAYLOAD_FIELDS}
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
-def payload(alert: Alert, format: PayloadFormat = "runstream") -> bytes:
-    """The body POSTed for ``alert`` (see the module docstring)."""
-    if format == "runstream":
-        return _dumps({"version": PAYLOAD_VERSION, "event": event_name(alert), **_fields(alert)})
-    if format == "slack":
-        return _dumps(_slack(alert))
-    raise ValueError(f"unknown webhook payload format {format!r}")
-
-
-def _format_value(value: float | None) -> str:
-    if value is None:
-        return ""
-    if math.isnan(value):
-        return "NaN"
-    return f"{value:.6g}"
-
-
-def _slack_escape(text: str) -> str:
-    # Slack's three control characters; anything else in user text is shown as written.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _slack(alert: Alert) -> dict[str, Any]:
-    where = f"{alert.project}/{alert.run_id}"
-    if alert.resolved:
-        summary = f":white_check_mark: Resolved: {alert.title} ({where})"
-    else:
-        summary = f"{_LEVEL_EMOJI[alert.level]} [{alert.level}] {alert.title} ({where})"
-    facts = [("Project", alert.project), ("Run", alert.run_id), ("Rule", alert.rule)]
-    if alert.metric:
-        facts.append(("Metric", alert.metric))
-    if alert.value is not None:
-        facts.append(("Value", _format_value(alert.value)))
-    if alert.step is not None:
-        facts.append(("Step", str(alert.step)))
-    facts.append(("Fired at", _iso(alert.fired_at)))
-    if alert.resolved_at is not None:
-        facts.append(("Resolved at", _iso(alert.resolved_at)))
-    # Escaped everywhere, "text" included: Slack formats it too, and a title "<!channel>"
-    # must not page a whole channel.
-    summary = _slack_escape(summary)
-    headline = f"*{summary}*"
-    if alert.text:
-        headline += "\n" + _slack_escape(alert.text)
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(headline, _SLACK_TEXT_LIMIT)}},
-        {
-            "type": "section",
-            "fields": [
-                {"type": "mrkdwn", "text": _clip(f"*{k}*\n{_slack_escape(v)}", 1900)}
-                for k, v in facts[:10]  # Slack's limit per section
-            ],
-        },
-        {
-            "type": "context",
-            "elements": [{"type": "plain_text", "text": f"alert {alert.alert_id}"}],
-        },
-    ]
-    # "text" is what notifications and clients without blocks show.
-    return {"text": _clip(summary, _SLACK_TEXT_LIMIT), "blocks": blocks}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-# --- signatures -------------------------------------------------------------------------------
-
-
-def _mac(secret: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``Runstream-Signature`` header value: ``t=<timestamp>,v1=<hex HMAC-SHA256>``."""
-    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
-
-
-def verify(
-    secret: str,
-    header: str | None,
-    body: bytes,
-    tolerance_seconds: float = 300,
-    now: float | None = None,
-) -> bool:
-    """For receivers: whether ``header`` signs ``body`` with ``secret`` within the tolerance.
-
-    ``body`` must be the raw request bytes (not re-serialized JSON). Several ``v1=`` entries are
-    accepted, so a sender can sign with an old and a new secret while they rotate.
-    """
-    if not header:
-        return False
-    timestamp: int | None = None
-    candidates: list[str] = []
-    for item in header.split(","):
-        key, _, value = item.strip().partition("=")
-        if key == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                return False
-        elif key == "v1":
-            candidates.append(value)
-    if timestamp is None or not candidates:
-        return False
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_seconds:
-        return False
-    expected = _mac(secret, timestamp, body).encode()
-    # Check every candidate so the time taken does not tell which one matched.
-    matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(expected, candidate.encode())
-    return matched
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -509,22 +281,10 @@ class DeliveryResult:
     elapsed: float  # seconds, including the waits between attempts
 
 
-@dataclass(frozen=True)
-class _Attempt:
-    status: int | None = None
-    error: str = ""
-    retryable: bool = False
-    retry_after: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-
-def _headers(webhook: Webhook, alert: Alert, target: _Target) -> dict[str, str]:
+def _headers(webhook: Webhook, alert: Alert, where: Target) -> dict[str, str]:
     headers = {"User-Agent": USER_AGENT}
-    if target.authorization:
-        headers["Authorization"] = target.authorization
+    if where.authorization:
+        headers["Authorization"] = where.authorization
     for name, value in webhook.headers.items():
         for existing in [h for h in headers if h.lower() == name.lower()]:
             del headers[existing]
@@ -540,18 +300,60 @@ def _backoff(attempt: int, webhook: Webhook, rng: Callable[[], float]) -> float:
     return rng() * ceiling
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
+class Delivery:
+    """One alert to one webhook, one attempt at a time: the caller decides how to wait between
+    attempts (:func:`deliver` sleeps; the notifier's queues hold no thread while waiting)."""
+
+    def __init__(
+        self,
+        webhook: Webhook,
+        alert: Alert,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.webhook = webhook
+        self.alert = alert
+        self.attempts = 0
+        self._clock = clock
+        self._rng = rng
+        self._started = clock()
+        self._target = target(webhook.url)
+        self._body = payload(alert, webhook.format)
+        self._headers = _headers(webhook, alert, self._target)
+
+    def attempt(self) -> DeliveryResult | float:
+        """Makes the next attempt: the result once it is final, else the seconds to wait before
+        the next one. Never raises for HTTP or network trouble."""
+        webhook = self.webhook
+        self.attempts += 1
+        if webhook.secret is not None:
+            # Fresh per attempt: a retry after a long backoff must not look like a replay.
+            self._headers[SIGNATURE_HEADER] = sign(webhook.secret, int(time.time()), self._body)
+        outcome: Attempt = post(
+            self._target,
+            timeout=webhook.timeout,
+            allow_private=webhook.allow_private,
+            body=self._body,
+            headers=self._headers,
+            display_url=webhook.display_url,
+        )
+        elapsed = self._clock() - self._started
+        if outcome.ok:
+            return DeliveryResult(True, self.attempts, outcome.status, "", False, elapsed)
+        if not outcome.retryable or self.attempts >= webhook.max_attempts:
+            return DeliveryResult(
+                False, self.attempts, outcome.status, outcome.error, True, elapsed
+            )
+        if outcome.retry_after is not None:
+            return min(outcome.retry_after, webhook.backoff_max)
+        return _backoff(self.attempts, webhook, self._rng)
+
+    def given_up(self, reason: str) -> DeliveryResult:
+        """The result of a delivery that stops without (more) attempts, e.g. at shutdown."""
+        return DeliveryResult(
+            False, self.attempts, None, reason, True, self._clock() - self._started
+        )
 
 
 def deliver(
@@ -565,129 +367,26 @@ def deliver(
     """POST ``alert`` to ``webhook`` until a 2xx, a final answer, or ``max_attempts``.
 
     Returns the outcome; HTTP and network problems never raise. ``sleep``, ``clock`` and ``rng``
-    are for tests (``clock`` measures ``elapsed``; socket timeouts always use real time).
+    are for tests (``clock`` measures ``elapsed``; deadlines always use real time).
     """
-    started = clock()
-    target = _target(webhook.url)
-    body = payload(alert, webhook.format)
-    headers = _headers(webhook, alert, target)
-    attempt = 0
+    delivery = Delivery(webhook, alert, clock=clock, rng=rng)
     while True:
-        attempt += 1
-        if webhook.secret is not None:
-            # Fresh per attempt: a retry after a long backoff must not look like a replay.
-            headers[SIGNATURE_HEADER] = sign(webhook.secret, int(time.time()), body)
-        outcome = _attempt(webhook, target, body, headers)
-        if outcome.ok:
-            return DeliveryResult(True, attempt, outcome.status, "", False, clock() - started)
-        if not outcome.retryable or attempt >= webhook.max_attempts:
-            return DeliveryResult(
-                False, attempt, outcome.status, outcome.error, True, clock() - started
-            )
-        if outcome.retry_after is not None:
-            delay = min(outcome.retry_after, webhook.backoff_max)
-        else:
-            delay = _backoff(attempt, webhook, rng)
-        sleep(delay)
+        outcome = delivery.attempt()
+        if isinstance(outcome, DeliveryResult):
+            return outcome
+        sleep(outcome)
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
-_tls_context: ssl.SSLContext | None = None
-
-
-def _tls() -> ssl.SSLContext:
-    global _tls_context
-    if _tls_context is None:
-        _tls_context = ssl.create_default_context()
-    return _tls_context
-
-
-def _attempt(
-    webhook: Webhook, target: _Target, body: bytes, headers: Mapping[str, str]
-) -> _Attempt:
-    """One POST. Classifies every HTTP and network outcome; raises for nothing else."""
-    try:
-        # Again at send time: the name may resolve elsewhere than when the webhook was defined.
-        _check_host(target.host, target.port, webhook.allow_private, strict=True)
-    except WebhookURLError as exc:
-        return _Attempt(error=f"refused: {exc}")
-    except (socket.gaierror, UnicodeError):
-        return _Attempt(error=f"cannot resolve {target.host}", retryable=True)
-
-    # http.client rather than urllib: no proxies from the environment (the address check must
-    # see the real peer) and no redirects (a 3xx could point anywhere, metadata included).
-    connection: http.client.HTTPConnection
-    if target.scheme == "https":
-        connection = http.client.HTTPSConnection(
-            target.host, target.port, timeout=webhook.timeout, context=_tls()
-        )
-    else:
-        connection = http.client.HTTPConnection(target.host, target.port, timeout=webhook.timeout)
-    # One deadline for the exchange, so a receiver that trickles bytes cannot hold a worker
-    # thread for many timeouts in a row.
-    deadline = time.monotonic() + webhook.timeout
-    try:
-        connection.connect()
-        sock = connection.sock
-        assert sock is not None
-        if not webhook.allow_private:
-            # The address this socket reached, not the one resolved a moment ago (DNS rebinding).
-            peer = _parse_ip(str(sock.getpeername()[0]))
-            reason = _forbidden(peer) if peer is not None else None
-            if reason:
-                return _Attempt(error=f"refused: {target.host} connected to {peer}, {reason}")
-        sock.settimeout(_remaining(deadline))
-        connection.request("POST", target.path, body=body, headers=dict(headers))
-        sock.settimeout(_remaining(deadline))
-        response = connection.getresponse()
-        sock.settimeout(_remaining(deadline))
-        answer = response.read(_MAX_RESPONSE_BYTES)
-        return _classify(webhook, response.status, response.getheader("Retry-After"), answer)
-    except TimeoutError:
-        return _Attempt(error=f"timed out after {webhook.timeout}s", retryable=True)
-    except ConnectionRefusedError:
-        return _Attempt(error="connection refused", retryable=True)
-    except ssl.SSLCertVerificationError as exc:
-        # A certificate that does not verify will not verify in a minute either.
-        return _Attempt(error=f"TLS certificate rejected: {exc.verify_message or exc.reason}")
-    except ssl.SSLError as exc:
-        return _Attempt(error=f"TLS error: {exc.reason or exc}", retryable=True)
-    except http.client.RemoteDisconnected:
-        return _Attempt(error="connection closed without an answer", retryable=True)
-    except ConnectionResetError:
-        return _Attempt(error="connection reset", retryable=True)
-    except http.client.HTTPException as exc:
-        return _Attempt(error=f"bad HTTP answer: {type(exc).__name__}", retryable=True)
-    except OSError as exc:
-        return _Attempt(error=f"network error: {exc.strerror or exc}", retryable=True)
-    finally:
-        connection.close()
-
-
-def _classify(webhook: Webhook, status: int, retry_after: str | None, answer: bytes) -> _Attempt:
-    if 200 <= status < 300:
-        return _Attempt(status=status)
-    error = f"HTTP {status} from {webhook.display_url}"
-    snippet = " ".join(answer.decode("utf-8", "replace").split())
-    if snippet:
-        error += ": " + _clip(snippet, _ERROR_SNIPPET)
-    if 300 <= status < 400:
-        return _Attempt(status=status, error=error + " (redirects are not followed)")
-    # 408 is a timeout the receiver noticed first; 429 and 5xx are the receiver's own trouble.
-    retryable = status in (408, 429) or status >= 500
-    return _Attempt(status, error, retryable, _retry_after(retry_after) if retryable else None)
+# For receivers and tests that parse the header themselves.
+_retry_after = parse_retry_after
 
 
 def dead_letter_record(webhook: Webhook, alert: Alert, result: DeliveryResult) -> bytes:
-    """JSON for the dead-letter topic: where it failed, why, and the undelivered payload."""
-    record = {
+    """JSON for the dead-letter topic: where it failed, why, and the undelivered payload (enough
+    to deliver it again by hand)."""
+    record: dict[str, Any] = {
         "version": 1,
+        "webhook": webhook.name,
         "url": webhook.display_url,
         "format": webhook.format,
         "alert_id": alert.alert_id,
@@ -696,7 +395,7 @@ def dead_letter_record(webhook: Webhook, alert: Alert, result: DeliveryResult) -
         "attempts": result.attempts,
         "status": result.status,
         "error": result.error,
-        "failed_at": _iso(datetime.now(timezone.utc)),
+        "failed_at": iso(datetime.now(timezone.utc)),
         "payload": json.loads(payload(alert, webhook.format)),
     }
-    return _dumps(record)
+    return dumps(record)
