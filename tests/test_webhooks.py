@@ -14,6 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from runstream._version import __version__
 from runstream.processors import webhooks
@@ -116,7 +119,13 @@ def make_alert(
 
 
 def hook(url: str, **kwargs: Any) -> Webhook:
-    settings: dict[str, Any] = {"timeout": 0.5, "backoff_base": 0.1, "backoff_max": 1.0}
+    # The receivers of these tests listen on loopback, which only allow_private reaches.
+    settings: dict[str, Any] = {
+        "timeout": 0.5,
+        "backoff_base": 0.1,
+        "backoff_max": 1.0,
+        "allow_private": True,
+    }
     settings.update(kwargs)
     return Webhook(url, **settings)
 
@@ -267,6 +276,141 @@ def test_connection_refused_is_retried_then_dead_lettered() -> None:
     assert result.error == "connection refused"
 
 
+# --- (4b) one deadline per attempt, whatever the receiver does (issue 10, item 12) ------------
+
+
+class SlowServer:
+    """A TCP server on loopback whose every connection runs ``behave(conn, stop)``."""
+
+    def __init__(self, behave: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.stop = threading.Event()
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+
+        def serve() -> None:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                self.connections += 1
+                thread = threading.Thread(target=self._run, args=(behave, conn), daemon=True)
+                self.threads.append(thread)
+                thread.start()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def _run(
+        self, behave: Callable[[socket.socket, threading.Event], None], conn: socket.socket
+    ) -> None:
+        with conn:
+            try:
+                behave(conn, self.stop)
+            except OSError:
+                pass  # the client gave up: that is the point
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+        for thread in self.threads:
+            thread.join(5)
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+
+
+def trickle_headers(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+        if stop.wait(1.0):
+            return
+        conn.sendall(bytes([byte]))
+
+
+def trickle_body(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    for _ in range(100):
+        if stop.wait(1.0):
+            return
+        conn.sendall(b"x")
+
+
+def never_answer(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(30)
+
+
+def read_slowly(conn: socket.socket, stop: threading.Event) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    data = b""
+    while b"\r\n\r\n" not in data and not stop.wait(0.5):
+        data += conn.recv(1)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("behave", "scheme"),
+    [
+        (trickle_headers, "http"),
+        (trickle_body, "http"),
+        (never_answer, "http"),
+        (never_answer, "https"),  # stuck in the TLS handshake
+        (read_slowly, "http"),
+    ],
+)
+def test_an_attempt_ends_at_its_deadline_whatever_the_receiver_does(
+    behave: Callable[[socket.socket, threading.Event], None], scheme: str
+) -> None:
+    server = SlowServer(behave)
+    try:
+        timeout, attempts = 1.0, 2
+        webhook = hook(f"{scheme}://127.0.0.1:{server.port}/", timeout=timeout,
+                       max_attempts=attempts)  # fmt: skip
+        durations: list[float] = []
+        delivery = webhooks.Delivery(webhook, make_alert())
+        outcome: webhooks.DeliveryResult | float = 0.0
+        while not isinstance(outcome, webhooks.DeliveryResult):
+            started = time.monotonic()
+            outcome = delivery.attempt()
+            durations.append(time.monotonic() - started)
+        # One deadline for the whole exchange: each attempt ends at it, give or take the
+        # scheduling of a busy machine, and counts as a timeout that is retried.
+        assert len(durations) == attempts, durations
+        assert all(timeout - 0.05 <= d < timeout + 0.5 for d in durations), durations
+        assert not outcome.delivered and outcome.dead_letter and outcome.status is None
+        assert outcome.error == f"timed out after {timeout}s"
+        assert server.connections == attempts
+    finally:
+        server.close()
+
+
+def test_a_receiver_that_answers_in_time_is_not_cut_off() -> None:
+    def quick(conn: socket.socket, stop: threading.Event) -> None:
+        _read_request(conn)
+        stop.wait(0.3)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = SlowServer(quick)
+    try:
+        result = deliver(hook(f"http://127.0.0.1:{server.port}/", timeout=1.0), make_alert())
+        assert result.delivered and result.attempts == 1
+    finally:
+        server.close()
+
+
 # --- (5) signatures ----------------------------------------------------------------------------
 
 
@@ -316,7 +460,7 @@ def test_credentials_in_the_url_become_basic_auth(receiver: Receiver) -> None:
     assert request.path == "/hooks/alerts?token=abc"
 
 
-# --- (6) which URLs are allowed ----------------------------------------------------------------
+# --- (6) which addresses are allowed (issue 10, item 12) --------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -331,6 +475,27 @@ def test_credentials_in_the_url_become_basic_auth(receiver: Receiver) -> None:
         "http://metadata.google.internal/computeMetadata/v1/",
         "http://METADATA/",
         "http://metadata./",
+        # loopback, private, unspecified, multicast, reserved, in every spelling
+        "http://127.0.0.1:8123/?query=INSERT",
+        "http://127.1.2.3/",
+        "http://[::1]:9000/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:7f00:1]/",
+        "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+        "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+        "http://10.0.0.5/hook",
+        "http://172.16.0.1/",
+        "http://192.168.1.2/",
+        "http://[fd12:3456::1]/",
+        "http://100.64.0.1/",  # carrier-grade NAT
+        "http://0.0.0.0/",
+        "http://[::]/",
+        "http://224.0.0.1/",
+        "http://[ff02::1]/",
+        "http://240.0.0.1/",
+        "http://255.255.255.255/",
+        "http://192.0.2.1/",  # documentation
+        "http://localhost:8123/",
         "file:///etc/passwd",
         "ftp://x",
         "http:///no-host",
@@ -344,30 +509,51 @@ def test_check_url_refuses(url: str) -> None:
         Webhook(url)
 
 
-def test_check_url_refuses_a_name_that_resolves_to_link_local(
+@pytest.mark.parametrize(
+    "url", ["http://93.184.215.14/hook", "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/"]
+)
+def test_check_url_accepts_public_addresses(url: str) -> None:
+    check_url(url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://10.0.0.5/", "http://[::1]/"])
+def test_allow_private_allows_loopback_and_private(url: str) -> None:
+    check_url(url, allow_private=True)
+    assert Webhook(url, allow_private=True).allow_private
+
+
+@given(st.ip_addresses())
+@hsettings(max_examples=300, deadline=None)
+def test_an_address_is_refused_unless_it_is_public(address: Any) -> None:
+    reason = webhooks.forbidden(address)
+    public = address.is_global and not (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+    embedded = getattr(address, "ipv4_mapped", None) or getattr(address, "sixtofour", None)
+    if embedded is not None and webhooks.forbidden(embedded):
+        public = False
+    assert (reason is None) == (public and address not in webhooks.METADATA_ADDRESSES)
+
+
+def test_check_url_refuses_a_name_that_resolves_to_a_private_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
         assert host == "sneaky.example"
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.10.20", port))]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    with pytest.raises(WebhookURLError, match=r"resolves to 169\.254\.10\.20"):
+    with pytest.raises(WebhookURLError, match=r"resolves to 127\.0\.0\.1, a loopback address"):
         check_url("https://sneaky.example/hook")
     check_url("https://sneaky.example/hook", allow_private=True)
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://127.0.0.1:8080/hook",
-        "http://10.0.0.5/hook",
-        "http://192.168.1.2/",
-        "http://[::1]:9000/",
-    ],
-)
-def test_check_url_accepts(url: str) -> None:
-    check_url(url)
 
 
 def test_a_name_that_does_not_resolve_yet_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -386,60 +572,79 @@ def test_allow_private_allows_metadata() -> None:
     assert Webhook("http://169.254.169.254/", allow_private=True).allow_private
 
 
-def test_the_address_is_checked_again_at_send_time(
+def test_a_name_that_resolves_to_loopback_at_send_time_is_refused(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = receiver.url.replace("127.0.0.1", "localhost")
-    webhook = hook(url)  # resolves to loopback now: accepted
-    real = socket.getaddrinfo
+    """DNS rebinding: public when the webhook is defined, loopback when it is used."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    url = f"http://rebind.example:{port}/hooks/alerts"
+    answers = {"now": "93.184.215.14"}
 
-    def rebound(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host == "localhost":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 80))]
-        return real(host, *args, **kwargs)
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        assert host == "rebind.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers["now"], port))]
 
-    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    webhook = Webhook(url, timeout=0.5)  # public now: accepted
+    answers["now"] = "127.0.0.1"
     sleeps = Sleeps()
     result = deliver(webhook, make_alert(), sleep=sleeps)
     assert result.dead_letter and result.attempts == 1 and sleeps == []
-    assert result.error.startswith("refused:") and "169.254.169.254" in result.error
+    assert result.error.startswith("refused:") and "127.0.0.1, a loopback address" in result.error
     assert receiver.requests == []
 
 
-def test_the_connected_peer_is_checked_too(
+def test_the_connection_goes_to_the_address_that_was_checked(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # DNS that answers the check with one address and the connection with another: the peer
-    # address of the socket is what counts. Loopback stands in for a forbidden address here.
-    webhook = hook(receiver.url)
-    monkeypatch.setattr(webhooks, "_check_host", lambda *args, **kwargs: None)
-    monkeypatch.setattr(
-        webhooks, "METADATA_ADDRESSES", frozenset({webhooks.ipaddress.ip_address("127.0.0.1")})
-    )
+    """A name that answers the check with a public address and any later lookup with loopback
+    (where the receiver listens): resolved once per attempt, so the receiver sees nothing."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    lookups: list[str] = []
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        address = "192.88.99.1" if not lookups else "127.0.0.1"  # public (6to4 relay anycast)
+        lookups.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    webhook = Webhook(f"http://flip.example:{port}/", timeout=0.3, max_attempts=1)
+    lookups.clear()
     result = deliver(webhook, make_alert(), sleep=Sleeps())
-    assert result.dead_letter and result.attempts == 1
-    assert result.error == "refused: 127.0.0.1 connected to 127.0.0.1, a cloud metadata address"
-    assert receiver.requests == []
+    assert not result.delivered and receiver.requests == []
+    assert lookups == ["192.88.99.1"]  # one lookup, no second one by name at connect time
 
 
 def test_invalid_settings_fail_at_definition() -> None:
     for kwargs in (
         {"max_attempts": 0},
+        {"max_attempts": 2.5},
+        {"max_attempts": True},
         {"timeout": 0},
+        {"timeout": "5"},
+        {"timeout": math.inf},
         {"backoff_base": 5.0, "backoff_max": 1.0},
         {"format": "teams"},
         {"secret": ""},
+        {"secret": 42},
+        {"allow_private": "yes"},
+        {"concurrency": 0},
+        {"queue_limit": -1},
+        {"name": "a\nb"},
+        {"headers": ["x"]},
+        {"headers": {"X-Number": 5}},
         {"headers": {"Idempotency-Key": "mine"}},
         {"headers": {"X-Evil": "a\r\nInjected: yes"}},
     ):
         with pytest.raises(WebhookConfigError):
-            Webhook("http://127.0.0.1/", **kwargs)
+            Webhook("http://93.184.215.14/", **kwargs)
 
 
 def test_repr_hides_secrets() -> None:
-    webhook = Webhook("https://bob:hunter2@example.com/h?key=k3y", secret="sssh")
+    webhook = Webhook("https://bob:hunter2@93.184.215.14/h?key=k3y", secret="sssh")
     assert "hunter2" not in repr(webhook) and "sssh" not in repr(webhook)
     assert "k3y" not in repr(webhook)
+    assert webhook.name == "https://93.184.215.14/h?…"
 
 
 # --- (7) payloads ------------------------------------------------------------------------------
@@ -450,7 +655,7 @@ def test_runstream_payload() -> None:
     assert fired["version"] == 1 and fired["event"] == "alert.fired"
     assert fired["value"] == "NaN" and fired["resolved_at"] is None
     assert fired["fired_at"] == "2024-06-01T12:34:56Z"
-    assert set(fired) == {"version", "event", *webhooks._PAYLOAD_FIELDS}
+    assert set(fired) == {"version", "event", *webhooks.PAYLOAD_FIELDS}
 
     resolved = json.loads(payload(make_alert(resolved=True, value=0.25)))
     assert resolved["event"] == "alert.resolved" and resolved["value"] == 0.25
