@@ -88,7 +88,7 @@ class _Delivery:
     message: _Tracked
     alert: Alert
     route: Route
-    started_at: datetime  # updated_at of its 'delivering' record; the final one comes after
+    started_at: datetime  # updated_at of its 'delivering' record; the final one comes later
 
 
 class Notifier:
@@ -142,11 +142,6 @@ class Notifier:
         self._in_flight = 0
         # Per partition, the consumed messages not yet committed, in offset order.
         self._uncommitted: dict[tuple[str, int], deque[_Tracked]] = {}
-        # The latest version of each alert with deliveries in flight, and how many: a delivery
-        # update must not undo a resolve that arrived while the fired version was being
-        # delivered. Nothing needs remembering once an alert has no delivery in flight.
-        self._latest: dict[str, Alert] = {}
-        self._deliveries_of: dict[str, int] = {}
         self._paused = False
         self.consumer.subscribe(
             [self.topics.alerts], on_revoke=_weakly(self._on_revoke), on_lost=_weakly(self._on_lost)
@@ -198,37 +193,20 @@ class Notifier:
             logger.warning("not an alert at offset %d: %s", offset, exc)
             return
         if alert.delivery_state != "pending":
-            return  # our own delivery updates coming back
+            return  # a delivery update written by a notifier of an earlier version
         self.stats.alerts += 1
-        wanted = [i for i, route in enumerate(self.routes) if route.wants(alert)]
-        known = self._latest.get(alert.alert_id)
-        # By updated_at rather than arrival: after a rebalance a partition is read again from
-        # its committed offset, and a replayed fired version must not replace a newer resolve.
-        if (known is None and wanted) or (
-            known is not None and alert.updated_at >= known.updated_at
-        ):
-            self._latest[alert.alert_id] = alert
-        for index in wanted:
-            self._submit(tracked, alert, index)
+        for index, route in enumerate(self.routes):
+            if route.wants(alert):
+                self._submit(tracked, alert, index)
 
     def _submit(self, tracked: _Tracked, alert: Alert, index: int) -> None:
         route, lane = self.routes[index], self._lanes[index]
         tracked.waiting += 1
         self._in_flight += 1
-        self._deliveries_of[alert.alert_id] = self._deliveries_of.get(alert.alert_id, 0) + 1
-        latest = self._latest[alert.alert_id]
-        started_at = max(utcnow(), latest.updated_at)
-        job = _Delivery(tracked, alert, route, started_at)
+        job = _Delivery(tracked, alert, route, utcnow())
         delivery = Delivery(route.webhook, alert)
         if lane.offer(delivery, job):
-            self._publish(
-                job,
-                state="delivering",
-                attempts=0,
-                attempted_at=None,
-                error="",
-                updated_at=started_at,
-            )
+            self._publish(job, state="delivering", updated_at=job.started_at)
         else:
             # Refused rather than waited for, so that this webhook holds back no other: the
             # dead letter keeps the payload, to send again once the receiver is back.
@@ -270,50 +248,43 @@ class Notifier:
         self._publish(
             job,
             state="delivered" if result.delivered else "failed",
-            attempts=result.attempts,
-            attempted_at=utcnow() if result.attempts else None,
-            error=result.error,
-            updated_at=max(
-                utcnow(), self._latest[alert.alert_id].updated_at, job.started_at + _TICK
-            ),
+            # After its 'delivering' record, whatever the clock did meanwhile.
+            updated_at=max(utcnow(), job.started_at + _TICK),
+            result=result,
         )
         # After the produces, which count themselves in: the message is done only once Kafka
         # has acknowledged them.
         job.message.waiting -= 1
         self._in_flight -= 1
-        left = self._deliveries_of[alert.alert_id] - 1
-        if left:
-            self._deliveries_of[alert.alert_id] = left
-        else:
-            del self._deliveries_of[alert.alert_id], self._latest[alert.alert_id]
 
     def _publish(
         self,
         job: _Delivery,
         *,
         state: str,
-        attempts: int,
-        attempted_at: datetime | None,
-        error: str,
         updated_at: datetime,
+        result: DeliveryResult | None = None,
     ) -> None:
-        """One webhook's delivery state of ``job``: the alert's latest version (a resolve that
-        arrived meanwhile is kept) with this delivery's fields, its webhook and its event."""
-        latest = self._latest[job.alert.alert_id]
-        update = latest.model_copy(
-            update={
-                "delivery_state": state,
-                "attempts": attempts,
-                "last_attempt_at": attempted_at,
-                "last_error": error,
-                "updated_at": updated_at,
-            }
-        )
-        record = json.loads(update.to_json())
-        record["webhook"] = job.route.webhook.name
-        record["delivery_event"] = "resolved" if job.alert.resolved else "fired"
+        """One webhook's delivery state of ``job`` on the alert-deliveries topic (from there the
+        ``alert_deliveries`` table)."""
+        alert = job.alert
+        attempted = result is not None and result.attempts > 0
+        record = {
+            "project": alert.project,
+            "run_id": alert.run_id,
+            "alert_id": alert.alert_id,
+            "event": "resolved" if alert.resolved else "fired",
+            "webhook": job.route.webhook.name,
+            "state": state,
+            "attempts": result.attempts if result else 0,
+            "status": result.status if result else None,
+            "last_attempt_at": _iso(updated_at) if attempted else None,
+            "delivered_at": _iso(updated_at) if result and result.delivered else None,
+            "last_error": result.error if result else "",
+            "updated_at": _iso(updated_at),
+        }
         value = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
-        self._produce(job.message, self.topics.alerts, job.alert.run_id.encode(), value)
+        self._produce(job.message, self.topics.alert_deliveries, alert.run_id.encode(), value)
 
     def _produce(
         self,
@@ -402,6 +373,10 @@ class Notifier:
             self._commit(asynchronous=False)
         finally:
             self.consumer.close()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _on_commit(error: KafkaError | None, offsets: list[TopicPartition]) -> None:

@@ -38,6 +38,11 @@ class Topics:
         return f"{self.prefix}.alerts"
 
     @property
+    def alert_deliveries(self) -> str:
+        """Delivery state of each alert per webhook, from the notifier (a record per change)."""
+        return f"{self.prefix}.alert-deliveries"
+
+    @property
     def runs(self) -> str:
         """Latest state of each run (compacted)."""
         return f"{self.prefix}.runs"
@@ -61,6 +66,7 @@ class Topics:
             TopicSpec(self.events, "run_id", False, "all run events", forever),
             TopicSpec(self.dead_letters, "original key", False, "undeliverable messages"),
             TopicSpec(self.alerts, "run_id", False, "alert firings and resolutions"),
+            TopicSpec(self.alert_deliveries, "run_id", False, "alert delivery per webhook"),
             TopicSpec(self.runs, "run_id", True, "run state", compact),
             TopicSpec(self.summaries, "run_id/metric", True, "metric summaries", compact),
             TopicSpec(self.processor_ticks, "run", False, "crash checks", an_hour),

@@ -84,6 +84,7 @@ class Sink:
             self.topics.runs: "live_runs",
             self.topics.summaries: "live_summaries",
             self.topics.alerts: "alerts",
+            self.topics.alert_deliveries: "alert_deliveries",
         }
         self.batch = EventBatch(self._routes)
         self._batch_started: float | None = None

@@ -98,7 +98,9 @@ def test_a_nan_fires_once_resolves_and_each_version_is_delivered_once_signed(
     events += [metrics("a1", seq, seq, loss) for seq, loss in enumerate(losses, start=1)]
     produce(settings, events)
 
-    webhook = Webhook(url=receiver.url, secret=SECRET, backoff_base=0.05, backoff_max=0.2)
+    webhook = Webhook(
+        url=receiver.url, secret=SECRET, backoff_base=0.05, backoff_max=0.2, allow_private=True
+    )
     notifier = Notifier(settings, routes=[Route(webhook)])
     stop = threading.Event()
     thread = threading.Thread(target=notifier.run, args=(stop,), daemon=True)
@@ -294,13 +296,15 @@ def poll_until(notifier: Notifier, done: Callable[[], bool], timeout: float, wha
 
 
 def slow_and_fast_routes(receiver: GatedReceiver) -> list[Route]:
-    slow = Webhook(f"{receiver.url}/slow", timeout=60, max_attempts=1)
-    fast = Webhook(f"{receiver.url}/fast", timeout=5, max_attempts=1)
+    slow = Webhook(f"{receiver.url}/slow", timeout=60, max_attempts=1, allow_private=True)
+    fast = Webhook(f"{receiver.url}/fast", timeout=5, max_attempts=1, allow_private=True)
     return [Route(slow, projects=frozenset({"slow"})), Route(fast, projects=frozenset({"fast"}))]
 
 
 def delivery_updates(settings: Settings) -> list[dict[str, Any]]:
-    return [a for a in alerts_on_topic(settings) if a["delivery_state"] != "pending"]
+    """The notifier's records of deliveries that ended (not those that started)."""
+    topic = Topics(settings.topic_prefix).alert_deliveries
+    return [r for _, r in topic_records(settings, topic) if r["state"] != "delivering"]
 
 
 def test_a_slow_webhook_does_not_hold_back_the_alerts_behind_it(settings: Settings) -> None:
@@ -328,7 +332,7 @@ def test_a_slow_webhook_does_not_hold_back_the_alerts_behind_it(settings: Settin
         receiver.close()
     updates = delivery_updates(settings)
     assert sorted(u["alert_id"] for u in updates) == sorted([slow.alert_id, fast.alert_id])
-    assert all(u["delivery_state"] == "delivered" for u in updates)
+    assert all(u["state"] == "delivered" for u in updates)
 
 
 def test_offsets_are_committed_only_past_alerts_whose_deliveries_are_done(
@@ -383,7 +387,7 @@ def test_offsets_are_committed_only_past_alerts_whose_deliveries_are_done(
 
 def test_a_resolve_during_the_delivery_of_the_fired_version_is_kept(settings: Settings) -> None:
     receiver = GatedReceiver(lambda path, key: key.endswith(":fired"))
-    webhook = Webhook(receiver.url, timeout=60, max_attempts=1)
+    webhook = Webhook(receiver.url, timeout=60, max_attempts=1, allow_private=True)
     notifier = Notifier(settings, routes=[Route(webhook)])
     fired = pending_alert("r1", "vision")
     try:
@@ -394,19 +398,17 @@ def test_a_resolve_during_the_delivery_of_the_fired_version_is_kept(settings: Se
         poll_until(notifier, lambda: notifier.stats.delivered == 1, 10, "resolve delivered")
         receiver.release.set()
         poll_until(notifier, lambda: notifier.stats.delivered == 2, 10, "fired delivered")
-        # Nothing in flight: nothing remembered.
-        assert notifier._latest == {} and notifier._deliveries_of == {}
     finally:
         notifier.close()
         receiver.close()
+    # Delivery state goes to its own topic, per event and webhook: the alert's versions on the
+    # alerts topic are the processors' alone, so no delivery record can undo the resolve.
     updates = delivery_updates(settings)
-    assert len(updates) == 2
-    # Both updates carry the resolve, the fired version's one included, and come after it.
-    assert all(u["resolved_at"] is not None for u in updates)
-    assert all(
-        datetime.fromisoformat(u["updated_at"].replace("Z", "+00:00")) >= resolved.updated_at
-        for u in updates
-    )
+    assert sorted((u["event"], u["state"]) for u in updates) == [
+        ("fired", "delivered"),
+        ("resolved", "delivered"),
+    ]
+    assert [a["resolved_at"] is not None for a in alerts_on_topic(settings)] == [False, True]
 
 
 class CommitSpy:
@@ -428,7 +430,7 @@ def test_a_partition_taken_away_mid_delivery_is_not_committed_by_its_former_owne
     settings: Settings,
 ) -> None:
     receiver = GatedReceiver(lambda path, key: True)
-    routes = [Route(Webhook(receiver.url, timeout=60, max_attempts=1))]
+    routes = [Route(Webhook(receiver.url, timeout=60, max_attempts=1, allow_private=True))]
     first = Notifier(settings, routes=routes)
     spy = CommitSpy(first.consumer)
     first.consumer = spy
@@ -465,14 +467,15 @@ def test_a_partition_taken_away_mid_delivery_is_not_committed_by_its_former_owne
     assert {partition for partition, _ in spy.committed} >= kept
 
 
-def test_too_many_deliveries_in_flight_pause_consumption(
+def test_too_many_uncommitted_alerts_pause_consumption(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from runstream.processors import notifier as notifier_module
 
-    monkeypatch.setattr(notifier_module, "MAX_IN_FLIGHT", 2)
+    monkeypatch.setattr(notifier_module, "MAX_UNCOMMITTED", 3)
     receiver = GatedReceiver(lambda path, key: True)
-    notifier = Notifier(settings, routes=[Route(Webhook(receiver.url, timeout=60))])
+    webhook = Webhook(receiver.url, timeout=60, allow_private=True)
+    notifier = Notifier(settings, routes=[Route(webhook)])
     try:
         publish(settings, *((pending_alert(f"a{i}", "vision"), 0) for i in range(3)))
         poll_until(notifier, lambda: len(receiver.received) == 3, 30, "the first three sent")

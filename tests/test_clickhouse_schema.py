@@ -515,6 +515,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0006_query_views",
         "0007_metrics_from_events",
         "0008_live_state",
+        "0010_alert_deliveries",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert tables >= NEW_OBJECTS

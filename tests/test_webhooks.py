@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
@@ -309,11 +310,9 @@ class SlowServer:
     def _run(
         self, behave: Callable[[socket.socket, threading.Event], None], conn: socket.socket
     ) -> None:
-        with conn:
-            try:
-                behave(conn, self.stop)
-            except OSError:
-                pass  # the client gave up: that is the point
+        # OSError: the client gave up, which is the point.
+        with conn, contextlib.suppress(OSError):
+            behave(conn, self.stop)
 
     def close(self) -> None:
         self.stop.set()
