@@ -750,3 +750,67 @@ def test_dead_letter_of_a_slack_webhook_hides_the_token_in_the_path() -> None:
     record = json.loads(dead_letter_record(webhook, make_alert(), result))
     assert record["url"] == "https://hooks.slack.com/…"
     assert "text" in record["payload"]
+
+
+# --- HTTPS -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Any) -> Iterator[tuple[str, str]]:
+    """An HTTPS endpoint on loopback with a self-signed certificate: (url, certificate path)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/hook", str(cert)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_https_delivers_to_the_checked_address_and_verifies_the_certificate(
+    tls_receiver: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from runstream.processors import webhook_http
+
+    url, cert = tls_receiver
+    # Not trusted by the system: refused for good, not retried.
+    monkeypatch.setattr(webhook_http, "_tls_context", None)
+    result = deliver(hook(url), make_alert(), sleep=Sleeps())
+    assert result.dead_letter and result.attempts == 1
+    assert result.error.startswith("TLS certificate rejected")
+    # Trusted: delivered over the connection made to the checked address.
+    monkeypatch.setattr(webhook_http, "_tls_context", ssl.create_default_context(cafile=cert))
+    assert deliver(hook(url), make_alert(), sleep=Sleeps()).delivered
