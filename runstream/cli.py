@@ -162,6 +162,12 @@ def add_sink_parsers(
 
     notifier = sub.add_parser("notifier", help="deliver alerts to the configured webhooks")
     add_common(notifier)
+    notifier.add_argument(
+        "--check",
+        action="store_true",
+        help="only read the webhooks file: list the webhooks, report each bad entry "
+        "(exit 1 if there is one)",
+    )
     notifier.set_defaults(handler=_notifier)
 
     alerts = sub.add_parser("alerts", help="alert rules: add, ls, rm (the processors reload them)")
@@ -339,7 +345,35 @@ def _processors(args: argparse.Namespace, settings: Settings) -> int:
 def _notifier(args: argparse.Namespace, settings: Settings) -> int:
     from runstream.processors.notifier import run_notifier
 
+    if args.check:
+        return _check_webhooks(settings)
     return run_notifier(settings)
+
+
+def _check_webhooks(settings: Settings) -> int:
+    """``runstream notifier --check``: what the notifier would deliver to, and what it skips."""
+    from runstream.processors.webhook_config import load_webhooks
+
+    path = settings.webhooks_path
+    found = load_webhooks(path)
+    if not path.exists():
+        print(f"no webhooks file at {path}: the notifier delivers nothing")
+    for route in found.routes:
+        webhook = route.webhook
+        wants = [
+            f"{what} {', '.join(sorted(values))}"
+            for what, values in (("levels", route.levels), ("projects", route.projects))
+            if values
+        ]
+        print(
+            f"ok       {webhook.name} ({webhook.display_url}, {webhook.format}"
+            f"{', signed' if webhook.secret else ''}"
+            f"{', allow_private' if webhook.allow_private else ''}"
+            f"{'; ' + '; '.join(wants) if wants else ''})"
+        )
+    for problem in found.problems:
+        print(f"error    {problem}")
+    return 1 if found.problems else 0
 
 
 _RULE_OPTIONS = (

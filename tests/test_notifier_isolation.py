@@ -423,3 +423,24 @@ def test_the_notifier_starts_with_a_bad_entry_and_delivers_to_the_others(
         assert f"{alert.alert_id}:fired" in recorder.received
     finally:
         notifier.close()
+
+
+def test_notifier_check_lists_the_webhooks_and_each_bad_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runstream import cli
+
+    path = tmp_path / "webhooks.toml"
+    path.write_text(
+        f'[[webhook]]\nurl = "{PUBLIC}"\nname = "on-call"\nsecret = "s"\nlevels = ["error"]\n\n'
+        '[[webhook]]\nurl = "http://127.0.0.1:8123/"\n'
+    )
+    monkeypatch.setenv("RUNSTREAM_WEBHOOKS", str(path))
+    assert cli.main(["notifier", "--check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"ok       on-call ({PUBLIC}, runstream, signed; levels error)"
+    assert out[1].startswith(f"error    {path}: webhook #2 (http://127.0.0.1:8123/): ")
+    assert "loopback" in out[1] and len(out) == 2
+
+    path.write_text(f'[[webhook]]\nurl = "{PUBLIC}"\n')
+    assert cli.main(["notifier", "--check"]) == 0
