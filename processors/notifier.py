@@ -1,16 +1,17 @@
-"""``runstream notifier``: alerts topic -> webhooks, delivery state back onto the alerts topic.
+"""``runstream notifier``: alerts topic -> webhooks, delivery state per webhook onto its topic.
 
 For every alert version the processors publish (``delivery_state`` pending: an episode fired or
 resolved) the notifier POSTs to each configured webhook that wants it
 (:mod:`runstream.processors.webhooks`: signed, one deadline per attempt, retried with backoff,
 dead-lettered after the last attempt). Every webhook has its own lane
 (:mod:`.webhook_lanes`: queue, threads, retry timers and limits), so a slow or silent receiver
-delays no other. For each delivery the notifier publishes the alert again with that webhook's
-delivery state, once when it starts (``delivering``) and once when it ends (``delivered`` or
-``failed``); the sink writes them to ``alerts``, and ``alert_deliveries`` keeps one row per
-alert, event and webhook. A partition's offset is committed up to its first alert not done yet
-(every delivery recorded, and those records acknowledged by Kafka), so a restart re-delivers at
-most what was in flight and what came after it, under the same ``Idempotency-Key``.
+delays no other. For each delivery (one alert version to one webhook) the notifier publishes a
+record on ``<prefix>.alert-deliveries`` when it starts (``delivering``) and when it ends
+(``delivered`` or ``failed``); the sink writes them to ``alert_deliveries`` (one row per alert,
+event and webhook), which ``alerts_current`` shows per alert. A partition's offset is committed
+up to its first alert not done yet (every delivery recorded, and those records acknowledged by
+Kafka), so a restart re-delivers at most what was in flight and what came after it, under the
+same ``Idempotency-Key``.
 
 Webhooks come from a TOML file (``RUNSTREAM_WEBHOOKS``, default ``<home>/webhooks.toml``;
 format in :mod:`.webhook_config`); a bad entry is skipped with an error naming it.
