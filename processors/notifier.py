@@ -31,7 +31,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ParamSpec
 
 from runstream.processors.alert import Alert, utcnow
-from runstream.processors.webhook_config import Route, WebhookFile, load_routes, load_webhooks
+from runstream.processors.webhook_config import (
+    Route,
+    WebhookFile,
+    load_routes,
+    load_webhooks,
+    unique_routes,
+)
 from runstream.processors.webhook_lanes import Lane, LaneStats
 from runstream.processors.webhooks import Delivery, DeliveryResult, dead_letter_record
 from runstream.schemas import Topics
@@ -111,7 +117,7 @@ class Notifier:
             for problem in found.problems:
                 logger.error("%s", problem)
         else:
-            found = WebhookFile(list(routes))
+            found = WebhookFile(unique_routes(routes))
         self.routes = found.routes
         self.stats.problems = found.problems
         self.consumer = Consumer(

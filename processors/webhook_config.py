@@ -28,7 +28,7 @@ Format (``RUNSTREAM_WEBHOOKS``, default ``<home>/webhooks.toml``)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -125,24 +125,37 @@ def parse_webhooks(data: Mapping[str, Any], source: str) -> WebhookFile:
         except (TypeError, ValueError) as exc:  # the webhook errors are ValueErrors
             found.problems.append(f"{source}: {label}: {exc}; skipped")
             continue
-        name = route.webhook.name
-        if name in names:
-            if "name" in entry:
-                found.problems.append(
-                    f"{source}: {label}: name {name!r} is already used by another webhook; "
-                    "skipped (names must be unique: they key the delivery state)"
-                )
-                continue
-            # Two entries with the same URL (say, two formats): numbered apart.
-            name = f"{name} #{index}"
-            route = Route(
-                Webhook(**{**_fields_of(route.webhook), "name": name}),
-                route.levels,
-                route.projects,
+        if route.webhook.name in names and "name" in entry:
+            found.problems.append(
+                f"{source}: {label}: name {route.webhook.name!r} is already used by another "
+                "webhook; skipped (names must be unique: they key the delivery state)"
             )
-        names.add(name)
+            continue
+        route = _named_apart(route, names, index)
+        names.add(route.webhook.name)
         found.routes.append(route)
     return found
+
+
+def _named_apart(route: Route, names: set[str], index: int) -> Route:
+    """``route``, renamed ``<name> #<index>`` if another webhook has its (default) name: two
+    entries with the same URL (say, two formats) would share their delivery state."""
+    if route.webhook.name not in names:
+        return route
+    renamed = Webhook(**{**_fields_of(route.webhook), "name": f"{route.webhook.name} #{index}"})
+    return Route(renamed, route.levels, route.projects)
+
+
+def unique_routes(routes: Sequence[Route]) -> list[Route]:
+    """``routes`` with names made unique as :func:`parse_webhooks` does (for routes built in
+    code)."""
+    names: set[str] = set()
+    unique = []
+    for index, given in enumerate(routes, start=1):
+        route = _named_apart(given, names, index)
+        names.add(route.webhook.name)
+        unique.append(route)
+    return unique
 
 
 def _fields_of(webhook: Webhook) -> dict[str, Any]:
