@@ -21,7 +21,7 @@ import runstream
 from runstream.settings import Settings
 from tests.helpers import records_of, sink_until
 from tests.samples import sample_event
-from tests.test_processors import produce, wait_for, worker
+from tests.test_processors import produce, worker
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +75,8 @@ def _crafted_events(run_id: str) -> list[dict[str, Any]]:
                 add("metrics_logged", {"step": step, "metrics": {name: value}})
                 step += 1
         if session == 1:
-            add("metrics_logged", {"step": step, "metrics": {"w[0]/x": 2.0, "nan/min": "NaN",
-                                                             "nan/mean": "NaN", "up": "Infinity"}})  # fmt: skip
+            odd = {"w[0]/x": 2.0, "nan/min": "NaN", "nan/mean": "NaN", "up": "Infinity"}
+            add("metrics_logged", {"step": step, "metrics": odd})
             add("metrics_logged", {"step": step + 1, "metrics": {"w[0]/x": 3.0}})
             step += 2
             add("summary_updated", {"summary": {"note": "session one"}})
@@ -92,7 +92,8 @@ def _crafted_events(run_id: str) -> list[dict[str, Any]]:
 def _summary(settings: Settings, run_id: str) -> dict[str, Any]:
     row = records_of(
         settings,
-        f"SELECT summary FROM {settings.clickhouse_database}.runs_current WHERE run_id = {{r:String}}",
+        f"SELECT summary FROM {settings.clickhouse_database}.runs_current"
+        " WHERE run_id = {r:String}",
         r=run_id,
     )
     parsed: dict[str, Any] = orjson.loads(row[0]["summary"])
@@ -126,7 +127,9 @@ def test_every_view_of_a_resumed_runs_summary_agrees(settings: Settings, tmp_pat
         summary = _summary(settings, run_id)
         derived = _by_name(settings, "run_summaries_current", run_id)
         live = _by_name(settings, "live_summaries_current", run_id)
-        assert summary["val/loss"] == 0.19 == derived["val/loss"]["min"] == live["val/loss"]["value"]
+        assert (
+            summary["val/loss"] == 0.19 == derived["val/loss"]["min"] == live["val/loss"]["value"]
+        )
         assert summary["score"] == derived["score"]["mean"] == pytest.approx(0.7, rel=1e-12)
         assert live["score"]["value"] == pytest.approx(summary["score"], rel=1e-12)
         assert summary["val/acc"] == 0.25  # set explicitly: wins over the derived max (0.9)
