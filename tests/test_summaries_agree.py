@@ -148,3 +148,9 @@ def test_every_view_of_a_resumed_runs_summary_agrees(settings: Settings, tmp_pat
     assert crafted["nan/mean"] == "NaN" and math.isnan(derived["nan/mean"]["mean"])
     assert math.isnan(live["nan/mean"]["value"])
     assert crafted["up"] == "Infinity" and live["up"]["value"] == math.inf
+
+    # The config too, in both places: 1.0 stays a float.
+    query = "SELECT config FROM {db}.{table} WHERE run_id = 'crafted-run'"
+    for table in ("runs_current", "live_runs_current"):
+        config = orjson.loads(records_of(settings, query.format(db=db, table=table))[0]["config"])
+        assert config == {"lr": 1.0} and type(config["lr"]) is float, table

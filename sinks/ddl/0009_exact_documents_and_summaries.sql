@@ -17,8 +17,8 @@
 --   doc = 'metric_defined'  key = name or prefix pattern ('val/*'), value = min|max|last|mean
 --   doc = 'run_finished'    key = '',         value = ''
 -- `pos` is the member's place in its document (1, 2, ...), which keeps a config's key order.
--- Every reader takes the latest value by seq (argMax) or a min/max, so a row stored twice (a
--- backfill racing the view) changes no answer.
+-- Every reader takes the latest value by (seq, pos) with argMax, or a min or max, so a row
+-- stored twice (a backfill racing the view) changes no answer.
 
 CREATE TABLE IF NOT EXISTS {database}.run_fields
 (
@@ -267,7 +267,7 @@ LEFT JOIN
             f.project AS project,
             f.run_id AS run_id,
             f.key AS key,
-            argMax(f.value, f.seq) AS k_value,
+            argMax(f.value, (f.seq, f.pos)) AS k_value,
             min(f.seq) AS k_seq,
             argMin(f.pos, f.seq) AS k_pos
         FROM {database}.run_fields AS f
@@ -360,8 +360,8 @@ LEFT JOIN
                 f.project AS project,
                 f.run_id AS run_id,
                 f.key AS name,
-                argMax(f.value, f.seq) AS v_all,
-                argMaxIf(f.value, f.seq, NOT has(fin.seqs, f.seq + 1)) AS v_open,
+                argMax(f.value, (f.seq, f.pos)) AS v_all,
+                argMaxIf(f.value, (f.seq, f.pos), NOT has(fin.seqs, f.seq + 1)) AS v_open,
                 countIf(NOT has(fin.seqs, f.seq + 1)) > 0 AS has_open
             FROM {database}.run_fields AS f
             LEFT JOIN
