@@ -13,7 +13,6 @@ step; ``last`` is the value at the highest (step, seq).
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -138,7 +137,8 @@ def summary_choice(state: RunState | None, name: str) -> str:
         if name in chosen:
             return str(chosen[name])
         for pattern, summary in chosen.items():
-            if pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern):
+            # A prefix, as the SDK and ClickHouse read it: 'w[0]*' is no glob.
+            if pattern.endswith("*") and name.startswith(pattern[:-1]):
                 return str(summary)
     return "last"
 
@@ -185,6 +185,8 @@ def fold_point(summary: Summary, value: float, step: int, seq: int) -> bool:
         summary["last_order"] = [step, seq]
     if math.isnan(value):
         summary["nan_count"] += 1
+        if summary["finite_count"] == 0:
+            summary["mean"] = math.nan  # as avg() over no point in run_summaries (0004)
         return True
     low = summary["min"]
     if low is None or value < low or (value == low and step < summary["step_of_min"]):

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 28, 19, 0, 0, 123456, tzinfo=timezone.utc)
 NEW_OBJECTS = {
+    "run_fields",
+    "run_fields_mv",
     "system_metrics",
     "system_metrics_mv",
     "runs",
@@ -147,7 +149,8 @@ def test_runs_current_shows_one_row_per_run_with_status_config_and_tags(
     assert orjson.loads(done["config"]) == {"lr": 0.05, "optim": {"name": "sgd"}}
     assert done["tags"] == ["promoted"]
     assert (done["group"], done["job_type"], done["name"]) == ("g1", "train", "résnet-50 🚀")
-    assert orjson.loads(done["summary"]) == {"best": 0.5, "note": "ok"}
+    # Every metric of the run by its summary kind (last here), then the keys set explicitly.
+    assert orjson.loads(done["summary"]) == {"best": 0.5, "note": "ok", "loss": 0.5}
     assert done["started_at"] == at(0) and done["finished_at"] == at(8)
     assert done["last_event_at"] == at(8) and done["last_heartbeat"] == at(3)
     assert done["last_step"] == 1 and done["last_seq"] == 8
@@ -515,6 +518,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0006_query_views",
         "0007_metrics_from_events",
         "0008_live_state",
+        "0009_exact_documents_and_summaries",
         "0010_alert_deliveries",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
@@ -535,6 +539,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         runs = {r["run_id"]: r for r in records(old, f"SELECT * FROM {db}.runs_current")}
         assert runs["up"]["last_seq"] == last_seq and runs["up"]["status"] == "running"
         assert orjson.loads(runs["up"]["config"]) == {"lr": 0.1}
+        assert orjson.loads(runs["up"]["summary"]) == {"loss": 1 / logged[-1]}
         assert runs["other"]["status"] == "finished"
 
     check(29)  # the backfill
