@@ -170,7 +170,7 @@ def _first_duplicate(data: Any, where: str = "") -> tuple[str, str] | None:
         value, path = stack.pop()
         if type(value) is _Pairs:
             seen: set[str] = set()
-            for key, item in value:
+            for key, _item in value:
                 if key in seen:
                     return key, path
                 seen.add(key)

@@ -148,7 +148,7 @@ def _finite(
             metrics[name] = NON_FINITE_TO_JSON[number]
         else:
             metrics[name] = number
-    replaced = msgspec.structs.replace(
+    replaced: PlainMetricsEvent[PlainMetricsBody] = msgspec.structs.replace(
         event,  # type: ignore[arg-type]
         body=PlainMetricsBody(body.step, metrics),
     )
