@@ -262,6 +262,7 @@ class Sink:
         )
         for tp in offsets:
             self._committed[(tp.topic, tp.partition)] = tp.offset
+        self._refresh_lag()  # local numbers only (cached ends): the lag follows each commit
         written = batch.messages - len(batch.dead_letters) - batch.duplicates
         self.stats.record_batch(
             events=written,
