@@ -69,9 +69,7 @@ metric_values = st.one_of(finite, st.sampled_from(["NaN", "Infinity", "-Infinity
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), finite, names)
 json_values = st.recursive(
     json_leaves,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=3)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=3)),
     max_leaves=12,
 )
 
