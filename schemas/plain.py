@@ -48,6 +48,7 @@ _run_id_ok = re.compile(_RUN_ID_PATTERN).match
 _ts_ok = re.compile(_TS_PATTERN).match
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+_UNSET = msgspec.UNSET
 
 # The structs below hold strings, numbers and dicts of them, never a cycle: gc=False keeps the
 # tens of thousands a batch holds out of the collector's way.
@@ -125,9 +126,13 @@ def read_plain_metrics(
     # 2 to 4 in producer, 2 in body, one per metric; string values: id, type, project, run_id,
     # ts, sdk, version, host if there, and each "NaN"/"Infinity"/"-Infinity".
     producer = event.producer
-    has_host = producer.host is not msgspec.UNSET
-    strings = 13 + len(event.body.metrics) + (producer.pid is not msgspec.UNSET) + 7 + non_finite
-    check_unique_keys(value, strings + 2 * has_host)
+    strings = 20 + len(event.body.metrics) + non_finite
+    if producer.host is not _UNSET:
+        strings += 2
+    if producer.pid is not _UNSET:
+        strings += 1
+    if b"\\" in value or value.count(b'"') != 2 * strings:  # inline: the common case, cheap
+        check_unique_keys(value, strings)
     try:
         ts = datetime.fromisoformat(event.ts)  # the calendar too: no February 30th
     except ValueError:
