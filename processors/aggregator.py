@@ -41,6 +41,7 @@ from runstream.processors.alerting import AlertEvaluator
 from runstream.processors.decoding import decode_event
 from runstream.processors.rules import Rule
 from runstream.schemas import Topics
+from runstream.schemas.dead_letters import build_dead_letter
 from runstream.settings import Settings
 
 logger = logging.getLogger("runstream.processors")
@@ -247,18 +248,22 @@ class Aggregator:
     def dead_letter(self, message: Message, reason: str) -> None:
         self.stats.dead_letters += 1
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        logger.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, reason)
+        logger.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, reason[:1000])
+        # Cut to fit the broker's limit: a message near 1 MB plus headers would not.
+        letter = build_dead_letter(
+            consumer="processors",
+            topic=str(topic),
+            partition=partition or 0,
+            offset=offset or 0,
+            key=message.key(),
+            value=message.value(),
+            reason=reason,
+        )
         self.outputs.send(
             self.topics.dead_letters,
-            message.key() or b"",
-            message.value() or b"",
-            headers={
-                "runstream.reason": reason.encode(),
-                "runstream.consumer": b"processors",
-                "runstream.topic": str(topic).encode(),
-                "runstream.partition": str(partition).encode(),
-                "runstream.offset": str(offset).encode(),
-            },
+            letter.key or b"",
+            letter.value or b"",
+            headers=dict(letter.headers),
         )
 
     # -- alerts outside a batch --

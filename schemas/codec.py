@@ -6,6 +6,7 @@ pydantic model. Decoding validates against the schema and fails with the name of
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -105,12 +106,79 @@ def decode(data: bytes | bytearray | memoryview | str) -> AnyEvent:
     Raises :class:`EventDecodeError` naming the first bad field, or
     :class:`UnsupportedSchemaVersionError` for events of a newer schema.
     """
+    raw = bytes(data) if isinstance(data, memoryview | bytearray) else data
     try:
-        return _EVENT_ADAPTER.validate_json(
-            data if not isinstance(data, memoryview) else bytes(data)
-        )
+        event = _EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
         raise _decode_error(exc, data) from None
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    check_unique_keys(raw)
+    return event
+
+
+def check_unique_keys(raw: bytes, expected_strings: int | None = None) -> None:
+    """Raise :class:`EventDecodeError` if any JSON object in ``raw`` has a key twice.
+
+    One rule for every reader (docs/schemas.md): an event with a duplicate key anywhere is
+    refused, because parsers disagree on which value wins (msgspec, orjson and pydantic keep
+    the last, others the first) and ClickHouse stores a body as its text, both values included.
+    ``raw`` must be valid JSON (checked before). The message names the key and where it is:
+    ``duplicate key 'x' in body.metrics``.
+
+    Cheap when there is no duplicate: without a backslash in ``raw`` every ``"`` delimits a
+    string, so ``raw.count(b'"')`` (one C loop) is twice the number of keys plus string values,
+    whatever the whitespace. A duplicate adds at least its key to that count, and a parser that
+    keeps one value per key cannot see it. ``expected_strings`` is that number as the caller's
+    parser saw it; when it is None, it is counted on an orjson parse. Only when the numbers
+    differ (or a backslash makes counting unsafe) does the exact check run, with ``json.loads``
+    and ``object_pairs_hook``, which sees every pair.
+    """
+    if b"\\" not in raw:
+        if expected_strings is None:
+            try:
+                expected_strings = _strings(orjson.loads(raw))
+            except orjson.JSONDecodeError:  # JSON orjson does not read (1e999): ask json
+                expected_strings = -1
+        if raw.count(b'"') == 2 * expected_strings:
+            return
+    found = _first_duplicate(json.loads(raw, object_pairs_hook=_Pairs))
+    if found is not None:
+        key, where = found
+        error = EventDecodeError(f"duplicate key {key!r} in {where or 'the event'}")
+        error.field = where
+        raise error
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as json.loads saw it: every (key, value) pair, duplicates included."""
+
+
+def _strings(data: Any) -> int:
+    """Keys plus string values in a parsed JSON value."""
+    if type(data) is dict:
+        return len(data) + sum(_strings(value) for value in data.values())
+    if type(data) is list:
+        return sum(_strings(value) for value in data)
+    return 1 if type(data) is str else 0
+
+
+def _first_duplicate(data: Any, where: str = "") -> tuple[str, str] | None:
+    """The first key seen twice in one object, and the object's dotted path."""
+    stack: list[tuple[Any, str]] = [(data, where)]
+    while stack:
+        value, path = stack.pop()
+        if type(value) is _Pairs:
+            seen: set[str] = set()
+            for key, _item in value:
+                if key in seen:
+                    return key, path
+                seen.add(key)
+            stack += [(item, f"{path}.{key}" if path else key) for key, item in reversed(value)]
+        elif type(value) is list:
+            items = list(enumerate(value))[::-1]
+            stack += [(item, f"{path}.{i}" if path else str(i)) for i, item in items]
+    return None
 
 
 def _decode_error(exc: ValidationError, data: object) -> EventDecodeError:

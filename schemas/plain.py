@@ -11,13 +11,14 @@ Needs ``msgspec`` (the ``sinks`` and ``processors`` extras), not the SDK.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 import orjson
 
 from runstream.errors import EventDecodeError
+from runstream.schemas.codec import check_unique_keys
 from runstream.schemas.events import (
     ID_PATTERN,
     NON_FINITE_TO_JSON,
@@ -47,6 +48,7 @@ _run_id_ok = re.compile(_RUN_ID_PATTERN).match
 _ts_ok = re.compile(_TS_PATTERN).match
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+_UNSET = msgspec.UNSET
 
 # The structs below hold strings, numbers and dicts of them, never a cycle: gc=False keeps the
 # tens of thousands a batch holds out of the collector's way.
@@ -56,8 +58,9 @@ _Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 class PlainProducer(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     sdk: Annotated[str, msgspec.Meta(min_length=1)]
     version: str
-    host: str = ""
-    pid: Annotated[int, msgspec.Meta(ge=0, lt=UINT32)] = 0
+    # UNSET, not a default value: the duplicate-key check counts the keys that were there.
+    host: str | msgspec.UnsetType = msgspec.UNSET
+    pid: Annotated[int, msgspec.Meta(ge=0, lt=UINT32)] | msgspec.UnsetType = msgspec.UNSET
 
 
 class PlainMetricsBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -96,7 +99,8 @@ _decode_non_finite = msgspec.json.Decoder(PlainMetricsEvent[_NonFiniteBody]).dec
 
 def decode_plain_metrics(value: bytes) -> PlainMetricsEvent[PlainMetricsBody] | None:
     """The event, if ``value`` is a plain metrics event; None means: ask the schema.
-    Metric values are floats, NaN and the infinities included."""
+    Metric values are floats, NaN and the infinities included. Raises
+    :class:`~runstream.errors.EventDecodeError` for a duplicate key (the schema would too)."""
     read = read_plain_metrics(value)
     return read[0] if read is not None else None
 
@@ -105,17 +109,30 @@ def read_plain_metrics(
     value: bytes,
 ) -> tuple[PlainMetricsEvent[PlainMetricsBody], datetime] | None:
     """:func:`decode_plain_metrics` and the event's ``ts`` as a datetime (parsed anyway)."""
+    non_finite = 0
     try:
         event = _decode(value)
     except msgspec.ValidationError:
         try:
-            event = _finite(_decode_non_finite(value))
+            event, non_finite = _finite(_decode_non_finite(value))
         except (msgspec.MsgspecError, ValueError):
             return None
     except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8, say
         return None
     if not (_id_ok(event.id) and _run_id_ok(event.run_id) and _ts_ok(event.ts)):
         return None
+    # msgspec keeps the last of duplicate keys: count the strings it saw (keys and string
+    # values) against the quotes in the bytes (see check_unique_keys). Keys: 9 in the envelope,
+    # 2 to 4 in producer, 2 in body, one per metric; string values: id, type, project, run_id,
+    # ts, sdk, version, host if there, and each "NaN"/"Infinity"/"-Infinity".
+    producer = event.producer
+    strings = 20 + len(event.body.metrics) + non_finite
+    if producer.host is not _UNSET:
+        strings += 2
+    if producer.pid is not _UNSET:
+        strings += 1
+    if b"\\" in value or value.count(b'"') != 2 * strings:  # inline: the common case, cheap
+        check_unique_keys(value, strings)
     try:
         ts = datetime.fromisoformat(event.ts)  # the calendar too: no February 30th
     except ValueError:
@@ -125,16 +142,22 @@ def read_plain_metrics(
 
 def _finite(
     event: PlainMetricsEvent[_NonFiniteBody],
-) -> PlainMetricsEvent[PlainMetricsBody]:
+) -> tuple[PlainMetricsEvent[PlainMetricsBody], int]:
+    """The event with NaN and the infinities as floats, and how many there were."""
     body = event.body
-    metrics = {
-        name: NON_FINITE_TO_JSON[number] if isinstance(number, str) else number
-        for name, number in body.metrics.items()
-    }
-    return msgspec.structs.replace(
+    spelled = 0
+    metrics: dict[str, float] = {}
+    for name, number in body.metrics.items():
+        if isinstance(number, str):
+            spelled += 1
+            metrics[name] = NON_FINITE_TO_JSON[number]
+        else:
+            metrics[name] = number
+    replaced: PlainMetricsEvent[PlainMetricsBody] = msgspec.structs.replace(
         event,  # type: ignore[arg-type]
         body=PlainMetricsBody(body.step, metrics),
     )
+    return replaced, spelled
 
 
 def check_storable(event: Any) -> dict[str, Any]:
@@ -145,7 +168,11 @@ def check_storable(event: Any) -> dict[str, Any]:
     fold the same events: times outside 1900-2299, ``seq`` or a step beyond Int64, a pid
     beyond UInt32, and integers beyond 64 bits anywhere in the body (a config value, say).
     """
-    if not FIRST_YEAR <= event.ts.year <= LAST_YEAR:
+    try:  # the year ClickHouse stores is the UTC one: 1900-01-01T00:30+01:00 is in 1899
+        year = event.ts.astimezone(timezone.utc).year if event.ts.utcoffset() else event.ts.year
+    except OverflowError:  # before year 1 or after 9999 in UTC
+        year = 0
+    if not FIRST_YEAR <= year <= LAST_YEAR:
         raise EventDecodeError(
             f"outside the range ClickHouse stores ({FIRST_YEAR}-{LAST_YEAR})", field="ts"
         )

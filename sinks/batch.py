@@ -39,9 +39,57 @@ EVENT_COLUMNS = (
 )
 METRIC_COLUMNS = ("project", "run_id", "name", "step", "value", "ts", "seq")
 
-# ClickHouse error codes that mean "this data", not "this server": parse and conversion errors.
-# A batch refused with one of them is split until the messages at fault are found.
-DATA_ERROR_CODES = frozenset({6, 25, 26, 27, 32, 38, 41, 53, 69, 70, 72, 117, 321, 376, 467})
+# ClickHouse error codes that mean "this server", not "this data": the server is short of
+# memory, disk, time or connections, or the statement itself cannot run (a table or database
+# missing, no rights, read-only). A batch refused with one of them, or with no code at all
+# (connection refused, a timeout, a proxy's 502), is retried whole and never dead-lettered.
+# Any other error is taken as being about the data: the batch is split down to the messages at
+# fault, and a single message is dead-lettered only if ClickHouse then takes an empty insert of
+# the same statement (`_server_answers`), so an outage that wears an unexpected code is still
+# retried. Codes: ClickHouse's src/Common/ErrorCodes.cpp.
+OUTAGE_CODES = frozenset(
+    {
+        3,  # UNEXPECTED_END_OF_FILE: a request cut short on the way
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        46,  # UNKNOWN_FUNCTION
+        47,  # UNKNOWN_IDENTIFIER
+        60,  # UNKNOWN_TABLE
+        62,  # SYNTAX_ERROR
+        74,  # CANNOT_READ_FROM_FILE_DESCRIPTOR
+        75,  # CANNOT_WRITE_TO_FILE_DESCRIPTOR
+        76,  # CANNOT_OPEN_FILE
+        81,  # UNKNOWN_DATABASE
+        115,  # UNKNOWN_SETTING
+        159,  # TIMEOUT_EXCEEDED
+        160,  # TOO_SLOW
+        164,  # READONLY
+        173,  # CANNOT_ALLOCATE_MEMORY
+        192,  # UNKNOWN_USER
+        193,  # WRONG_PASSWORD
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        225,  # NO_ZOOKEEPER
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        243,  # NOT_ENOUGH_SPACE
+        252,  # TOO_MANY_PARTS
+        274,  # AIO_READ_ERROR
+        279,  # ALL_CONNECTION_TRIES_FAILED
+        285,  # TOO_FEW_LIVE_REPLICAS
+        286,  # UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+        439,  # CANNOT_SCHEDULE_TASK
+        497,  # ACCESS_DENIED
+        516,  # AUTHENTICATION_FAILED
+        999,  # KEEPER_EXCEPTION
+        1000,  # POCO_EXCEPTION: network and I/O errors inside the server
+    }
+)
 _ERROR_CODE = re.compile(r"\bcode: (\d+)", re.IGNORECASE)
 
 _INSERT_EVENTS = (
@@ -50,6 +98,19 @@ _INSERT_EVENTS = (
     "producer.host, producer.pid, body, kafka_partition, kafka_offset "
     "FROM input('" + INPUT_STRUCTURE.replace("'", "\\'") + "') FORMAT JSONEachRow"
 )
+
+
+_INSERT_SETTINGS: dict[str, Any] = {
+    **INPUT_SETTINGS,
+    "insert_deduplicate": 1,
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+    "parallel_view_processing": 1,  # the views of one insert on several cores
+    "async_insert": 0,
+    # Tables are partitioned by month: valid events spanning more than 100 months in one batch
+    # (a foreign producer's old and future times) would otherwise be refused as TOO_MANY_PARTS,
+    # an error that looks like an overloaded server, and the sink would retry them forever.
+    "throw_on_max_partitions_per_insert_block": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -227,26 +288,46 @@ def _insert_lines(
             sql,
             data=b"\n".join(item.line for item in items),
             settings={
-                **INPUT_SETTINGS,
+                **_INSERT_SETTINGS,
                 "insert_deduplication_token": token,
-                "insert_deduplicate": 1,
-                "deduplicate_blocks_in_dependent_materialized_views": 1,
-                "parallel_view_processing": 1,  # the views of one insert on several cores
-                "async_insert": 0,
             },
         )
         return []
     except Exception as exc:
-        code = _ERROR_CODE.search(str(exc))
-        if code is None or int(code.group(1)) not in DATA_ERROR_CODES:
+        if is_outage(exc):
             raise  # the server, not the data: the caller retries the whole batch
         if len(items) == 1:
+            if not _server_answers(client, sql):
+                raise  # refused as data, but it refuses anything now: an outage after all
             return [(items[0], f"refused by ClickHouse: {_clickhouse_message(exc)}")]
     middle = len(items) // 2
     return [
         *_insert_lines(client, sql, items[:middle], f"{token}/0"),
         *_insert_lines(client, sql, items[middle:], f"{token}/1"),
     ]
+
+
+def error_code(exc: BaseException) -> int | None:
+    """ClickHouse's error code in an exception's message (``Code: 27. DB::Exception``), if any."""
+    found = _ERROR_CODE.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when an insert failed because of the server or the way to it, not the data: no
+    ClickHouse error code (connection errors, timeouts, HTTP errors of a proxy) or one of
+    :data:`OUTAGE_CODES`."""
+    code = error_code(exc)
+    return code is None or code in OUTAGE_CODES
+
+
+def _server_answers(client: Any, sql: str) -> bool:
+    """Does ClickHouse take an empty insert of this statement (table there, rights, room)?"""
+    try:
+        client.command(sql, data=b"", settings=_INSERT_SETTINGS)
+    except Exception:
+        return False
+    return True
 
 
 def _record_problem(value: bytes) -> str:

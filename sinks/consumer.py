@@ -18,14 +18,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from runstream._extras import require
-from runstream.errors import ClickHouseError
+from runstream.errors import DeliveryError
 from runstream.schemas import Topics
+from runstream.schemas.dead_letters import DeadLetterRecord, build_dead_letter
 from runstream.settings import Settings
-from runstream.sinks.batch import DeadLetter, EventBatch
+from runstream.sinks.batch import EventBatch
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.dedup import SeenSequences
 from runstream.sinks.migrations import migrate
@@ -35,6 +37,11 @@ logger = logging.getLogger("runstream.sink")
 
 MAX_BACKOFF_SECONDS = 10.0
 LAG_REFRESH_SECONDS = 5.0
+# Dead letters not delivered within this time are reported failed (instead of waiting in the
+# producer's queue for its default 5 minutes) and sent again after a backoff.
+DLQ_DELIVERY_SECONDS = 10.0
+
+_T = TypeVar("_T")
 
 
 class _Revoked(Exception):
@@ -71,14 +78,7 @@ class Sink:
                 "logger": kafka_logger,
             }
         )
-        self._dlq = ck.Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "enable.idempotence": True,
-                "client.id": "runstream-sink-dlq",
-                "logger": kafka_logger,
-            }
-        )
+        self._dlq = self._dead_letter_producer()
         # Derived topics the processors publish, stored as they are.
         self._routes = {
             self.topics.runs: "live_runs",
@@ -93,7 +93,12 @@ class Sink:
         self._held: list[Any] = []  # messages that arrived while the partitions were paused
         self._writing = False
         self._revoked_while_writing = False
+        self._rebalancing = False
+        self._dlq_fatal = False
         self._next_lag = 0.0
+        # Next offset to commit per (topic, partition) as last committed: where the lag counts
+        # from. Filled from the group's commits at the first lag refresh after an assignment.
+        self._committed: dict[tuple[str, int], int] = {}
         self.stats = SinkStats()
         self.seen = SeenSequences(self.client, settings.clickhouse_database)
         self.metrics_server: MetricsServer | None = None
@@ -173,11 +178,17 @@ class Sink:
         self._reset_batch()
         try:
             self._write(batch)
+            return written + self._commit(batch)
         except _Revoked:
-            # The new owner reads these messages again from the last commit.
-            logger.info("partitions moved while writing; the batch is left to their new owner")
+            self._given_up()
             return written
-        return written + self._commit(batch)
+
+    def _given_up(self) -> None:
+        # The new owner reads these messages again from the last commit; what we wrote is
+        # recognised there (seq, token). Nothing read after it may be written by us either.
+        logger.info("partitions moved while writing; the batch is left to their new owner")
+        self._reset_batch()
+        self._held = []
 
     def _timed_write(self, batch: EventBatch) -> float:
         """One attempt, in the writer thread; returns its duration."""
@@ -193,27 +204,66 @@ class Sink:
         batch, future = self._in_flight
         self._in_flight = None
         try:
-            self.stats.record_insert(future.result())
-        except Exception as exc:
-            self.stats.insert_failures += 1
-            logger.warning("insert failed, retrying: %s", exc)
             try:
+                self.stats.record_insert(future.result())
+            except Exception as exc:
+                self.stats.insert_failures += 1
+                logger.warning("insert failed, retrying: %s", exc)
                 self._write(batch)
-            except _Revoked:
-                logger.info("partitions moved while writing; the batch is left to their new owner")
-                return 0
-        return self._commit(batch)
+            return self._commit(batch)
+        except _Revoked:
+            self._given_up()
+            return 0
 
     def _commit(self, batch: EventBatch) -> int:
-        """Dead letters out, offsets committed, stats counted: the batch is done."""
-        self._send_dead_letters(batch.dead_letters)
-        self.consumer.commit(
-            offsets=[
-                self._ck.TopicPartition(topic, partition, last + 1)
-                for (topic, partition), (_, last) in batch.offsets.items()
-            ],
-            asynchronous=False,
+        """Dead letters out, offsets committed, stats counted: the batch is done.
+
+        Kafka errors on the way (the broker away or restarting, a coordinator moving) are
+        retried with backoff like a ClickHouse outage, never fatal: the batch is in ClickHouse
+        already, and if the partitions move meanwhile (:class:`_Revoked`), their new owner reads
+        it again and recognises what landed.
+        """
+        letters = [
+            build_dead_letter(
+                consumer="sink",
+                topic=letter.topic,
+                partition=letter.partition,
+                offset=letter.offset,
+                key=letter.key,
+                value=letter.value,
+                reason=letter.reason,
+            )
+            for letter in batch.dead_letters
+        ]
+        for letter in batch.dead_letters:
+            logger.warning(
+                "dead letter %s[%d]@%d: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.reason[:1000],
+            )
+        pending = letters
+
+        def send_pending() -> None:
+            nonlocal pending
+            pending = self._send(pending)
+            if pending:
+                raise DeliveryError(f"{len(pending)} dead letters not taken by Kafka yet")
+
+        if letters:
+            self._retrying("writing dead letters", send_pending)
+        offsets = [
+            self._ck.TopicPartition(topic, partition, last + 1)
+            for (topic, partition), (_, last) in batch.offsets.items()
+        ]
+        self._retrying(
+            "committing offsets",
+            lambda: self.consumer.commit(offsets=offsets, asynchronous=False),
         )
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+        self._refresh_lag()  # local numbers only (cached ends): the lag follows each commit
         written = batch.messages - len(batch.dead_letters) - batch.duplicates
         self.stats.record_batch(
             events=written,
@@ -228,101 +278,191 @@ class Sink:
         self._batch_started = None
 
     def _write(self, batch: EventBatch) -> None:
-        """Insert the batch, retrying with backoff while ClickHouse refuses; never gives up.
+        """Insert the batch, retrying with backoff while ClickHouse refuses; never gives up."""
+
+        def attempt() -> None:
+            started = time.monotonic()
+            batch.write(self.client, self.settings.clickhouse_database, self.seen)
+            self.stats.record_insert(time.monotonic() - started)
+
+        self._retrying("insert", attempt)
+
+    def _retrying(self, what: str, attempt: Callable[[], _T]) -> _T:
+        """``attempt()`` until it succeeds, with backoff up to 10 s; raises :class:`_Revoked`
+        when the partitions move meanwhile.
 
         While retrying, the partitions are paused (nothing more is fetched, memory stays at this
-        batch) and the consumer keeps polling, so it stays in its group.
+        batch) and the consumer keeps polling, so it stays in its group. Inside a rebalance
+        callback the first failure is raised: the partitions are leaving anyway.
         """
         delay = 0.5
         paused: list[Any] = []
         self._writing, self._revoked_while_writing = True, False
         try:
             while True:
-                started = time.monotonic()
                 try:
-                    batch.write(self.client, self.settings.clickhouse_database, self.seen)
-                    self.stats.record_insert(time.monotonic() - started)
-                    return
-                except Exception as exc:  # ClickHouse down, slow or refusing
-                    self.stats.insert_failures += 1
+                    return attempt()
+                except Exception as exc:  # ClickHouse or Kafka down, slow or refusing
+                    if what == "insert":
+                        self.stats.insert_failures += 1
+                    else:
+                        self.stats.kafka_failures += 1
+                    if self._rebalancing:
+                        raise
                     if not paused:
-                        paused = self.consumer.assignment()
-                        self.consumer.pause(paused)
-                        self.stats.paused = True
-                    logger.warning("insert failed, retrying in %.1fs: %s", delay, exc)
+                        paused = self._pause()
+                    logger.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
                     self._wait_paused(delay)
                     delay = min(delay * 2, MAX_BACKOFF_SECONDS)
         finally:
             self._writing = False
             if paused:
-                self.consumer.resume(paused)
-                self.stats.paused = False
+                try:
+                    self.consumer.resume(paused)
+                except Exception as exc:  # resumed by the next assignment anyway
+                    logger.debug("resume: %s", exc)
+            self.stats.paused = False
+
+    def _pause(self) -> list[Any]:
+        self.stats.paused = True
+        try:
+            paused: list[Any] = self.consumer.assignment()
+            self.consumer.pause(paused)
+        except Exception as exc:  # pausing only saves memory; never let it stop the retry
+            logger.debug("pause: %s", exc)
+            return []
+        return paused
 
     def _wait_paused(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             message = self.consumer.poll(min(0.1, max(0.0, deadline - time.monotonic())))
-            if message is not None:
+            if message is not None and message.error() is None:
                 self._held.append(message)  # fetched before the pause took effect
             if self._revoked_while_writing:
                 raise _Revoked
+            now = time.monotonic()
+            if now >= self._next_lag:
+                self._next_lag = now + LAG_REFRESH_SECONDS
+                self._refresh_lag(query=True)
 
-    def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
-        for letter in letters:
-            self._dlq.produce(
-                self.topics.dead_letters,
-                key=letter.key,
-                value=letter.value,
-                headers=[
-                    ("runstream.reason", letter.reason.encode()),
-                    ("runstream.topic", letter.topic.encode()),
-                    ("runstream.partition", str(letter.partition).encode()),
-                    ("runstream.offset", str(letter.offset).encode()),
-                ],
-            )
-            logger.warning(
-                "dead letter %s[%d]@%d: %s",
-                letter.topic,
-                letter.partition,
-                letter.offset,
-                letter.reason,
-            )
-        if letters and self._dlq.flush(30) > 0:
-            # Committing now would lose these messages: stop instead, they are re-read on restart.
-            raise ClickHouseError("could not write dead letters to Kafka within 30 s")
+    # --- dead letters ---------------------------------------------------------------------------
+    def _dead_letter_producer(self) -> Any:
+        def on_error(error: Any) -> None:
+            if error.fatal():
+                self._dlq_fatal = True
 
-    def _refresh_lag(self) -> None:
+        return self._ck.Producer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "message.timeout.ms": int(DLQ_DELIVERY_SECONDS * 1000),
+                "client.id": "runstream-sink-dlq",
+                "logger": logging.getLogger("runstream.sink.kafka"),
+                "error_cb": on_error,
+            }
+        )
+
+    def _send(self, letters: list[DeadLetterRecord]) -> list[DeadLetterRecord]:
+        """Produce ``letters`` and wait for every delivery report; returns those Kafka did not
+        take, to send again.
+
+        Every record fits the broker's limit (:func:`build_dead_letter`), so what fails here is
+        Kafka being away, which a retry outlives.
+        """
+        if self._dlq_fatal:  # an idempotent producer that hit a fatal error takes nothing more
+            logger.warning("the dead-letter producer failed fatally; starting a new one")
+            self._dlq, self._dlq_fatal = self._dead_letter_producer(), False
+        failed: list[DeadLetterRecord] = []
+
+        def report(letter: DeadLetterRecord) -> Callable[[Any, Any], None]:
+            def on_delivery(error: Any, _message: Any) -> None:
+                if error is not None:
+                    logger.debug("dead letter not delivered: %s", error)
+                    failed.append(letter)
+
+            return on_delivery
+
+        for index, letter in enumerate(letters):
+            try:
+                self._produce(letter, report(letter))
+            except Exception as exc:  # not taken at all: this one and the rest, later
+                logger.debug("dead letter not produced: %s", exc)
+                failed += letters[index:]
+                break
+        # Every message gets its report within message.timeout.ms: then `failed` is complete.
+        while self._dlq.flush(DLQ_DELIVERY_SECONDS + 5) > 0:
+            pass
+        return failed
+
+    def _produce(self, letter: DeadLetterRecord, on_delivery: Callable[[Any, Any], None]) -> None:
+        while True:
+            try:
+                self._dlq.produce(
+                    self.topics.dead_letters,
+                    key=letter.key,
+                    value=letter.value,
+                    headers=letter.headers,
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                self._dlq.poll(0.1)
+
+    def _refresh_lag(self, query: bool = False) -> None:
+        """Messages behind the end of each assigned partition, counted from the last commit
+        (what the sink has done for good, not what it has read).
+
+        ``query``: ask the broker for the end (needed while paused: paused partitions are not
+        fetched, so the end the client caches from fetches goes stale).
+        """
         try:
             assignment = self.consumer.assignment()
-            positions = self.consumer.position(assignment) if assignment else []
-            lag = 0
-            for tp in positions:
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    lag += max(0, high - tp.offset)
-            self.stats.lag_messages = lag
-        except Exception as exc:  # lag is a nicety; never let it stop the sink
+            unknown = [tp for tp in assignment if (tp.topic, tp.partition) not in self._committed]
+            if unknown:
+                for tp in self.consumer.committed(unknown, timeout=2.0):
+                    if tp.error is None:
+                        self._committed[(tp.topic, tp.partition)] = tp.offset
+            lags: dict[tuple[str, int], int] = {}
+            for tp in assignment:
+                if query:
+                    low, high = self.consumer.get_watermark_offsets(tp, timeout=0.5, cached=False)
+                else:
+                    low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue
+                done = self._committed.get((tp.topic, tp.partition), -1)
+                start = done if done >= 0 else max(low, 0)  # no commit yet: from the start
+                lags[(tp.topic, tp.partition)] = max(0, high - start)
+            self.stats.observe_lag(lags)
+        except Exception as exc:  # the broker away: keep the last numbers, never stop for this
             logger.debug("lag unavailable: %s", exc)
 
     # --- rebalances -----------------------------------------------------------------------------
     def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
         # Partitions may come back after another sink wrote to them: ask ClickHouse again.
         self.seen.clear()
+        self._committed.clear()  # and where the group stands, for the lag
         self.stats.partitions = len(partitions)
+        self._next_lag = 0.0
 
     def _on_revoke(self, _consumer: Any, _partitions: list[Any]) -> None:
         self.stats.partitions = 0
+        self.stats.observe_lag({})
         if self._writing:
-            self._revoked_while_writing = True  # _write gives the batch up
+            self._revoked_while_writing = True  # _retrying gives the batch up
             self._held = []
             return
         # Finish what we hold before the partitions move, so the next owner starts after it.
+        self._rebalancing = True
         try:
             self.flush()
         except Exception:
             logger.exception("could not write the batch before a rebalance; it will be re-read")
             self._in_flight = None
             self._reset_batch()
+        finally:
+            self._rebalancing = False
         self._held = []
 
     def close(self) -> None:

@@ -299,11 +299,12 @@ class LocalStack:
             pid = self._pidfile(f"worker-{name}").read()
             detail = "worker" if pid is not None else "worker not running; see its log"
             address = ""
+            healthy = pid is not None
             if name == "sink" and pid is not None and self.settings.sink_metrics_port:
                 address = f"http://127.0.0.1:{self.settings.sink_metrics_port}/metrics"
-                detail = _sink_detail(address)
+                healthy, detail = sink_health(address)
             statuses.append(
-                ServiceStatus(name, pid, address, pid is not None, self._worker_log(name), detail)
+                ServiceStatus(name, pid, address, healthy, self._worker_log(name), detail)
             )
         return statuses
 
@@ -406,18 +407,56 @@ def _died_message(label: str, logs: list[Path], home: Path) -> str:
     return f"{label} exited during start-up. {hint} Its log ({where}) ends with:\n{text}"
 
 
-def _sink_detail(url: str) -> str:
-    """The sink's own numbers, from its /metrics endpoint."""
+def sink_health(url: str) -> tuple[bool, str]:
+    """Whether the sink makes progress, and its numbers, from its /metrics endpoint.
+
+    Unhealthy when the sink says so: behind the end of its partitions with nothing committed
+    for a while (ClickHouse or Kafka away or refusing, a batch it cannot get past). A sink whose
+    endpoint does not answer is judged by its process alone: it opens the endpoint only once it
+    has connected to ClickHouse and Kafka, which takes a few seconds after `up`.
+    """
     from runstream.sinks.observability import scrape
 
     try:
         m = scrape(url)
     except Exception:
-        return "worker (its /metrics endpoint does not answer yet)"
-    paused = ", PAUSED: ClickHouse refuses inserts" if m.get("runstream_sink_paused") else ""
-    return (
-        f"{m.get('runstream_sink_events_total', 0):.0f} events, "
-        f"lag {m.get('runstream_sink_lag_messages', 0):.0f}, "
-        f"{m.get('runstream_sink_dead_letters_total', 0):.0f} dead letters, "
-        f"last insert {m.get('runstream_sink_last_insert_seconds', 0) * 1000:.0f} ms{paused}"
+        return True, "worker (its /metrics endpoint does not answer yet)"
+    healthy = m.get("runstream_sink_healthy", 1.0) == 1.0
+    lag = m.get("runstream_sink_lag_messages", 0)
+    prefix = "runstream_sink_partition_lag_messages{"
+    behind = sorted(
+        (name.removeprefix(prefix).rstrip("}"), value)
+        for name, value in m.items()
+        if name.startswith(prefix) and value > 0
     )
+    per_partition = ""
+    if behind:
+        shown = ", ".join(
+            f"{_label(labels, 'topic')}[{_label(labels, 'partition')}] {value:.0f}"
+            for labels, value in behind[:6]
+        )
+        more = f" and {len(behind) - 6} more" if len(behind) > 6 else ""
+        per_partition = f" ({shown}{more})"
+    since = m.get("runstream_sink_seconds_since_last_write", 0)
+    state = ""
+    if not healthy:
+        stalled = m.get("runstream_sink_stalled_seconds", 0)
+        state = f"STUCK for {stalled:.0f} s: nothing committed while behind; see its log. "
+    elif m.get("runstream_sink_paused"):
+        state = "RETRYING (ClickHouse or Kafka refuses); "
+    detail = (
+        f"{state}{m.get('runstream_sink_events_total', 0):.0f} events, "
+        f"lag {lag:.0f} messages{per_partition}, "
+        f"last write {since:.0f} s ago, "
+        f"{m.get('runstream_sink_dead_letters_total', 0):.0f} dead letters, "
+        f"last insert {m.get('runstream_sink_last_insert_seconds', 0) * 1000:.0f} ms"
+    )
+    return healthy, detail
+
+
+def _label(labels: str, name: str) -> str:
+    for part in labels.split(","):
+        key, _, value = part.partition("=")
+        if key == name:
+            return value.strip('"')
+    return "?"
