@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import operator
 import os
 import platform
 import socket
@@ -25,7 +26,15 @@ from urllib.parse import urlsplit
 
 from runstream.errors import RunstreamError
 from runstream.producers.spool import RunSpool
-from runstream.producers.values import Refusals, flatten_metrics, to_json
+from runstream.producers.values import (
+    INT64_MAX,
+    MAX_NAME_LENGTH,
+    Refusals,
+    flatten_metrics,
+    is_text,
+    repair_text,
+    to_json,
+)
 from runstream.producers.worker import RunChannel, Worker, get_worker, new_spool_state
 from runstream.schemas import new_run_id
 from runstream.schemas.codec import json_safe_metrics
@@ -82,26 +91,28 @@ class Run:
     ) -> None:
         self.settings = settings
         self.project = settings.project
-        self.group = group
-        self.job_type = job_type
-        self.notes = notes
         self.mode = settings.mode
         self._refusals = Refusals()
+        self.group = _text_or_none(group, "group", self._refusals)
+        self.job_type = _text_or_none(job_type, "job_type", self._refusals)
+        self.notes = _text_or_none(notes, "notes", self._refusals)
         self._step = 0
         self._pending: dict[str, Any] | None = None
         self._pending_step = 0
         self._finished: FinishResult | None = None
         self._forked = False
         self._finish_lock = threading.Lock()
-        self._warned_step = False
+        self._warned_finished = False
+        self._submitted = 0  # metrics events handed to the worker (for summary reads)
+        self._observed = 0  # of which the worker has seen (RunSummary waits for them)
         self._summary_kinds: dict[str, SummaryKind] = {}
         self._checked_names: set[str] = set()
         self._worker = worker or get_worker()
 
         resumed_from = self._resolve_id(id)
-        self.name = name or self.id
-        self._tags = [str(t) for t in tags or []]
-        self.config = RunConfig(self, to_json(dict(config or {}), self._refusals))
+        self.name = _text_or_none(name, "name", self._refusals) or self.id
+        self._tags = _clean_tags(tags, self._refusals)
+        self.config = RunConfig(self, _config_dict(config, self._refusals))
         self.summary = RunSummary(self)
         spool = RunSpool.create_or_open(
             settings.dir, new_spool_state(self.id, self.project, settings, self.mode)
@@ -118,6 +129,7 @@ class Run:
         self._channel: RunChannel = self._worker.open_channel(
             self.id, self.project, settings, spool=spool, online=self.mode == "online"
         )
+        self._channel.refusals = self._refusals  # what the worker leaves out is counted here
         if resumed_from is None:
             self._emit(
                 "run_started",
@@ -125,9 +137,9 @@ class Run:
                     "name": self.name,
                     "config": dict(self.config),
                     "tags": self._tags,
-                    "group": group,
-                    "job_type": job_type,
-                    "notes": notes,
+                    "group": self.group,
+                    "job_type": self.job_type,
+                    "notes": self.notes,
                     "environment": _environment(),
                 },
             )
@@ -163,69 +175,107 @@ class Run:
 
     # --- logging ----------------------------------------------------------------------------
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
-        """Record metric values at ``step`` (default: the run's own step counter).
+        """Record metric values at ``step`` (default: one past the highest step logged so far).
 
-        ``commit=False`` keeps collecting values for the same step until a call with
-        ``commit=True`` (or with another step) sends them as one event. Never raises.
+        ``step`` is anything ``operator.index()`` takes (Python, numpy and torch integers) from
+        0 to 2**63-1 (ClickHouse's Int64); a step lower than the highest is stored like any
+        other. ``commit=False`` keeps collecting values for the same step until a call with
+        ``commit=True`` (or with another step) sends them as one event. Never raises: what
+        cannot be stored is refused with one warning per kind and counted (:attr:`refused`).
         """
-        if self._finished is not None:
-            self._log_after_finish()
-            return
-        pending = self._pending
-        if step is None:
-            step = self._step if pending is None else self._pending_step
-        elif step < self._step - 1 or step < 0:
-            self._refuse_step(step)
-            return
-        if pending is None:
-            if commit:
-                self._step = step + 1
-                self._worker.submit(
-                    (
-                        self._channel,
-                        "metrics_logged",
-                        _time(),
-                        _metrics_body,
-                        step,
-                        dict(data),
-                        self,
-                    )
-                )
+        try:
+            if self._finished is not None:
+                self._log_after_finish()
                 return
-            self._pending = dict(data)
-            self._pending_step = step
-            return
-        if step != self._pending_step:
-            self._send_pending()
-            self._pending = dict(data)
-            self._pending_step = step
-        else:
-            pending.update(data)
-        if commit:
-            self._send_pending()
+            if type(data) is not dict:
+                data = self._as_mapping(data)  # type: ignore[assignment]
+                if data is None:
+                    return
+            pending = self._pending
+            if step is None:
+                step = self._step if pending is None else self._pending_step
+            elif type(step) is not int or step < 0 or step > INT64_MAX:
+                step = self._check_step(step)
+                if step is None:
+                    return
+            if pending is None:
+                if commit:
+                    if step >= self._step:
+                        self._step = step + 1
+                    self._submitted += 1
+                    self._worker.submit(
+                        (
+                            self._channel,
+                            "metrics_logged",
+                            _time(),
+                            _metrics_body,
+                            step,
+                            dict(data),
+                            self,
+                        )
+                    )
+                    return
+                self._pending = dict(data)
+                self._pending_step = step
+                return
+            if step != self._pending_step:
+                self._send_pending()
+                self._pending = dict(data)
+                self._pending_step = step
+            else:
+                pending.update(data)
+            if commit:
+                self._send_pending()
+        except Exception as exc:  # log() must never stop a training loop
+            self._refusals.refuse("log()", f"the call failed ({type(exc).__name__}: {exc})", "call")
 
     def _send_pending(self) -> None:
         data, step = self._pending, self._pending_step
         self._pending = None
-        self._step = step + 1
+        if step >= self._step:
+            self._step = step + 1
+        self._submitted += 1
         self._worker.submit(
             (self._channel, "metrics_logged", _time(), _metrics_body, step, data, self)
         )
 
-    def _refuse_step(self, step: int) -> None:
-        if not self._warned_step:
-            self._warned_step = True
-            logger.warning(
-                "runstream: run %s: step %s is below the current step %s; such calls are "
-                "ignored (warned once). Steps must not decrease.",
-                self.id,
-                step,
-                self._step - 1,
-            )
+    def _as_mapping(self, data: Any) -> Mapping[Any, Any] | None:
+        if isinstance(data, Mapping):
+            return data
+        self._refusals.refuse(
+            f"log({type(data).__name__})",
+            f"log() takes a dict of metric names to values, not a {type(data).__name__}; "
+            "the call is ignored",
+            "call",
+        )
+        return None
+
+    def _check_step(self, step: Any) -> int | None:
+        """The step as a plain int, or None (refused, warned once per kind, counted)."""
+        if isinstance(step, bool):
+            reason = "a step must be an integer, not a bool"
+        else:
+            try:
+                value = operator.index(step)
+            except Exception:
+                value = None
+                reason = (
+                    f"a step must be an integer (anything operator.index() takes), not "
+                    f"{type(step).__name__}"
+                )
+            if value is not None:
+                if 0 <= value <= INT64_MAX:
+                    return value
+                reason = "a step must be from 0 to 2**63-1 (ClickHouse Int64)"
+        self._refusals.refuse(
+            "step", f"{reason}; calls with such a step are ignored (step={step!r:.60})", "step"
+        )
+        return None
 
     def _log_after_finish(self) -> None:
-        if not self._warned_step:
-            self._warned_step = True
+        self._refusals.tally("after_finish")
+        if not self._warned_finished:
+            self._warned_finished = True
             where = "in a forked child process" if self._forked else "after finish()"
             logger.warning(
                 "runstream: run %s: log() %s is ignored (warned once)%s",
@@ -234,6 +284,11 @@ class Run:
                 "; start a run in the child, or log from the parent" if self._forked else "",
             )
 
+    @property
+    def refused(self) -> int:
+        """Values, calls and steps refused or changed so far (each was warned about once)."""
+        return self._refusals.count
+
     # --- the rest of the surface ---------------------------------------------------------------
     @property
     def tags(self) -> tuple[str, ...]:
@@ -241,11 +296,18 @@ class Run:
 
     @tags.setter
     def tags(self, tags: list[str] | tuple[str, ...]) -> None:
-        self._tags = [str(t) for t in tags]
+        self._tags = _clean_tags(tags, self._refusals)
         self._emit("tags_updated", {"tags": list(self._tags)})
 
     def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
         """Choose which value summarises ``name`` (or every name matching ``prefix*``)."""
+        if not _is_name(name):
+            self._refusals.refuse(
+                _safe_str(name)[:60],
+                f"define_metric() needs a name of 1 to {MAX_NAME_LENGTH} characters of text",
+                "name",
+            )
+            return
         if summary not in ("min", "max", "last", "mean"):
             logger.warning(
                 "runstream: define_metric(%r, summary=%r) ignored: summary must be one of "
@@ -265,8 +327,10 @@ class Run:
         if resolved is None:
             logger.warning("runstream: alert level %r is not info/warn/error; using 'info'", level)
             resolved = "info"
-        title = str(title)[:1024] or "(untitled)"
-        self._emit("alert_raised", {"title": title, "text": str(text), "level": resolved})
+        title = _repair(_safe_str(title))[:1024] or "(untitled)"
+        self._emit(
+            "alert_raised", {"title": title, "text": _repair(_safe_str(text)), "level": resolved}
+        )
 
     def log_artifact(
         self, path_or_uri: str | os.PathLike[str], name: str | None = None, type: str = "artifact"
@@ -368,7 +432,7 @@ class Run:
 
     def _after_fork_in_child(self) -> None:
         self._forked = True
-        self._warned_step = False
+        self._warned_finished = False
         self._finished = FinishResult(0, 0, 0, 0, "run belongs to the parent process")
 
 
@@ -387,8 +451,9 @@ class DisabledRun(Run):
         self._finished = None
         self._step = 0
         self._refusals = Refusals()
+        self._submitted = self._observed = 0
         self._summary_kinds = {}
-        self.config = RunConfig(self, dict(config or {}))
+        self.config = RunConfig(self, _config_dict(config, self._refusals))
         self.summary = RunSummary(self)
 
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
@@ -408,6 +473,86 @@ class DisabledRun(Run):
             self._finished = FinishResult(0, 0, 0, 0)
             _unregister(self)
         return self._finished
+
+
+def _safe_str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    try:
+        text = str(value)
+    except Exception:
+        return f"<{type(value).__name__} whose str() raised>"
+    return text if type(text) is str else f"<{type(value).__name__}>"
+
+
+def _repair(text: str) -> str:
+    return text if is_text(text) else repair_text(text)
+
+
+def _is_name(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH and is_text(value)
+
+
+def _text_or_none(value: Any, what: str, refusals: Refusals) -> str | None:
+    """``name``, ``group``, ``job_type``, ``notes``: text or None, never a reason to lose the
+    run_started event (the schema types them as strings)."""
+    if value is None or (type(value) is str and is_text(value)):
+        return value
+    if type(value) is str:
+        refusals.note(what, f"{what} is not valid Unicode text (a lone surrogate); stored "
+                      "with its lone surrogates escaped as \\udXXX", "name")  # fmt: skip
+        return repair_text(value)
+    text = _repair(_safe_str(value))
+    refusals.note(what, f"{what} must be a string, not {type(value).__name__}; stored as "
+                  f"{text[:60]!r}", "name")  # fmt: skip
+    return text
+
+
+def _clean_tags(tags: Any, refusals: Refusals) -> list[str]:
+    """Tags as the schema takes them (1 to 512 characters of text each); others refused."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [tags]
+    try:
+        given = list(tags)
+    except Exception:
+        refusals.refuse("tags", f"tags must be a list of strings, not {type(tags).__name__}",
+                        "name")  # fmt: skip
+        return []
+    out = []
+    for tag in given:
+        text = _repair(_safe_str(tag))
+        if 0 < len(text) <= MAX_NAME_LENGTH:
+            if text is not tag and type(tag) is not str:
+                refusals.note(f"tag {text[:60]!r}", f"tag {text[:60]!r} is a "
+                              f"{type(tag).__name__}; stored as its text", "name")  # fmt: skip
+            elif text is not tag:
+                refusals.note(f"tag {text[:60]!r}", f"tag {text[:60]!r} is not valid Unicode "
+                              "text; stored with its lone surrogates escaped", "name")  # fmt: skip
+            out.append(text)
+        else:
+            refusals.refuse(f"tag {text[:60]!r}", f"a tag must have 1 to {MAX_NAME_LENGTH} "
+                            "characters", "name")  # fmt: skip
+    return out
+
+
+def _config_dict(config: Any, refusals: Refusals) -> dict[str, Any]:
+    """``init(config=...)`` as a JSON dict: a mapping, or an object with attributes (such as
+    ``argparse.Namespace``); never raises (what cannot be read is warned about and left out)."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        try:
+            config = vars(config)
+        except TypeError:
+            refusals.refuse("config", f"config must be a dict, not {type(config).__name__}; "
+                            "it is left out", "config")  # fmt: skip
+            return {}
+    converted = to_json(config, refusals, "config")
+    if not isinstance(converted, dict):  # the mapping could not be read at all
+        return {}
+    return converted
 
 
 def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None) -> tuple[int, str]:
@@ -451,8 +596,9 @@ class RunConfig(MutableMapping[str, Any]):
         return len(self._values)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Set several keys; one event records all of them."""
-        changes = to_json(dict(*args, **kwargs), self._run._refusals)
+        """Set several keys; one event records all of them. Values become JSON as
+        :func:`runstream.producers.values.to_json` says (never raises for a value)."""
+        changes = to_json(dict(*args, **kwargs), self._run._refusals, "config")
         if not changes:
             return
         self._values.update(changes)
@@ -475,8 +621,17 @@ class RunConfig(MutableMapping[str, Any]):
 
 
 class RunSummary(MutableMapping[str, Any]):
-    """The run's summary: by default the last value of each metric (or the min, max or mean
-    chosen with ``define_metric``); keys set explicitly win and are recorded as events."""
+    """The run's summary as this session sees it: by default the last value of each metric
+    logged (or the min, max or mean chosen with ``define_metric``); keys set explicitly win.
+
+    Only explicit keys (``run.summary[k] = v``, ``update``) are sent, as ``summary_updated``
+    events (and once more at ``finish()``). Values derived from metric points are computed
+    where every point is, in ClickHouse (``run_summaries``) and the processors, so that a
+    resumed run, whose SDK only saw its own session, does not overwrite them.
+
+    Reads see every value logged before them: they wait (at most
+    :data:`SUMMARY_READ_WAIT_SECONDS`) for the worker to have taken what was queued first.
+    """
 
     def __init__(self, run: Run) -> None:
         self._run = run
@@ -509,7 +664,18 @@ class RunSummary(MutableMapping[str, Any]):
             entry[2] += value
             entry[3] += 1.0
 
+    def _sync(self) -> None:
+        """Wait until the worker has seen every metrics event queued before this read."""
+        run = self._run
+        if run._observed >= run._submitted or run._finished is not None:
+            return
+        seen = threading.Event()
+        run._worker.submit((run._channel, "summary_read", _time(), _barrier_body, seen))
+        run._worker._wake.set()  # do not wait for the worker's next tick
+        seen.wait(SUMMARY_READ_WAIT_SECONDS)
+
     def _derived(self) -> dict[str, float]:
+        self._sync()
         out = dict(self._last)
         for name, (low, high, total, count) in list(self._aggregates.items()):
             kind = self._kind_of.get(name, "last")
@@ -517,9 +683,8 @@ class RunSummary(MutableMapping[str, Any]):
         return out
 
     def _final(self) -> dict[str, Any]:
-        final: dict[str, Any] = dict(json_safe_metrics(self._derived()))
-        final.update(self._explicit)
-        return final
+        """What the final ``summary_updated`` carries: the explicit keys only."""
+        return dict(self._explicit)
 
     def __getitem__(self, key: str) -> Any:
         if key in self._explicit:
@@ -539,12 +704,28 @@ class RunSummary(MutableMapping[str, Any]):
         return len({**self._derived(), **self._explicit})
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        changes = to_json(dict(*args, **kwargs), self._run._refusals)
+        """Set keys explicitly; one ``summary_updated`` event records them. Keys must be
+        names of 1 to 512 characters (the schema's); values become JSON like config values."""
+        refusals = self._run._refusals
+        converted = to_json(dict(*args, **kwargs), refusals, "summary")
+        changes: dict[str, Any] = {}
+        for key, value in converted.items():
+            if 0 < len(key) <= MAX_NAME_LENGTH:
+                changes[key] = value
+            else:
+                refusals.refuse(key[:60], f"a summary key must have 1 to {MAX_NAME_LENGTH} "
+                                "characters", "name")  # fmt: skip
+        if not changes:
+            return
         self._explicit.update(changes)
         self._run._emit("summary_updated", {"summary": changes})
 
     def __repr__(self) -> str:
         return f"RunSummary({dict(self)!r})"
+
+
+SUMMARY_READ_WAIT_SECONDS = 2.0
+"""How long a read of ``run.summary`` waits, at most, for the worker to see earlier logs."""
 
 
 def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
@@ -561,16 +742,24 @@ def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
 def _metrics_body(step: int, data: dict[str, Any], run: Run) -> dict[str, Any] | None:
     # Training loops log the same names every step: once a set of names was checked, the same
     # names with finite float values (one C-level sum says so) need no per-name work.
-    if data.keys() == run._checked_names and _finite_floats(data.values()):
-        run.summary._observe(data)
-        return {"step": step, "metrics": data}
-    metrics = flatten_metrics(data, run._refusals)
-    if metrics is data:
-        run._checked_names = set(data)
-    if not metrics:
-        return None
-    run.summary._observe(metrics)
-    return {"step": step, "metrics": json_safe_metrics(metrics)}
+    try:
+        if data.keys() == run._checked_names and _finite_floats(data.values()):
+            run.summary._observe(data)
+            return {"step": step, "metrics": data}
+        metrics = flatten_metrics(data, run._refusals)
+        if metrics is data:
+            run._checked_names = set(data)
+        if not metrics:
+            return None
+        run.summary._observe(metrics)
+        return {"step": step, "metrics": json_safe_metrics(metrics)}
+    finally:
+        run._observed += 1  # after _observe: a summary read waiting for this sees its values
+
+
+def _barrier_body(seen: threading.Event) -> None:
+    # Queued by a summary read: everything queued before it has been built when this runs.
+    seen.set()
 
 
 _FLOATS = {float}
@@ -590,7 +779,7 @@ def _static_body(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _final_summary_body(summary: RunSummary) -> dict[str, Any] | None:
-    final = summary._final()
+    final = summary._final()  # explicit keys only; derived ones are computed downstream
     return {"summary": final} if final else None
 
 
