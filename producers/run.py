@@ -7,42 +7,41 @@ the worker (``producers/worker.py``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import operator
 import os
-import platform
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from runstream.errors import RunstreamError
-from runstream.producers.spool import RunSpool
-from runstream.producers.values import (
-    INT64_MAX,
-    MAX_NAME_LENGTH,
-    Refusals,
-    flatten_metrics,
-    is_text,
-    repair_text,
-    to_json,
+from runstream.producers.bodies import (
+    artifact_body,
+    environment,
+    final_summary_body,
+    metrics_body,
+    static_body,
 )
+from runstream.producers.inputs import (
+    clean_tags,
+    config_dict,
+    is_name,
+    repair,
+    safe_str,
+    text_or_none,
+)
+from runstream.producers.mappings import RunConfig, RunSummary, SummaryKind
+from runstream.producers.spool import RunSpool
+from runstream.producers.values import INT64_MAX, MAX_NAME_LENGTH, Refusals
 from runstream.producers.worker import RunChannel, Worker, get_worker, new_spool_state
 from runstream.schemas import new_run_id
-from runstream.schemas.codec import json_safe_metrics
 from runstream.settings import Mode, Settings
 
 logger = logging.getLogger("runstream")
 
-SummaryKind = Literal["min", "max", "last", "mean"]
 AlertLevel = Literal["info", "warn", "error"]
 _LEVELS = {"info": "info", "warn": "warn", "warning": "warn", "error": "error"}
 _time = time.time
@@ -93,9 +92,9 @@ class Run:
         self.project = settings.project
         self.mode = settings.mode
         self._refusals = Refusals()
-        self.group = _text_or_none(group, "group", self._refusals)
-        self.job_type = _text_or_none(job_type, "job_type", self._refusals)
-        self.notes = _text_or_none(notes, "notes", self._refusals)
+        self.group = text_or_none(group, "group", self._refusals)
+        self.job_type = text_or_none(job_type, "job_type", self._refusals)
+        self.notes = text_or_none(notes, "notes", self._refusals)
         self._step = 0
         self._pending: dict[str, Any] | None = None
         self._pending_step = 0
@@ -110,9 +109,9 @@ class Run:
         self._worker = worker or get_worker()
 
         resumed_from = self._resolve_id(id)
-        self.name = _text_or_none(name, "name", self._refusals) or self.id
-        self._tags = _clean_tags(tags, self._refusals)
-        self.config = RunConfig(self, _config_dict(config, self._refusals))
+        self.name = text_or_none(name, "name", self._refusals) or self.id
+        self._tags = clean_tags(tags, self._refusals)
+        self.config = RunConfig(self, config_dict(config, self._refusals))
         self.summary = RunSummary(self)
         spool = RunSpool.create_or_open(
             settings.dir, new_spool_state(self.id, self.project, settings, self.mode)
@@ -140,7 +139,7 @@ class Run:
                     "group": self.group,
                     "job_type": self.job_type,
                     "notes": self.notes,
-                    "environment": _environment(),
+                    "environment": environment(),
                 },
             )
         else:
@@ -208,7 +207,7 @@ class Run:
                             self._channel,
                             "metrics_logged",
                             _time(),
-                            _metrics_body,
+                            metrics_body,
                             step,
                             dict(data),
                             self,
@@ -236,7 +235,7 @@ class Run:
             self._step = step + 1
         self._submitted += 1
         self._worker.submit(
-            (self._channel, "metrics_logged", _time(), _metrics_body, step, data, self)
+            (self._channel, "metrics_logged", _time(), metrics_body, step, data, self)
         )
 
     def _as_mapping(self, data: Any) -> Mapping[Any, Any] | None:
@@ -296,14 +295,14 @@ class Run:
 
     @tags.setter
     def tags(self, tags: list[str] | tuple[str, ...]) -> None:
-        self._tags = _clean_tags(tags, self._refusals)
+        self._tags = clean_tags(tags, self._refusals)
         self._emit("tags_updated", {"tags": list(self._tags)})
 
     def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
         """Choose which value summarises ``name`` (or every name matching ``prefix*``)."""
-        if not _is_name(name):
+        if not is_name(name):
             self._refusals.refuse(
-                _safe_str(name)[:60],
+                safe_str(name)[:60],
                 f"define_metric() needs a name of 1 to {MAX_NAME_LENGTH} characters of text",
                 "name",
             )
@@ -327,9 +326,9 @@ class Run:
         if resolved is None:
             logger.warning("runstream: alert level %r is not info/warn/error; using 'info'", level)
             resolved = "info"
-        title = _repair(_safe_str(title))[:1024] or "(untitled)"
+        title = repair(safe_str(title))[:1024] or "(untitled)"
         self._emit(
-            "alert_raised", {"title": title, "text": _repair(_safe_str(text)), "level": resolved}
+            "alert_raised", {"title": title, "text": repair(safe_str(text)), "level": resolved}
         )
 
     def log_artifact(
@@ -338,7 +337,7 @@ class Run:
         """Record an artifact's metadata (digest, size, uri). Files are read on the worker."""
         target = os.fspath(path_or_uri)
         self._worker.submit(
-            (self._channel, "artifact_logged", _time(), _artifact_body, target, name, type, self)
+            (self._channel, "artifact_logged", _time(), artifact_body, target, name, type, self)
         )
 
     # --- ending -------------------------------------------------------------------------------
@@ -358,7 +357,7 @@ class Run:
                 status = "finished" if exit_code == 0 else "failed"
             # Built on the worker, after every metric logged before it has been seen there.
             self._worker.submit(
-                (self._channel, "summary_updated", _time(), _final_summary_body, self.summary)
+                (self._channel, "summary_updated", _time(), final_summary_body, self.summary)
             )
             self._emit("run_finished", {"exit_code": int(exit_code), "status": status})
             self._worker.close_channel(self._channel)
@@ -428,7 +427,7 @@ class Run:
 
     def _emit(self, type_name: str, body: dict[str, Any]) -> None:
         if self._finished is None:
-            self._worker.submit((self._channel, type_name, _time(), _static_body, body))
+            self._worker.submit((self._channel, type_name, _time(), static_body, body))
 
     def _after_fork_in_child(self) -> None:
         self._forked = True
@@ -453,7 +452,7 @@ class DisabledRun(Run):
         self._refusals = Refusals()
         self._submitted = self._observed = 0
         self._summary_kinds = {}
-        self.config = RunConfig(self, _config_dict(config, self._refusals))
+        self.config = RunConfig(self, config_dict(config, self._refusals))
         self.summary = RunSummary(self)
 
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
@@ -475,86 +474,6 @@ class DisabledRun(Run):
         return self._finished
 
 
-def _safe_str(value: Any) -> str:
-    if type(value) is str:
-        return value
-    try:
-        text = str(value)
-    except Exception:
-        return f"<{type(value).__name__} whose str() raised>"
-    return text if type(text) is str else f"<{type(value).__name__}>"
-
-
-def _repair(text: str) -> str:
-    return text if is_text(text) else repair_text(text)
-
-
-def _is_name(value: Any) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH and is_text(value)
-
-
-def _text_or_none(value: Any, what: str, refusals: Refusals) -> str | None:
-    """``name``, ``group``, ``job_type``, ``notes``: text or None, never a reason to lose the
-    run_started event (the schema types them as strings)."""
-    if value is None or (type(value) is str and is_text(value)):
-        return value
-    if type(value) is str:
-        refusals.note(what, f"{what} is not valid Unicode text (a lone surrogate); stored "
-                      "with its lone surrogates escaped as \\udXXX", "name")  # fmt: skip
-        return repair_text(value)
-    text = _repair(_safe_str(value))
-    refusals.note(what, f"{what} must be a string, not {type(value).__name__}; stored as "
-                  f"{text[:60]!r}", "name")  # fmt: skip
-    return text
-
-
-def _clean_tags(tags: Any, refusals: Refusals) -> list[str]:
-    """Tags as the schema takes them (1 to 512 characters of text each); others refused."""
-    if tags is None:
-        return []
-    if isinstance(tags, str):
-        tags = [tags]
-    try:
-        given = list(tags)
-    except Exception:
-        refusals.refuse("tags", f"tags must be a list of strings, not {type(tags).__name__}",
-                        "name")  # fmt: skip
-        return []
-    out = []
-    for tag in given:
-        text = _repair(_safe_str(tag))
-        if 0 < len(text) <= MAX_NAME_LENGTH:
-            if text is not tag and type(tag) is not str:
-                refusals.note(f"tag {text[:60]!r}", f"tag {text[:60]!r} is a "
-                              f"{type(tag).__name__}; stored as its text", "name")  # fmt: skip
-            elif text is not tag:
-                refusals.note(f"tag {text[:60]!r}", f"tag {text[:60]!r} is not valid Unicode "
-                              "text; stored with its lone surrogates escaped", "name")  # fmt: skip
-            out.append(text)
-        else:
-            refusals.refuse(f"tag {text[:60]!r}", f"a tag must have 1 to {MAX_NAME_LENGTH} "
-                            "characters", "name")  # fmt: skip
-    return out
-
-
-def _config_dict(config: Any, refusals: Refusals) -> dict[str, Any]:
-    """``init(config=...)`` as a JSON dict: a mapping, or an object with attributes (such as
-    ``argparse.Namespace``); never raises (what cannot be read is warned about and left out)."""
-    if config is None:
-        return {}
-    if not isinstance(config, Mapping):
-        try:
-            config = vars(config)
-        except TypeError:
-            refusals.refuse("config", f"config must be a dict, not {type(config).__name__}; "
-                            "it is left out", "config")  # fmt: skip
-            return {}
-    converted = to_json(config, refusals, "config")
-    if not isinstance(converted, dict):  # the mapping could not be read at all
-        return {}
-    return converted
-
-
 def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None) -> tuple[int, str]:
     """The (exit code, status) a run ends with when ``exc`` ends the program."""
     if exc_type is None:
@@ -566,289 +485,6 @@ def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None)
         exit_code = code if isinstance(code, int) else (0 if code is None else 1)
         return exit_code, "finished" if exit_code == 0 else "failed"
     return 1, "failed"
-
-
-# --- config and summary ---------------------------------------------------------------------------
-class RunConfig(MutableMapping[str, Any]):
-    """The run's config: a dict whose changes are recorded as config-updated events.
-
-    Attribute access works too (``run.config.lr``), as in wandb.
-    """
-
-    def __init__(self, run: Run, values: dict[str, Any]) -> None:
-        object.__setattr__(self, "_run", run)
-        object.__setattr__(self, "_values", values)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    def __delitem__(self, key: str) -> None:
-        del self._values[key]
-        self._run._emit("config_updated", {"config": {key: None}})  # merge patch: null removes
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Set several keys; one event records all of them. Values become JSON as
-        :func:`runstream.producers.values.to_json` says (never raises for a value)."""
-        changes = to_json(dict(*args, **kwargs), self._run._refusals, "config")
-        if not changes:
-            return
-        self._values.update(changes)
-        self._run._emit("config_updated", {"config": changes})
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self._values[key]
-        except KeyError:
-            raise AttributeError(f"config has no key {key!r}") from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
-
-    def __repr__(self) -> str:
-        return f"RunConfig({self._values!r})"
-
-
-class RunSummary(MutableMapping[str, Any]):
-    """The run's summary as this session sees it: by default the last value of each metric
-    logged (or the min, max or mean chosen with ``define_metric``); keys set explicitly win.
-
-    Only explicit keys (``run.summary[k] = v``, ``update``) are sent, as ``summary_updated``
-    events (and once more at ``finish()``). Values derived from metric points are computed
-    where every point is, in ClickHouse (``run_summaries``) and the processors, so that a
-    resumed run, whose SDK only saw its own session, does not overwrite them.
-
-    Reads see every value logged before them: they wait (at most
-    :data:`SUMMARY_READ_WAIT_SECONDS`) for the worker to have taken what was queued first.
-    """
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._explicit: dict[str, Any] = {}
-        self._last: dict[str, float] = {}
-        # Only metrics given another summary by define_metric pay for min/max/mean tracking.
-        self._aggregates: dict[str, list[float]] = {}  # name -> [min, max, sum, count]
-        self._kind_of: dict[str, SummaryKind] = {}
-
-    def _observe(self, metrics: Mapping[str, float]) -> None:
-        # Runs on the worker thread with the values it just encoded.
-        self._last.update(metrics)
-        kinds = self._run._summary_kinds
-        if not kinds:
-            return
-        kind_of = self._kind_of
-        aggregates = self._aggregates
-        for name, value in metrics.items():
-            kind = kind_of.get(name)
-            if kind is None:
-                kind = kind_of[name] = _summary_kind(name, kinds)
-            if kind == "last":
-                continue
-            entry = aggregates.get(name)
-            if entry is None:
-                aggregates[name] = [value, value, value, 1.0]
-                continue
-            entry[0] = min(entry[0], value)
-            entry[1] = max(entry[1], value)
-            entry[2] += value
-            entry[3] += 1.0
-
-    def _sync(self) -> None:
-        """Wait until the worker has seen every metrics event queued before this read."""
-        run = self._run
-        if run._observed >= run._submitted or run._finished is not None:
-            return
-        seen = threading.Event()
-        run._worker.submit((run._channel, "summary_read", _time(), _barrier_body, seen))
-        run._worker._wake.set()  # do not wait for the worker's next tick
-        seen.wait(SUMMARY_READ_WAIT_SECONDS)
-
-    def _derived(self) -> dict[str, float]:
-        self._sync()
-        out = dict(self._last)
-        for name, (low, high, total, count) in list(self._aggregates.items()):
-            kind = self._kind_of.get(name, "last")
-            out[name] = {"min": low, "max": high, "mean": total / count}.get(kind, out[name])
-        return out
-
-    def _final(self) -> dict[str, Any]:
-        """What the final ``summary_updated`` carries: the explicit keys only."""
-        return dict(self._explicit)
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._explicit:
-            return self._explicit[key]
-        return self._derived()[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    def __delitem__(self, key: str) -> None:
-        del self._explicit[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter({**self._derived(), **self._explicit})
-
-    def __len__(self) -> int:
-        return len({**self._derived(), **self._explicit})
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Set keys explicitly; one ``summary_updated`` event records them. Keys must be
-        names of 1 to 512 characters (the schema's); values become JSON like config values."""
-        refusals = self._run._refusals
-        converted = to_json(dict(*args, **kwargs), refusals, "summary")
-        changes: dict[str, Any] = {}
-        for key, value in converted.items():
-            if 0 < len(key) <= MAX_NAME_LENGTH:
-                changes[key] = value
-            else:
-                refusals.refuse(key[:60], f"a summary key must have 1 to {MAX_NAME_LENGTH} "
-                                "characters", "name")  # fmt: skip
-        if not changes:
-            return
-        self._explicit.update(changes)
-        self._run._emit("summary_updated", {"summary": changes})
-
-    def __repr__(self) -> str:
-        return f"RunSummary({dict(self)!r})"
-
-
-SUMMARY_READ_WAIT_SECONDS = 2.0
-"""How long a read of ``run.summary`` waits, at most, for the worker to see earlier logs."""
-
-
-def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
-    kind = kinds.get(name)
-    if kind is not None:
-        return kind
-    for pattern, chosen in kinds.items():
-        if pattern.endswith("*") and name.startswith(pattern[:-1]):
-            return chosen
-    return "last"
-
-
-# --- body builders: run on the worker thread --------------------------------------------------
-def _metrics_body(step: int, data: dict[str, Any], run: Run) -> dict[str, Any] | None:
-    # Training loops log the same names every step: once a set of names was checked, the same
-    # names with finite float values (one C-level sum says so) need no per-name work.
-    try:
-        if data.keys() == run._checked_names and _finite_floats(data.values()):
-            run.summary._observe(data)
-            return {"step": step, "metrics": data}
-        metrics = flatten_metrics(data, run._refusals)
-        if metrics is data:
-            run._checked_names = set(data)
-        if not metrics:
-            return None
-        run.summary._observe(metrics)
-        return {"step": step, "metrics": json_safe_metrics(metrics)}
-    finally:
-        run._observed += 1  # after _observe: a summary read waiting for this sees its values
-
-
-def _barrier_body(seen: threading.Event) -> None:
-    # Queued by a summary read: everything queued before it has been built when this runs.
-    seen.set()
-
-
-_FLOATS = {float}
-
-
-def _finite_floats(values: Any) -> bool:
-    # Exactly float (not bool, not numpy or torch scalars), then one C-level sum: inf - inf
-    # and nan - nan are nan, so the difference is 0.0 only when every value is finite.
-    if set(map(type, values)) != _FLOATS:
-        return False
-    total = sum(values)
-    return bool(total - total == 0.0)
-
-
-def _static_body(body: dict[str, Any]) -> dict[str, Any]:
-    return body
-
-
-def _final_summary_body(summary: RunSummary) -> dict[str, Any] | None:
-    final = summary._final()  # explicit keys only; derived ones are computed downstream
-    return {"summary": final} if final else None
-
-
-def _artifact_body(target: str, name: str | None, kind: str, run: Run) -> dict[str, Any] | None:
-    scheme = urlsplit(target).scheme
-    if scheme and len(scheme) > 1 and scheme != "file":  # a remote URI: nothing to read here
-        digest = "uri-sha256:" + hashlib.sha256(target.encode()).hexdigest()
-        return {"name": name or target.rstrip("/").rsplit("/", 1)[-1], "type": kind,
-                "digest": digest, "size": 0, "uri": target}  # fmt: skip
-    path = Path(target.removeprefix("file://")).expanduser()
-    try:
-        digest, size = _digest(path)
-    except OSError as exc:
-        run._refusals.refuse(str(path), f"artifact cannot be read: {exc}")
-        return None
-    return {"name": name or path.name, "type": kind, "digest": f"sha256:{digest}", "size": size,
-            "uri": path.resolve().as_uri()}  # fmt: skip
-
-
-def _digest(path: Path) -> tuple[str, int]:
-    """sha256 of a file, or of a directory's files (names and contents, sorted)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    if not files and not path.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
-    h = hashlib.sha256()
-    size = 0
-    for file in files:
-        if file is not path:
-            h.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-    return h.hexdigest(), size
-
-
-def _environment() -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "executable": sys.executable,
-        "argv": list(sys.argv),
-        "cwd": os.getcwd(),
-    }
-    env.update(_git_info())
-    return env
-
-
-def _git_info() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], capture_output=True, text=True, timeout=2, check=False
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "git_commit": commit,
-        "git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "git_remote": git("config", "--get", "remote.origin.url"),
-        "git_dirty": None if status is None else bool(status),
-    }
 
 
 # --- module-level API and the registry of active runs -------------------------------------------
