@@ -186,10 +186,6 @@ class Run:
             if self._finished is not None:
                 self._log_after_finish()
                 return
-            if type(data) is not dict:
-                data = self._as_mapping(data)  # type: ignore[assignment]
-                if data is None:
-                    return
             pending = self._pending
             if step is None:
                 step = self._step if pending is None else self._pending_step
@@ -199,34 +195,29 @@ class Run:
                     return
             if pending is None:
                 if commit:
+                    # dict() first: what it cannot copy (not a mapping) changes nothing.
+                    copy = dict(data)
                     if step >= self._step:
                         self._step = step + 1
                     self._submitted += 1
                     self._worker.submit(
-                        (
-                            self._channel,
-                            "metrics_logged",
-                            _time(),
-                            metrics_body,
-                            step,
-                            dict(data),
-                            self,
-                        )
+                        (self._channel, "metrics_logged", _time(), metrics_body, step, copy, self)
                     )
                     return
                 self._pending = dict(data)
                 self._pending_step = step
                 return
             if step != self._pending_step:
+                copy = dict(data)
                 self._send_pending()
-                self._pending = dict(data)
+                self._pending = copy
                 self._pending_step = step
             else:
                 pending.update(data)
             if commit:
                 self._send_pending()
         except Exception as exc:  # log() must never stop a training loop
-            self._refusals.refuse("log()", f"the call failed ({type(exc).__name__}: {exc})", "call")
+            self._refuse_call(data, exc)
 
     def _send_pending(self) -> None:
         data, step = self._pending, self._pending_step
@@ -238,16 +229,16 @@ class Run:
             (self._channel, "metrics_logged", _time(), metrics_body, step, data, self)
         )
 
-    def _as_mapping(self, data: Any) -> Mapping[Any, Any] | None:
-        if isinstance(data, Mapping):
-            return data
-        self._refusals.refuse(
-            f"log({type(data).__name__})",
-            f"log() takes a dict of metric names to values, not a {type(data).__name__}; "
-            "the call is ignored",
-            "call",
-        )
-        return None
+    def _refuse_call(self, data: Any, exc: Exception) -> None:
+        if not isinstance(data, Mapping):
+            # dict() also takes (name, value) pairs; anything else is not what log() takes.
+            reason = (
+                f"log() takes a dict of metric names to values, not a {type(data).__name__}; "
+                "the call is ignored"
+            )
+        else:
+            reason = f"the call failed ({type(exc).__name__}: {exc}); it is ignored"
+        self._refusals.refuse(f"log({type(data).__name__})", reason, "call")
 
     def _check_step(self, step: Any) -> int | None:
         """The step as a plain int, or None (refused, warned once per kind, counted)."""

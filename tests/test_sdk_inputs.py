@@ -77,14 +77,15 @@ def test_steps_that_are_not_int64_integers_are_refused_with_one_warning(
 @pytest.mark.parametrize(
     ("data", "commit"),
     [
-        ([("x", 1.0)], True),
+        ([("x", 1.0)], True),  # what dict() takes: pairs are stored
+        ([1, 2], True),
         ("x", True),
         (None, True),
         (42, True),
         ({"x": 1.0}, "yes"),  # a truthy object: committed
         ({"x": 1.0}, type("Bad", (), {"__bool__": lambda self: 1 / 0})()),
     ],
-    ids=["list-of-pairs", "str", "none", "int", "truthy-commit", "commit-bool-raises"],
+    ids=["pairs", "list", "str", "none", "int", "truthy-commit", "commit-bool-raises"],
 )
 def test_log_never_raises_whatever_its_arguments(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, data: Any, commit: Any
@@ -97,7 +98,7 @@ def test_log_never_raises_whatever_its_arguments(
     run.finish()
     points = metric_points(spooled(settings, run.id))
     assert (points[-1][1], points[-1][2]) == ("after", 1.0)
-    if isinstance(data, dict) and commit == "yes":
+    if (isinstance(data, dict) and commit == "yes") or data == [("x", 1.0)]:
         assert points[0] == (0, "x", 1.0) and run.refused == 0
     else:
         assert run.refused == 1 and len(warnings_of(caplog)) == 1
