@@ -189,7 +189,8 @@ class Run:
             pending = self._pending
             if step is None:
                 step = self._step if pending is None else self._pending_step
-            elif type(step) is not int or step < 0 or step > INT64_MAX:
+            elif type(step) is not int or step < 0 or step > 9223372036854775807:  # INT64_MAX
+                # (a literal: a constant costs less than a global lookup on this hot path)
                 step = self._check_step(step)
                 if step is None:
                     return
@@ -278,6 +279,12 @@ class Run:
     def refused(self) -> int:
         """Values, calls and steps refused or changed so far (each was warned about once)."""
         return self._refusals.count
+
+    @property
+    def refused_by_kind(self) -> dict[str, int]:
+        """:attr:`refused` by kind: ``step``, ``call``, ``after_finish``, ``metric``,
+        ``duplicate``, ``config``, ``name``, ``size``, ``event`` (docs/sdk.md, the table)."""
+        return dict(self._refusals.by_kind)
 
     # --- the rest of the surface ---------------------------------------------------------------
     @property

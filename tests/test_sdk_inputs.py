@@ -71,7 +71,7 @@ def test_steps_that_are_not_int64_integers_are_refused_with_one_warning(
     run.finish()
     assert metric_points(spooled(settings, run.id)) == [(0, "loss", 2.0)]
     assert len(warnings_of(caplog)) == 1 and "step" in warnings_of(caplog)[0]
-    assert run.refused == 3 and run._refusals.by_kind == {"step": 3}
+    assert run.refused == 3 and run.refused_by_kind == {"step": 3}
 
 
 @pytest.mark.parametrize(
@@ -324,7 +324,7 @@ def test_duplicate_names_after_flattening_keep_the_later_value(
                                      (1, "5", 4.0)]  # fmt: skip
     assert of_type(events, "run_started")[0]["body"]["config"] == {"1": "str"}
     assert len([m for m in warnings_of(caplog) if "given twice" in m]) == 3
-    assert run._refusals.by_kind["duplicate"] == 5
+    assert run.refused_by_kind["duplicate"] == 5
 
 
 # --- item 4: size -------------------------------------------------------------------------------
