@@ -136,7 +136,14 @@ class RunSummary(MutableMapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key in self._explicit:
             return self._explicit[key]
-        return self._derived()[key]
+        self._sync()
+        value = self._last[key]  # KeyError: never logged
+        entry = self._aggregates.get(key)
+        if entry is None:
+            return value
+        low, high, total, count = entry
+        kind = self._kind_of.get(key, "last")
+        return {"min": low, "max": high, "mean": total / count}.get(kind, value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})

@@ -218,7 +218,10 @@ class Run:
             if commit:
                 self._send_pending()
         except Exception as exc:  # log() must never stop a training loop
-            self._refuse_call(data, exc)
+            try:
+                self._refuse_call(data, exc)
+            except Exception:  # an exception whose str() raises, say: still counted
+                self._refusals.tally("call")
 
     def _send_pending(self) -> None:
         data, step = self._pending, self._pending_step
@@ -258,8 +261,13 @@ class Run:
                 if 0 <= value <= INT64_MAX:
                     return value
                 reason = "a step must be from 0 to 2**63-1 (ClickHouse Int64)"
-        self._refusals.refuse(
-            "step", f"{reason}; calls with such a step are ignored (step={step!r:.60})", "step"
+        # One warning per kind of bad step (the reason), however many values of that kind.
+        self._refusals.note(
+            "step",
+            f"run {self.id}: not logging 'step': {reason}; calls with such a step are ignored "
+            f"(first seen: step={_repr(step)})",
+            "step",
+            key=reason,
         )
         return None
 
@@ -470,6 +478,14 @@ class DisabledRun(Run):
             self._finished = FinishResult(0, 0, 0, 0)
             _unregister(self)
         return self._finished
+
+
+def _repr(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text[:limit]
 
 
 def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None) -> tuple[int, str]:
