@@ -87,6 +87,7 @@ class RunSummary(MutableMapping[str, Any]):
         # Only metrics given another summary by define_metric pay for min/max/mean tracking.
         self._aggregates: dict[str, list[float]] = {}  # name -> [min, max, sum, count]
         self._kind_of: dict[str, SummaryKind] = {}
+        self._synced: tuple[int, int] | None = None  # (step, lower) at the last caught-up read
 
     def _observe(self, metrics: Mapping[str, float]) -> None:
         # Runs on the worker thread with the values it just encoded.
@@ -112,14 +113,24 @@ class RunSummary(MutableMapping[str, Any]):
             entry[3] += 1.0
 
     def _sync(self) -> None:
-        """Wait until the worker has seen every metrics event queued before this read."""
+        """Wait until the worker has seen every metrics event queued before this read.
+
+        A marker in the queue: when the worker reaches it, it has built (and observed) every
+        event before it. Every log() that queues an event moves the run's highest step or
+        counts a lower one, so while neither moved since the last marker, nothing is to wait
+        for, and log() pays nothing for this.
+        """
         run = self._run
-        if run._observed >= run._submitted or run._finished is not None:
+        if run._finished is not None:
+            return  # finish() waited for the worker
+        logged = (run._step, run._lower)
+        if logged == self._synced:
             return
         seen = threading.Event()
         run._worker.submit((run._channel, "summary_read", _time(), _barrier_body, seen))
         run._worker._wake.set()  # do not wait for the worker's next tick
-        seen.wait(SUMMARY_READ_WAIT_SECONDS)
+        if seen.wait(SUMMARY_READ_WAIT_SECONDS):
+            self._synced = logged
 
     def _derived(self) -> dict[str, float]:
         self._sync()

@@ -102,11 +102,15 @@ class Run:
         self._forked = False
         self._finish_lock = threading.Lock()
         self._warned_finished = False
-        self._submitted = 0  # metrics events handed to the worker (for summary reads)
-        self._observed = 0  # of which the worker has seen (RunSummary waits for them)
+        # Metrics events at a step below the highest: with _step, it tells a summary read
+        # whether anything was logged since the worker last caught up (no counter on log()).
+        self._lower = 0
         self._summary_kinds: dict[str, SummaryKind] = {}
         self._checked_names: set[str] = set()
         self._worker = worker or get_worker()
+        # log()'s hot path: one attribute instead of two (the worker object lives as long as
+        # the process; after a fork the child's runs are no-ops).
+        self._submit = self._worker.submit
 
         resumed_from = self._resolve_id(id)
         self.name = text_or_none(name, "name", self._refusals) or self.id
@@ -200,8 +204,9 @@ class Run:
                     copy = dict(data)
                     if step >= self._step:
                         self._step = step + 1
-                    self._submitted += 1
-                    self._worker.submit(
+                    else:
+                        self._lower += 1
+                    self._submit(
                         (self._channel, "metrics_logged", _time(), metrics_body, step, copy, self)
                     )
                     return
@@ -228,7 +233,8 @@ class Run:
         self._pending = None
         if step >= self._step:
             self._step = step + 1
-        self._submitted += 1
+        else:
+            self._lower += 1
         self._worker.submit(
             (self._channel, "metrics_logged", _time(), metrics_body, step, data, self)
         )
@@ -456,10 +462,11 @@ class DisabledRun(Run):
         self._finished = None
         self._step = 0
         self._refusals = Refusals()
-        self._submitted = self._observed = 0
+        self._lower = 0
         self._summary_kinds = {}
         self.config = RunConfig(self, config_dict(config, self._refusals))
         self.summary = RunSummary(self)
+        self.summary._synced = (0, 0)  # nothing is ever queued: reads never wait
 
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
         return None
