@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from runstream.producers.values import flatten_metrics
+from runstream.producers.values import MAX_NAME_LENGTH, flatten_metrics
 from runstream.schemas.codec import json_safe_metrics
 
 if TYPE_CHECKING:
@@ -60,17 +60,34 @@ def final_summary_body(summary: RunSummary) -> dict[str, Any] | None:
 def artifact_body(target: str, name: str | None, kind: str, run: Run) -> dict[str, Any] | None:
     scheme = urlsplit(target).scheme
     if scheme and len(scheme) > 1 and scheme != "file":  # a remote URI: nothing to read here
-        digest = "uri-sha256:" + hashlib.sha256(target.encode()).hexdigest()
-        return {"name": name or target.rstrip("/").rsplit("/", 1)[-1], "type": kind,
-                "digest": digest, "size": 0, "uri": target}  # fmt: skip
+        hashed = hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()
+        body = {"name": name or target.rstrip("/").rsplit("/", 1)[-1], "type": kind,
+                "digest": f"uri-sha256:{hashed}", "size": 0, "uri": target}  # fmt: skip
+        return _checked_artifact(body, run)
     path = Path(target.removeprefix("file://")).expanduser()
     try:
         digest, size = _digest(path)
     except OSError as exc:
-        run._refusals.refuse(str(path), f"artifact cannot be read: {exc}")
+        run._refusals.refuse(str(path), f"artifact cannot be read: {exc}", "artifact")
         return None
-    return {"name": name or path.name, "type": kind, "digest": f"sha256:{digest}", "size": size,
+    body = {"name": name or path.name, "type": kind, "digest": f"sha256:{digest}", "size": size,
             "uri": path.resolve().as_uri()}  # fmt: skip
+    return _checked_artifact(body, run)
+
+
+def _checked_artifact(body: dict[str, Any], run: Run) -> dict[str, Any] | None:
+    # The schema's limits (a name of 1 to 512 characters, a type of 1 to 128): an artifact
+    # outside them would be dead-lettered whole downstream, so say so here instead.
+    name, kind = body["name"], body["type"]
+    if not (type(name) is str and 0 < len(name) <= MAX_NAME_LENGTH):
+        run._refusals.refuse(str(name)[:60], f"an artifact name must have 1 to "
+                             f"{MAX_NAME_LENGTH} characters", "artifact")  # fmt: skip
+        return None
+    if not (type(kind) is str and 0 < len(kind) <= 128):
+        run._refusals.refuse(name[:60], "an artifact type must have 1 to 128 characters",
+                             "artifact")  # fmt: skip
+        return None
+    return body
 
 
 def _digest(path: Path) -> tuple[str, int]:

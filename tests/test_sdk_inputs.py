@@ -433,3 +433,16 @@ def test_the_final_summary_event_carries_only_explicit_keys(tmp_path: Path) -> N
     explicit.finish()
     final = of_type(spooled(settings, explicit.id), "summary_updated")[-1]["body"]["summary"]
     assert final == {"best": 0.5, "epoch": 3}
+
+
+def test_an_artifact_the_schema_would_refuse_is_refused_here(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    run.log_artifact("s3://bucket/x", name="n" * 600)
+    run.log_artifact("s3://bucket/y", name="ok", type="")
+    run.log_artifact("s3://bucket/\udcff", name="fine")
+    run.finish()
+    artifacts = of_type(spooled(settings, run.id), "artifact_logged")
+    assert [a["body"]["name"] for a in artifacts] == ["fine"]
+    assert artifacts[0]["body"]["uri"] == "s3://bucket/\\udcff"  # escaped by the worker
+    assert run.refused_by_kind == {"artifact": 2, "config": 1}
