@@ -89,3 +89,12 @@ def config_dict(config: Any, refusals: Refusals) -> dict[str, Any]:
     if not isinstance(converted, dict):  # the mapping could not be read at all
         return {}
     return converted
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters; never raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text[:limit]

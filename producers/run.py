@@ -31,6 +31,7 @@ from runstream.producers.inputs import (
     is_name,
     repair,
     safe_str,
+    short_repr,
     text_or_none,
 )
 from runstream.producers.mappings import RunConfig, RunSummary, SummaryKind
@@ -271,7 +272,7 @@ class Run:
         self._refusals.note(
             "step",
             f"run {self.id}: not logging 'step': {reason}; calls with such a step are ignored "
-            f"(first seen: step={_repr(step)})",
+            f"(first seen: step={short_repr(step)})",
             "step",
             key=reason,
         )
@@ -485,14 +486,6 @@ class DisabledRun(Run):
             self._finished = FinishResult(0, 0, 0, 0)
             _unregister(self)
         return self._finished
-
-
-def _repr(value: Any, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
-    return text[:limit]
 
 
 def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None) -> tuple[int, str]:
