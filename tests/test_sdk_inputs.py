@@ -418,6 +418,7 @@ def test_summary_reads_see_what_was_logged_before_them(tmp_path: Path) -> None:
     disabled = runstream.init(settings=offline_settings(tmp_path, mode="disabled"))
     disabled.log({"x": 1.0})
     assert dict(disabled.summary) == {}
+    disabled.finish()
 
 
 def test_the_final_summary_event_carries_only_explicit_keys(tmp_path: Path) -> None:
