@@ -7,33 +7,42 @@ the worker (``producers/worker.py``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import operator
 import os
-import platform
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from runstream.errors import RunstreamError
+from runstream.producers.bodies import (
+    artifact_body,
+    environment,
+    final_summary_body,
+    metrics_body,
+    static_body,
+)
+from runstream.producers.inputs import (
+    clean_tags,
+    config_dict,
+    is_name,
+    repair,
+    safe_str,
+    short_repr,
+    text_or_none,
+)
+from runstream.producers.mappings import RunConfig, RunSummary, SummaryKind
 from runstream.producers.spool import RunSpool
-from runstream.producers.values import Refusals, flatten_metrics, to_json
+from runstream.producers.values import INT64_MAX, MAX_NAME_LENGTH, Refusals
 from runstream.producers.worker import RunChannel, Worker, get_worker, new_spool_state
 from runstream.schemas import new_run_id
-from runstream.schemas.codec import json_safe_metrics
 from runstream.settings import Mode, Settings
 
 logger = logging.getLogger("runstream")
 
-SummaryKind = Literal["min", "max", "last", "mean"]
 AlertLevel = Literal["info", "warn", "error"]
 _LEVELS = {"info": "info", "warn": "warn", "warning": "warn", "error": "error"}
 _time = time.time
@@ -82,26 +91,32 @@ class Run:
     ) -> None:
         self.settings = settings
         self.project = settings.project
-        self.group = group
-        self.job_type = job_type
-        self.notes = notes
         self.mode = settings.mode
         self._refusals = Refusals()
+        self.group = text_or_none(group, "group", self._refusals)
+        self.job_type = text_or_none(job_type, "job_type", self._refusals)
+        self.notes = text_or_none(notes, "notes", self._refusals)
         self._step = 0
         self._pending: dict[str, Any] | None = None
         self._pending_step = 0
         self._finished: FinishResult | None = None
         self._forked = False
         self._finish_lock = threading.Lock()
-        self._warned_step = False
+        self._warned_finished = False
+        # Metrics events at a step below the highest: with _step, it tells a summary read
+        # whether anything was logged since the worker last caught up (no counter on log()).
+        self._lower = 0
         self._summary_kinds: dict[str, SummaryKind] = {}
         self._checked_names: set[str] = set()
         self._worker = worker or get_worker()
+        # log()'s hot path: one attribute instead of two (the worker object lives as long as
+        # the process; after a fork the child's runs are no-ops).
+        self._submit = self._worker.submit
 
         resumed_from = self._resolve_id(id)
-        self.name = name or self.id
-        self._tags = [str(t) for t in tags or []]
-        self.config = RunConfig(self, to_json(dict(config or {}), self._refusals))
+        self.name = text_or_none(name, "name", self._refusals) or self.id
+        self._tags = clean_tags(tags, self._refusals)
+        self.config = RunConfig(self, config_dict(config, self._refusals))
         self.summary = RunSummary(self)
         spool = RunSpool.create_or_open(
             settings.dir, new_spool_state(self.id, self.project, settings, self.mode)
@@ -118,6 +133,7 @@ class Run:
         self._channel: RunChannel = self._worker.open_channel(
             self.id, self.project, settings, spool=spool, online=self.mode == "online"
         )
+        self._channel.refusals = self._refusals  # what the worker leaves out is counted here
         if resumed_from is None:
             self._emit(
                 "run_started",
@@ -125,10 +141,10 @@ class Run:
                     "name": self.name,
                     "config": dict(self.config),
                     "tags": self._tags,
-                    "group": group,
-                    "job_type": job_type,
-                    "notes": notes,
-                    "environment": _environment(),
+                    "group": self.group,
+                    "job_type": self.job_type,
+                    "notes": self.notes,
+                    "environment": environment(),
                 },
             )
         else:
@@ -163,69 +179,109 @@ class Run:
 
     # --- logging ----------------------------------------------------------------------------
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
-        """Record metric values at ``step`` (default: the run's own step counter).
+        """Record metric values at ``step`` (default: one past the highest step logged so far).
 
-        ``commit=False`` keeps collecting values for the same step until a call with
-        ``commit=True`` (or with another step) sends them as one event. Never raises.
+        ``step`` is anything ``operator.index()`` takes (Python, numpy and torch integers) from
+        0 to 2**63-1 (ClickHouse's Int64); a step lower than the highest is stored like any
+        other. ``commit=False`` keeps collecting values for the same step until a call with
+        ``commit=True`` (or with another step) sends them as one event. Never raises: what
+        cannot be stored is refused with one warning per kind and counted (:attr:`refused`).
         """
-        if self._finished is not None:
-            self._log_after_finish()
-            return
-        pending = self._pending
-        if step is None:
-            step = self._step if pending is None else self._pending_step
-        elif step < self._step - 1 or step < 0:
-            self._refuse_step(step)
-            return
-        if pending is None:
-            if commit:
-                self._step = step + 1
-                self._worker.submit(
-                    (
-                        self._channel,
-                        "metrics_logged",
-                        _time(),
-                        _metrics_body,
-                        step,
-                        dict(data),
-                        self,
-                    )
-                )
+        try:
+            if self._finished is not None:
+                self._log_after_finish()
                 return
-            self._pending = dict(data)
-            self._pending_step = step
-            return
-        if step != self._pending_step:
-            self._send_pending()
-            self._pending = dict(data)
-            self._pending_step = step
-        else:
-            pending.update(data)
-        if commit:
-            self._send_pending()
+            pending = self._pending
+            if step is None:
+                step = self._step if pending is None else self._pending_step
+            elif type(step) is not int or step < 0 or step > 9223372036854775807:  # INT64_MAX
+                # (a literal: a constant costs less than a global lookup on this hot path)
+                step = self._check_step(step)
+                if step is None:
+                    return
+            if pending is None:
+                if commit:
+                    # dict() first: what it cannot copy (not a mapping) changes nothing.
+                    copy = dict(data)
+                    if step >= self._step:
+                        self._step = step + 1
+                    else:
+                        self._lower += 1
+                    self._submit(
+                        (self._channel, "metrics_logged", _time(), metrics_body, step, copy, self)
+                    )
+                    return
+                self._pending = dict(data)
+                self._pending_step = step
+                return
+            if step != self._pending_step:
+                copy = dict(data)
+                self._send_pending()
+                self._pending = copy
+                self._pending_step = step
+            else:
+                pending.update(data)
+            if commit:
+                self._send_pending()
+        except Exception as exc:  # log() must never stop a training loop
+            try:
+                self._refuse_call(data, exc)
+            except Exception:  # an exception whose str() raises, say: still counted
+                self._refusals.tally("call")
 
     def _send_pending(self) -> None:
         data, step = self._pending, self._pending_step
         self._pending = None
-        self._step = step + 1
+        if step >= self._step:
+            self._step = step + 1
+        else:
+            self._lower += 1
         self._worker.submit(
-            (self._channel, "metrics_logged", _time(), _metrics_body, step, data, self)
+            (self._channel, "metrics_logged", _time(), metrics_body, step, data, self)
         )
 
-    def _refuse_step(self, step: int) -> None:
-        if not self._warned_step:
-            self._warned_step = True
-            logger.warning(
-                "runstream: run %s: step %s is below the current step %s; such calls are "
-                "ignored (warned once). Steps must not decrease.",
-                self.id,
-                step,
-                self._step - 1,
+    def _refuse_call(self, data: Any, exc: Exception) -> None:
+        if not isinstance(data, Mapping):
+            # dict() also takes (name, value) pairs; anything else is not what log() takes.
+            reason = (
+                f"log() takes a dict of metric names to values, not a {type(data).__name__}; "
+                "the call is ignored"
             )
+        else:
+            reason = f"the call failed ({type(exc).__name__}: {exc}); it is ignored"
+        self._refusals.refuse(f"log({type(data).__name__})", reason, "call")
+
+    def _check_step(self, step: Any) -> int | None:
+        """The step as a plain int, or None (refused, warned once per kind, counted)."""
+        if isinstance(step, bool):
+            reason = "a step must be an integer, not a bool"
+        else:
+            try:
+                value = operator.index(step)
+            except Exception:
+                value = None
+                reason = (
+                    f"a step must be an integer (anything operator.index() takes), not "
+                    f"{type(step).__name__}"
+                )
+            if value is not None:
+                if 0 <= value <= INT64_MAX:
+                    return value
+                reason = "a step must be from 0 to 2**63-1 (ClickHouse Int64)"
+        # One warning per kind of bad step (the reason), however many values of that kind.
+        self._refusals.note(
+            "step",
+            f"run {self.id}: not logging 'step': {reason}; calls with such a step are ignored "
+            f"(first seen: step={short_repr(step)})",
+            "step",
+            key=reason,
+        )
+        return None
 
     def _log_after_finish(self) -> None:
-        if not self._warned_step:
-            self._warned_step = True
+        self._refusals.tally("after_finish")
+        if not self._warned_finished:
+            self._warned_finished = True
             where = "in a forked child process" if self._forked else "after finish()"
             logger.warning(
                 "runstream: run %s: log() %s is ignored (warned once)%s",
@@ -234,6 +290,17 @@ class Run:
                 "; start a run in the child, or log from the parent" if self._forked else "",
             )
 
+    @property
+    def refused(self) -> int:
+        """Values, calls and steps refused or changed so far (each was warned about once)."""
+        return self._refusals.count
+
+    @property
+    def refused_by_kind(self) -> dict[str, int]:
+        """:attr:`refused` by kind: ``step``, ``call``, ``after_finish``, ``metric``,
+        ``duplicate``, ``config``, ``name``, ``size``, ``event`` (docs/sdk.md, the table)."""
+        return dict(self._refusals.by_kind)
+
     # --- the rest of the surface ---------------------------------------------------------------
     @property
     def tags(self) -> tuple[str, ...]:
@@ -241,11 +308,18 @@ class Run:
 
     @tags.setter
     def tags(self, tags: list[str] | tuple[str, ...]) -> None:
-        self._tags = [str(t) for t in tags]
+        self._tags = clean_tags(tags, self._refusals)
         self._emit("tags_updated", {"tags": list(self._tags)})
 
     def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
         """Choose which value summarises ``name`` (or every name matching ``prefix*``)."""
+        if not is_name(name):
+            self._refusals.refuse(
+                safe_str(name)[:60],
+                f"define_metric() needs a name of 1 to {MAX_NAME_LENGTH} characters of text",
+                "name",
+            )
+            return
         if summary not in ("min", "max", "last", "mean"):
             logger.warning(
                 "runstream: define_metric(%r, summary=%r) ignored: summary must be one of "
@@ -265,8 +339,10 @@ class Run:
         if resolved is None:
             logger.warning("runstream: alert level %r is not info/warn/error; using 'info'", level)
             resolved = "info"
-        title = str(title)[:1024] or "(untitled)"
-        self._emit("alert_raised", {"title": title, "text": str(text), "level": resolved})
+        title = repair(safe_str(title))[:1024] or "(untitled)"
+        self._emit(
+            "alert_raised", {"title": title, "text": repair(safe_str(text)), "level": resolved}
+        )
 
     def log_artifact(
         self, path_or_uri: str | os.PathLike[str], name: str | None = None, type: str = "artifact"
@@ -274,7 +350,7 @@ class Run:
         """Record an artifact's metadata (digest, size, uri). Files are read on the worker."""
         target = os.fspath(path_or_uri)
         self._worker.submit(
-            (self._channel, "artifact_logged", _time(), _artifact_body, target, name, type, self)
+            (self._channel, "artifact_logged", _time(), artifact_body, target, name, type, self)
         )
 
     # --- ending -------------------------------------------------------------------------------
@@ -294,7 +370,7 @@ class Run:
                 status = "finished" if exit_code == 0 else "failed"
             # Built on the worker, after every metric logged before it has been seen there.
             self._worker.submit(
-                (self._channel, "summary_updated", _time(), _final_summary_body, self.summary)
+                (self._channel, "summary_updated", _time(), final_summary_body, self.summary)
             )
             self._emit("run_finished", {"exit_code": int(exit_code), "status": status})
             self._worker.close_channel(self._channel)
@@ -364,11 +440,11 @@ class Run:
 
     def _emit(self, type_name: str, body: dict[str, Any]) -> None:
         if self._finished is None:
-            self._worker.submit((self._channel, type_name, _time(), _static_body, body))
+            self._worker.submit((self._channel, type_name, _time(), static_body, body))
 
     def _after_fork_in_child(self) -> None:
         self._forked = True
-        self._warned_step = False
+        self._warned_finished = False
         self._finished = FinishResult(0, 0, 0, 0, "run belongs to the parent process")
 
 
@@ -387,9 +463,11 @@ class DisabledRun(Run):
         self._finished = None
         self._step = 0
         self._refusals = Refusals()
+        self._lower = 0
         self._summary_kinds = {}
-        self.config = RunConfig(self, dict(config or {}))
+        self.config = RunConfig(self, config_dict(config, self._refusals))
         self.summary = RunSummary(self)
+        self.summary._synced = (0, 0)  # nothing is ever queued: reads never wait
 
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
         return None
@@ -421,245 +499,6 @@ def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None)
         exit_code = code if isinstance(code, int) else (0 if code is None else 1)
         return exit_code, "finished" if exit_code == 0 else "failed"
     return 1, "failed"
-
-
-# --- config and summary ---------------------------------------------------------------------------
-class RunConfig(MutableMapping[str, Any]):
-    """The run's config: a dict whose changes are recorded as config-updated events.
-
-    Attribute access works too (``run.config.lr``), as in wandb.
-    """
-
-    def __init__(self, run: Run, values: dict[str, Any]) -> None:
-        object.__setattr__(self, "_run", run)
-        object.__setattr__(self, "_values", values)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    def __delitem__(self, key: str) -> None:
-        del self._values[key]
-        self._run._emit("config_updated", {"config": {key: None}})  # merge patch: null removes
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Set several keys; one event records all of them."""
-        changes = to_json(dict(*args, **kwargs), self._run._refusals)
-        if not changes:
-            return
-        self._values.update(changes)
-        self._run._emit("config_updated", {"config": changes})
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self._values[key]
-        except KeyError:
-            raise AttributeError(f"config has no key {key!r}") from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
-
-    def __repr__(self) -> str:
-        return f"RunConfig({self._values!r})"
-
-
-class RunSummary(MutableMapping[str, Any]):
-    """The run's summary: by default the last value of each metric (or the min, max or mean
-    chosen with ``define_metric``); keys set explicitly win and are recorded as events."""
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._explicit: dict[str, Any] = {}
-        self._last: dict[str, float] = {}
-        # Only metrics given another summary by define_metric pay for min/max/mean tracking.
-        self._aggregates: dict[str, list[float]] = {}  # name -> [min, max, sum, count]
-        self._kind_of: dict[str, SummaryKind] = {}
-
-    def _observe(self, metrics: Mapping[str, float]) -> None:
-        # Runs on the worker thread with the values it just encoded.
-        self._last.update(metrics)
-        kinds = self._run._summary_kinds
-        if not kinds:
-            return
-        kind_of = self._kind_of
-        aggregates = self._aggregates
-        for name, value in metrics.items():
-            kind = kind_of.get(name)
-            if kind is None:
-                kind = kind_of[name] = _summary_kind(name, kinds)
-            if kind == "last":
-                continue
-            entry = aggregates.get(name)
-            if entry is None:
-                aggregates[name] = [value, value, value, 1.0]
-                continue
-            entry[0] = min(entry[0], value)
-            entry[1] = max(entry[1], value)
-            entry[2] += value
-            entry[3] += 1.0
-
-    def _derived(self) -> dict[str, float]:
-        out = dict(self._last)
-        for name, (low, high, total, count) in list(self._aggregates.items()):
-            kind = self._kind_of.get(name, "last")
-            out[name] = {"min": low, "max": high, "mean": total / count}.get(kind, out[name])
-        return out
-
-    def _final(self) -> dict[str, Any]:
-        final: dict[str, Any] = dict(json_safe_metrics(self._derived()))
-        final.update(self._explicit)
-        return final
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._explicit:
-            return self._explicit[key]
-        return self._derived()[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    def __delitem__(self, key: str) -> None:
-        del self._explicit[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter({**self._derived(), **self._explicit})
-
-    def __len__(self) -> int:
-        return len({**self._derived(), **self._explicit})
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        changes = to_json(dict(*args, **kwargs), self._run._refusals)
-        self._explicit.update(changes)
-        self._run._emit("summary_updated", {"summary": changes})
-
-    def __repr__(self) -> str:
-        return f"RunSummary({dict(self)!r})"
-
-
-def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
-    kind = kinds.get(name)
-    if kind is not None:
-        return kind
-    for pattern, chosen in kinds.items():
-        if pattern.endswith("*") and name.startswith(pattern[:-1]):
-            return chosen
-    return "last"
-
-
-# --- body builders: run on the worker thread --------------------------------------------------
-def _metrics_body(step: int, data: dict[str, Any], run: Run) -> dict[str, Any] | None:
-    # Training loops log the same names every step: once a set of names was checked, the same
-    # names with finite float values (one C-level sum says so) need no per-name work.
-    if data.keys() == run._checked_names and _finite_floats(data.values()):
-        run.summary._observe(data)
-        return {"step": step, "metrics": data}
-    metrics = flatten_metrics(data, run._refusals)
-    if metrics is data:
-        run._checked_names = set(data)
-    if not metrics:
-        return None
-    run.summary._observe(metrics)
-    return {"step": step, "metrics": json_safe_metrics(metrics)}
-
-
-_FLOATS = {float}
-
-
-def _finite_floats(values: Any) -> bool:
-    # Exactly float (not bool, not numpy or torch scalars), then one C-level sum: inf - inf
-    # and nan - nan are nan, so the difference is 0.0 only when every value is finite.
-    if set(map(type, values)) != _FLOATS:
-        return False
-    total = sum(values)
-    return bool(total - total == 0.0)
-
-
-def _static_body(body: dict[str, Any]) -> dict[str, Any]:
-    return body
-
-
-def _final_summary_body(summary: RunSummary) -> dict[str, Any] | None:
-    final = summary._final()
-    return {"summary": final} if final else None
-
-
-def _artifact_body(target: str, name: str | None, kind: str, run: Run) -> dict[str, Any] | None:
-    scheme = urlsplit(target).scheme
-    if scheme and len(scheme) > 1 and scheme != "file":  # a remote URI: nothing to read here
-        digest = "uri-sha256:" + hashlib.sha256(target.encode()).hexdigest()
-        return {"name": name or target.rstrip("/").rsplit("/", 1)[-1], "type": kind,
-                "digest": digest, "size": 0, "uri": target}  # fmt: skip
-    path = Path(target.removeprefix("file://")).expanduser()
-    try:
-        digest, size = _digest(path)
-    except OSError as exc:
-        run._refusals.refuse(str(path), f"artifact cannot be read: {exc}")
-        return None
-    return {"name": name or path.name, "type": kind, "digest": f"sha256:{digest}", "size": size,
-            "uri": path.resolve().as_uri()}  # fmt: skip
-
-
-def _digest(path: Path) -> tuple[str, int]:
-    """sha256 of a file, or of a directory's files (names and contents, sorted)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    if not files and not path.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
-    h = hashlib.sha256()
-    size = 0
-    for file in files:
-        if file is not path:
-            h.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-    return h.hexdigest(), size
-
-
-def _environment() -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "executable": sys.executable,
-        "argv": list(sys.argv),
-        "cwd": os.getcwd(),
-    }
-    env.update(_git_info())
-    return env
-
-
-def _git_info() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], capture_output=True, text=True, timeout=2, check=False
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "git_commit": commit,
-        "git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "git_remote": git("config", "--get", "remote.origin.url"),
-        "git_dirty": None if status is None else bool(status),
-    }
 
 
 # --- module-level API and the registry of active runs -------------------------------------------

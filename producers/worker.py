@@ -22,10 +22,13 @@ from typing import Any
 
 from orjson import dumps
 
+from runstream.producers.sizes import fit_body
 from runstream.producers.spool import RunSpool, SpoolState
 from runstream.producers.transport import KafkaTransport
+from runstream.producers.values import Refusals, to_json
 from runstream.schemas.codec import EnvelopeEncoder
 from runstream.schemas.ids import uuid7
+from runstream.schemas.limits import MAX_EVENT_BYTES
 from runstream.settings import Settings
 
 logger = logging.getLogger("runstream")
@@ -36,7 +39,6 @@ Item = tuple[Any, ...]
 BodyBuilder = Callable[..., "dict[str, Any] | None"]
 
 REPLAY_CHUNK = 20_000
-MAX_EVENT_BYTES = 900_000
 ACK_SILENCE_WARNING_SECONDS = 30.0
 TRANSPORT_IDLE_SECONDS = 30.0
 STATE_SAVE_SECONDS = 0.5
@@ -89,6 +91,7 @@ class RunChannel:
     replay: Iterator[tuple[int, bytes]] | None = None
     replay_head: tuple[int, bytes] | None = None
     encoder: EnvelopeEncoder | None = None
+    refusals: Refusals = field(default_factory=Refusals)  # the run's: values left out count
     last_acked_seen: int = -1
     last_ack_progress: float = 0.0
     warned_silence: bool = False
@@ -290,38 +293,79 @@ class Worker:
             channel = head
             if channel.closed:
                 continue
-            body = item[3](*item[4:])
-            if body is None:  # the builder refused the data (and warned)
-                continue
-            self._encode(channel, item[1], item[2], body)
+            try:
+                body = item[3](*item[4:])
+                if body is None:  # the builder refused the data (and warned)
+                    continue
+                self._encode(channel, item[1], item[2], body)
+            except Exception as exc:  # one event's bug must not cost the round's other events
+                channel.refusals.note(
+                    item[1],
+                    f"run {channel.run_id}: a {item[1]} event could not be built and is left "
+                    f"out ({type(exc).__name__}: {exc}); please report this",
+                    "event",
+                )
             touched[id(channel)] = channel
         return list(touched.values())
 
     def _encode(
         self, channel: RunChannel, type_name: str, unix: float, body: dict[str, Any]
     ) -> None:
-        encoded_body = dumps(body)
-        if len(encoded_body) > MAX_EVENT_BYTES:
-            # Kafka refuses messages over ~1 MB (message.max.bytes): refuse it here, loudly,
-            # before it takes a sequence number, rather than fail it later.
-            logger.warning(
-                "runstream: run %s: a %s event of %d bytes is over the %d-byte limit and is "
-                "dropped; log fewer values per call",
-                channel.run_id,
-                type_name,
-                len(encoded_body),
-                MAX_EVENT_BYTES,
-            )
-            return
-        seq = channel.next_seq
-        channel.next_seq = seq + 1
-        if type_name == "metrics_logged":
-            channel.last_step = body["step"]
+        """Number and encode one event (or, over the size limit, the several it becomes).
+
+        A body orjson refuses (an integer beyond 64 bits, a string that is not valid UTF-8,
+        an unknown type, nesting past 254 levels) is converted value by value
+        (:func:`~runstream.producers.values.to_json`), so that only the bad values are
+        changed or lost, each warned about and counted, never the event.
+        """
+        try:
+            encoded_body = dumps(body)
+        except Exception:
+            body = to_json(body, channel.refusals, type_name)
+            try:
+                encoded_body = dumps(body)
+            except Exception as exc:  # to_json makes every value writable; never seen
+                channel.refusals.note(type_name, f"run {channel.run_id}: a {type_name} event "
+                                      f"cannot be encoded ({exc}); left out", "event")  # fmt: skip
+                return
         encoder = channel.encoder
         if encoder is None:
             encoder = channel.encoder = EnvelopeEncoder(
                 project=channel.project, run_id=channel.run_id, producer=self._producer_info
             )
+        room = MAX_EVENT_BYTES - encoder.overhead
+        if len(encoded_body) <= room:
+            self._number(channel, encoder, type_name, unix, (body, encoded_body))
+            return
+        parts = fit_body(type_name, body, room, channel.refusals, channel.run_id)
+        if len(parts) > 1:
+            logger.info(
+                "runstream: run %s: a %s event of %d bytes is over the %d-byte event limit "
+                "(MAX_EVENT_BYTES); it is sent as %d events",
+                channel.run_id,
+                type_name,
+                len(encoded_body),
+                MAX_EVENT_BYTES,
+                len(parts),
+            )
+        for part_type, part in parts:
+            self._number(channel, encoder, part_type, unix, (part, dumps(part)))
+
+    def _number(
+        self,
+        channel: RunChannel,
+        encoder: EnvelopeEncoder,
+        type_name: str,
+        unix: float,
+        encoded: tuple[dict[str, Any], bytes],
+    ) -> None:
+        body, encoded_body = encoded
+        seq = channel.next_seq
+        channel.next_seq = seq + 1
+        if type_name == "metrics_logged":
+            step = body["step"]
+            # A lower step is data too; the run's position stays at its highest step.
+            channel.last_step = max(channel.last_step, step)
         data = encoder.encode(
             uuid7(int(unix * 1000)), type_name, seq, self._timestamps.format(unix), encoded_body
         )

@@ -63,6 +63,9 @@ class EnvelopeEncoder:
         # '{"id":"%s","type":"%s","seq":%d,"ts":"%s",' + constant fields + ',"body":%s}'
         escaped = constant[1:-1].replace(b"%", b"%%")
         self._template = b'{"id":"%s","type":"%s","seq":%d,"ts":"%s",' + escaped + b',"body":%s}'
+        # An event is the template plus its id (36), type (<= 20), seq (<= 20 digits) and
+        # ts (27 characters): what is left of a size limit is the body's.
+        self.overhead = len(self._template) + 36 + 32 + 20 + 27
 
     def encode(self, id: str, type: str, seq: int, ts: str, body: bytes) -> bytes:
         """``body`` is the body already encoded (``orjson.dumps(body)``); ids, types and

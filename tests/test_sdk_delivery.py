@@ -83,20 +83,21 @@ def test_offline_run_then_sync_lands_exactly_once_and_sync_twice_changes_nothing
     for step in range(300):
         run.log({"loss": 1 / (step + 1), "acc": step / 300}, step=step)
     result = run.finish()
-    assert result.offline and result.produced == 303
+    # started, 300 steps, finished (no explicit summary key: no final summary_updated)
+    assert result.offline and result.produced == 302
     assert message_count(settings) == 0, "offline mode sends nothing"
 
     args = ["sync", str(settings.dir), "--kafka", settings.kafka_bootstrap]
     assert main(args) == 0
-    assert "303 of 303 events delivered" in capsys.readouterr().out
+    assert "302 of 302 events delivered" in capsys.readouterr().out
     assert main(args) == 0
     assert "nothing to deliver" in capsys.readouterr().out
-    assert message_count(settings) == 303
+    assert message_count(settings) == 302
 
     db = settings.clickhouse_database
-    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= 303)
+    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= 302)
     assert scalar(settings, f"SELECT count() FROM {db}.metrics") == 600
-    assert scalar(settings, f"SELECT uniqExact(seq) FROM {db}.events") == 303
+    assert scalar(settings, f"SELECT uniqExact(seq) FROM {db}.events") == 302
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_resume_continues_steps_and_sequence_numbers(settings: Settings) -> None
         first.log({"loss": float(step)})
     assert first.finish().ok
     db = settings.clickhouse_database
-    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= 13)
+    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.events") >= 12)
 
     # Resumed on another machine: no local spool, position read from ClickHouse.
     elsewhere = quiet.with_overrides(dir=settings.dir.parent / "elsewhere")
@@ -240,9 +241,9 @@ def test_finish_never_hangs_when_the_broker_is_unreachable(tmp_path: Path) -> No
     started = time.monotonic()
     result = run.finish()
     assert time.monotonic() - started < 2.0
-    assert not result.ok and result.pending == result.produced == 103
+    assert not result.ok and result.pending == result.produced == 102
     state = orjson.loads((tmp_path / "spool" / "runs" / run.id / "state.json").read_bytes())
-    assert state["acked_through"] == -1 and state["next_seq"] == 103
+    assert state["acked_through"] == -1 and state["next_seq"] == 102
     assert os.path.getsize(next((tmp_path / "spool" / "runs" / run.id).glob("seg-*.log"))) > 0
 
 

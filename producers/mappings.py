@@ -1,0 +1,208 @@
+"""``run.config`` and ``run.summary``: dicts whose changes are recorded as events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from runstream.producers.values import MAX_NAME_LENGTH, to_json
+
+if TYPE_CHECKING:
+    from runstream.producers.run import Run
+
+SummaryKind = Literal["min", "max", "last", "mean"]
+_time = time.time
+
+
+class RunConfig(MutableMapping[str, Any]):
+    """The run's config: a dict whose changes are recorded as config-updated events.
+
+    Attribute access works too (``run.config.lr``), as in wandb.
+    """
+
+    def __init__(self, run: Run, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_run", run)
+        object.__setattr__(self, "_values", values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+        self._run._emit("config_updated", {"config": {key: None}})  # merge patch: null removes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Set several keys; one event records all of them. Values become JSON as
+        :func:`runstream.producers.values.to_json` says (never raises for a value)."""
+        changes = to_json(dict(*args, **kwargs), self._run._refusals, "config")
+        if not changes:
+            return
+        self._values.update(changes)
+        self._run._emit("config_updated", {"config": changes})
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"config has no key {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"RunConfig({self._values!r})"
+
+
+class RunSummary(MutableMapping[str, Any]):
+    """The run's summary as this session sees it: by default the last value of each metric
+    logged (or the min, max or mean chosen with ``define_metric``); keys set explicitly win.
+
+    Only explicit keys (``run.summary[k] = v``, ``update``) are sent, as ``summary_updated``
+    events (and once more at ``finish()``). Values derived from metric points are computed
+    where every point is, in ClickHouse (``run_summaries``) and the processors, so that a
+    resumed run, whose SDK only saw its own session, does not overwrite them.
+
+    Reads see every value logged before them: they wait (at most
+    :data:`SUMMARY_READ_WAIT_SECONDS`) for the worker to have taken what was queued first.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._explicit: dict[str, Any] = {}
+        self._last: dict[str, float] = {}
+        # Only metrics given another summary by define_metric pay for min/max/mean tracking.
+        self._aggregates: dict[str, list[float]] = {}  # name -> [min, max, sum, count]
+        self._kind_of: dict[str, SummaryKind] = {}
+        self._synced: tuple[int, int] | None = None  # (step, lower) at the last caught-up read
+
+    def _observe(self, metrics: Mapping[str, float]) -> None:
+        # Runs on the worker thread with the values it just encoded.
+        self._last.update(metrics)
+        kinds = self._run._summary_kinds
+        if not kinds:
+            return
+        kind_of = self._kind_of
+        aggregates = self._aggregates
+        for name, value in metrics.items():
+            kind = kind_of.get(name)
+            if kind is None:
+                kind = kind_of[name] = _summary_kind(name, kinds)
+            if kind == "last":
+                continue
+            entry = aggregates.get(name)
+            if entry is None:
+                aggregates[name] = [value, value, value, 1.0]
+                continue
+            entry[0] = min(entry[0], value)
+            entry[1] = max(entry[1], value)
+            entry[2] += value
+            entry[3] += 1.0
+
+    def _sync(self) -> None:
+        """Wait until the worker has seen every metrics event queued before this read.
+
+        A marker in the queue: when the worker reaches it, it has built (and observed) every
+        event before it. Every log() that queues an event moves the run's highest step or
+        counts a lower one, so while neither moved since the last marker, nothing is to wait
+        for, and log() pays nothing for this.
+        """
+        run = self._run
+        if run._finished is not None:
+            return  # finish() waited for the worker
+        logged = (run._step, run._lower)
+        if logged == self._synced:
+            return
+        seen = threading.Event()
+        run._worker.submit((run._channel, "summary_read", _time(), _barrier_body, seen))
+        run._worker._wake.set()  # do not wait for the worker's next tick
+        if seen.wait(SUMMARY_READ_WAIT_SECONDS):
+            self._synced = logged
+
+    def _derived(self) -> dict[str, float]:
+        self._sync()
+        out = dict(self._last)
+        for name, (low, high, total, count) in list(self._aggregates.items()):
+            kind = self._kind_of.get(name, "last")
+            out[name] = {"min": low, "max": high, "mean": total / count}.get(kind, out[name])
+        return out
+
+    def _final(self) -> dict[str, Any]:
+        """What the final ``summary_updated`` carries: the explicit keys only."""
+        return dict(self._explicit)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._explicit:
+            return self._explicit[key]
+        self._sync()
+        value = self._last[key]  # KeyError: never logged
+        entry = self._aggregates.get(key)
+        if entry is None:
+            return value
+        low, high, total, count = entry
+        kind = self._kind_of.get(key, "last")
+        return {"min": low, "max": high, "mean": total / count}.get(kind, value)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        del self._explicit[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._derived(), **self._explicit})
+
+    def __len__(self) -> int:
+        return len({**self._derived(), **self._explicit})
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Set keys explicitly; one ``summary_updated`` event records them. Keys must be
+        names of 1 to 512 characters (the schema's); values become JSON like config values."""
+        refusals = self._run._refusals
+        converted = to_json(dict(*args, **kwargs), refusals, "summary")
+        changes: dict[str, Any] = {}
+        for key, value in converted.items():
+            if 0 < len(key) <= MAX_NAME_LENGTH:
+                changes[key] = value
+            else:
+                refusals.refuse(key[:60], f"a summary key must have 1 to {MAX_NAME_LENGTH} "
+                                "characters", "name")  # fmt: skip
+        if not changes:
+            return
+        self._explicit.update(changes)
+        self._run._emit("summary_updated", {"summary": changes})
+
+    def __repr__(self) -> str:
+        return f"RunSummary({dict(self)!r})"
+
+
+SUMMARY_READ_WAIT_SECONDS = 2.0
+"""How long a read of ``run.summary`` waits, at most, for the worker to see earlier logs."""
+
+
+def _summary_kind(name: str, kinds: Mapping[str, SummaryKind]) -> SummaryKind:
+    kind = kinds.get(name)
+    if kind is not None:
+        return kind
+    for pattern, chosen in kinds.items():
+        if pattern.endswith("*") and name.startswith(pattern[:-1]):
+            return chosen
+    return "last"
+
+
+def _barrier_body(seen: threading.Event) -> None:
+    # Queued by a summary read: everything queued before it has been built when this runs.
+    seen.set()
