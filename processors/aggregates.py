@@ -21,6 +21,7 @@ from functools import reduce
 from operator import add
 from typing import Any
 
+from runstream.processors.bounds import bound_config
 from runstream.schemas.events import (
     NON_FINITE_TO_JSON,
     ConfigUpdated,
@@ -100,6 +101,7 @@ def fold_run(state: RunState, event: Any, partition: int | None = None) -> bool:
             state["last_step"] = body.step
             state["last_step_at"] = at
     elif isinstance(body, RunStarted):
+        state.pop("left_out", None)  # a new config: what the old one lost no longer applies
         state.update(
             name=body.name,
             started_at=at,
@@ -109,8 +111,10 @@ def fold_run(state: RunState, event: Any, partition: int | None = None) -> bool:
             job_type=body.job_type,
             status=ALIVE,
         )
+        bound_config(state)
     elif isinstance(body, ConfigUpdated):
         state["config"] = {**state["config"], **body.config}
+        bound_config(state)
     elif isinstance(body, TagsUpdated):
         state["tags"] = list(body.tags)
     elif isinstance(body, MetricDefined):
