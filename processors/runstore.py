@@ -80,12 +80,7 @@ _SUMMARY_BASE = _worst_summary_bytes()
 
 def summary_bound(project: str, run_id: str, name: str) -> int:
     """An upper bound of the msgpack bytes of the summary of ``name`` in this run."""
-    return (
-        _SUMMARY_BASE
-        + len(project.encode())
-        + len(run_id.encode())
-        + len(name.encode())
-    )
+    return _SUMMARY_BASE + len(project.encode()) + len(run_id.encode()) + len(name.encode())
 
 
 class Outputs(Protocol):

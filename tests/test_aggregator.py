@@ -105,7 +105,10 @@ def test_a_batch_writes_each_run_once_and_returns_the_offsets_to_commit() -> Non
     changelog = outputs.to("t-runs-changelog")
     # Per run: its head and the one chunk of its summaries.
     assert sorted(key for key, _, _ in changelog) == [
-        b"vision\x1fa", b"vision\x1fa\x1es0\x1e", b"vision\x1fb", b"vision\x1fb\x1es0\x1e"
+        b"vision\x1fa",
+        b"vision\x1fa\x1es0\x1e",
+        b"vision\x1fb",
+        b"vision\x1fb\x1es0\x1e",
     ]
     entry = stored({k: v for k, v, _ in changelog}, "a")
     assert entry["summaries"]["loss"]["count"] == 5
