@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import reduce
 from operator import add
@@ -137,13 +137,32 @@ def mark_crashed(state: RunState, at: datetime) -> bool:
 
 def summary_choice(state: RunState | None, name: str) -> str:
     """Which value stands for ``name`` in the run's summary (``define_metric``; default last)."""
-    if state:
-        chosen = state["metric_summaries"]
-        if name in chosen:
-            return str(chosen[name])
-        for pattern, summary in chosen.items():
-            if pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern):
-                return str(summary)
+    return summary_chooser(state)(name) if state else "last"
+
+
+def summary_chooser(state: RunState) -> Callable[[str], str]:
+    """:func:`summary_choice` for many names of one run: the patterns are picked out once, not
+    once per name (a run may define thousands of metrics and log as many)."""
+    chosen: dict[str, str] = state["metric_summaries"]
+    if not chosen:
+        return _last
+    patterns = [
+        (pattern, str(summary)) for pattern, summary in chosen.items() if pattern[-1:] == "*"
+    ]
+
+    def choose(name: str) -> str:
+        exact = chosen.get(name)
+        if exact is not None:
+            return str(exact)
+        for pattern, summary in patterns:
+            if fnmatch.fnmatchcase(name, pattern):
+                return summary
+        return "last"
+
+    return choose
+
+
+def _last(name: str) -> str:
     return "last"
 
 

@@ -33,13 +33,13 @@ from runstream.processors.aggregates import (
     new_run_state,
     run_key,
     settle,
-    summary_choice,
+    summary_chooser,
     summary_key,
     to_wire,
 )
 from runstream.processors.alert import Alert
 from runstream.processors.alerting import AlertEvaluator
-from runstream.processors.bounds import run_record
+from runstream.processors.bounds import alert_record, run_record
 from runstream.processors.decoding import decode_event
 from runstream.processors.rules import Rule
 from runstream.processors.runstore import Entry, RunStore, new_entry
@@ -229,8 +229,9 @@ class Aggregator:
         state["seen_at"] = now  # this worker's clock, for crash detection only
         self._publish_run(key, state)
         project, run_id = state["project"], state["run_id"]
+        choose = summary_chooser(state)
         for name in touched:
-            summary = settle(summaries[name], summary_choice(state, name))
+            summary = settle(summaries[name], choose(name))
             self.outputs.send(
                 self.topics.summaries,
                 summary_key(project, run_id, name).encode(),
@@ -275,7 +276,7 @@ class Aggregator:
     def _send_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             self.stats.alerts += 1
-            self.outputs.send(self.topics.alerts, alert.run_id.encode(), alert.to_json())
+            self.outputs.send(self.topics.alerts, alert.run_id.encode(), alert_record(alert))
 
     def publish_alerts(self, alerts: list[Alert]) -> None:
         """Alerts of a timer (stalled runs, changed rules): sent, and the alert state of the

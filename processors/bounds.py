@@ -11,6 +11,8 @@ of up to a whole event (:data:`~runstream.schemas.limits.MAX_EVENT_BYTES`), and
   ``left_out["config"]`` in the run state says which keys and why. The full config stays in
   the ``run_started`` and ``config_updated`` events (ClickHouse's ``events`` and
   ``runs_current``).
+- An alert's JSON keeps within :data:`ALERT_BYTES`: the text of a ``run.alert()`` (which the
+  schema does not bound) is cut, and says by how much.
 - A runs record still too large (a name, tags or ``define_metric`` choices of hundreds of KB)
   is published without its largest fields, emptied, each named with its reason in
   ``left_out``; the run state the worker keeps is not changed.
@@ -22,11 +24,16 @@ from typing import Any
 
 import orjson
 
+from runstream.processors.alert import Alert
 from runstream.schemas.limits import MAX_RECORD_BYTES
 
 CONFIG_BYTES = MAX_RECORD_BYTES // 2
 """JSON bytes of config the live state keeps per run: half a record, so that config, tags and
 the other fields of a runs record fit in one together in every case but the pathological."""
+
+ALERT_BYTES = MAX_RECORD_BYTES // 2
+"""JSON bytes of an alert as the processors publish it: half a record, so that the notifier's
+versions (the same alert with its delivery state and last error) fit in one as well."""
 
 _NAMED = 10  # left-out keys named in the reason; the count says how many there were
 
@@ -96,3 +103,16 @@ def run_record(raw_key: bytes, record: dict[str, Any]) -> bytes:
             return raw
     # Only fixed-size fields remain (and a key of at most a few KB): never reached.
     raise AssertionError("a runs record without its variable fields is still too large")
+
+
+def alert_record(alert: Alert) -> bytes:
+    """The alert's JSON for the alerts topic, within :data:`ALERT_BYTES`: a text too long for
+    it is cut and ends with a note of what was left out."""
+    raw = alert.to_json()
+    excess = len(raw) - ALERT_BYTES
+    if excess <= 0:
+        return raw
+    text = alert.text.encode()
+    kept = text[: max(0, len(text) - excess - 200)].decode(errors="ignore")
+    note = f" [cut: {len(text) - len(kept.encode()):,} more bytes; the event holds the whole text]"
+    return alert.model_copy(update={"text": kept + note}).to_json()

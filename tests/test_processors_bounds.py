@@ -11,7 +11,7 @@ import orjson
 
 from runstream.processors.aggregates import new_run_state, new_summary, run_key, summary_key
 from runstream.processors.aggregator import Aggregator
-from runstream.processors.bounds import CONFIG_BYTES
+from runstream.processors.bounds import ALERT_BYTES, CONFIG_BYTES
 from runstream.processors.rules import loads_rules
 from runstream.processors.runstore import CHUNK_BYTES, RunStore, is_head
 from runstream.schemas import Topics, encode
@@ -270,3 +270,33 @@ def test_a_run_whose_fold_raises_is_dead_lettered_and_the_others_go_on() -> None
     assert run_key("vision", "bad") not in agg.live
     good = outputs.to(TOPICS.summaries)[summary_key("vision", "good", "x").encode()]
     assert orjson.loads(good or b"")["last"] == 2.0
+
+
+def test_a_user_alert_with_a_text_of_a_whole_event_is_published_cut_and_says_so() -> None:
+    store: dict[bytes, bytes] = {}
+    agg, outputs = aggregator(store, '[[rule]]\nname = "mine"\nkind = "user"\n')
+    text = "é" * 440_000  # 880 KB: the schema does not bound run.alert()'s text
+    agg.process(batch([event("alert_raised", 0, title="huge", text=text, level="warn")]))
+    [raw] = [v for _, k, v in outputs.sent if _ == TOPICS.alerts]
+    assert raw is not None and len(raw) <= ALERT_BYTES
+    alert = orjson.loads(raw)
+    assert alert["title"] == "huge" and alert["text"].startswith("éé")
+    assert alert["text"].endswith("more bytes; the event holds the whole text]")
+
+
+def test_thousands_of_define_metric_choices_are_applied_without_a_scan_per_metric() -> None:
+    store: dict[bytes, bytes] = {}
+    agg, outputs = aggregator(store)
+    names = [f"m{i}" for i in range(20_000)]
+    values = [event("metric_defined", i, name=n, summary="max") for i, n in enumerate(names)]
+    values.append(event("metric_defined", len(values), name="p/*", summary="min"))
+    metrics = {n: 1.0 for n in names} | {"p/x": 2.0, "q": 3.0}
+    values.append(event("metrics_logged", len(values), step=0, metrics=metrics))
+    agg.process(batch(values))
+    summaries = outputs.to(TOPICS.summaries)
+
+    def choice(name: str) -> str:
+        raw = summaries[summary_key("vision", "big", name).encode()]
+        return str(orjson.loads(raw or b"")["summary"])
+
+    assert [choice("m19999"), choice("p/x"), choice("q")] == ["max", "min", "last"]
