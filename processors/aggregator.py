@@ -42,7 +42,7 @@ from runstream.processors.alerting import AlertEvaluator
 from runstream.processors.bounds import alert_record, run_record
 from runstream.processors.decoding import decode_event
 from runstream.processors.rules import Rule
-from runstream.processors.runstore import Entry, RunStore, new_entry
+from runstream.processors.runstore import Entry, RunStore, StoredStateError, new_entry
 from runstream.schemas import Topics
 from runstream.settings import Settings
 
@@ -145,9 +145,14 @@ class Aggregator:
         if not partitions:
             return
         for key, head in self.runs.heads():
-            run = head["run"]
-            if run.get("partition") in partitions and run["status"] == ALIVE:
-                self.live[key] = self.runs.load(key, head)  # type: ignore[assignment]  # found
+            try:
+                if isinstance(head, StoredStateError):
+                    raise head
+                run = head["run"]
+                if run.get("partition") in partitions and run["status"] == ALIVE:
+                    self.live[key] = self.runs.assemble(key, head)
+            except StoredStateError as exc:  # that run's events go to the dead letters
+                logger.error("%s", exc)
 
     def entry(self, key: str) -> Entry | None:
         entry = self.live.get(key)

@@ -38,10 +38,18 @@ from typing import Any, Protocol
 
 import msgspec
 
+from runstream.errors import RunstreamError
 from runstream.processors.aggregates import new_summary
 from runstream.schemas.limits import MAX_RECORD_BYTES
 
 Entry = dict[str, Any]
+
+
+class StoredStateError(RunstreamError):
+    """A run's entry in the table cannot be read (a piece or chunk its head names is missing,
+    or a record is damaged). Never expected: the order of writes within a partition rules it
+    out; a worker that meets one skips the run rather than stop."""
+
 
 FORMAT = 2
 
@@ -120,6 +128,13 @@ class Layout:
         return index
 
 
+def _unreadable(key: str, exc: Exception) -> StoredStateError:
+    return StoredStateError(
+        f"the stored entry of run {key!r} cannot be read ({type(exc).__name__}: {exc}); "
+        "its events are dead-lettered until the changelog is repaired"
+    )
+
+
 def chunk_key(key: str, index: int) -> bytes:
     return f"{key}{_CHUNK}{index}{_END}".encode()
 
@@ -149,20 +164,24 @@ class RunStore:
         self.outputs = outputs
 
     # -- reading --
-    def heads(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(run key, head) of every run in the store; a head holds ``run`` and ``alerts``."""
+    def heads(self) -> Iterator[tuple[str, dict[str, Any] | StoredStateError]]:
+        """(run key, head) of every run in the store; a head holds ``run`` and ``alerts``. A
+        head that cannot be read comes as the error, so that the others still do."""
         for raw_key, raw in list(self.store.items()):
             if is_head(raw_key):
                 key = raw_key.decode()
-                yield key, self._head(key, raw)
+                try:
+                    yield key, self._head(key, raw)
+                except StoredStateError as exc:
+                    yield key, exc
 
-    def load(self, key: str, head: dict[str, Any] | None = None) -> Entry | None:
+    def load(self, key: str) -> Entry | None:
         """The whole entry of a run (its summaries read from their chunks), or None."""
-        if head is None:
-            raw = self.store.get(key.encode())
-            if raw is None:
-                return None
-            head = self._head(key, raw)
+        raw = self.store.get(key.encode())
+        return None if raw is None else self.assemble(key, self._head(key, raw))
+
+    def assemble(self, key: str, head: dict[str, Any]) -> Entry:
+        """The whole entry of a run whose head (from :meth:`heads`) is at hand."""
         run = head["run"]
         layout = Layout()
         layout.gen = head.get("gen", 0)
@@ -175,8 +194,7 @@ class RunStore:
         else:
             project, run_id = run["project"], run["run_id"]
             for index in range(head.get("chunks", 0)):
-                raw_chunk = self.store.get(chunk_key(key, index))
-                chunk = _unpack(raw_chunk) if raw_chunk is not None else []
+                chunk = self._chunk(key, index)
                 layout.members.append([])
                 layout.room.append(CHUNK_BYTES - 5)
                 for summary in chunk:
@@ -187,13 +205,27 @@ class RunStore:
                     layout.chunk_of[name] = index
         return {"run": run, "summaries": summaries, "alerts": head.get("alerts"), "layout": layout}
 
+    def _chunk(self, key: str, index: int) -> list[dict[str, Any]]:
+        raw = self.store.get(chunk_key(key, index))
+        try:
+            if raw is None:
+                raise KeyError(f"chunk {index} is missing")
+            chunk: list[dict[str, Any]] = _unpack(raw)
+            return chunk
+        except (KeyError, msgspec.DecodeError) as exc:
+            raise _unreadable(key, exc) from None
+
     def _head(self, key: str, raw: bytes) -> dict[str, Any]:
-        head: dict[str, Any] = _unpack(raw)
-        pieces = head.get("pieces", 0)
-        if pieces and "run" not in head:
-            gen = head["gen"]
-            whole = b"".join(self.store[piece_key(key, gen, i)] for i in range(pieces))
-            head = {**_unpack(whole), "gen": gen, "pieces": pieces}
+        try:
+            head: dict[str, Any] = _unpack(raw)
+            pieces = head.get("pieces", 0)
+            if pieces and "run" not in head:
+                gen = head["gen"]
+                whole = b"".join(self.store[piece_key(key, gen, i)] for i in range(pieces))
+                head = {**_unpack(whole), "gen": gen, "pieces": pieces}
+            head["run"]["status"]  # the one field every reader needs
+        except (KeyError, TypeError, msgspec.DecodeError) as exc:
+            raise _unreadable(key, exc) from None
         return head
 
     # -- writing --

@@ -300,3 +300,25 @@ def test_thousands_of_define_metric_choices_are_applied_without_a_scan_per_metri
         return str(orjson.loads(raw or b"")["summary"])
 
     assert [choice("m19999"), choice("p/x"), choice("q")] == ["max", "min", "last"]
+
+
+def test_a_damaged_entry_costs_its_run_not_the_worker() -> None:
+    store: dict[bytes, bytes] = {}
+    agg, _ = aggregator(store)
+    values = [
+        event("metrics_logged", 0, "hurt", step=0, metrics={"x": 1.0}),
+        event("metrics_logged", 0, "fine", step=0, metrics={"x": 1.0}),
+    ]
+    agg.process(batch(values))
+    del store[run_key("vision", "hurt").encode() + b"\x1es0\x1e"]  # a chunk its head names
+    successor, outputs = aggregator(store)  # takes over: skips the run it cannot read
+    assert set(successor.live) == {run_key("vision", "fine")}
+    later = [
+        event("metrics_logged", 1, "hurt", step=1, metrics={"x": 2.0}),
+        event("metrics_logged", 1, "fine", step=1, metrics={"x": 2.0}),
+    ]
+    successor.process(batch(later, first_offset=2))
+    [(_, dead)] = list(outputs.to(TOPICS.dead_letters).items())
+    assert dead == later[0]
+    fine = outputs.to(TOPICS.summaries)[summary_key("vision", "fine", "x").encode()]
+    assert orjson.loads(fine or b"")["count"] == 2
