@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -249,7 +250,9 @@ class Aggregator:
         raw_key = key.encode()
         self.outputs.send(self.topics.runs, raw_key, run_record(raw_key, to_wire(state)))
 
-    def _save(self, key: str, entry: Entry, partition: int, touched: Iterable[str] = ()) -> None:
+    def _save(
+        self, key: str, entry: Entry, partition: int, touched: AbstractSet[str] = frozenset()
+    ) -> None:
         """Write the run's entry (the chunks of the ``touched`` metrics and the head, its alert
         state included). An ended run then leaves memory until it logs again."""
         run = entry["run"]

@@ -33,7 +33,7 @@ and written back in this layout at their next save.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Set
 from typing import Any, Protocol
 
 import msgspec
@@ -199,9 +199,23 @@ class RunStore:
                 layout.room.append(CHUNK_BYTES - 5)
                 for summary in chunk:
                     name = summary["name"]
+                    bound = summary_bound(project, run_id, name)
+                    other = summaries.get(name)
+                    if other is not None:
+                        # In two chunks: a worker was killed after writing a new chunk and
+                        # before its head, and the batch read again placed the metric in
+                        # another. The copy with more points folded in is the latest; the
+                        # chunk of the other is rewritten without it at the next save.
+                        if other["version"] >= summary["version"]:
+                            layout.dirty.add(index)
+                            continue
+                        stale = layout.chunk_of[name]
+                        layout.members[stale].remove(name)
+                        layout.room[stale] += bound
+                        layout.dirty.add(stale)
                     summaries[name] = summary
                     layout.members[index].append(name)
-                    layout.room[index] -= summary_bound(project, run_id, name)
+                    layout.room[index] -= bound
                     layout.chunk_of[name] = index
         return {"run": run, "summaries": summaries, "alerts": head.get("alerts"), "layout": layout}
 
@@ -229,7 +243,7 @@ class RunStore:
         return head
 
     # -- writing --
-    def save(self, key: str, entry: Entry, partition: int, touched: Iterable[str]) -> None:
+    def save(self, key: str, entry: Entry, partition: int, touched: Set[str]) -> None:
         """Write the chunks of the ``touched`` metrics (and any new or pending chunk), then the
         head. Metrics not placed in a chunk yet are placed now."""
         layout: Layout = entry["layout"]
@@ -237,11 +251,13 @@ class RunStore:
         chunk_of = layout.chunk_of
         dirty = layout.dirty
         run = entry["run"]
-        for name in touched:
-            index = chunk_of.get(name)
-            if index is None:
-                index = layout.place(name, summary_bound(run["project"], run["run_id"], name))
-            dirty.add(index)
+        if touched:
+            for name in touched - chunk_of.keys():  # set operations in C: the common case
+                layout.place(name, summary_bound(run["project"], run["run_id"], name))
+            if len(layout.members) == 1:  # every run of up to a few hundred metrics
+                dirty.add(0)
+            else:
+                dirty.update([chunk_of[name] for name in touched])
         for index in sorted(dirty):
             chunk = [summaries[name] for name in layout.members[index]]
             self._put(chunk_key(key, index), _pack(chunk), partition)

@@ -322,3 +322,27 @@ def test_a_damaged_entry_costs_its_run_not_the_worker() -> None:
     assert dead == later[0]
     fine = outputs.to(TOPICS.summaries)[summary_key("vision", "fine", "x").encode()]
     assert orjson.loads(fine or b"")["count"] == 2
+
+
+def test_a_metric_found_in_two_chunks_keeps_its_latest_copy_and_the_other_is_rewritten() -> None:
+    """A worker killed between a new chunk and its head, and the batch read again, may place
+    a metric in another chunk than the first time."""
+    state = new_run_state("vision", "twice")
+    state.update(last_seq=5, partition=0)
+    older, newer = new_summary("vision", "twice", "x"), new_summary("vision", "twice", "x")
+    older.update(count=1, version=1, last=1.0)
+    newer.update(count=2, version=2, last=2.0)
+    other = new_summary("vision", "twice", "y")
+    key = run_key("vision", "twice")
+    store = {
+        key.encode(): msgspec.msgpack.encode({"v": 2, "run": state, "alerts": None, "chunks": 2}),
+        key.encode() + b"\x1es0\x1e": msgspec.msgpack.encode([newer, other]),
+        key.encode() + b"\x1es1\x1e": msgspec.msgpack.encode([older]),
+    }
+    runs = RunStore(store, CHANGELOG, Outputs())
+    entry = runs.load(key)
+    assert entry is not None and entry["summaries"]["x"]["last"] == 2.0
+    runs.save(key, entry, 0, set())
+    assert msgspec.msgpack.decode(store[key.encode() + b"\x1es1\x1e"]) == []
+    reloaded = runs.load(key)
+    assert reloaded is not None and reloaded["summaries"]["x"]["count"] == 2
