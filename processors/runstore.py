@@ -27,7 +27,9 @@ Each record is keyed by what it holds, so compaction keeps the latest of each.
 
 Every summary and the run state carry the ``seq`` of the last event folded into them, so a
 worker killed between writing a chunk and its head reads the batch again and folds into each
-part exactly what it lacks. Entries of version 1 (everything in one record) are read as well
+part exactly what it lacks. (That batch may place a new metric in another chunk than the first
+time: a load that finds a metric in two chunks keeps the copy with more points folded in.)
+Entries of version 1 (everything in one record) are read as well
 and written back in this layout at their next save.
 """
 
