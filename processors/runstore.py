@@ -8,8 +8,10 @@ crashed with ``MSG_SIZE_TOO_LARGE`` on every restart. Here an entry is stored as
 larger than :data:`~runstream.schemas.limits.MAX_RECORD_BYTES` each (key and value):
 
 ``<run key>``
-    The head: ``{"v": 2, "run": state, "alerts": alert state, "chunks": n}``, msgpack.
-``<run key>\\x1es<i>\\x1e`` for i in 0..n-1
+    The head: ``{"v": 2, "run": state, "alerts": alert state, "chunks": n, "first": chunk 0}``,
+    msgpack. Chunk 0 travels in the head, which every batch of the run writes anyway: a run of
+    the common size (up to a few hundred metrics) is one record, as before.
+``<run key>\\x1es<i>\\x1e`` for i in 1..n-1
     Chunk i of the run's summaries: a msgpack list of summary dicts. A metric stays in the
     chunk it was first put in, and a chunk takes new metrics while the worst case of its
     summaries (every field at its largest) fits in :data:`CHUNK_BYTES`: a chunk can never
@@ -196,7 +198,7 @@ class RunStore:
         else:
             project, run_id = run["project"], run["run_id"]
             for index in range(head.get("chunks", 0)):
-                chunk = self._chunk(key, index)
+                chunk = head["first"] if index == 0 else self._chunk(key, index)
                 layout.members.append([])
                 layout.room.append(CHUNK_BYTES - 5)
                 for summary in chunk:
@@ -256,15 +258,21 @@ class RunStore:
         if touched:
             for name in touched - chunk_of.keys():  # set operations in C: the common case
                 layout.place(name, summary_bound(run["project"], run["run_id"], name))
-            if len(layout.members) == 1:  # every run of up to a few hundred metrics
-                dirty.add(0)
-            else:
+            if len(layout.members) > 1:  # chunk 0, the only one of most runs, is in the head
                 dirty.update([chunk_of[name] for name in touched])
+        dirty.discard(0)
         for index in sorted(dirty):
             chunk = [summaries[name] for name in layout.members[index]]
             self._put(chunk_key(key, index), _pack(chunk), partition)
         dirty.clear()
-        head = {"v": FORMAT, "run": run, "alerts": entry["alerts"], "chunks": len(layout.members)}
+        members = layout.members
+        head = {
+            "v": FORMAT,
+            "run": run,
+            "alerts": entry["alerts"],
+            "chunks": len(members),
+            "first": [summaries[name] for name in members[0]] if members else [],
+        }
         raw = _pack(head)
         raw_key = key.encode()
         old_gen, old_pieces = layout.gen, layout.pieces
