@@ -260,11 +260,12 @@ class RunStore:
                 layout.place(name, summary_bound(run["project"], run["run_id"], name))
             if len(layout.members) > 1:  # chunk 0, the only one of most runs, is in the head
                 dirty.update([chunk_of[name] for name in touched])
-        dirty.discard(0)
-        for index in sorted(dirty):
-            chunk = [summaries[name] for name in layout.members[index]]
-            self._put(chunk_key(key, index), _pack(chunk), partition)
-        dirty.clear()
+        if dirty:
+            dirty.discard(0)
+            for index in sorted(dirty):
+                chunk = [summaries[name] for name in layout.members[index]]
+                self._put(chunk_key(key, index), _pack(chunk), partition)
+            dirty.clear()
         members = layout.members
         head = {
             "v": FORMAT,
@@ -280,19 +281,23 @@ class RunStore:
             layout.pieces = 0
             self._put(raw_key, raw, partition)
         else:
-            gen = old_gen + 1
-            count = 0
-            start = 0
-            while start < len(raw):
-                piece_raw_key = piece_key(key, gen, count)
-                end = start + MAX_RECORD_BYTES - len(piece_raw_key)
-                self._put(piece_raw_key, raw[start:end], partition)
-                start = end
-                count += 1
-            layout.gen, layout.pieces = gen, count
-            self._put(raw_key, _pack({"v": FORMAT, "gen": gen, "pieces": count}), partition)
+            self._put_pieces(key, raw, partition, layout)
         for index in range(old_pieces):  # the previous generation, after the head that left it
             self._put(piece_key(key, old_gen, index), None, partition)
+
+    def _put_pieces(self, key: str, raw: bytes, partition: int, layout: Layout) -> None:
+        """A head too large for a record: its bytes in pieces of a new generation, then the
+        head record that names them."""
+        gen = layout.gen + 1
+        count = start = 0
+        while start < len(raw):
+            piece_raw_key = piece_key(key, gen, count)
+            end = start + MAX_RECORD_BYTES - len(piece_raw_key)
+            self._put(piece_raw_key, raw[start:end], partition)
+            start = end
+            count += 1
+        layout.gen, layout.pieces = gen, count
+        self._put(key.encode(), _pack({"v": FORMAT, "gen": gen, "pieces": count}), partition)
 
     def _put(self, raw_key: bytes, raw: bytes | None, partition: int) -> None:
         if raw is None:
