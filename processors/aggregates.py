@@ -14,12 +14,13 @@ step; ``last`` is the value at the highest (step, seq).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import reduce
 from operator import add
 from typing import Any
 
+from runstream.processors.bounds import bound_config
 from runstream.schemas.events import (
     NON_FINITE_TO_JSON,
     ConfigUpdated,
@@ -99,6 +100,7 @@ def fold_run(state: RunState, event: Any, partition: int | None = None) -> bool:
             state["last_step"] = body.step
             state["last_step_at"] = at
     elif isinstance(body, RunStarted):
+        state.pop("left_out", None)  # a new config: what the old one lost no longer applies
         state.update(
             name=body.name,
             started_at=at,
@@ -108,8 +110,10 @@ def fold_run(state: RunState, event: Any, partition: int | None = None) -> bool:
             job_type=body.job_type,
             status=ALIVE,
         )
+        bound_config(state)
     elif isinstance(body, ConfigUpdated):
         state["config"] = {**state["config"], **body.config}
+        bound_config(state)
     elif isinstance(body, TagsUpdated):
         state["tags"] = list(body.tags)
     elif isinstance(body, MetricDefined):
@@ -132,14 +136,33 @@ def mark_crashed(state: RunState, at: datetime) -> bool:
 
 def summary_choice(state: RunState | None, name: str) -> str:
     """Which value stands for ``name`` in the run's summary (``define_metric``; default last)."""
-    if state:
-        chosen = state["metric_summaries"]
-        if name in chosen:
-            return str(chosen[name])
-        for pattern, summary in chosen.items():
+    return summary_chooser(state)(name) if state else "last"
+
+
+def summary_chooser(state: RunState) -> Callable[[str], str]:
+    """:func:`summary_choice` for many names of one run: the patterns are picked out once, not
+    once per name (a run may define thousands of metrics and log as many)."""
+    chosen: dict[str, str] = state["metric_summaries"]
+    if not chosen:
+        return _last
+    patterns = [
+        (pattern, str(summary)) for pattern, summary in chosen.items() if pattern[-1:] == "*"
+    ]
+
+    def choose(name: str) -> str:
+        exact = chosen.get(name)
+        if exact is not None:
+            return str(exact)
+        for pattern, summary in patterns:
             # A prefix, as the SDK and ClickHouse read it: 'w[0]*' is no glob.
-            if pattern.endswith("*") and name.startswith(pattern[:-1]):
-                return str(summary)
+            if name.startswith(pattern[:-1]):
+                return summary
+        return "last"
+
+    return choose
+
+
+def _last(name: str) -> str:
     return "last"
 
 

@@ -1,26 +1,28 @@
 """One worker's runs: batches of events folded into their table entries, results published.
 
 The :class:`Aggregator` holds no faust objects: the app (``processors.app``) gives it the
-table's store (run key -> entry as msgpack bytes), the name of the table's changelog topic and
-an :class:`Outputs` producer, and calls it from faust's event loop. Every write of an entry goes
-to the store and, through ``Outputs``, to the run's partition of the changelog, where faust
-restores it from on the worker that takes the partition over.
+table's store (key -> msgpack bytes), the name of the table's changelog topic and an
+:class:`Outputs` producer, and calls it from faust's event loop. Every write goes to the store
+and, through ``Outputs``, to the run's partition of the changelog, where faust restores it from
+on the worker that takes the partition over.
 
 An entry holds everything about a run: its state, the summaries of its metrics and its alert
-evaluator's state. A batch writes each of its runs' entries once, so the changelog gets one
-record per run per batch, not one per event. msgpack rather than JSON: it keeps NaN and the
-infinities, which summaries hold and JSON cannot.
+evaluator's state, stored as a head record and chunks of summaries, each within the broker's
+limit (:mod:`runstream.processors.runstore`). A batch writes each of its runs' head once and
+the chunks of the metrics it touched, not a record per event. msgpack rather than JSON: it
+keeps NaN and the infinities, which summaries hold and JSON cannot. Records on the runs topic
+are kept within the limit too (:mod:`runstream.processors.bounds`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
-import msgspec
 import orjson
 from confluent_kafka import Message, Producer
 
@@ -32,24 +34,21 @@ from runstream.processors.aggregates import (
     new_run_state,
     run_key,
     settle,
-    summary_choice,
+    summary_chooser,
     summary_key,
     to_wire,
 )
 from runstream.processors.alert import Alert
 from runstream.processors.alerting import AlertEvaluator
+from runstream.processors.bounds import alert_record, run_record
 from runstream.processors.decoding import decode_event
 from runstream.processors.rules import Rule
+from runstream.processors.runstore import Entry, RunStore, StoredStateError, new_entry
 from runstream.schemas import Topics
 from runstream.schemas.dead_letters import build_dead_letter
 from runstream.settings import Settings
 
 logger = logging.getLogger("runstream.processors")
-
-Entry = dict[str, Any]
-
-_pack = msgspec.msgpack.Encoder().encode
-_unpack = msgspec.msgpack.Decoder().decode
 
 
 class ProcessorStats:
@@ -57,6 +56,7 @@ class ProcessorStats:
 
     def __init__(self) -> None:
         self.events = 0
+        self.failed_runs = 0
         self.batches = 0
         self.duplicates = 0
         self.dead_letters = 0
@@ -84,7 +84,7 @@ class Outputs:
         self,
         topic: str,
         key: bytes,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
         headers: dict[str, bytes] | None = None,
     ) -> None:
@@ -123,15 +123,15 @@ class Aggregator:
     ) -> None:
         self.topics = Topics(settings.topic_prefix)
         self.store = store
-        self.changelog = changelog
+        self.runs = RunStore(store, changelog, outputs)
         self.outputs = outputs
         self.evaluator = AlertEvaluator(rules, loader=self.alert_state)
         self.stats = ProcessorStats()
         self.timeout = settings.processor_heartbeat_timeout or 3 * settings.heartbeat_interval
         self.partitions: frozenset[int] = frozenset()
         # The entries of the running runs of `partitions`, decoded. Ended runs are left to the
-        # store (a few KB of msgpack each) and decoded again if they ever log again: memory
-        # follows the runs in progress, not every run ever seen.
+        # store (msgpack) and decoded again if they ever log again: memory follows the runs in
+        # progress, not every run ever seen.
         self.live: dict[str, Entry] = {}
         self.taken_at = time.time()
 
@@ -146,18 +146,22 @@ class Aggregator:
             self.evaluator.forget(project, run_id)
         if not partitions:
             return
-        for key, raw in list(self.store.items()):
-            entry = _unpack(raw)
-            run = entry["run"]
-            if run.get("partition") in partitions and run["status"] == ALIVE:
-                self.live[key.decode()] = entry
+        for key, head in self.runs.heads():
+            try:
+                if isinstance(head, StoredStateError):
+                    raise head
+                run = head["run"]
+                if run.get("partition") in partitions and run["status"] == ALIVE:
+                    self.live[key] = self.runs.assemble(key, head)
+            except StoredStateError as exc:  # that run's events go to the dead letters
+                logger.error("%s", exc)
 
     def entry(self, key: str) -> Entry | None:
         entry = self.live.get(key)
         if entry is None:
-            raw = self.store.get(key.encode())
-            if raw is not None:
-                entry = self.live[key] = _unpack(raw)
+            entry = self.runs.load(key)
+            if entry is not None:
+                self.live[key] = entry
         return entry
 
     def alert_state(self, project: str, run_id: str) -> Any:
@@ -165,14 +169,8 @@ class Aggregator:
         entry = self.entry(run_key(project, run_id))
         return entry.get("alerts") if entry else None
 
-    def _write(self, key: str, entry: Entry, partition: int) -> None:
-        raw = _pack(entry)
-        raw_key = key.encode()
-        self.store[raw_key] = raw
-        self.outputs.send(self.changelog, raw_key, raw, partition)
-
     # -- events --
-    def process(self, messages: Iterable[Message]) -> dict[int, int]:
+    def process(self, messages: Sequence[Message]) -> dict[int, int]:
         """Fold a batch; returns ``{partition: offset of its last message}`` to commit once
         the outputs are flushed."""
         self.stats.batches += 1
@@ -195,19 +193,36 @@ class Aggregator:
             partition_of[key] = partition
         now = time.time()
         for key, events in by_run.items():
-            self._fold(key, events, partition_of[key], now)
+            try:
+                self._fold(key, events, partition_of[key], now)
+            except Exception as exc:  # a bug or an input nobody foresaw: it must not stop us
+                self._fold_failed(key, messages, exc)
         self.evaluator.take_dirty()  # every run's alert state was written with its entry
         return positions
+
+    def _fold_failed(self, key: str, messages: Sequence[Message], exc: Exception) -> None:
+        """Folding a run's events raised: they go to the dead-letter topic with the error, and
+        what memory holds of the run (perhaps half changed) is dropped, to be read again from
+        the stored entry, which has none of them. The run's later events go on from there."""
+        logger.exception("folding the events of run %r failed", key)
+        self.stats.failed_runs += 1
+        self.live.pop(key, None)
+        project, _, run_id = key.rpartition("\x1f")
+        self.evaluator.forget(project, run_id)
+        reason = f"the processors could not fold this run's events: {type(exc).__name__}: {exc}"
+        for message in messages:  # rare: decoding the batch again costs nothing that matters
+            try:
+                event = decode_event(message.value())
+            except EventDecodeError:
+                continue  # already dead-lettered
+            if run_key(event.project, event.run_id) == key:
+                self.dead_letter(message, reason[:1000])
 
     def _fold(self, key: str, events: list[Any], partition: int, now: float) -> None:
         entry = self.entry(key)
         if entry is None:
             first = events[0]
-            entry = self.live[key] = {
-                "run": new_run_state(first.project, first.run_id),
-                "summaries": {},
-                "alerts": None,
-            }
+            entry = self.live[key] = new_entry(new_run_state(first.project, first.run_id))
         state, summaries = entry["run"], entry["summaries"]
         folded, touched = fold_batch(state, summaries, events, partition)
         self.stats.duplicates += len(events) - len(folded)
@@ -221,26 +236,30 @@ class Aggregator:
         state["seen_at"] = now  # this worker's clock, for crash detection only
         self._publish_run(key, state)
         project, run_id = state["project"], state["run_id"]
+        choose = summary_chooser(state)
         for name in touched:
-            summary = settle(summaries[name], summary_choice(state, name))
+            summary = settle(summaries[name], choose(name))
             self.outputs.send(
                 self.topics.summaries,
                 summary_key(project, run_id, name).encode(),
                 orjson.dumps(to_wire(summary)),
             )
         self._send_alerts(alerts)
-        self._save(key, entry, partition)
+        self._save(key, entry, partition, touched)
 
     def _publish_run(self, key: str, state: dict[str, Any]) -> None:
-        self.outputs.send(self.topics.runs, key.encode(), orjson.dumps(to_wire(state)))
+        raw_key = key.encode()
+        self.outputs.send(self.topics.runs, raw_key, run_record(raw_key, to_wire(state)))
 
-    def _save(self, key: str, entry: Entry, partition: int) -> None:
-        """Write the run's entry, its alert state included. An ended run then leaves memory
-        until it logs again."""
+    def _save(
+        self, key: str, entry: Entry, partition: int, touched: AbstractSet[str] = frozenset()
+    ) -> None:
+        """Write the run's entry (the chunks of the ``touched`` metrics and the head, its alert
+        state included). An ended run then leaves memory until it logs again."""
         run = entry["run"]
         project, run_id = run["project"], run["run_id"]
         entry["alerts"] = self.evaluator.state_of(project, run_id)
-        self._write(key, entry, partition)
+        self.runs.save(key, entry, partition, touched)
         if run["status"] != ALIVE:
             self.live.pop(key, None)
             self.evaluator.forget(project, run_id)
@@ -270,7 +289,7 @@ class Aggregator:
     def _send_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             self.stats.alerts += 1
-            self.outputs.send(self.topics.alerts, alert.run_id.encode(), alert.to_json())
+            self.outputs.send(self.topics.alerts, alert.run_id.encode(), alert_record(alert))
 
     def publish_alerts(self, alerts: list[Alert]) -> None:
         """Alerts of a timer (stalled runs, changed rules): sent, and the alert state of the

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from runstream.errors import EventDecodeError
 from runstream.schemas import decode
 from runstream.schemas.plain import PlainMetricsBody, check_storable, read_plain_metrics
 
@@ -32,11 +33,17 @@ class PlainMetrics(msgspec.Struct, frozen=True, gc=False):  # no cycles: see sch
 
 
 def decode_event(value: bytes | None) -> Any:
-    """The event; raises :class:`~runstream.errors.EventDecodeError` saying why not."""
-    read = read_plain_metrics(value) if value else None
-    if read is None:
-        event = decode(value or b"")
-        check_storable(event)  # what the sink refuses, the processors leave out too
-        return event
+    """The event; raises :class:`~runstream.errors.EventDecodeError` saying why not, whatever
+    the bytes (the schema's own errors, and any other a validator lets through)."""
+    try:
+        read = read_plain_metrics(value) if value else None
+        if read is None:
+            event = decode(value or b"")
+            check_storable(event)  # what the sink refuses, the processors leave out too
+            return event
+    except EventDecodeError:
+        raise
+    except Exception as exc:  # a message must cost itself, never the worker
+        raise EventDecodeError(f"could not be read: {type(exc).__name__}: {exc}"[:1000]) from None
     plain, ts = read
     return PlainMetrics(plain.id, plain.v, plain.project, plain.run_id, plain.seq, ts, plain.body)

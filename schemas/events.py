@@ -9,6 +9,7 @@ is bumped only for changes an older reader could misread.
 from __future__ import annotations
 
 import math
+import sys
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeAlias, Union
 
@@ -32,12 +33,16 @@ SCHEMA_VERSION = 1
 # strings "NaN", "Infinity" and "-Infinity", so a diverging loss is recorded as what it was
 # instead of turning into null or failing the whole event.
 NON_FINITE_TO_JSON = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_FLOAT_INT_MAX = int(sys.float_info.max)  # a larger int makes float() raise OverflowError
 
 
 def parse_metric_value(value: Any) -> float:
     if type(value) is float:
         return value
     if type(value) is int:
+        if abs(value) > _FLOAT_INT_MAX:  # pydantic turns a ValueError, not that, into a refusal
+            bits = value.bit_length()
+            raise ValueError(f"a metric value must fit in a float64, not a {bits}-bit integer")
         return float(value)
     if isinstance(value, str):
         special = NON_FINITE_TO_JSON.get(value)
