@@ -112,7 +112,9 @@ def fold_run(state: RunState, event: Any, partition: int | None = None) -> bool:
         )
         bound_config(state)
     elif isinstance(body, ConfigUpdated):
-        state["config"] = {**state["config"], **body.config}
+        # A merge patch of top-level keys, as runs_current reads it: null removes the key.
+        merged = {**state["config"], **body.config}
+        state["config"] = {key: value for key, value in merged.items() if value is not None}
         bound_config(state)
     elif isinstance(body, TagsUpdated):
         state["tags"] = list(body.tags)

@@ -118,3 +118,15 @@ def test_the_batch_fold_returns_what_it_folded_and_the_metrics_touched() -> None
     assert folded == events  # the re-sent five left out
     assert touched == set(summaries)
     assert fold_batch(state, summaries, events, 0) == ([], set())
+
+
+def test_a_null_in_a_config_patch_removes_the_key_as_runs_current_does() -> None:
+    state = new_run_state("vision", "abc123")
+    fold_run(state, decode_event(encode(sample_event("run_started", seq=0))))
+    assert state["config"]["lr"] == 0.001
+    patch = sample_event("config_updated", seq=1)
+    patch["body"]["config"] = {"lr": None, "batch_size": 256}
+    fold_run(state, decode_event(encode(patch)))
+    assert "lr" not in state["config"]
+    assert state["config"]["batch_size"] == 256
+    assert state["config"]["optim"] == {"name": "adam", "betas": [0.9, 0.999]}
