@@ -22,7 +22,8 @@ from typing import Any
 
 from orjson import dumps
 
-from runstream.producers.spool import RunSpool, SpoolState
+from runstream.producers import delivery
+from runstream.producers.spool import RunSpool, SpoolState, segment_bytes_for
 from runstream.producers.transport import KafkaTransport
 from runstream.schemas.codec import EnvelopeEncoder
 from runstream.schemas.ids import uuid7
@@ -79,9 +80,25 @@ class RunChannel:
     sent_through: int = -1  # handed to the producer
     acked_through: int = -1  # acknowledged by Kafka (acks come back in order per partition)
     caught_up: bool = True  # False: the spool holds events not yet handed to the producer
-    failed: int = 0
-    dropped: int = 0
+    acked: int = 0  # events of this process acknowledged by Kafka (failed ones included)
+    failed: int = 0  # ... of which Kafka refused
     last_error: str | None = None
+    spool_limit: int = 0  # bytes (spool_max_mb)
+    droppable_limit: int = 0  # bytes metric/heartbeat/system events may fill
+    spooled: int = 0
+    dropped: int = 0
+    dropped_types: dict[str, int] = field(default_factory=dict)
+    not_spooled: int = 0
+    unspooled_ranges: list[list[int]] = field(default_factory=list)
+    spool_broken: bool = False
+    spool_retry_at: float = 0.0
+    spool_error: str | None = None
+    warned_save: bool = False
+    memory: deque[tuple[int, bytes]] = field(default_factory=deque)  # unsent, in no spool
+    memory_bytes: int = 0
+    disk_done: bool = False
+    read_damages: list[Any] = field(default_factory=list)
+    reported_damages: int = 0
     closed: bool = False
     next_heartbeat: float = 0.0
     first_seq: int = 0
@@ -93,16 +110,24 @@ class RunChannel:
     last_ack_progress: float = 0.0
     warned_silence: bool = False
 
-    def ack(self, error: Any, _message: Any) -> None:
-        """confluent-kafka's delivery callback, on the worker thread. Acks of one run come back
-        in the order produced (one partition, idempotent producer), so a count is the watermark."""
-        self.ack_many(1, error)
-
-    def ack_many(self, count: int, error: Any) -> None:
-        self.acked_through += count
+    def ack_through(self, last_seq: int, mine: int, error: Any) -> None:
+        """Kafka acknowledged (or refused) events up to ``last_seq``, ``mine`` of them numbered
+        by this process. On the worker thread; acks of one run come back in the order produced
+        (one partition, idempotent producer), so ``last_seq`` is the watermark."""
+        if error is not None and delivery.is_purge(error):
+            return  # our producer was closed before sending them: not acknowledged
+        self.acked_through = max(self.acked_through, last_seq)
+        self.acked += mine
         if error is not None:
-            self.failed += count
+            self.failed += mine
             self.last_error = str(error)
+
+    @property
+    def lost(self) -> int:
+        """Events in no spool and not acknowledged: they exist only in this process's memory."""
+        if not self.unspooled_ranges:
+            return 0
+        return delivery.count_above(self.unspooled_ranges, self.acked_through)
 
     @property
     def settled_through(self) -> int:
@@ -184,6 +209,8 @@ class Worker:
             caught_up=state.acked_through >= state.next_seq - 1,
         )
         channel.first_seq = state.next_seq
+        channel.spool_limit, channel.droppable_limit = delivery.limits(settings.spool_max_mb)
+        spool.segment_bytes = segment_bytes_for(channel.spool_limit)
         channel.last_ack_progress = time.monotonic()
         channel.next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._channels[run_id] = channel
@@ -328,52 +355,70 @@ class Worker:
         channel.pending.append((seq, data))
 
     def _spool_and_send(self, channel: RunChannel) -> None:
+        """Spool the run's new events and hand them to the producer (``producers/delivery.py``
+        decides what happens when the spool is full or cannot be written)."""
         records = channel.pending
         if not records:
             return
         channel.pending = []
-        limit = channel.settings.spool_max_mb * 1024 * 1024
-        if channel.online and not channel.caught_up and channel.spool.undelivered_bytes() > limit:
-            # The broker has been away so long that the spool reached its bound: keep the
-            # events spooled so far (they are delivered later) and drop these, loudly.
-            channel.next_seq -= len(records)
-            channel.dropped += len(records)
-            if channel.dropped == len(records):
-                logger.warning(
-                    "runstream: run %s: the spool reached spool_max_mb=%d while Kafka is "
-                    "unreachable; new events are dropped until it drains",
-                    channel.run_id,
-                    channel.settings.spool_max_mb,
-                )
+        spool = channel.spool
+        no_spool: set[int] = set()
+        if not channel.spool_broken:
+            size = delivery.HEADER_SIZE * len(records) + sum(len(data) for _, data in records)
+            if spool.size + size > channel.droppable_limit:
+                self._save(channel)  # prune what Kafka acknowledged before judging
+            if spool.size + size > channel.droppable_limit:
+                records, no_spool = delivery.make_room(channel, records)
+        elif channel.online and not channel.caught_up:
+            records = delivery.hold_within_memory(channel, records)
+        if not records:
             return
-        channel.spool.append(records)
-        channel.spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
-        if not channel.online or not channel.caught_up:
+        unspooled = delivery.write(channel, records, no_spool, time.monotonic())
+        spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
+        if not channel.online:
             return
-        transport = self._transport(channel.settings)
-        if transport.produce_many(channel.topic, channel.run_id, records, channel.ack_many):
-            channel.sent_through = records[-1][0]
-        else:
+        if channel.caught_up:
+            transport = self._transport(channel.settings)
+            last = records[-1][0]
+            mine = sum(1 for seq, _ in records if seq >= channel.first_seq)
+
+            def acked(count: int, error: Any, last: int = last, mine: int = mine) -> None:
+                channel.ack_through(last, mine, error)
+
+            if transport.produce_many(channel.topic, channel.run_id, records, acked):
+                channel.sent_through = last
+                return
             channel.caught_up = False  # sent from the spool when the producer has room again
+        if unspooled:
+            delivery.hold(channel, unspooled)
 
     def _replay(self, channel: RunChannel) -> bool:
-        """Hand spooled events to the producer while it has room; True if it should go on."""
+        """Hand unsent events (from the spool, and those only in memory because the spool
+        could not take them) to the producer in seq order while it has room; True if it
+        should go on."""
         transport = self._transport(channel.settings)
-        if channel.replay is None:
-            channel.replay = channel.spool.read_from(channel.sent_through + 1)
+        channel.disk_done = False  # look at the spool's end once per round
         for _ in range(REPLAY_CHUNK):
-            record = channel.replay_head or next(channel.replay, None)
+            record, from_memory = delivery.next_unsent(channel)
             if record is None:
-                channel.replay = None  # end of the file for now
                 break
-            if not transport.try_produce(channel.topic, channel.run_id, record[1], channel.ack):
-                channel.replay_head = record
+            seq = record[0]
+            mine = 1 if seq >= channel.first_seq else 0
+
+            def acked(error: Any, _message: Any, seq: int = seq, mine: int = mine) -> None:
+                channel.ack_through(seq, mine, error)
+
+            if not transport.try_produce(channel.topic, channel.run_id, record[1], acked):
                 return False
-            channel.replay_head = None
-            channel.sent_through = record[0]
+            if from_memory:
+                channel.memory.popleft()
+                channel.memory_bytes -= len(record[1])
+            else:
+                channel.replay_head = None
+            channel.sent_through = seq
         else:
             return True
-        if channel.sent_through >= channel.next_seq - 1:
+        if channel.sent_through >= channel.next_seq - 1 and not channel.memory:
             channel.caught_up = True
         return False
 
@@ -467,7 +512,16 @@ class Worker:
         try:
             spool.save_state(force)
         except OSError as exc:
-            logger.warning("runstream: cannot save the spool state of %s: %s", channel.run_id, exc)
+            if not channel.warned_save:  # once until it works again, not twice a second
+                channel.warned_save = True
+                logger.warning(
+                    "runstream: run %s: cannot save the spool state %s: %s",
+                    channel.run_id,
+                    spool.path,
+                    exc,
+                )
+        else:
+            channel.warned_save = False
 
     def _retire(self, channel: RunChannel) -> None:
         self._save(channel, force=True)
