@@ -7,8 +7,9 @@ Two reasons, two answers:
   the run's other events (config, summary, tags, alerts...) may use the reserve; and
   ``run_started``, ``run_resumed`` and ``run_finished`` are always written, so the spool can pass
   its bound by those few records only. What does not fit is sent from memory when Kafka is
-  keeping up, and dropped (counted, one warning) when it is not. Dropped events give their seq
-  back: the events after them are renumbered, so the run's seqs stay gap-free.
+  keeping up (it acknowledges, and its backlog is within the reserve), and dropped (counted,
+  one warning) when it is not. Dropped events give their seq back: the events after them are
+  renumbered, so the run's seqs stay gap-free.
 - **The spool cannot be written** (disk full, I/O error). Events go on to Kafka from memory and
   are counted as not spooled; while Kafka is not keeping up they wait in memory, at most
   :data:`MEMORY_HOLD_BYTES` of them (past it, metric, heartbeat and system-metric events are
@@ -62,14 +63,14 @@ def renumber(data: bytes, seq: int) -> bytes:
 
 
 def make_room(
-    channel: RunChannel, records: list[tuple[int, bytes]]
+    channel: RunChannel, records: list[tuple[int, bytes]], sending: bool
 ) -> tuple[list[tuple[int, bytes]], set[int]]:
     """Fit ``records`` into the spool's bound: (records kept, renumbered; seqs of those kept
-    but not to be spooled, which go to Kafka from memory)."""
+    but not to be spooled, which go to Kafka from memory). ``sending``: Kafka is keeping up,
+    so what does not fit is sent from memory rather than dropped."""
     spool = channel.spool
     free = channel.spool_limit - spool.size
     free_droppable = channel.droppable_limit - spool.size
-    sending = channel.online and channel.caught_up
     keep: list[bool] = []
     spool_it: list[bool] = []
     for _, data in records:
@@ -81,7 +82,8 @@ def make_room(
             free_droppable -= size
         keep.append(fits or sending)
         spool_it.append(fits)
-    kept = _keep(channel, records, keep, "the spool reached its bound")
+    bound = f"the spool reached its bound, spool_max_mb={channel.settings.spool_max_mb:g}"
+    kept = _keep(channel, records, keep, f"{bound}, while Kafka is not keeping up")
     no_spool: set[int] = set()
     index = 0
     for keep_it, to_spool in zip(keep, spool_it, strict=True):
@@ -103,7 +105,8 @@ def hold_within_memory(
         if fits:
             room -= len(data)
         keep.append(fits)
-    return _keep(channel, records, keep, "the spool cannot be written and Kafka is not keeping up")
+    why = f"the spool cannot be written and Kafka is not keeping up: {MEMORY_HOLD_BYTES} bytes"
+    return _keep(channel, records, keep, f"{why} wait in memory")
 
 
 def _keep(
@@ -122,14 +125,14 @@ def _keep(
             channel.dropped_types[kind] = channel.dropped_types.get(kind, 0) + 1
     dropped = len(records) - len(kept)
     channel.next_seq = first + len(kept)
-    if channel.dropped == 0:
+    if why not in channel.drop_reasons:
+        channel.drop_reasons.append(why)
         logger.warning(
-            "runstream: run %s: %s (spool_max_mb=%s, %s); metric, heartbeat and system-metric "
-            "events are dropped until there is room again (run_started, run_finished, config "
-            "and summary are kept); finish() reports how many",
+            "runstream: run %s: %s (%s); metric, heartbeat and system-metric events are "
+            "dropped until there is room again (run_started, run_finished, config and summary "
+            "are kept); finish() reports how many",
             channel.run_id,
             why,
-            f"{channel.settings.spool_max_mb:g}",
             channel.spool.path,
         )
     channel.dropped += dropped
@@ -162,12 +165,17 @@ def write(
                     channel.not_spooled,
                 )
     channel.spooled += len(to_write)
-    if unspooled:
-        channel.not_spooled += len(unspooled)
-        for seq, _ in unspooled:
-            add_range(channel.unspooled_ranges, seq)
-            spool.note_not_spooled(seq, seq)
     return unspooled
+
+
+def count_unspooled(channel: RunChannel, unspooled: list[tuple[int, bytes]]) -> None:
+    """Count events that are in no spool (for FinishResult, and for sync to say why)."""
+    if not unspooled:
+        return
+    channel.not_spooled += len(unspooled)
+    for seq, _ in unspooled:
+        add_range(channel.unspooled_ranges, seq)
+        channel.spool.note_not_spooled(seq, seq)
 
 
 def _spool_failed(channel: RunChannel, exc: OSError, now: float) -> None:

@@ -38,6 +38,8 @@ SummaryKind = Literal["min", "max", "last", "mean"]
 AlertLevel = Literal["info", "warn", "error"]
 _LEVELS = {"info": "info", "warn": "warn", "warning": "warn", "error": "error"}
 _time = time.time
+LOCAL_FINISH_SECONDS = 60.0
+"""Most seconds finish() waits for the worker to spool the run's queued events (local disk)."""
 
 
 class ResumeError(RunstreamError):
@@ -75,6 +77,9 @@ class FinishResult:
     lost: int = 0
     """Of ``not_spooled``: not acknowledged by Kafka when finish() returned. They are in no
     spool, so ``runstream sync`` cannot deliver them; they are lost when this process exits."""
+    incomplete: bool = False
+    """The worker had not yet spooled every event of the run when finish() returned (it waits
+    at most ``max(finish_timeout, 60)`` seconds for that): the counts are a snapshot."""
 
     @property
     def pending(self) -> int:
@@ -85,7 +90,7 @@ class FinishResult:
     def ok(self) -> bool:
         """True only when nothing was refused, dropped or lost and every event was delivered
         (offline runs: every event is in the spool, for ``runstream sync``)."""
-        if self.failed or self.dropped or self.lost:
+        if self.failed or self.dropped or self.lost or self.incomplete:
             return False
         return self.offline or self.pending == 0
 
@@ -324,15 +329,21 @@ class Run:
                 (self._channel, "summary_updated", _time(), _final_summary_body, self.summary)
             )
             self._emit("run_finished", {"exit_code": code, "status": status})
-            self._worker.close_channel(self._channel)
-            self._worker.flush(self.settings.finish_timeout, self._channel)
-            self._finished = self._result()
+            # First every event is spooled and handed to the producer (local work: the counts
+            # are then final), then Kafka has what is left of finish_timeout to acknowledge.
+            started = time.monotonic()
+            timeout = self.settings.finish_timeout
+            processed = self._worker.close_channel(
+                self._channel, max(timeout, LOCAL_FINISH_SECONDS)
+            )
+            self._worker.flush(timeout - (time.monotonic() - started), self._channel)
+            self._finished = self._result(processed)
         result = self._finished
         _unregister(self)
         _report(self, result)
         return result
 
-    def _result(self) -> FinishResult:
+    def _result(self, processed: bool = True) -> FinishResult:
         channel = self._channel
         produced = channel.produced
         failed = min(produced, channel.failed)
@@ -340,6 +351,12 @@ class Run:
         error = channel.last_error
         if error is None and channel.not_spooled:
             error = channel.spool_error
+        if not processed:
+            error = (
+                f"the SDK's worker had not spooled all of the run's events after "
+                f"{max(self.settings.finish_timeout, LOCAL_FINISH_SECONDS):g}s (a stuck disk?): "
+                "the counts are a snapshot"
+            )
         return FinishResult(
             produced=produced,
             delivered=max(0, delivered),
@@ -350,6 +367,7 @@ class Run:
             dropped=channel.dropped,
             not_spooled=channel.not_spooled,
             lost=min(channel.lost, produced),
+            incomplete=not processed,
         )
 
     @property
@@ -450,10 +468,8 @@ def _report(run: Run, result: FinishResult) -> None:
         parts.append(f"{result.failed} refused by Kafka ({result.last_error})")
     if result.dropped:
         kinds = ", ".join(f"{n} {t}" for t, n in sorted(run._channel.dropped_types.items()))
-        parts.append(
-            f"{result.dropped} dropped for lack of room (spool_max_mb="
-            f"{settings.spool_max_mb:g} reached while Kafka was not keeping up: {kinds})"
-        )
+        reasons = "; ".join(run._channel.drop_reasons)
+        parts.append(f"{result.dropped} dropped for lack of room ({kinds}; {reasons})")
     if result.ok:
         if result.offline:
             logger.info(

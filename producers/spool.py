@@ -21,6 +21,7 @@ import logging
 import os
 import struct
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -188,8 +189,7 @@ class RunSpool:
             self._roll(records[0][0])
         pack = HEADER.pack
         chunks = []
-        from zlib import crc32
-
+        crc32 = zlib.crc32
         for seq, data in records:
             chunks.append(pack(len(data), crc32(data), seq))
             chunks.append(data)
@@ -257,7 +257,7 @@ class RunSpool:
             state.not_spooled = [r for r in state.not_spooled if r[1] > state.acked_through]
         tmp = self.path / f".{STATE_FILE}.{os.getpid()}"
         try:
-            tmp.write_bytes(orjson.dumps(asdict(state)))
+            tmp.write_bytes(_with_crc(asdict(state)))
             os.replace(tmp, self.path / STATE_FILE)
         except OSError:
             with contextlib.suppress(OSError):
@@ -325,11 +325,28 @@ def read_state(path: Path) -> SpoolState | None:
     except OSError as exc:
         raise SpoolError(f"the spool state {path / STATE_FILE} is unreadable: {exc}") from exc
     try:
-        return parse_state(orjson.loads(content))
+        return parse_state(_check_crc(orjson.loads(content)))
     except (orjson.JSONDecodeError, SpoolError, TypeError) as exc:
         raise SpoolError(
             f"the spool state {path / STATE_FILE} is damaged ({len(content)} bytes): {exc}"
         ) from exc
+
+
+def _with_crc(values: dict[str, Any]) -> bytes:
+    # A CRC of the state's own JSON: a flipped byte that still parses (a digit of
+    # acked_through, say) would otherwise silently skip or resend events.
+    values["crc"] = zlib.crc32(orjson.dumps(values, option=orjson.OPT_SORT_KEYS))
+    return orjson.dumps(values)
+
+
+def _check_crc(raw: Any) -> Any:
+    if not isinstance(raw, dict) or "crc" not in raw:
+        return raw  # written before states had a CRC
+    values = dict(raw)
+    crc = values.pop("crc")
+    if crc != zlib.crc32(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)):
+        raise SpoolError("its checksum does not match its content")
+    return values
 
 
 def find_runs(root: Path) -> tuple[list[Path], list[Path]]:

@@ -59,10 +59,11 @@ class _Flush(_Control):
 
 
 class _Close(_Control):
-    __slots__ = ("channel",)
+    __slots__ = ("channel", "done")
 
     def __init__(self, channel: RunChannel) -> None:
         self.channel = channel
+        self.done = threading.Event()  # set once every event before it is spooled and sent
 
 
 @dataclass(eq=False)
@@ -88,6 +89,7 @@ class RunChannel:
     spooled: int = 0
     dropped: int = 0
     dropped_types: dict[str, int] = field(default_factory=dict)
+    drop_reasons: list[str] = field(default_factory=list)
     not_spooled: int = 0
     unspooled_ranges: list[list[int]] = field(default_factory=list)
     spool_broken: bool = False
@@ -216,8 +218,14 @@ class Worker:
         self._channels[run_id] = channel
         return channel
 
-    def close_channel(self, channel: RunChannel) -> None:
-        self.submit((_Close(channel),))
+    def close_channel(self, channel: RunChannel, timeout: float = 0.0) -> bool:
+        """Close the run's channel after the events queued before; wait at most ``timeout``
+        seconds until they are all encoded, spooled and handed to the producer (so the run's
+        counts are final but for Kafka's acknowledgements). False if that took longer."""
+        close = _Close(channel)
+        self.submit((close,))
+        self._wake.set()
+        return close.done.wait(max(0.0, timeout))
 
     def flush(self, timeout: float, channel: RunChannel | None = None) -> bool:
         """Wait until what was queued so far is settled (acknowledged, or spooled offline):
@@ -368,16 +376,13 @@ class Worker:
             if spool.size + size > channel.droppable_limit:
                 self._save(channel)  # prune what Kafka acknowledged before judging
             if spool.size + size > channel.droppable_limit:
-                records, no_spool = delivery.make_room(channel, records)
+                records, no_spool = delivery.make_room(channel, records, self._keeping_up(channel))
         elif channel.online and not channel.caught_up:
             records = delivery.hold_within_memory(channel, records)
         if not records:
             return
         unspooled = delivery.write(channel, records, no_spool, time.monotonic())
-        spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
-        if not channel.online:
-            return
-        if channel.caught_up:
+        if channel.online and channel.caught_up:
             transport = self._transport(channel.settings)
             last = records[-1][0]
             mine = sum(1 for seq, _ in records if seq >= channel.first_seq)
@@ -387,10 +392,24 @@ class Worker:
 
             if transport.produce_many(channel.topic, channel.run_id, records, acked):
                 channel.sent_through = last
-                return
-            channel.caught_up = False  # sent from the spool when the producer has room again
-        if unspooled:
+            else:
+                channel.caught_up = False  # sent from the spool when the producer has room
+        if channel.online and not channel.caught_up and unspooled:
+            if len(unspooled) == len(records):  # nothing of it is spooled: still renumberable
+                unspooled = delivery.hold_within_memory(channel, unspooled)
             delivery.hold(channel, unspooled)
+        delivery.count_unspooled(channel, unspooled)
+        spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
+
+    def _keeping_up(self, channel: RunChannel) -> bool:
+        """Kafka takes this run's events as they come: it has acknowledged some, and what it
+        has not acknowledged yet is within the spool's reserve. Only then do events the full
+        spool cannot take go to Kafka from memory (else they would pile up there, unspooled)."""
+        if not (channel.online and channel.caught_up and channel.acked > 0):
+            return False
+        transport = self._transports.get(_transport_key(channel.settings))
+        backlog = transport.queued_bytes if transport is not None else 0
+        return backlog <= channel.spool_limit - channel.droppable_limit
 
     def _replay(self, channel: RunChannel) -> bool:
         """Hand unsent events (from the spool, and those only in memory because the spool
@@ -432,6 +451,7 @@ class Worker:
             channel.closed = True
             channel.spool.mark(status="finished")
             self._save(channel, force=True)
+            control.done.set()
 
     def _check_waiters(self) -> None:
         if not self._waiters:

@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "dir", nargs="?", type=Path, help="spool directory (default: RUNSTREAM_DIR or ./runstream)"
     )
+    sync.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for Kafka per run (default 300); what is not acknowledged by then "
+        "stays in the spool for the next sync",
+    )
     sync.set_defaults(handler=_sync)
     return parser
 
@@ -104,7 +111,7 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     from runstream.producers.sync import ProgressBar, render, sync
 
     root = args.dir or settings.dir
-    report = sync(settings, root, progress=ProgressBar())
+    report = sync(settings, root, progress=ProgressBar(), timeout=args.timeout)
     render(report, root)
     return 0 if report.ok else 1
 
