@@ -353,8 +353,8 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
     """Run directories under a spool root (``<root>/runs/*``, or the root itself if it is one),
     and the stray entries found beside them (files where run directories belong).
 
-    A run directory is listed even when its ``state.json`` is missing or damaged, as long as it
-    holds a state or a segment: its records are still deliverable.
+    Every directory under ``runs/`` is a run's, even when its ``state.json`` is missing or
+    damaged: its records are still deliverable, and its damage is reported.
     """
     if _is_run_dir(root):
         return [root], []
@@ -363,10 +363,7 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
         return [], []
     runs, strays = [], []
     for entry in sorted(base.iterdir()):
-        if entry.is_dir() and _is_run_dir(entry):
-            runs.append(entry)
-        else:
-            strays.append(entry)
+        (runs if entry.is_dir() else strays).append(entry)
     return runs, strays
 
 
