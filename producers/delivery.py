@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from runstream.producers.spool import HEADER
 
 if TYPE_CHECKING:
+    from runstream.producers.transport import KafkaTransport
     from runstream.producers.worker import RunChannel
 
 logger = logging.getLogger("runstream")
@@ -253,3 +254,43 @@ def add_range(ranges: list[list[int]], seq: int) -> None:
 def count_above(ranges: list[list[int]], seq: int) -> int:
     """How many seqs of ``ranges`` are above ``seq``."""
     return sum(max(0, last - max(first, seq + 1) + 1) for first, last in ranges)
+
+
+def keeping_up(channel: RunChannel, transport: KafkaTransport | None) -> bool:
+    """Kafka takes this run's events as they come: it has acknowledged some, and what it has
+    not acknowledged yet is within the spool's reserve. Only then do events the full spool
+    cannot take go to Kafka from memory (else they would pile up there, unspooled)."""
+    if not (channel.online and channel.caught_up and channel.acked > 0):
+        return False
+    backlog = transport.queued_bytes if transport is not None else 0
+    return backlog <= channel.spool_limit - channel.droppable_limit
+
+
+def replay(channel: RunChannel, transport: KafkaTransport, chunk: int) -> bool:
+    """Hand unsent events (from the spool, and those only in memory because the spool could
+    not take them) to the producer in seq order while it has room, at most ``chunk``; True if
+    there is more to hand over at once."""
+    channel.disk_done = False  # look at the spool's end once per round
+    for _ in range(chunk):
+        record, from_memory = next_unsent(channel)
+        if record is None:
+            break
+        seq = record[0]
+        mine = 1 if seq >= channel.first_seq else 0
+
+        def acked(error: Any, _message: Any, seq: int = seq, mine: int = mine) -> None:
+            channel.ack_through(seq, mine, error)
+
+        if not transport.try_produce(channel.topic, channel.run_id, record[1], acked):
+            return False
+        if from_memory:
+            channel.memory.popleft()
+            channel.memory_bytes -= len(record[1])
+        else:
+            channel.replay_head = None
+        channel.sent_through = seq
+    else:
+        return True
+    if channel.sent_through >= channel.next_seq - 1 and not channel.memory:
+        channel.caught_up = True
+    return False

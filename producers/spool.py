@@ -361,7 +361,8 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
     base = runs_dir(root)
     if not base.is_dir():
         return [], []
-    runs, strays = [], []
+    runs: list[Path] = []
+    strays: list[Path] = []
     for entry in sorted(base.iterdir()):
         (runs if entry.is_dir() else strays).append(entry)
     return runs, strays

@@ -402,44 +402,11 @@ class Worker:
         spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
 
     def _keeping_up(self, channel: RunChannel) -> bool:
-        """Kafka takes this run's events as they come: it has acknowledged some, and what it
-        has not acknowledged yet is within the spool's reserve. Only then do events the full
-        spool cannot take go to Kafka from memory (else they would pile up there, unspooled)."""
-        if not (channel.online and channel.caught_up and channel.acked > 0):
-            return False
-        transport = self._transports.get(_transport_key(channel.settings))
-        backlog = transport.queued_bytes if transport is not None else 0
-        return backlog <= channel.spool_limit - channel.droppable_limit
+        return delivery.keeping_up(channel, self._transports.get(_transport_key(channel.settings)))
 
     def _replay(self, channel: RunChannel) -> bool:
-        """Hand unsent events (from the spool, and those only in memory because the spool
-        could not take them) to the producer in seq order while it has room; True if it
-        should go on."""
-        transport = self._transport(channel.settings)
-        channel.disk_done = False  # look at the spool's end once per round
-        for _ in range(REPLAY_CHUNK):
-            record, from_memory = delivery.next_unsent(channel)
-            if record is None:
-                break
-            seq = record[0]
-            mine = 1 if seq >= channel.first_seq else 0
-
-            def acked(error: Any, _message: Any, seq: int = seq, mine: int = mine) -> None:
-                channel.ack_through(seq, mine, error)
-
-            if not transport.try_produce(channel.topic, channel.run_id, record[1], acked):
-                return False
-            if from_memory:
-                channel.memory.popleft()
-                channel.memory_bytes -= len(record[1])
-            else:
-                channel.replay_head = None
-            channel.sent_through = seq
-        else:
-            return True
-        if channel.sent_through >= channel.next_seq - 1 and not channel.memory:
-            channel.caught_up = True
-        return False
+        """Hand unsent events to the producer in seq order; True if it should go on."""
+        return delivery.replay(channel, self._transport(channel.settings), REPLAY_CHUNK)
 
     def _control(self, control: _Control) -> None:
         if isinstance(control, _Flush):
