@@ -244,6 +244,11 @@ def _missing(result: RunSync, state: SpoolState, first: int, last: int) -> None:
             "never written to the spool (its disk was full or unwritable): the run's process "
             "sent them from memory; whatever it had not delivered when it ended is lost"
         )
+    elif first == state.acked_through + 1:
+        what = (
+            "not in the spool (the first segment is missing or damaged; or Kafka acknowledged "
+            "them and the run's process could not save its state afterwards, on a full disk)"
+        )
     else:
         what = "not in the spool (a segment is missing, or its records are damaged)"
     seqs = f"seq {first}" if first == last else f"seqs {first}-{last} ({last - first + 1} events)"
