@@ -6,10 +6,11 @@ so the program's own handlers still run and its exit status does not change:
 - ``sys.excepthook``: an uncaught exception finishes open runs as ``failed`` (1), or ``killed``
   (130) for ``KeyboardInterrupt``;
 - ``atexit``: finishes open runs with the status of how the program is ending. Python does not
-  tell atexit handlers the exit code, so it is observed on the way out: ``sys.exit`` is wrapped
-  (on the main thread it records its code), and on Python 3.12+ ``sys.monitoring`` watches the
-  exceptions that leave the ``__main__`` module (``raise SystemExit(n)``, and uncaught
-  exceptions even when another library replaced ``sys.excepthook``);
+  tell atexit handlers the exit code, so it is observed on the way out: on Python 3.12+
+  ``sys.monitoring`` watches the exceptions that leave the ``__main__`` module's code
+  (``sys.exit(n)``, ``raise SystemExit(n)``, and uncaught exceptions even when another library
+  replaced ``sys.excepthook``); elsewhere ``sys.exit`` is wrapped and a call on the main thread
+  records its code;
 - SIGTERM: with no handler of the program's own (or the default one), the runs are finished
   as ``killed`` (143) and the signal then ends the process as it would have. A handler the
   program installed before ``init`` runs first and decides: if it exits, the runs end with its
@@ -19,9 +20,10 @@ so the program's own handlers still run and its exit status does not change:
 
 Not observable: ``os._exit`` and SIGKILL end the process with no Python code running; the
 run's heartbeats stop, the processors mark it ``crashed``, and ``runstream sync`` delivers what
-its spool holds. On Python 3.10 and 3.11, ``raise SystemExit(n)`` outside a
-``with runstream.init()`` block is not seen either (only ``sys.exit(n)`` is): the run ends as
-``finished``.
+its spool holds. Where ``sys.monitoring`` is not used (Python 3.10 and 3.11, or no
+``__main__`` script), ``raise SystemExit(n)`` outside a ``with runstream.init()`` block and an
+``exit`` imported from ``sys`` before ``init`` are not seen (the run ends as ``finished``), and
+a ``sys.exit(n)`` that the program catches and survives is still taken as its exit code.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ def install() -> None:
 
     sys.excepthook = excepthook
     atexit.register(_at_exit)
-    _wrap_sys_exit()
-    _watch_main_module()
+    if not _watch_main_module():
+        _wrap_sys_exit()
     if threading.current_thread() is threading.main_thread():
         _install_sigterm()
 
@@ -91,15 +93,16 @@ def _wrap_sys_exit() -> None:
     sys.exit = exit
 
 
-def _watch_main_module() -> None:
-    """On Python 3.12+: see every exception that leaves the ``__main__`` module's code."""
+def _watch_main_module() -> bool:
+    """On Python 3.12+: see every exception that leaves the ``__main__`` module's code.
+    False when that cannot be done here (older Python, no script, no free tool id)."""
     monitoring: Any = getattr(sys, "monitoring", None)
     main_code = _main_module_code()
     if monitoring is None or main_code is None:
-        return
+        return False
     tool = next((t for t in (3, 4) if monitoring.get_tool(t) is None), None)
     if tool is None:
-        return  # both free tool ids are taken: sys.exit is still seen
+        return False
 
     def unwind(code: CodeType, _offset: int, exc: BaseException) -> None:
         global _ending
@@ -112,6 +115,8 @@ def _watch_main_module() -> None:
         monitoring.set_events(tool, monitoring.get_events(tool) | monitoring.events.PY_UNWIND)
     except (ValueError, RuntimeError) as exc:
         logger.debug("runstream: exit status watch not installed: %s", exc)
+        return False
+    return True
 
 
 def _main_module_code() -> CodeType | None:

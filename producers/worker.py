@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from orjson import dumps
@@ -36,6 +37,7 @@ Item = tuple[Any, ...]
 
 BodyBuilder = Callable[..., "dict[str, Any] | None"]
 
+_DATA = itemgetter(1)
 REPLAY_CHUNK = 20_000
 MAX_EVENT_BYTES = 900_000
 ACK_SILENCE_WARNING_SECONDS = 30.0
@@ -372,7 +374,7 @@ class Worker:
         spool = channel.spool
         no_spool: set[int] = set()
         if not channel.spool_broken:
-            size = delivery.HEADER_SIZE * len(records) + sum(len(data) for _, data in records)
+            size = delivery.HEADER_SIZE * len(records) + sum(map(len, map(_DATA, records)))
             if spool.size + size > channel.droppable_limit:
                 self._save(channel)  # prune what Kafka acknowledged before judging
             if spool.size + size > channel.droppable_limit:
@@ -385,7 +387,7 @@ class Worker:
         if channel.online and channel.caught_up:
             transport = self._transport(channel.settings)
             last = records[-1][0]
-            mine = sum(1 for seq, _ in records if seq >= channel.first_seq)
+            mine = len(records)  # all numbered by this process: new events, not replays
 
             def acked(count: int, error: Any, last: int = last, mine: int = mine) -> None:
                 channel.ack_through(last, mine, error)

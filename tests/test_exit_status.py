@@ -86,6 +86,12 @@ CASES: dict[str, tuple[str, int, int, str]] = {
 }
 if sys.version_info >= (3, 12):  # seen through sys.monitoring only
     CASES["raise SystemExit(3)"] = (INIT + "raise SystemExit(3)", 3, 3, "failed")
+    CASES["sys.exit caught and survived"] = (
+        INIT + "try:\n    sys.exit(3)\nexcept SystemExit:\n    pass",
+        0,
+        0,
+        "finished",
+    )
     CASES["excepthook replaced, exception"] = (
         INIT + "sys.excepthook = lambda *a: None\nraise ValueError",
         1,
