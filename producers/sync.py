@@ -192,7 +192,7 @@ def _sync_run(
         if not stopped:
             spool.mark(acked_through=seq)
 
-    expected = state.acked_through + 1
+    expected = start = state.acked_through + 1
     records = spool.read_from(expected, result.damages)  # streamed: a spool can be large
     transport = KafkaTransport(settings.kafka_bootstrap, linger_ms=5)
     head: tuple[int, bytes] | None = None
@@ -212,7 +212,7 @@ def _sync_run(
                     break
                 head = None
                 if record[0] > expected:
-                    _missing(result, state, expected, record[0] - 1)
+                    _missing(result, spool, start, expected, record[0] - 1)
                 expected = record[0] + 1
                 in_flight.append(record[0])
                 last_seq = record[0]
@@ -226,25 +226,34 @@ def _sync_run(
                 break
     finally:
         if exhausted and expected < state.next_seq:
-            _missing(result, state, expected, state.next_seq - 1)
+            _missing(result, spool, start, expected, state.next_seq - 1)
         if state.next_seq <= last_seq:  # the process died before it saved its state
             spool.mark(next_seq=last_seq + 1)
         transport.close()  # purges what is unacknowledged: it stays for the next sync
         result.undelivered = result.sent - result.delivered - result.failed
         if not exhausted:
             result.undelivered += max(0, state.next_seq - expected)
+        elif result.damages and result.undelivered == 0 and not stopped:
+            # Everything readable was delivered and the rest is reported above: write the
+            # damaged records off, so that the next sync does not report them again.
+            spool.mark(acked_through=max(state.acked_through, state.next_seq - 1))
+            result.notes.append(
+                "the damaged records were reported here and written off: the next sync will "
+                "not report them again"
+            )
         spool.prune()
         _save(spool, result, force=True)
 
 
-def _missing(result: RunSync, state: SpoolState, first: int, last: int) -> None:
+def _missing(result: RunSync, spool: RunSpool, start: int, first: int, last: int) -> None:
+    state = spool.state
     never_written = any(a <= first and last <= b for a, b in state.not_spooled)
     if never_written:
         what = (
             "never written to the spool (its disk was full or unwritable): the run's process "
             "sent them from memory; whatever it had not delivered when it ended is lost"
         )
-    elif first == state.acked_through + 1:
+    elif first == start:
         what = (
             "not in the spool (the first segment is missing or damaged; or Kafka acknowledged "
             "them and the run's process could not save its state afterwards, on a full disk)"
@@ -253,7 +262,7 @@ def _missing(result: RunSync, state: SpoolState, first: int, last: int) -> None:
         what = "not in the spool (a segment is missing, or its records are damaged)"
     seqs = f"seq {first}" if first == last else f"seqs {first}-{last} ({last - first + 1} events)"
     result.damages.append(
-        Damage(state.run_id, str(Path(state.run_id)), None, f"{seqs} {what}", first - 1, last + 1)
+        Damage(state.run_id, str(spool.path), None, f"{seqs} {what}", first - 1, last + 1)
     )
 
 
