@@ -340,8 +340,15 @@ def _with_crc(values: dict[str, Any]) -> bytes:
 
 
 def _check_crc(raw: Any) -> Any:
-    if not isinstance(raw, dict) or "crc" not in raw:
-        return raw  # written before states had a CRC
+    if not isinstance(raw, dict):
+        return raw
+    if "crc" not in raw:
+        # Written before states had a CRC: then it has no field we do not know either (a
+        # damaged "crc" key would otherwise pass for such a state).
+        unknown = set(raw) - set(SpoolState.__dataclass_fields__)
+        if unknown:
+            raise SpoolError(f"it has no checksum and unknown fields {sorted(unknown)}")
+        return raw
     values = dict(raw)
     crc = values.pop("crc")
     if crc != zlib.crc32(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)):
