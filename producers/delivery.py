@@ -152,6 +152,7 @@ def write(
     elif to_write:
         try:
             spool.append(to_write)
+            channel.appends += 1
         except OSError as exc:
             _spool_failed(channel, exc, now)
             unspooled, to_write = records, []
@@ -207,9 +208,21 @@ def next_unsent(channel: RunChannel) -> tuple[tuple[int, bytes] | None, bool]:
     """The lowest-seq event not yet handed to the producer: (record, from memory)."""
     sent = channel.sent_through
     disk = channel.replay_head
+    memory = channel.memory
+    if (
+        disk is None
+        and channel.disk_done
+        and memory
+        and memory[0][0] > sent + 1
+        and channel.reader_appends != channel.appends
+    ):
+        # The spool was appended to since the reader reached its end: records between the
+        # last one sent and the next one in memory may be there. Read again before skipping.
+        channel.replay, channel.disk_done = None, False
     while disk is None and not channel.disk_done:
         if channel.replay is None:
             channel.replay = channel.spool.read_from(sent + 1, channel.read_damages)
+            channel.reader_appends = channel.appends
         disk = next(channel.replay, None)
         if disk is None:
             channel.replay = None  # the end of the spool for now
@@ -218,7 +231,6 @@ def next_unsent(channel: RunChannel) -> tuple[tuple[int, bytes] | None, bool]:
         elif disk[0] <= sent:
             disk = None
         channel.replay_head = disk
-    memory = channel.memory
     while memory and memory[0][0] <= sent:
         channel.memory_bytes -= len(memory.popleft()[1])
     if memory and (disk is None or memory[0][0] < disk[0]):

@@ -101,6 +101,8 @@ class RunChannel:
     memory: deque[tuple[int, bytes]] = field(default_factory=deque)  # unsent, in no spool
     memory_bytes: int = 0
     disk_done: bool = False
+    appends: int = 0  # successful spool appends, to know when a replay reader is stale
+    reader_appends: int = 0
     read_damages: list[Any] = field(default_factory=list)
     reported_damages: int = 0
     closed: bool = False

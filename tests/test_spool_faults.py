@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,36 @@ def test_full_disk_with_kafka_up_sends_everything_from_memory_and_counts_it(
     assert main(["sync", str(settings.dir), "--kafka", settings.kafka_bootstrap]) == 0
     assert "nothing to deliver" in capsys.readouterr().out
     assert len(of_run(settings, run.id)) == result.produced
+
+
+@pytest.mark.integration
+def test_disk_full_on_and_off_while_the_producer_is_backed_up_lands_everything_in_order(
+    settings: Settings, full_disk: FullDisk
+) -> None:
+    """Events in the spool and events only in memory are replayed merged, in seq order."""
+    quiet = settings.with_overrides(
+        system_metrics_interval=0, heartbeat_interval=3600, finish_timeout=60
+    )
+    run = runstream.init(settings=quiet, project="merge")
+    assert run._worker.flush(10, run._channel)
+    run._worker._transport(quiet).max_queued_bytes = 30_000  # backs up: replays from spool
+    for step in range(6_000):
+        if step % 500 == 0:  # the disk fills and frees in turn, once the worker caught up
+            while run._worker._queue:
+                time.sleep(0.001)
+            time.sleep(0.05)
+            full_disk.full = not full_disk.full
+            run._channel.spool_retry_at = 0.0
+        run.log({"loss": float(step)})
+    full_disk.full = False
+    run._channel.spool_retry_at = 0.0
+    result = run.finish()
+    assert result.ok, result
+    assert result.not_spooled == 3_000 and result.spooled == 3_003 and result.lost == 0
+    events = of_run(settings, run.id)
+    assert [e["seq"] for e in events] == list(range(result.produced)), "once each, in order"
+    steps = [e["body"]["step"] for e in events if e["type"] == "metrics_logged"]
+    assert steps == list(range(6_000))
 
 
 def test_full_disk_with_kafka_away_reports_lost_and_keeps_memory_bounded(
