@@ -229,6 +229,9 @@ class Worker:
         close = _Close(channel)
         self.submit((close,))
         self._wake.set()
+        thread = self._thread
+        if thread is None or not thread.is_alive():  # at interpreter shutdown: no worker
+            return close.done.is_set()
         return close.done.wait(max(0.0, timeout))
 
     def flush(self, timeout: float, channel: RunChannel | None = None) -> bool:
@@ -378,7 +381,7 @@ class Worker:
         if not channel.spool_broken:
             size = delivery.HEADER_SIZE * len(records) + sum(map(len, map(_DATA, records)))
             if spool.size + size > channel.droppable_limit:
-                self._save(channel)  # prune what Kafka acknowledged before judging
+                self._prune(channel)  # what Kafka acknowledged makes room first
             if spool.size + size > channel.droppable_limit:
                 records, no_spool = delivery.make_room(channel, records, self._keeping_up(channel))
         elif channel.online and not channel.caught_up:
@@ -494,12 +497,18 @@ class Worker:
                 channel.spool.path,
             )
 
-    def _save(self, channel: RunChannel, force: bool = False) -> None:
+    @staticmethod
+    def _prune(channel: RunChannel) -> None:
+        """Record what Kafka acknowledged and delete the segments it covers (when it moved)."""
         spool = channel.spool
         if channel.online and spool.state.acked_through != channel.acked_through:
             spool.mark(acked_through=channel.acked_through)
             if not channel.settings.keep_spool:
                 spool.prune()
+
+    def _save(self, channel: RunChannel, force: bool = False) -> None:
+        spool = channel.spool
+        self._prune(channel)
         try:
             spool.save_state(force)
         except OSError as exc:
