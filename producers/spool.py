@@ -119,14 +119,20 @@ class RunSpool:
     """
 
     def __init__(
-        self, path: Path, state: SpoolState, *, segment_bytes: int = SEGMENT_BYTES
+        self,
+        path: Path,
+        state: SpoolState,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        saved: bool = False,
     ) -> None:
+        """``saved``: ``state`` is what ``state.json`` holds (written again only on a change)."""
         self.path = path
         self.state = state
         self.segment_bytes = segment_bytes
         self._segment: Any = None
         self._segment_size = 0
-        self._dirty = True
+        self._dirty = not saved
         self.path.mkdir(parents=True, exist_ok=True)
         self.size = self.undelivered_bytes()
 

@@ -118,6 +118,7 @@ def _sync_path(
     from runstream.schemas.topics import Topics
 
     state: SpoolState | None
+    rebuilt = False
     state_file = path / STATE_FILE
     try:
         from runstream.producers.spool import read_state
@@ -137,6 +138,7 @@ def _sync_path(
             status="unknown",
         )
         state, _ = rebuild_state(path, defaults)  # its damage is found again below
+        rebuilt = True
         result.notes.append(
             f"state rebuilt from the segments (next seq {state.next_seq}); sent to topic "
             f"{state.topic}; records of the first segment may be sent again (recognised "
@@ -148,7 +150,7 @@ def _sync_path(
     if state.status == "running" and state.pid != os.getpid() and _alive(state.pid):
         result.skipped = f"still running in process {state.pid}, which delivers it itself"
         return
-    spool = RunSpool(path, state)
+    spool = RunSpool(path, state, saved=not rebuilt)  # on a full disk, nothing to write
     _sync_run(settings, spool, result, progress, timeout)
 
 
@@ -220,7 +222,7 @@ def _sync_run(
             transport.poll(0.05)
             _save(spool, result)
             total = max(total, result.sent)
-            if progress is not None:
+            if progress is not None and total:
                 progress(state.run_id, result.delivered + result.failed, total)
             if exhausted and not in_flight:
                 break
@@ -242,7 +244,7 @@ def _sync_run(
                 "not report them again"
             )
         spool.prune()
-        _save(spool, result, force=True)
+        _save(spool, result)
 
 
 def _missing(result: RunSync, spool: RunSpool, start: int, first: int, last: int) -> None:
