@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from runstream.producers.spool import read_state, runs_dir
+from runstream.producers.spool import SpoolError, read_state, runs_dir
 from runstream.settings import Settings
 
 logger = logging.getLogger("runstream")
@@ -31,7 +31,21 @@ class RunPosition:
 
 def find_position(settings: Settings, run_id: str, timeout: float = 3.0) -> RunPosition:
     next_seq, last_step, sources = 0, -1, []
-    state = read_state(runs_dir(settings.dir) / run_id)
+    path = runs_dir(settings.dir) / run_id
+    try:
+        state = read_state(path)
+    except SpoolError as exc:
+        from runstream.producers.spool_scan import rebuild_state
+        from runstream.producers.worker import new_spool_state
+
+        # A damaged state must not lose the run: its segments say where it stood (the run's
+        # spool, opened next, warns once about the damage).
+        state, _ = rebuild_state(
+            path, new_spool_state(run_id, settings.project, settings, "online")
+        )
+        logger.info("runstream: run %s: %s; position rebuilt from the segments", run_id, exc)
+        if state.next_seq == 0:
+            state = None
     if state is not None:
         next_seq, last_step = state.next_seq, state.last_step
         sources.append("spool")

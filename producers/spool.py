@@ -6,21 +6,24 @@ One directory per run, ``<dir>/runs/<run_id>/``:
   where ``event`` is the encoded event exactly as it is sent to Kafka (same bytes, same event id,
   so a re-send is recognisable downstream);
 - ``state.json``: where the run stands (next sequence number, last step, acknowledged through,
-  status, owning pid), replaced atomically.
+  status, owning pid, seqs that could not be written), replaced atomically.
 
 Delivered segments are deleted as acknowledgements arrive; what is left after the process ends
-is exactly what ``runstream sync`` still has to deliver.
+is exactly what ``runstream sync`` still has to deliver. Reading tolerates damage of any kind
+(``producers/spool_scan.py``): what cannot be read is reported with its file and byte offset,
+and everything else is still read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,13 @@ import orjson
 
 from runstream.errors import RunstreamError
 
+logger = logging.getLogger("runstream")
+
 HEADER = struct.Struct("<IIQ")
 SEGMENT_BYTES = 64 * 1024 * 1024
+MIN_SEGMENT_BYTES = 64 * 1024
 STATE_FILE = "state.json"
+MAX_UNSPOOLED_RANGES = 1000
 
 
 class SpoolError(RunstreamError):
@@ -50,6 +57,9 @@ class SpoolState:
     status: str = "running"
     pid: int = 0
     updated: float = 0.0
+    # [first, last] seq ranges that were never written to the spool (disk full or unwritable):
+    # sent from memory only. Lets `runstream sync` name why they are missing.
+    not_spooled: list[list[int]] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -57,33 +67,108 @@ class SpoolState:
         return self.next_seq - 1 - self.acked_through
 
 
+_INT_FIELDS = ("next_seq", "last_step", "acked_through", "pid")
+_STR_FIELDS = ("run_id", "project", "topic", "kafka_bootstrap", "mode", "status")
+
+
+def parse_state(raw: Any) -> SpoolState:
+    """A :class:`SpoolState` from decoded ``state.json`` content.
+
+    Raises :class:`SpoolError` naming the first field that is missing or of the wrong type.
+    """
+    if not isinstance(raw, dict):
+        raise SpoolError(f"expected a JSON object, found {type(raw).__name__}")
+    for name in _INT_FIELDS:
+        if name in raw and (not isinstance(raw[name], int) or isinstance(raw[name], bool)):
+            raise SpoolError(f"field {name!r} is not an integer: {raw[name]!r}")
+    for name in _STR_FIELDS:
+        if name in raw and not isinstance(raw[name], str):
+            raise SpoolError(f"field {name!r} is not a string: {raw[name]!r}")
+    for name in ("run_id", "topic"):
+        if not raw.get(name):
+            raise SpoolError(f"field {name!r} is missing")
+    ranges = raw.get("not_spooled", [])
+    if not isinstance(ranges, list) or not all(
+        isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) for v in r) for r in ranges
+    ):
+        raise SpoolError(f"field 'not_spooled' is not a list of [first, last]: {ranges!r}")
+    known = SpoolState.__dataclass_fields__
+    values = {k: v for k, v in raw.items() if k in known}
+    values.setdefault("project", "")
+    values.setdefault("kafka_bootstrap", "")
+    if not isinstance(values.get("updated", 0.0), (int, float)):
+        values["updated"] = 0.0
+    return SpoolState(**values)
+
+
 def runs_dir(root: Path) -> Path:
     return root / "runs"
 
 
-class RunSpool:
-    """The spool of one run. Only the SDK's worker thread (or ``runstream sync``) touches it."""
+def segment_bytes_for(limit_bytes: int) -> int:
+    """Segment size for a spool bounded at ``limit_bytes``: small enough that whole acknowledged
+    segments are deleted well before the bound is reached (an eighth of it), 64 KiB to 64 MiB."""
+    return max(MIN_SEGMENT_BYTES, min(SEGMENT_BYTES, limit_bytes // 8))
 
-    def __init__(self, path: Path, state: SpoolState) -> None:
+
+class RunSpool:
+    """The spool of one run. Only the SDK's worker thread (or ``runstream sync``) touches it.
+
+    ``size`` is the bytes its segments hold on disk, kept up to date by :meth:`append` and
+    :meth:`prune` (no ``stat`` per batch): the worker bounds the spool with it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        state: SpoolState,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        saved: bool = False,
+    ) -> None:
+        """``saved``: ``state`` is what ``state.json`` holds (written again only on a change)."""
         self.path = path
         self.state = state
+        self.segment_bytes = segment_bytes
         self._segment: Any = None
         self._segment_size = 0
-        self._dirty = True
+        self._dirty = not saved
         self.path.mkdir(parents=True, exist_ok=True)
+        self.size = self.undelivered_bytes()
 
     # --- opening ------------------------------------------------------------------------------
     @classmethod
-    def create_or_open(cls, root: Path, state: SpoolState) -> RunSpool:
-        """Open the run's spool, keeping what an earlier process of the same run left."""
+    def create_or_open(
+        cls, root: Path, state: SpoolState, *, segment_bytes: int = SEGMENT_BYTES
+    ) -> RunSpool:
+        """Open the run's spool, keeping what an earlier process of the same run left.
+
+        A damaged ``state.json`` is not fatal: the run's position is rebuilt from its segments
+        with one warning, so the run and what it spooled are kept.
+        """
         path = runs_dir(root) / state.run_id
-        previous = read_state(path)
+        try:
+            previous = read_state(path)
+        except SpoolError as exc:
+            from runstream.producers.spool_scan import rebuild_state
+
+            previous, damages = rebuild_state(path, state)
+            logger.warning(
+                "runstream: run %s: %s; rebuilt from its spool segments (next seq %d, last "
+                "step %d)%s",
+                state.run_id,
+                exc,
+                previous.next_seq,
+                previous.last_step,
+                "".join(f"; {d}" for d in damages),
+            )
         if previous is not None:
             state.next_seq = max(state.next_seq, previous.next_seq)
             state.last_step = max(state.last_step, previous.last_step)
             state.acked_through = previous.acked_through
+            state.not_spooled = previous.not_spooled
         try:
-            spool = cls(path, state)
+            spool = cls(path, state, segment_bytes=segment_bytes)
             spool.save_state()
         except OSError as exc:
             raise SpoolError(
@@ -99,34 +184,68 @@ class RunSpool:
 
     # --- writing ------------------------------------------------------------------------------
     def append(self, records: list[tuple[int, bytes]]) -> None:
-        """Append encoded events (``(seq, bytes)``, in seq order) with one write call."""
+        """Append encoded events (``(seq, bytes)``, in seq order) with one write.
+
+        Raises OSError (disk full, I/O error) having written nothing: a partial write is cut
+        off again, so a failed append never leaves a torn record before later ones.
+        """
         if not records:
             return
-        if self._segment is None or self._segment_size >= SEGMENT_BYTES:
+        if self._segment is None or self._segment_size >= self.segment_bytes:
             self._roll(records[0][0])
         pack = HEADER.pack
-        crc = zlib.crc32
         chunks = []
+        crc32 = zlib.crc32
         for seq, data in records:
-            chunks.append(pack(len(data), crc(data), seq))
+            chunks.append(pack(len(data), crc32(data), seq))
             chunks.append(data)
-        blob = b"".join(chunks)
-        self._segment.write(blob)
-        self._segment.flush()  # to the OS: survives the process being killed
-        self._segment_size += len(blob)
+        blob = memoryview(b"".join(chunks))
+        fd = self._segment.fileno()
+        start = self._segment_size
+        written = 0
+        try:
+            while written < len(blob):
+                written += os.write(fd, blob[written:])
+        except OSError:
+            self._cut(fd, start)
+            raise
+        self._segment_size += written
+        self.size += written
         self._dirty = True
+
+    def _cut(self, fd: int, size: int) -> None:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            # The torn bytes stay: start a new segment so that no later record follows them
+            # in the same file (readers skip the torn tail and report it).
+            self.close()
 
     def _roll(self, first_seq: int) -> None:
         if self._segment is not None:
             self._segment.close()
+            self._segment = None
         path = self.path / f"seg-{first_seq:020d}.log"
-        self._segment = open(path, "ab")  # noqa: SIM115 - kept open across calls on purpose
-        self._segment_size = self._segment.tell()
+        segment = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across calls
+        self._segment = segment
+        self._segment_size = segment.tell()
 
     def close(self) -> None:
         if self._segment is not None:
-            self._segment.close()
+            with contextlib.suppress(OSError):
+                self._segment.close()
             self._segment = None
+
+    def note_not_spooled(self, first: int, last: int) -> None:
+        """Record that seqs ``first..last`` were never written here (kept merged, bounded)."""
+        ranges = self.state.not_spooled
+        if ranges and ranges[-1][1] >= first - 1:
+            ranges[-1][1] = max(ranges[-1][1], last)
+        elif len(ranges) < MAX_UNSPOOLED_RANGES:
+            ranges.append([first, last])
+        else:
+            ranges[-1][1] = last  # coarser past the bound: still covers every such seq
+        self._dirty = True
 
     # --- state --------------------------------------------------------------------------------
     def mark(self, **changes: Any) -> None:
@@ -135,12 +254,21 @@ class RunSpool:
         self._dirty = True
 
     def save_state(self, force: bool = False) -> None:
+        """Replace ``state.json`` atomically. Raises OSError (the old state stays whole)."""
         if not (self._dirty or force):
             return
         self.state.updated = time.time()
+        state = self.state
+        if state.not_spooled and state.not_spooled[-1][1] <= state.acked_through:
+            state.not_spooled = [r for r in state.not_spooled if r[1] > state.acked_through]
         tmp = self.path / f".{STATE_FILE}.{os.getpid()}"
-        tmp.write_bytes(orjson.dumps(asdict(self.state)))
-        os.replace(tmp, self.path / STATE_FILE)
+        try:
+            tmp.write_bytes(_with_crc(asdict(state)))
+            os.replace(tmp, self.path / STATE_FILE)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         self._dirty = False
 
     # --- reading ------------------------------------------------------------------------------
@@ -151,19 +279,23 @@ class RunSpool:
                 found.append((int(path.stem[4:]), path))
         return sorted(found)
 
-    def read_from(self, first_seq: int) -> Iterator[tuple[int, bytes]]:
-        """Records with seq >= ``first_seq``, in order. A torn record at the end is ignored."""
-        segments = self.segments()
-        for index, (_, path) in enumerate(segments):
-            following = segments[index + 1][0] if index + 1 < len(segments) else None
-            if following is not None and following <= first_seq:
-                continue
-            yield from _read_segment(path, first_seq)
+    def read_from(
+        self, first_seq: int, damages: list[Any] | None = None
+    ) -> Iterator[tuple[int, bytes]]:
+        """Records with seq >= ``first_seq``, in order, skipping damaged bytes.
+
+        Each damaged place (torn or corrupt record, unreadable segment) is appended to
+        ``damages`` as a :class:`~runstream.producers.spool_scan.Damage`; reading goes on with
+        the next intact record.
+        """
+        from runstream.producers.spool_scan import scan
+
+        return scan(self, first_seq, damages if damages is not None else [])
 
     def undelivered_bytes(self) -> int:
         total = 0
         for _, path in self.segments():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 total += path.stat().st_size
         return total
 
@@ -179,46 +311,80 @@ class RunSpool:
                 if done:
                     self.close()  # the next append starts a fresh segment
             if done:
-                path.unlink(missing_ok=True)
-
-
-def _read_segment(path: Path, first_seq: int) -> Iterator[tuple[int, bytes]]:
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the generator is done
-    except FileNotFoundError:
-        return
-    with f:
-        header_size = HEADER.size
-        while True:
-            header = f.read(header_size)
-            if len(header) < header_size:
-                return
-            length, crc, seq = HEADER.unpack(header)
-            if seq < first_seq:
-                f.seek(length, os.SEEK_CUR)
-                continue
-            data = f.read(length)
-            if len(data) < length or zlib.crc32(data) != crc:
-                return  # the process died mid-write: the record was never acknowledged either
-            yield seq, data
+                try:
+                    size = path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    logger.debug("runstream: cannot delete %s: %s", path, exc)
+                    continue
+                self.size = max(0, self.size - size)
 
 
 def read_state(path: Path) -> SpoolState | None:
+    """The run's state, None if it has none. Raises :class:`SpoolError` if it is damaged."""
     try:
-        raw = orjson.loads((path / STATE_FILE).read_bytes())
+        content = (path / STATE_FILE).read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, orjson.JSONDecodeError) as exc:
+    except OSError as exc:
         raise SpoolError(f"the spool state {path / STATE_FILE} is unreadable: {exc}") from exc
-    known = SpoolState.__dataclass_fields__
-    return SpoolState(**{k: v for k, v in raw.items() if k in known})
+    try:
+        return parse_state(_check_crc(orjson.loads(content)))
+    except (orjson.JSONDecodeError, SpoolError, TypeError) as exc:
+        raise SpoolError(
+            f"the spool state {path / STATE_FILE} is damaged ({len(content)} bytes): {exc}"
+        ) from exc
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run directories under a spool root (``<root>/runs/*``) or the root itself if it is one."""
-    if (root / STATE_FILE).exists():
-        return [root]
+def _with_crc(values: dict[str, Any]) -> bytes:
+    # A CRC of the state's own JSON: a flipped byte that still parses (a digit of
+    # acked_through, say) would otherwise silently skip or resend events.
+    values["crc"] = zlib.crc32(orjson.dumps(values, option=orjson.OPT_SORT_KEYS))
+    return orjson.dumps(values)
+
+
+def _check_crc(raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        return raw
+    if "crc" not in raw:
+        # Written before states had a CRC: then it has no field we do not know either (a
+        # damaged "crc" key would otherwise pass for such a state).
+        unknown = set(raw) - set(SpoolState.__dataclass_fields__)
+        if unknown:
+            raise SpoolError(f"it has no checksum and unknown fields {sorted(unknown)}")
+        return raw
+    values = dict(raw)
+    crc = values.pop("crc")
+    if crc != zlib.crc32(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)):
+        raise SpoolError("its checksum does not match its content")
+    return values
+
+
+def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Run directories under a spool root (``<root>/runs/*``, or the root itself if it is one),
+    and the stray entries found beside them (files where run directories belong).
+
+    Every directory under ``runs/`` is a run's, even when its ``state.json`` is missing or
+    damaged: its records are still deliverable, and its damage is reported.
+    """
+    if _is_run_dir(root):
+        return [root], []
     base = runs_dir(root)
-    if not base.exists():
-        return []
-    return sorted(p for p in base.iterdir() if (p / STATE_FILE).exists())
+    if not base.is_dir():
+        return [], []
+    runs: list[Path] = []
+    strays: list[Path] = []
+    for entry in sorted(base.iterdir()):
+        (runs if entry.is_dir() else strays).append(entry)
+    return runs, strays
+
+
+def _is_run_dir(path: Path) -> bool:
+    if (path / STATE_FILE).exists():
+        return True
+    try:
+        return any(path.glob("seg-*"))
+    except OSError:
+        return False

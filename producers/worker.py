@@ -18,12 +18,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from orjson import dumps
 
+from runstream.producers import delivery
 from runstream.producers.sizes import fit_body
-from runstream.producers.spool import RunSpool, SpoolState
+from runstream.producers.spool import RunSpool, SpoolState, segment_bytes_for
 from runstream.producers.transport import KafkaTransport
 from runstream.producers.values import Refusals, to_json
 from runstream.schemas.codec import EnvelopeEncoder
@@ -38,6 +40,7 @@ Item = tuple[Any, ...]
 
 BodyBuilder = Callable[..., "dict[str, Any] | None"]
 
+_DATA = itemgetter(1)
 REPLAY_CHUNK = 20_000
 ACK_SILENCE_WARNING_SECONDS = 30.0
 TRANSPORT_IDLE_SECONDS = 30.0
@@ -60,10 +63,11 @@ class _Flush(_Control):
 
 
 class _Close(_Control):
-    __slots__ = ("channel",)
+    __slots__ = ("channel", "done")
 
     def __init__(self, channel: RunChannel) -> None:
         self.channel = channel
+        self.done = threading.Event()  # set once every event before it is spooled and sent
 
 
 @dataclass(eq=False)
@@ -81,9 +85,28 @@ class RunChannel:
     sent_through: int = -1  # handed to the producer
     acked_through: int = -1  # acknowledged by Kafka (acks come back in order per partition)
     caught_up: bool = True  # False: the spool holds events not yet handed to the producer
-    failed: int = 0
-    dropped: int = 0
+    acked: int = 0  # events of this process acknowledged by Kafka (failed ones included)
+    failed: int = 0  # ... of which Kafka refused
     last_error: str | None = None
+    spool_limit: int = 0  # bytes (spool_max_mb)
+    droppable_limit: int = 0  # bytes metric/heartbeat/system events may fill
+    spooled: int = 0
+    dropped: int = 0
+    dropped_types: dict[str, int] = field(default_factory=dict)
+    drop_reasons: list[str] = field(default_factory=list)
+    not_spooled: int = 0
+    unspooled_ranges: list[list[int]] = field(default_factory=list)
+    spool_broken: bool = False
+    spool_retry_at: float = 0.0
+    spool_error: str | None = None
+    warned_save: bool = False
+    memory: deque[tuple[int, bytes]] = field(default_factory=deque)  # unsent, in no spool
+    memory_bytes: int = 0
+    disk_done: bool = False
+    appends: int = 0  # successful spool appends, to know when a replay reader is stale
+    reader_appends: int = 0
+    read_damages: list[Any] = field(default_factory=list)
+    reported_damages: int = 0
     closed: bool = False
     next_heartbeat: float = 0.0
     first_seq: int = 0
@@ -96,16 +119,24 @@ class RunChannel:
     last_ack_progress: float = 0.0
     warned_silence: bool = False
 
-    def ack(self, error: Any, _message: Any) -> None:
-        """confluent-kafka's delivery callback, on the worker thread. Acks of one run come back
-        in the order produced (one partition, idempotent producer), so a count is the watermark."""
-        self.ack_many(1, error)
-
-    def ack_many(self, count: int, error: Any) -> None:
-        self.acked_through += count
+    def ack_through(self, last_seq: int, mine: int, error: Any) -> None:
+        """Kafka acknowledged (or refused) events up to ``last_seq``, ``mine`` of them numbered
+        by this process. On the worker thread; acks of one run come back in the order produced
+        (one partition, idempotent producer), so ``last_seq`` is the watermark."""
+        if error is not None and delivery.is_purge(error):
+            return  # our producer was closed before sending them: not acknowledged
+        self.acked_through = max(self.acked_through, last_seq)
+        self.acked += mine
         if error is not None:
-            self.failed += count
+            self.failed += mine
             self.last_error = str(error)
+
+    @property
+    def lost(self) -> int:
+        """Events in no spool and not acknowledged: they exist only in this process's memory."""
+        if not self.unspooled_ranges:
+            return 0
+        return delivery.count_above(self.unspooled_ranges, self.acked_through)
 
     @property
     def settled_through(self) -> int:
@@ -187,13 +218,24 @@ class Worker:
             caught_up=state.acked_through >= state.next_seq - 1,
         )
         channel.first_seq = state.next_seq
+        channel.spool_limit, channel.droppable_limit = delivery.limits(settings.spool_max_mb)
+        spool.segment_bytes = segment_bytes_for(channel.spool_limit)
         channel.last_ack_progress = time.monotonic()
         channel.next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._channels[run_id] = channel
         return channel
 
-    def close_channel(self, channel: RunChannel) -> None:
-        self.submit((_Close(channel),))
+    def close_channel(self, channel: RunChannel, timeout: float = 0.0) -> bool:
+        """Close the run's channel after the events queued before; wait at most ``timeout``
+        seconds until they are all encoded, spooled and handed to the producer (so the run's
+        counts are final but for Kafka's acknowledgements). False if that took longer."""
+        close = _Close(channel)
+        self.submit((close,))
+        self._wake.set()
+        thread = self._thread
+        if thread is None or not thread.is_alive():  # at interpreter shutdown: no worker
+            return close.done.is_set()
+        return close.done.wait(max(0.0, timeout))
 
     def flush(self, timeout: float, channel: RunChannel | None = None) -> bool:
         """Wait until what was queued so far is settled (acknowledged, or spooled offline):
@@ -372,54 +414,50 @@ class Worker:
         channel.pending.append((seq, data))
 
     def _spool_and_send(self, channel: RunChannel) -> None:
+        """Spool the run's new events and hand them to the producer (``producers/delivery.py``
+        decides what happens when the spool is full or cannot be written)."""
         records = channel.pending
         if not records:
             return
         channel.pending = []
-        limit = channel.settings.spool_max_mb * 1024 * 1024
-        if channel.online and not channel.caught_up and channel.spool.undelivered_bytes() > limit:
-            # The broker has been away so long that the spool reached its bound: keep the
-            # events spooled so far (they are delivered later) and drop these, loudly.
-            channel.next_seq -= len(records)
-            channel.dropped += len(records)
-            if channel.dropped == len(records):
-                logger.warning(
-                    "runstream: run %s: the spool reached spool_max_mb=%d while Kafka is "
-                    "unreachable; new events are dropped until it drains",
-                    channel.run_id,
-                    channel.settings.spool_max_mb,
-                )
+        spool = channel.spool
+        no_spool: set[int] = set()
+        if not channel.spool_broken:
+            size = delivery.HEADER_SIZE * len(records) + sum(map(len, map(_DATA, records)))
+            if spool.size + size > channel.droppable_limit:
+                self._prune(channel)  # what Kafka acknowledged makes room first
+            if spool.size + size > channel.droppable_limit:
+                records, no_spool = delivery.make_room(channel, records, self._keeping_up(channel))
+        elif channel.online and not channel.caught_up:
+            records = delivery.hold_within_memory(channel, records)
+        if not records:
             return
-        channel.spool.append(records)
-        channel.spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
-        if not channel.online or not channel.caught_up:
-            return
-        transport = self._transport(channel.settings)
-        if transport.produce_many(channel.topic, channel.run_id, records, channel.ack_many):
-            channel.sent_through = records[-1][0]
-        else:
-            channel.caught_up = False  # sent from the spool when the producer has room again
+        unspooled = delivery.write(channel, records, no_spool, time.monotonic())
+        if channel.online and channel.caught_up:
+            transport = self._transport(channel.settings)
+            last = records[-1][0]
+            mine = len(records)  # all numbered by this process: new events, not replays
+
+            def acked(count: int, error: Any, last: int = last, mine: int = mine) -> None:
+                channel.ack_through(last, mine, error)
+
+            if transport.produce_many(channel.topic, channel.run_id, records, acked):
+                channel.sent_through = last
+            else:
+                channel.caught_up = False  # sent from the spool when the producer has room
+        if channel.online and not channel.caught_up and unspooled:
+            if len(unspooled) == len(records):  # nothing of it is spooled: still renumberable
+                unspooled = delivery.hold_within_memory(channel, unspooled)
+            delivery.hold(channel, unspooled)
+        delivery.count_unspooled(channel, unspooled)
+        spool.mark(next_seq=channel.next_seq, last_step=channel.last_step)
+
+    def _keeping_up(self, channel: RunChannel) -> bool:
+        return delivery.keeping_up(channel, self._transports.get(_transport_key(channel.settings)))
 
     def _replay(self, channel: RunChannel) -> bool:
-        """Hand spooled events to the producer while it has room; True if it should go on."""
-        transport = self._transport(channel.settings)
-        if channel.replay is None:
-            channel.replay = channel.spool.read_from(channel.sent_through + 1)
-        for _ in range(REPLAY_CHUNK):
-            record = channel.replay_head or next(channel.replay, None)
-            if record is None:
-                channel.replay = None  # end of the file for now
-                break
-            if not transport.try_produce(channel.topic, channel.run_id, record[1], channel.ack):
-                channel.replay_head = record
-                return False
-            channel.replay_head = None
-            channel.sent_through = record[0]
-        else:
-            return True
-        if channel.sent_through >= channel.next_seq - 1:
-            channel.caught_up = True
-        return False
+        """Hand unsent events to the producer in seq order; True if it should go on."""
+        return delivery.replay(channel, self._transport(channel.settings), REPLAY_CHUNK)
 
     def _control(self, control: _Control) -> None:
         if isinstance(control, _Flush):
@@ -431,6 +469,7 @@ class Worker:
             channel.closed = True
             channel.spool.mark(status="finished")
             self._save(channel, force=True)
+            control.done.set()
 
     def _check_waiters(self) -> None:
         if not self._waiters:
@@ -502,16 +541,31 @@ class Worker:
                 channel.spool.path,
             )
 
-    def _save(self, channel: RunChannel, force: bool = False) -> None:
+    @staticmethod
+    def _prune(channel: RunChannel) -> None:
+        """Record what Kafka acknowledged and delete the segments it covers (when it moved)."""
         spool = channel.spool
         if channel.online and spool.state.acked_through != channel.acked_through:
             spool.mark(acked_through=channel.acked_through)
             if not channel.settings.keep_spool:
                 spool.prune()
+
+    def _save(self, channel: RunChannel, force: bool = False) -> None:
+        spool = channel.spool
+        self._prune(channel)
         try:
             spool.save_state(force)
         except OSError as exc:
-            logger.warning("runstream: cannot save the spool state of %s: %s", channel.run_id, exc)
+            if not channel.warned_save:  # once until it works again, not twice a second
+                channel.warned_save = True
+                logger.warning(
+                    "runstream: run %s: cannot save the spool state %s: %s",
+                    channel.run_id,
+                    spool.path,
+                    exc,
+                )
+        else:
+            channel.warned_save = False
 
     def _retire(self, channel: RunChannel) -> None:
         self._save(channel, force=True)

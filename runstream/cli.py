@@ -94,28 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "dir", nargs="?", type=Path, help="spool directory (default: RUNSTREAM_DIR or ./runstream)"
     )
+    sync.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for Kafka per run (default 300); what is not acknowledged by then "
+        "stays in the spool for the next sync",
+    )
     sync.set_defaults(handler=_sync)
     return parser
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    from runstream.producers.sync import ProgressBar, sync
+    """Exit status: 0 when every run's spool was delivered whole (or is delivered by its own
+    live process), 1 when anything was refused, not delivered, or damaged."""
+    from runstream.producers.sync import ProgressBar, render, sync
 
     root = args.dir or settings.dir
-    report = sync(settings, root, progress=ProgressBar())
-    if not report.runs:
-        print(f"no runs to sync in {root}")
-        return 0
-    for run in report.runs:
-        if run.skipped:
-            print(f"{run.run_id}: skipped, {run.skipped}")
-        elif run.sent == 0:
-            print(f"{run.run_id}: nothing to deliver")
-        else:
-            failed = f", {run.failed} refused by Kafka" if run.failed else ""
-            print(f"{run.run_id}: {run.delivered} of {run.sent} events delivered{failed}")
-    undelivered = sum(r.sent - r.delivered for r in report.runs)
-    return 1 if undelivered else 0
+    report = sync(settings, root, progress=ProgressBar(), timeout=args.timeout)
+    render(report, root)
+    return 0 if report.ok else 1
 
 
 # --- the ClickHouse side; its modules are imported only when a command runs, so the CLI works

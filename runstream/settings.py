@@ -67,8 +67,11 @@ class Settings(BaseModel):
     system_metrics_interval: float = Field(
         10.0, ge=0, description="Seconds between system metrics samples; 0 turns them off."
     )
-    spool_max_mb: int = Field(
-        1024, ge=1, description="Per run: most undelivered data kept on disk while Kafka is away."
+    spool_max_mb: float = Field(
+        1024,
+        gt=0,
+        description="Per run: most data kept on disk (MiB; fractions allowed) while Kafka is "
+        "away; past it metric, heartbeat and system-metric events are dropped and counted.",
     )
     keep_spool: bool = Field(
         False, description="Keep spool segments after Kafka acknowledged them (for audits)."

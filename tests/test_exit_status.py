@@ -1,0 +1,139 @@
+"""How a run ends when its program ends (issue 10, item 6): real child processes, offline mode,
+the run_finished event read back from the spool."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from runstream.producers.run import exit_status, process_exit_code, status_for
+from runstream.producers.spool import RunSpool, SpoolState, runs_dir
+
+PRELUDE = """
+import os, signal, sys, time
+import runstream
+from runstream.settings import Settings
+settings = Settings.load(mode="offline", dir=sys.argv[1], system_metrics_interval=0)
+"""
+INIT = """
+run = runstream.init(settings=settings, id="child")
+run.log({"loss": 1.0})
+"""
+
+
+def user_handler(code: str) -> str:
+    return f"""
+def handler(signum, frame):
+    sys.exit({code})
+signal.signal(signal.SIGTERM, handler)
+"""
+
+
+SIGTERM_SELF = "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(10)\n"
+
+CASES: dict[str, tuple[str, int, int, str]] = {
+    # name: (script after the prelude, process return code, run exit code, run status)
+    "falls off the end": (INIT, 0, 0, "finished"),
+    "sys.exit(3)": (INIT + "sys.exit(3)", 3, 3, "failed"),
+    "sys.exit(0)": (INIT + "sys.exit(0)", 0, 0, "finished"),
+    "sys.exit(None)": (INIT + "sys.exit(None)", 0, 0, "finished"),
+    "sys.exit(message)": (INIT + "sys.exit('bye')", 1, 1, "failed"),
+    "sys.exit(137)": (INIT + "sys.exit(137)", 137, 137, "killed"),
+    "sys.exit(256)": (INIT + "sys.exit(256)", 0, 0, "finished"),  # as the OS sees it
+    "sys.exit in a function": (INIT + "def main():\n    sys.exit(4)\nmain()", 4, 4, "failed"),
+    "sys.exit inside with": (
+        "with runstream.init(settings=settings, id='child') as run:\n"
+        "    run.log({'loss': 1.0})\n    raise SystemExit(5)",
+        5,
+        5,
+        "failed",
+    ),
+    "uncaught exception": (INIT + "raise RuntimeError('diverged')", 1, 1, "failed"),
+    "KeyboardInterrupt": (INIT + "raise KeyboardInterrupt", -signal.SIGINT, 130, "killed"),
+    "SIGINT": (INIT + "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(10)", -2, 130, "killed"),
+    "SIGTERM, no handler": (INIT + SIGTERM_SELF, -signal.SIGTERM, 143, "killed"),
+    "SIGTERM, handler after init": (INIT + user_handler("143") + SIGTERM_SELF, 143, 143, "killed"),
+    "SIGTERM, handler before init": (user_handler("143") + INIT + SIGTERM_SELF, 143, 143, "killed"),
+    "SIGTERM, graceful handler": (
+        "stop = []\nsignal.signal(signal.SIGTERM, lambda s, f: stop.append(s))\n"
+        + INIT
+        + "os.kill(os.getpid(), signal.SIGTERM)\nwhile not stop: time.sleep(0.01)\n"
+        + "run.log({'after_sigterm': 1.0})",  # the run goes on after the program's handler
+        0,
+        0,
+        "finished",
+    ),
+    "SIGTERM ignored": (
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + INIT + "os.kill(os.getpid(), "
+        "signal.SIGTERM)\ntime.sleep(0.2)\nrun.log({'after_sigterm': 1.0})",
+        0,
+        0,
+        "finished",
+    ),
+    "excepthook replaced, sys.exit(2)": (
+        INIT + "sys.excepthook = lambda *a: None\nsys.exit(2)",
+        2,
+        2,
+        "failed",
+    ),
+}
+if sys.version_info >= (3, 12):  # seen through sys.monitoring only
+    CASES["raise SystemExit(3)"] = (INIT + "raise SystemExit(3)", 3, 3, "failed")
+    CASES["sys.exit caught and survived"] = (
+        INIT + "try:\n    sys.exit(3)\nexcept SystemExit:\n    pass",
+        0,
+        0,
+        "finished",
+    )
+    CASES["excepthook replaced, exception"] = (
+        INIT + "sys.excepthook = lambda *a: None\nraise ValueError",
+        1,
+        1,
+        "failed",
+    )
+
+
+def spooled_events(root: Path, run_id: str) -> list[dict[str, Any]]:
+    path = runs_dir(root) / run_id
+    spool = RunSpool(path, SpoolState(run_id, "", "t", ""))
+    return [orjson.loads(data) for _, data in spool.read_from(0)]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_run_ends_with_the_programs_real_exit_status(tmp_path: Path, case: str) -> None:
+    script, returncode, exit_code, status = CASES[case]
+    code = textwrap.dedent(PRELUDE) + script + "\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == returncode, done.stderr
+    events = spooled_events(tmp_path / "spool", "child")
+    finished = [e["body"] for e in events if e["type"] == "run_finished"]
+    assert finished == [{"exit_code": exit_code, "status": status}], done.stderr
+    if "after_sigterm" in script:
+        logged = [e["body"]["metrics"] for e in events if e["type"] == "metrics_logged"]
+        assert {"after_sigterm": 1.0} in logged
+
+
+def test_exit_codes_follow_the_os_and_the_shells_signal_convention() -> None:
+    assert [process_exit_code(c) for c in (None, 0, 3, "bye", True, -1, 256, 2**70)] == [
+        0, 0, 3, 1, 1, 255, 0, 255
+    ]  # fmt: skip
+    assert [status_for(c) for c in (0, 1, 3, 128, 130, 137, 143, 255)] == [
+        "finished", "failed", "failed", "failed", "killed", "killed", "killed", "failed"
+    ]  # fmt: skip
+    assert exit_status(SystemExit, SystemExit(143)) == (143, "killed")
+    assert exit_status(KeyboardInterrupt, KeyboardInterrupt()) == (130, "killed")
+    assert exit_status(ValueError, ValueError()) == (1, "failed")
+    assert exit_status(None, None) == (0, "finished")
