@@ -161,7 +161,8 @@ def _finish_all(
     exit_code: int | None = None,
     status: str | None = None,
 ) -> None:
-    from runstream.producers.run import active_runs, exit_status
+    from runstream.producers.active import active_runs
+    from runstream.producers.ending import exit_status
 
     if exit_code is None or status is None:
         exit_code, status = exit_status(exc_type, exc)

@@ -1,4 +1,9 @@
-"""The public SDK surface: ``runstream.init`` and :class:`Run`.
+"""One training run, :class:`Run`: what training code calls on it (``log``, ``config``,
+``summary``, ``alert``, ``finish``...).
+
+Starting one (``runstream.init``) is ``producers/start.py``; how it ends (:class:`FinishResult`,
+the exit status) is ``producers/ending.py``; the registry of active runs (``runstream.run``) is
+``producers/active.py``.
 
 Everything here runs in the caller's thread, so each method does the least it can: capture the
 values, append a tuple to the worker's queue, return. Encoding, disk and network I/O happen on
@@ -10,21 +15,27 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import signal
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
 from runstream.errors import RunstreamError
+from runstream.producers import active
 from runstream.producers.bodies import (
     artifact_body,
     environment,
     final_summary_body,
     metrics_body,
     static_body,
+)
+from runstream.producers.ending import (
+    FinishResult,
+    exit_status,
+    process_exit_code,
+    report,
+    status_for,
 )
 from runstream.producers.inputs import (
     clean_tags,
@@ -40,7 +51,19 @@ from runstream.producers.spool import RunSpool
 from runstream.producers.values import INT64_MAX, MAX_NAME_LENGTH, Refusals
 from runstream.producers.worker import RunChannel, Worker, get_worker, new_spool_state
 from runstream.schemas import new_run_id
-from runstream.settings import Mode, Settings
+from runstream.settings import Settings
+
+# FinishResult and the exit-status helpers are imported from here too (moved to ending.py).
+__all__ = [
+    "LOCAL_FINISH_SECONDS",
+    "AlertLevel",
+    "FinishResult",
+    "ResumeError",
+    "Run",
+    "exit_status",
+    "process_exit_code",
+    "status_for",
+]
 
 logger = logging.getLogger("runstream")
 
@@ -53,55 +76,6 @@ LOCAL_FINISH_SECONDS = 60.0
 
 class ResumeError(RunstreamError):
     """A run could not be resumed (or must not be) as asked."""
-
-
-@dataclass(frozen=True)
-class FinishResult:
-    """What happened to a run's events by the time :meth:`Run.finish` returned.
-
-    Counts are of events numbered by this process for the run (an earlier process's leftovers,
-    replayed after a resume, are not counted). Every event is in exactly one of: delivered,
-    failed, :attr:`pending` (in the spool, for ``runstream sync``), :attr:`lost`; dropped ones
-    were never numbered.
-    """
-
-    produced: int
-    """Events numbered for the run (sent, spooled or both); dropped ones are not included."""
-    delivered: int
-    """Acknowledged by Kafka (online runs)."""
-    failed: int
-    """Refused by Kafka for good (``last_error`` says why); not kept for ``sync`` either."""
-    spooled: int
-    """Written to the local spool."""
-    last_error: str | None = None
-    """The last error from Kafka, or from the spool's disk when nothing came from Kafka."""
-    offline: bool = False
-    dropped: int = 0
-    """Events refused for lack of room: the spool was at ``spool_max_mb`` while Kafka was not
-    keeping up (or, with the spool unwritable, the memory bound was reached). Only metric,
-    heartbeat and system-metric events are dropped; never ``run_started``/``run_finished``."""
-    not_spooled: int = 0
-    """Of ``produced``: never written to the spool (disk full or unwritable, or the spool at its
-    bound while Kafka took them); sent to Kafka from memory."""
-    lost: int = 0
-    """Of ``not_spooled``: not acknowledged by Kafka when finish() returned. They are in no
-    spool, so ``runstream sync`` cannot deliver them; they are lost when this process exits."""
-    incomplete: bool = False
-    """The worker had not yet spooled every event of the run when finish() returned (it waits
-    at most ``max(finish_timeout, 60)`` seconds for that): the counts are a snapshot."""
-
-    @property
-    def pending(self) -> int:
-        """Events kept in the local spool for ``runstream sync``."""
-        return self.produced - self.delivered - self.failed - self.lost
-
-    @property
-    def ok(self) -> bool:
-        """True only when nothing was refused, dropped or lost and every event was delivered
-        (offline runs: every event is in the spool, for ``runstream sync``)."""
-        if self.failed or self.dropped or self.lost or self.incomplete:
-            return False
-        return self.offline or self.pending == 0
 
 
 class Run:
@@ -182,7 +156,7 @@ class Run:
             self._emit("run_resumed", {"step": self._step})
             if len(self.config):
                 self._emit("config_updated", {"config": dict(self.config)})
-        _register(self)
+        active.register(self)
 
     def _resolve_id(self, id: str | None) -> tuple[int, int] | None:
         """Choose the run id; for a resumed run, where it stands (next seq, last step)."""
@@ -415,8 +389,8 @@ class Run:
             self._worker.flush(timeout - (time.monotonic() - started), self._channel)
             self._finished = self._result(processed)
         result = self._finished
-        _unregister(self)
-        _report(self, result)
+        active.unregister(self)
+        report(self, result)
         return result
 
     def _result(self, processed: bool = True) -> FinishResult:
@@ -478,228 +452,3 @@ class Run:
         self._forked = True
         self._warned_finished = False
         self._finished = FinishResult(0, 0, 0, 0, "run belongs to the parent process")
-
-
-class DisabledRun(Run):
-    """What ``mode="disabled"`` returns: the same surface, doing nothing at all."""
-
-    def __init__(self, settings: Settings, *, id: str | None = None, name: str | None = None,
-                 config: Mapping[str, Any] | None = None, **_: Any) -> None:  # fmt: skip
-        self.settings = settings
-        self.project = settings.project
-        self.mode = "disabled"
-        self.id = id or settings.run_id or new_run_id()
-        self.name = name or self.id
-        self.group = self.job_type = self.notes = None
-        self._tags: list[str] = []
-        self._finished = None
-        self._step = 0
-        self._refusals = Refusals()
-        self._lower = 0
-        self._summary_kinds = {}
-        self.config = RunConfig(self, config_dict(config, self._refusals))
-        self.summary = RunSummary(self)
-        self.summary._synced = (0, 0)  # nothing is ever queued: reads never wait
-
-    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
-        return None
-
-    def _emit(self, type_name: str, body: dict[str, Any]) -> None:
-        return None
-
-    def log_artifact(self, path_or_uri: Any, name: str | None = None, type: str = "") -> None:
-        return None
-
-    def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
-        return None
-
-    def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:
-        if self._finished is None:
-            self._finished = FinishResult(0, 0, 0, 0)
-            _unregister(self)
-        return self._finished
-
-
-def _report(run: Run, result: FinishResult) -> None:
-    """One line that says exactly what happened to the run's events, if anything went wrong."""
-    settings = run.settings
-    parts = []
-    if not result.offline:
-        parts.append(f"{result.delivered} of {result.produced} events delivered")
-    else:
-        parts.append(f"offline: {result.spooled} of {result.produced} events in the spool")
-    if result.pending and not result.offline:
-        parts.append(
-            f"{result.pending} not delivered within {settings.finish_timeout:g}s, kept in the "
-            f"spool: deliver them with 'runstream sync {settings.dir}'"
-        )
-    if result.not_spooled:
-        channel = run._channel
-        why = channel.spool_error or f"the spool was at spool_max_mb={settings.spool_max_mb:g}"
-        parts.append(f"{result.not_spooled} could not be written to the spool ({why})")
-    if result.lost:
-        parts.append(
-            f"{result.lost} of those are neither delivered nor spooled: they are lost when "
-            "this process exits"
-        )
-    if result.failed:
-        parts.append(f"{result.failed} refused by Kafka ({result.last_error})")
-    if result.dropped:
-        kinds = ", ".join(f"{n} {t}" for t, n in sorted(run._channel.dropped_types.items()))
-        reasons = "; ".join(run._channel.drop_reasons)
-        parts.append(f"{result.dropped} dropped for lack of room ({kinds}; {reasons})")
-    if result.ok:
-        if result.offline:
-            logger.info(
-                "runstream: run %s is offline: %d events in %s; deliver them with "
-                "'runstream sync %s'",
-                run.id,
-                result.produced,
-                settings.dir,
-                settings.dir,
-            )
-        return
-    logger.warning("runstream: run %s: %s", run.id, "; ".join(parts))
-
-
-def exit_status(exc_type: type[BaseException] | None, exc: BaseException | None) -> tuple[int, str]:
-    """The (exit code, status) a run ends with when ``exc`` ends the program (None: it ended
-    normally). The exit code is what the shell will see:
-
-    - ``SystemExit(code)``: ``None`` is 0, an int is taken as the OS takes it (0-255 on POSIX:
-      ``sys.exit(256)`` exits 0, ``sys.exit(-1)`` 255), anything else (a message) is 1;
-    - ``KeyboardInterrupt``: 130 (Python dies of SIGINT); any other exception: 1.
-
-    The status follows from the code (:func:`status_for`).
-    """
-    if exc_type is None:
-        return 0, "finished"
-    if issubclass(exc_type, KeyboardInterrupt):
-        return 128 + signal.SIGINT, "killed"
-    if issubclass(exc_type, SystemExit):
-        code = process_exit_code(exc.code if isinstance(exc, SystemExit) else None)
-        return code, status_for(code)
-    return 1, "failed"
-
-
-def process_exit_code(code: object) -> int:
-    """The process exit status Python gives for ``sys.exit(code)``."""
-    if code is None:
-        return 0
-    if not isinstance(code, int):
-        return 1  # Python prints the message and exits with 1
-    if os.name != "posix":
-        return code if -(2**31) <= code < 2**31 else -1
-    return code & 0xFF if -(2**63) <= code < 2**63 else 255
-
-
-def status_for(exit_code: int) -> str:
-    """``finished`` for 0; ``killed`` for 128+N where N is a signal (the shell's convention
-    for "ended by signal N", also what a SIGTERM handler calling ``sys.exit(143)`` means);
-    ``failed`` otherwise."""
-    if exit_code == 0:
-        return "finished"
-    if 128 < exit_code < 128 + signal.NSIG:
-        return "killed"
-    return "failed"
-
-
-# --- module-level API and the registry of active runs -------------------------------------------
-run: Run | None = None
-"""The run most recently started with :func:`init` and not yet finished."""
-
-_active: list[Run] = []
-_active_lock = threading.Lock()
-
-
-def active_runs() -> list[Run]:
-    with _active_lock:
-        return list(_active)
-
-
-def _register(new: Run) -> None:
-    global run
-    from runstream.producers import hooks
-
-    hooks.install()
-    with _active_lock:
-        _active.append(new)
-        run = new
-
-
-def _unregister(done: Run) -> None:
-    global run
-    with _active_lock:
-        if done in _active:
-            _active.remove(done)
-        if run is done:
-            run = _active[-1] if _active else None
-
-
-def _after_fork_in_child() -> None:
-    global run
-    for inherited in _active:
-        inherited._after_fork_in_child()
-    _active.clear()
-    run = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def init(
-    *,
-    project: str | None = None,
-    name: str | None = None,
-    config: Mapping[str, Any] | None = None,
-    tags: list[str] | None = None,
-    group: str | None = None,
-    job_type: str | None = None,
-    notes: str | None = None,
-    id: str | None = None,
-    resume: Literal["allow", "must", "never"] | None = None,
-    mode: Mode | None = None,
-    dir: str | os.PathLike[str] | None = None,
-    settings: Settings | None = None,
-) -> Run:
-    """Start a run. Arguments override ``RUNSTREAM_*`` environment variables and defaults.
-
-    ``mode``: ``online`` (default) delivers to Kafka through the local spool; ``offline`` only
-    writes the spool (deliver later with ``runstream sync``); ``disabled`` does nothing.
-    ``resume`` with ``id``: ``allow`` continues run ``id`` if it exists, ``must`` requires it,
-    ``never`` refuses an existing one. In a ``torch.distributed`` job only rank 0 logs, unless
-    ``group`` is given: then every rank logs a run of that group.
-    """
-    base = settings if settings is not None else Settings.load()
-    resolved = base.with_overrides(project=project, mode=mode, dir=dir, resume=resume, run_id=id)
-    rank = _distributed_rank()
-    if resolved.mode == "disabled" or (rank > 0 and group is None):
-        if rank > 0 and resolved.mode != "disabled":
-            logger.info(
-                "runstream: rank %d does not log (pass group= to log from every rank)", rank
-            )
-        disabled = DisabledRun(resolved, id=id, name=name, config=config)
-        with _active_lock:
-            _active.append(disabled)
-        return disabled
-    if rank > 0 and name is None:
-        name = f"{group}-rank{rank}"
-    return Run(
-        resolved,
-        name=name,
-        config=config,
-        tags=tags,
-        group=group,
-        job_type=job_type,
-        notes=notes,
-        id=id,
-    )
-
-
-def _distributed_rank() -> int:
-    # torchrun and most launchers set RANK; reading it avoids importing torch.
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0

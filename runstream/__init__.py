@@ -24,26 +24,26 @@ if TYPE_CHECKING:
 
 def log(data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
     """Log to the current run (the one :func:`init` returned last); a no-op without one."""
-    from runstream.producers import run as _run_module
+    from runstream.producers import active
 
-    current = _run_module.run
+    current = active.run
     if current is not None:
         current.log(data, step=step, commit=commit)
 
 
 def finish(exit_code: int = 0) -> FinishResult | None:
     """Finish the current run, if any."""
-    from runstream.producers import run as _run_module
+    from runstream.producers import active
 
-    current = _run_module.run
+    current = active.run
     return current.finish(exit_code=exit_code) if current is not None else None
 
 
 def __getattr__(name: str) -> Any:
     if name == "run":  # read at call time: the current run changes with init() and finish()
-        from runstream.producers import run as _run_module
+        from runstream.producers import active
 
-        return _run_module.run
+        return active.run
     raise AttributeError(f"module 'runstream' has no attribute {name!r}")
 
 

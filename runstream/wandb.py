@@ -20,8 +20,10 @@ from argparse import Namespace
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
-from runstream.producers import run as _runs
-from runstream.producers.run import FinishResult, Run
+from runstream.producers import active
+from runstream.producers.ending import FinishResult
+from runstream.producers.run import Run
+from runstream.producers.start import init as _init
 
 logger = logging.getLogger("runstream")
 
@@ -74,7 +76,7 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     if isinstance(config, Namespace):
         config = vars(config)
     resume_mode = _RESUME.get(resume) if resume not in (None, False) else None
-    return _runs.init(
+    return _init(
         project=project,
         name=name,
         config=config,
@@ -90,13 +92,13 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
 
 
 def log(data: Mapping[str, Any], step: int | None = None, commit: bool | None = None) -> None:
-    current = _runs.run
+    current = active.run
     if current is not None:
         current.log(data, step=step, commit=True if commit is None else commit)
 
 
 def finish(exit_code: int | None = None, quiet: bool | None = None) -> FinishResult | None:
-    current = _runs.run
+    current = active.run
     if current is None:
         return None
     return current.finish(exit_code=exit_code or 0)
@@ -109,7 +111,7 @@ def define_metric(
     goal: str | None = None,
     **ignored: Any,
 ) -> None:
-    current = _runs.run
+    current = active.run
     if current is None:
         return
     if summary == "best":
@@ -121,7 +123,7 @@ def define_metric(
 def alert(
     title: str, text: str = "", level: AlertLevel | str = AlertLevel.INFO, **ignored: Any
 ) -> None:
-    current = _runs.run
+    current = active.run
     if current is not None:
         current.alert(title, text, level=level)
 
@@ -144,7 +146,7 @@ class _CurrentMapping(MutableMapping[str, Any]):
         object.__setattr__(self, "_scratch", {})
 
     def _target(self) -> MutableMapping[str, Any]:
-        current = _runs.run
+        current = active.run
         return getattr(current, self._attribute) if current is not None else self._scratch  # type: ignore[no-any-return]
 
     def __getitem__(self, key: str) -> Any:
@@ -186,7 +188,7 @@ summary = _CurrentMapping("summary")
 
 def __getattr__(name: str) -> Any:
     if name == "run":
-        return _runs.run
+        return active.run
     raise AttributeError(
         f"runstream.wandb does not cover wandb.{name}; see the module docstring for what it covers"
     )

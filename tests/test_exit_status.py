@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from runstream.producers.run import exit_status, process_exit_code, status_for
+from runstream.producers.ending import exit_status, process_exit_code, status_for
 from runstream.producers.spool import RunSpool, SpoolState, runs_dir
 
 PRELUDE = """

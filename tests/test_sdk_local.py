@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 import runstream
-from runstream.producers.run import DisabledRun
 from runstream.producers.spool import RunSpool, runs_dir
+from runstream.producers.start import DisabledRun
 from runstream.schemas import decode
 from runstream.schemas.limits import MAX_EVENT_BYTES
 from runstream.settings import Settings
