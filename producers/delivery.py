@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from runstream.producers.spool import HEADER
 
 if TYPE_CHECKING:
+    from runstream.producers.channel import RunChannel
     from runstream.producers.transport import KafkaTransport
-    from runstream.producers.worker import RunChannel
 
 logger = logging.getLogger("runstream")
 

@@ -6,6 +6,10 @@ run's spool on disk, and produces them to Kafka. When Kafka is slow or away, eve
 the spool only and are replayed from it, in order, once the producer accepts again; memory stays
 bounded by the producer's queue. The worker also sends heartbeats and system metrics. It starts
 lazily, restarts in a forked child, and is flushed with a deadline at interpreter exit.
+
+Here: the queue, the thread and its loop, and the housekeeping of each round. What a run's state
+is: ``producers/channel.py``; numbering and encoding: ``producers/encoding.py``; what happens
+when the spool is full or cannot be written, and the replay: ``producers/delivery.py``.
 """
 
 from __future__ import annotations
@@ -16,22 +20,19 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from orjson import dumps
-
 from runstream.producers import delivery
-from runstream.producers.sizes import fit_body
+from runstream.producers.channel import RunChannel
+from runstream.producers.encoding import EventEncoder, producer_info
 from runstream.producers.spool import RunSpool, SpoolState, segment_bytes_for
 from runstream.producers.transport import KafkaTransport
-from runstream.producers.values import Refusals, to_json
-from runstream.schemas.codec import EnvelopeEncoder
-from runstream.schemas.ids import uuid7
-from runstream.schemas.limits import MAX_EVENT_BYTES
 from runstream.settings import Settings
+
+# RunChannel is imported from here too (it moved to channel.py).
+__all__ = ["RunChannel", "Worker", "get_worker", "new_spool_state"]
 
 logger = logging.getLogger("runstream")
 
@@ -70,100 +71,6 @@ class _Close(_Control):
         self.done = threading.Event()  # set once every event before it is spooled and sent
 
 
-@dataclass(eq=False)
-class RunChannel:
-    """What the worker knows about one run. Mutated on the worker thread only."""
-
-    run_id: str
-    project: str
-    topic: str
-    settings: Settings
-    spool: RunSpool
-    online: bool
-    next_seq: int = 0
-    last_step: int = -1
-    sent_through: int = -1  # handed to the producer
-    acked_through: int = -1  # acknowledged by Kafka (acks come back in order per partition)
-    caught_up: bool = True  # False: the spool holds events not yet handed to the producer
-    acked: int = 0  # events of this process acknowledged by Kafka (failed ones included)
-    failed: int = 0  # ... of which Kafka refused
-    last_error: str | None = None
-    spool_limit: int = 0  # bytes (spool_max_mb)
-    droppable_limit: int = 0  # bytes metric/heartbeat/system events may fill
-    spooled: int = 0
-    dropped: int = 0
-    dropped_types: dict[str, int] = field(default_factory=dict)
-    drop_reasons: list[str] = field(default_factory=list)
-    not_spooled: int = 0
-    unspooled_ranges: list[list[int]] = field(default_factory=list)
-    spool_broken: bool = False
-    spool_retry_at: float = 0.0
-    spool_error: str | None = None
-    warned_save: bool = False
-    memory: deque[tuple[int, bytes]] = field(default_factory=deque)  # unsent, in no spool
-    memory_bytes: int = 0
-    disk_done: bool = False
-    appends: int = 0  # successful spool appends, to know when a replay reader is stale
-    reader_appends: int = 0
-    read_damages: list[Any] = field(default_factory=list)
-    reported_damages: int = 0
-    closed: bool = False
-    next_heartbeat: float = 0.0
-    first_seq: int = 0
-    pending: list[tuple[int, bytes]] = field(default_factory=list)
-    replay: Iterator[tuple[int, bytes]] | None = None
-    replay_head: tuple[int, bytes] | None = None
-    encoder: EnvelopeEncoder | None = None
-    refusals: Refusals = field(default_factory=Refusals)  # the run's: values left out count
-    last_acked_seen: int = -1
-    last_ack_progress: float = 0.0
-    warned_silence: bool = False
-
-    def ack_through(self, last_seq: int, mine: int, error: Any) -> None:
-        """Kafka acknowledged (or refused) events up to ``last_seq``, ``mine`` of them numbered
-        by this process. On the worker thread; acks of one run come back in the order produced
-        (one partition, idempotent producer), so ``last_seq`` is the watermark."""
-        if error is not None and delivery.is_purge(error):
-            return  # our producer was closed before sending them: not acknowledged
-        self.acked_through = max(self.acked_through, last_seq)
-        self.acked += mine
-        if error is not None:
-            self.failed += mine
-            self.last_error = str(error)
-
-    @property
-    def lost(self) -> int:
-        """Events in no spool and not acknowledged: they exist only in this process's memory."""
-        if not self.unspooled_ranges:
-            return 0
-        return delivery.count_above(self.unspooled_ranges, self.acked_through)
-
-    @property
-    def settled_through(self) -> int:
-        """Last seq that needs nothing more: acknowledged (online) or spooled (offline)."""
-        return self.acked_through if self.online else self.next_seq - 1
-
-    @property
-    def produced(self) -> int:
-        """Events of this run numbered by this process."""
-        return self.next_seq - self.first_seq
-
-
-class _Timestamps:
-    """ISO-8601 UTC strings with microseconds, formatting the date part once per second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def format(self, unix: float) -> str:
-        second = int(unix)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((unix - second) * 1_000_000):06d}Z"
-
-
 class Worker:
     """Encodes, spools and produces events off the caller's thread."""
 
@@ -177,8 +84,7 @@ class Worker:
         self._channels: dict[str, RunChannel] = {}
         self._transports: dict[str, KafkaTransport] = {}
         self._idle_since: dict[str, float] = {}
-        self._timestamps = _Timestamps()
-        self._producer_info = self._make_producer_info()
+        self._events = EventEncoder()
         self._system: Any = None
         self._next_system = 0.0
         self._next_save = 0.0
@@ -278,7 +184,7 @@ class Worker:
         self._channels = {}
         self._transports = {}
         self._idle_since = {}
-        self._producer_info = self._make_producer_info()
+        self._events.producer_info = producer_info()
         self._reset_thread_state()
 
     # --- the loop -----------------------------------------------------------------------------
@@ -317,6 +223,7 @@ class Worker:
     def _drain(self) -> list[RunChannel]:
         queue = self._queue
         popleft = queue.popleft
+        encode = self._events.encode
         touched: dict[int, RunChannel] = {}
         # Small rounds: the producer starts sending the first events while later ones are still
         # being encoded, and acks and heartbeats are served under load.
@@ -339,7 +246,7 @@ class Worker:
                 body = item[3](*item[4:])
                 if body is None:  # the builder refused the data (and warned)
                     continue
-                self._encode(channel, item[1], item[2], body)
+                encode(channel, item[1], item[2], body)
             except Exception as exc:  # one event's bug must not cost the round's other events
                 channel.refusals.note(
                     item[1],
@@ -349,69 +256,6 @@ class Worker:
                 )
             touched[id(channel)] = channel
         return list(touched.values())
-
-    def _encode(
-        self, channel: RunChannel, type_name: str, unix: float, body: dict[str, Any]
-    ) -> None:
-        """Number and encode one event (or, over the size limit, the several it becomes).
-
-        A body orjson refuses (an integer beyond 64 bits, a string that is not valid UTF-8,
-        an unknown type, nesting past 254 levels) is converted value by value
-        (:func:`~runstream.producers.values.to_json`), so that only the bad values are
-        changed or lost, each warned about and counted, never the event.
-        """
-        try:
-            encoded_body = dumps(body)
-        except Exception:
-            body = to_json(body, channel.refusals, type_name)
-            try:
-                encoded_body = dumps(body)
-            except Exception as exc:  # to_json makes every value writable; never seen
-                channel.refusals.note(type_name, f"run {channel.run_id}: a {type_name} event "
-                                      f"cannot be encoded ({exc}); left out", "event")  # fmt: skip
-                return
-        encoder = channel.encoder
-        if encoder is None:
-            encoder = channel.encoder = EnvelopeEncoder(
-                project=channel.project, run_id=channel.run_id, producer=self._producer_info
-            )
-        room = MAX_EVENT_BYTES - encoder.overhead
-        if len(encoded_body) <= room:
-            self._number(channel, encoder, type_name, unix, (body, encoded_body))
-            return
-        parts = fit_body(type_name, body, room, channel.refusals, channel.run_id)
-        if len(parts) > 1:
-            logger.info(
-                "runstream: run %s: a %s event of %d bytes is over the %d-byte event limit "
-                "(MAX_EVENT_BYTES); it is sent as %d events",
-                channel.run_id,
-                type_name,
-                len(encoded_body),
-                MAX_EVENT_BYTES,
-                len(parts),
-            )
-        for part_type, part in parts:
-            self._number(channel, encoder, part_type, unix, (part, dumps(part)))
-
-    def _number(
-        self,
-        channel: RunChannel,
-        encoder: EnvelopeEncoder,
-        type_name: str,
-        unix: float,
-        encoded: tuple[dict[str, Any], bytes],
-    ) -> None:
-        body, encoded_body = encoded
-        seq = channel.next_seq
-        channel.next_seq = seq + 1
-        if type_name == "metrics_logged":
-            step = body["step"]
-            # A lower step is data too; the run's position stays at its highest step.
-            channel.last_step = max(channel.last_step, step)
-        data = encoder.encode(
-            uuid7(int(unix * 1000)), type_name, seq, self._timestamps.format(unix), encoded_body
-        )
-        channel.pending.append((seq, data))
 
     def _spool_and_send(self, channel: RunChannel) -> None:
         """Spool the run's new events and hand them to the producer (``producers/delivery.py``
@@ -505,7 +349,7 @@ class Worker:
             if channel.online and now >= channel.next_heartbeat:
                 channel.next_heartbeat = now + channel.settings.heartbeat_interval
                 step = channel.last_step if channel.last_step >= 0 else None
-                self._encode(channel, "heartbeat", time.time(), {"step": step})
+                self._events.encode(channel, "heartbeat", time.time(), {"step": step})
                 self._spool_and_send(channel)
         self._sample_system(now)
         if now >= self._next_save:
@@ -612,21 +456,8 @@ class Worker:
             return
         unix = time.time()
         for channel in active:
-            self._encode(channel, "system_metrics", unix, {"metrics": metrics})
+            self._events.encode(channel, "system_metrics", unix, {"metrics": metrics})
             self._spool_and_send(channel)
-
-    @staticmethod
-    def _make_producer_info() -> dict[str, Any]:
-        import socket
-
-        from runstream._version import __version__
-
-        return {
-            "sdk": "runstream-python",
-            "version": __version__,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-        }
 
     def _at_exit(self) -> None:
         # Runs still open were finished by the SDK's exit hook before this; what remains is a
