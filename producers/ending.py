@@ -53,6 +53,10 @@ class FinishResult:
     incomplete: bool = False
     """The worker had not yet spooled every event of the run when finish() returned (it waits
     at most ``max(finish_timeout, 60)`` seconds for that): the counts are a snapshot."""
+    refused: int = 0
+    """Values, steps and calls the SDK refused or stored in another form (``run.refused``;
+    by kind: ``run.refused_by_kind``), each warned about once. They cost those values, never
+    an event: they do not make :attr:`ok` false."""
 
     @property
     def pending(self) -> int:
@@ -96,6 +100,8 @@ def report(run: Run, result: FinishResult) -> None:
         kinds = ", ".join(f"{n} {t}" for t, n in sorted(run._channel.dropped_types.items()))
         reasons = "; ".join(run._channel.drop_reasons)
         parts.append(f"{result.dropped} dropped for lack of room ({kinds}; {reasons})")
+    if result.refused and not result.ok:
+        parts.append(f"{result.refused} values refused or converted (warned above)")
     if result.ok:
         if result.offline:
             logger.info(

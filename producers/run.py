@@ -360,11 +360,16 @@ class Run:
 
     # --- ending -------------------------------------------------------------------------------
     def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:
-        """End the run; wait at most ``settings.finish_timeout`` seconds for delivery.
+        """End the run and say what happened to its events (:class:`FinishResult`).
 
-        What is not delivered by then stays in the local spool, for ``runstream sync`` (or the
-        next run of this process), and one line says so. Never hangs, never raises; calling it
-        again returns the first result.
+        Waits first for the SDK's worker to have spooled (or, with the disk unwritable, kept in
+        memory) every event of the run: local work, at most ``max(finish_timeout, 60)`` seconds
+        (else ``FinishResult.incomplete``); then at most what is left of
+        ``settings.finish_timeout`` seconds for Kafka to acknowledge them. What is not delivered
+        by then stays in the local spool, for ``runstream sync`` (or the next run of this
+        process), and one line says exactly what happened. Never raises; calling it again
+        returns the first result. ``exit_code``: the process's exit status (0-255); ``status``
+        defaults to ``finished`` for 0, ``killed`` for 128+N, ``failed`` otherwise.
         """
         with self._finish_lock:
             if self._finished is not None:
@@ -418,6 +423,7 @@ class Run:
             not_spooled=channel.not_spooled,
             lost=min(channel.lost, produced),
             incomplete=not processed,
+            refused=self.refused,
         )
 
     @property

@@ -447,3 +447,13 @@ def test_an_artifact_the_schema_would_refuse_is_refused_here(tmp_path: Path) -> 
     assert [a["body"]["name"] for a in artifacts] == ["fine"]
     assert artifacts[0]["body"]["uri"] == "s3://bucket/\\udcff"  # escaped by the worker
     assert run.refused_by_kind == {"artifact": 2, "config": 1}
+
+
+def test_finish_result_counts_the_refused_values(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings, config={"huge": 2**70})
+    run.log({"loss": 1.0, "bad": "text"}, step=1.5)  # a refused step: the whole call
+    run.log({"loss": 1.0, "bad": "text", "inf": 10**400})
+    result = run.finish()
+    assert run.refused_by_kind and result.refused == run.refused == 4
+    assert result.ok, "refused values cost themselves, not the run's delivery"
