@@ -53,7 +53,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
 
 
 def expected_events(runs: int = RUNS, steps: int = STEPS) -> int:
-    return runs * (steps + 3)  # run_started, the steps, the final summary, run_finished
+    return runs * (steps + 2)  # run_started, the steps, run_finished (no explicit summary)
 
 
 def assert_exactly_once(settings: Settings, runs: int = RUNS, steps: int = STEPS) -> None:
@@ -64,7 +64,7 @@ def assert_exactly_once(settings: Settings, runs: int = RUNS, steps: int = STEPS
         settings,
         f"SELECT run_id, count(), uniqExact(seq), max(seq) FROM {db}.events GROUP BY run_id",
     )
-    assert all(count == uniq == high + 1 == steps + 3 for _, count, uniq, high in per_run)
+    assert all(count == uniq == high + 1 == steps + 2 for _, count, uniq, high in per_run)
 
 
 CRASHING_SINK = """
