@@ -374,8 +374,9 @@ mutable_leaves = st.one_of(
 )
 mutable_trees = st.recursive(
     mutable_leaves,
-    lambda inner: st.dictionaries(st.text(alphabet="abc", min_size=1, max_size=3), inner,
-                                  min_size=1, max_size=3),  # fmt: skip
+    lambda inner: st.dictionaries(
+        st.text(alphabet="abc", min_size=1, max_size=3), inner, min_size=1, max_size=3
+    ),
     max_leaves=8,
 )
 
@@ -424,8 +425,10 @@ def mutate(handles: list[Any]) -> None:
 @SETTINGS
 @given(
     calls=st.lists(
-        st.tuples(st.dictionaries(st.sampled_from("xyz"), mutable_trees, min_size=1, max_size=3),
-                  st.booleans()),  # fmt: skip
+        st.tuples(
+            st.dictionaries(st.sampled_from("xyz"), mutable_trees, min_size=1, max_size=3),
+            st.booleans(),
+        ),
         min_size=1,
         max_size=4,
     )
