@@ -1,5 +1,6 @@
-"""Turning what users log into what the schema holds. Runs on the worker thread, not the caller's
-(config and summary values are converted in the caller's thread: they are not on a hot path).
+"""Turning what users log into what the schema holds. Runs on the worker thread, not the caller's,
+except :func:`snapshot_metrics` (log() takes values that could change later as they are at the
+call) and config and summary values (converted in the caller's thread: not on a hot path).
 
 Metric values become floats (Python, numpy and torch scalars alike, without importing either
 library); nested dicts become ``a/b`` names. Config and summary values become JSON. Anything that
