@@ -48,7 +48,13 @@ from runstream.producers.inputs import (
 )
 from runstream.producers.mappings import RunConfig, RunSummary, SummaryKind
 from runstream.producers.spool import RunSpool
-from runstream.producers.values import INT64_MAX, MAX_NAME_LENGTH, Refusals
+from runstream.producers.values import (
+    INT64_MAX,
+    MAX_NAME_LENGTH,
+    Refusals,
+    is_text,
+    snapshot_metrics,
+)
 from runstream.producers.worker import RunChannel, Worker, get_worker, new_spool_state
 from runstream.schemas import new_run_id
 from runstream.settings import Settings
@@ -70,8 +76,34 @@ logger = logging.getLogger("runstream")
 AlertLevel = Literal["info", "warn", "error"]
 _LEVELS = {"info": "info", "warn": "warn", "warning": "warn", "error": "error"}
 _time = time.time
+_PLAIN_NUMBERS = frozenset((float, int))  # values log() need not snapshot: immutable numbers
 LOCAL_FINISH_SECONDS = 60.0
 """Most seconds finish() waits for the worker to spool the run's queued events (local disk)."""
+
+
+MAX_ALERT_TITLE = 1024
+"""Characters in an alert title (the schema's ``alert_raised.title``)."""
+_CALL_OF = {"config_updated": "a config change", "summary_updated": "a summary change",
+            "tags_updated": "setting tags", "metric_defined": "define_metric()",
+            "alert_raised": "alert()"}  # fmt: skip
+
+
+def _alert_text(value: Any, what: str, refusals: Refusals) -> str:
+    """An alert's title or text as valid Unicode text; what is not is changed, warned, counted."""
+    if value is None and what == "text":
+        return ""
+    if type(value) is not str:
+        text = repair(safe_str(value))
+        refusals.note(f"alert {what}", f"an alert {what} must be a str, not "
+                      f"{type(value).__name__}; sent as its str() {text[:40]!r}", "alert",
+                      key=f"{what} type")  # fmt: skip
+        return text
+    if is_text(value):
+        return value
+    refusals.note(f"alert {what}", f"an alert {what} is not valid Unicode text (a lone "
+                  "surrogate); sent with its lone surrogates escaped as \\udXXX", "alert",
+                  key=f"{what} text")  # fmt: skip
+    return repair(value)
 
 
 class ResumeError(RunstreamError):
@@ -183,31 +215,54 @@ class Run:
         return (position.next_seq, position.last_step) if position.exists else None
 
     # --- logging ----------------------------------------------------------------------------
-    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
+    def log(
+        self,
+        data: Mapping[str, Any] | None = None,
+        step: int | None = None,
+        commit: bool = True,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         """Record metric values at ``step`` (default: one past the highest step logged so far).
 
-        ``step`` is anything ``operator.index()`` takes (Python, numpy and torch integers) from
-        0 to 2**63-1 (ClickHouse's Int64); a step lower than the highest is stored like any
-        other. ``commit=False`` keeps collecting values for the same step until a call with
-        ``commit=True`` (or with another step) sends them as one event. Never raises: what
-        cannot be stored is refused with one warning per kind and counted (:attr:`refused`).
+        ``data``: metric names to numbers (Python, numpy and torch scalars, one-element arrays
+        and tensors), nested dicts becoming ``a/b`` names. The values are taken as they are at
+        the call: changing them afterwards (a dict, a numpy array updated in place) changes
+        nothing stored. ``step`` is anything ``operator.index()`` takes (Python, numpy and torch
+        integers) from 0 to 2**63-1 (ClickHouse's Int64); a step lower than the highest is
+        stored like any other. ``commit=False`` keeps collecting values for the same step until
+        a call with ``commit=True`` (or with another step) sends them as one event. Other
+        arguments are ignored (wandb's ``sync=`` silently, others with a warning). Never raises:
+        what cannot be stored is refused with one warning per kind and counted (:attr:`refused`).
         """
         try:
+            if args or kwargs:
+                self._extra_arguments(args, kwargs)
             if self._finished is not None:
                 self._log_after_finish()
                 return
             pending = self._pending
             if step is None:
-                step = self._step if pending is None else self._pending_step
+                if pending is not None:
+                    step = self._pending_step
+                else:
+                    step = self._step
+                    if step > 9223372036854775807:  # INT64_MAX, after step=2**63-1
+                        self._refuse_step_after_max()
+                        return
             elif type(step) is not int or step < 0 or step > 9223372036854775807:  # INT64_MAX
                 # (a literal: a constant costs less than a global lookup on this hot path)
                 step = self._check_step(step)
                 if step is None:
                     return
+            # dict() first: what it cannot copy (not a mapping) changes nothing. Then every
+            # value as it is now (the worker reads them later): flat Python floats and ints
+            # (one C-level check says so) are that already; anything else is snapshotted.
+            copy = dict(data)  # type: ignore[arg-type]
+            if not _PLAIN_NUMBERS.issuperset(map(type, copy.values())):
+                copy = snapshot_metrics(copy)
             if pending is None:
                 if commit:
-                    # dict() first: what it cannot copy (not a mapping) changes nothing.
-                    copy = dict(data)
                     if step >= self._step:
                         self._step = step + 1
                     else:
@@ -216,16 +271,15 @@ class Run:
                         (self._channel, "metrics_logged", _time(), metrics_body, step, copy, self)
                     )
                     return
-                self._pending = dict(data)
+                self._pending = copy
                 self._pending_step = step
                 return
             if step != self._pending_step:
-                copy = dict(data)
                 self._send_pending()
                 self._pending = copy
                 self._pending_step = step
             else:
-                pending.update(data)
+                pending.update(copy)
             if commit:
                 self._send_pending()
         except Exception as exc:  # log() must never stop a training loop
@@ -233,6 +287,35 @@ class Run:
                 self._refuse_call(data, exc)
             except Exception:  # an exception whose str() raises, say: still counted
                 self._refusals.tally("call")
+
+    def _extra_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Arguments log() does not take: ignored, each warned about once and counted."""
+        if "sync" in kwargs:  # wandb's, deprecated there and without effect: accepted silently
+            kwargs = {k: v for k, v in kwargs.items() if k != "sync"}
+        for name in kwargs:
+            self._refusals.note(
+                f"log({name}=)",
+                f"run {self.id}: log() has no argument {safe_str(name)[:60]!r}; it is ignored "
+                "(the values are logged without it)",
+                "argument",
+            )
+        if len(args) > 1:  # the first is wandb's sync, by position: accepted silently
+            self._refusals.note(
+                "log(*args)",
+                f"run {self.id}: log() takes (data, step, commit); {len(args) - 1} more "
+                "positional argument(s) are ignored (the values are logged without them)",
+                "argument",
+            )
+
+    def _refuse_step_after_max(self) -> None:
+        self._refusals.note(
+            "step",
+            f"run {self.id}: not logging: a log() without step= would be at step "
+            f"{self._step}, past 2**63-1 (ClickHouse Int64), the highest step; calls without "
+            "step= are ignored from now on (pass step= explicitly)",
+            "step",
+            key="after the highest step",
+        )
 
     def _send_pending(self) -> None:
         data, step = self._pending, self._pending_step
@@ -283,14 +366,15 @@ class Run:
         )
         return None
 
-    def _log_after_finish(self) -> None:
+    def _log_after_finish(self, call: str = "log()") -> None:
         self._refusals.tally("after_finish")
         if not self._warned_finished:
             self._warned_finished = True
             where = "in a forked child process" if self._forked else "after finish()"
             logger.warning(
-                "runstream: run %s: log() %s is ignored (warned once)%s",
+                "runstream: run %s: %s %s is ignored, as is every later call (warned once)%s",
                 self.id,
+                call,
                 where,
                 "; start a run in the child, or log from the parent" if self._forked else "",
             )
@@ -303,7 +387,8 @@ class Run:
     @property
     def refused_by_kind(self) -> dict[str, int]:
         """:attr:`refused` by kind: ``step``, ``call``, ``after_finish``, ``metric``,
-        ``duplicate``, ``config``, ``name``, ``size``, ``event`` (docs/sdk.md, the table)."""
+        ``duplicate``, ``config``, ``name``, ``size``, ``event``, ``argument``, ``alert``,
+        ``artifact`` (docs/sdk.md, the table)."""
         return dict(self._refusals.by_kind)
 
     # --- the rest of the surface ---------------------------------------------------------------
@@ -338,22 +423,61 @@ class Run:
         self._emit("metric_defined", {"name": name, "summary": summary})
 
     def alert(self, title: str, text: str = "", level: Any = "info") -> None:
-        """Raise an alert (delivered to the configured webhooks by the processors)."""
+        """Raise an alert (delivered to the configured webhooks by the processors).
+
+        ``title``: text, at most 1,024 characters (longer is cut); ``text``: any length (cut to
+        fit one event); ``level``: ``info``, ``warn`` (or ``warning``) or ``error``, any case, or
+        an enum of those (wandb's ``AlertLevel``). Anything else is changed (a title or text
+        that is not a str becomes its ``str()``, another level ``info``) with one warning per
+        kind, and counted (``refused_by_kind["alert"]``). Never raises.
+        """
+        try:
+            self._alert(title, text, level)
+        except Exception as exc:  # whatever a foreign object's methods raise
+            self._refusals.refuse("alert", f"the call failed ({type(exc).__name__}); it is "
+                                  "ignored", "alert")  # fmt: skip
+
+    def _alert(self, title: Any, text: Any, level: Any) -> None:
+        if self._finished is not None:
+            self._log_after_finish("alert()")
+            return
+        refusals = self._refusals
         raw = getattr(level, "value", level)  # wandb.AlertLevel.WARN -> "WARN"
-        resolved = _LEVELS.get(str(raw).lower())
+        resolved = _LEVELS.get(raw.lower()) if type(raw) is str else None
         if resolved is None:
-            logger.warning("runstream: alert level %r is not info/warn/error; using 'info'", level)
+            refusals.note("alert level", f"alert level {short_repr(level)} is not info, warn or "
+                          "error; the alert is sent as 'info'", "alert", key="level")  # fmt: skip
             resolved = "info"
-        title = repair(safe_str(title))[:1024] or "(untitled)"
-        self._emit(
-            "alert_raised", {"title": title, "text": repair(safe_str(text)), "level": resolved}
-        )
+        title_text = _alert_text(title, "title", refusals)
+        if not title_text:
+            refusals.note("alert title", "an alert title must not be empty; sent as "
+                          "'(untitled)'", "alert")  # fmt: skip
+            title_text = "(untitled)"
+        elif len(title_text) > MAX_ALERT_TITLE:
+            refusals.note("alert title", f"an alert title has at most {MAX_ALERT_TITLE} "
+                          "characters; it is cut", "alert")  # fmt: skip
+            title_text = title_text[:MAX_ALERT_TITLE]
+        body = {"title": title_text, "text": _alert_text(text, "text", refusals),
+                "level": resolved}  # fmt: skip
+        self._emit("alert_raised", body)
 
     def log_artifact(
         self, path_or_uri: str | os.PathLike[str], name: str | None = None, type: str = "artifact"
     ) -> None:
-        """Record an artifact's metadata (digest, size, uri). Files are read on the worker."""
-        target = os.fspath(path_or_uri)
+        """Record an artifact's metadata (digest, size, uri). Files are read on the worker.
+        Never raises: what is neither a path nor a str is refused (warned, counted)."""
+        if self._finished is not None:
+            self._log_after_finish("log_artifact()")
+            return
+        try:
+            target = os.fspath(path_or_uri)
+        except TypeError:
+            kind = path_or_uri.__class__.__name__
+            self._refusals.refuse(
+                short_repr(path_or_uri), f"an artifact must be a path or a str, not {kind}",
+                "artifact",
+            )  # fmt: skip
+            return
         self._worker.submit(
             (self._channel, "artifact_logged", _time(), artifact_body, target, name, type, self)
         )
@@ -453,6 +577,8 @@ class Run:
     def _emit(self, type_name: str, body: dict[str, Any]) -> None:
         if self._finished is None:
             self._worker.submit((self._channel, type_name, _time(), static_body, body))
+        else:  # config, summary, tags, define_metric after finish(): said, like log()
+            self._log_after_finish(_CALL_OF.get(type_name, type_name))
 
     def _after_fork_in_child(self) -> None:
         self._forked = True

@@ -42,7 +42,14 @@ class DisabledRun(Run):
         self.summary = RunSummary(self)
         self.summary._synced = (0, 0)  # nothing is ever queued: reads never wait
 
-    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
+    def log(
+        self,
+        data: Mapping[str, Any] | None = None,
+        step: int | None = None,
+        commit: bool = True,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         return None
 
     def _emit(self, type_name: str, body: dict[str, Any]) -> None:

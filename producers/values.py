@@ -1,5 +1,6 @@
-"""Turning what users log into what the schema holds. Runs on the worker thread, not the caller's
-(config and summary values are converted in the caller's thread: they are not on a hot path).
+"""Turning what users log into what the schema holds. Runs on the worker thread, not the caller's,
+except :func:`snapshot_metrics` (log() takes values that could change later as they are at the
+call) and config and summary values (converted in the caller's thread: not on a hot path).
 
 Metric values become floats (Python, numpy and torch scalars alike, without importing either
 library); nested dicts become ``a/b`` names. Config and summary values become JSON. Anything that
@@ -19,6 +20,7 @@ import enum
 import logging
 import math
 import numbers
+import sys
 import threading
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -56,9 +58,12 @@ class Refusals:
         self.count = 0
         self.by_kind: dict[str, int] = {}
 
-    def refuse(self, name: str, reason: str, kind: str = "value") -> None:
-        """A value that is not stored: ``runstream: not logging 'name': reason``."""
-        self.note(name, f"not logging {_short(name)}: {reason}", kind, key=reason)
+    def refuse(
+        self, name: str, reason: str, kind: str = "value", *, key: str | None = None
+    ) -> None:
+        """A value that is not stored: ``runstream: not logging 'name': reason``. Warned once
+        per (``key`` or ``reason``, name)."""
+        self.note(name, f"not logging {_short(name)}: {reason}", kind, key=key or reason)
 
     def tally(self, kind: str) -> None:
         """Count one refusal the caller warns about itself."""
@@ -102,7 +107,12 @@ def repair_text(value: str) -> str:
 # --- metric values ---------------------------------------------------------------------------
 def to_float(value: Any) -> float | None:
     """The float a metric value stands for, or None when it is not a number (or a number no
-    float can hold, such as ``10**400``). Never raises."""
+    float can hold, such as ``10**400``). Never raises.
+
+    Taken: Python ints and floats, ``numbers.Real`` (``Fraction``), ``Decimal``, numpy scalars,
+    and any array or tensor of exactly one element (0-d, shape ``(1,)``, ``(1, 1)``...: numpy's
+    ``size``, torch's ``numel()``) through its ``.item()``.
+    """
     kind = type(value)
     if kind is float:
         return value  # type: ignore[no-any-return]
@@ -114,31 +124,117 @@ def to_float(value: Any) -> float | None:
     if kind is bool:
         return None
     try:
-        item = getattr(value, "item", None)  # numpy scalars, 0-d arrays, one-element tensors
-        if callable(item) and (getattr(value, "ndim", 0) == 0 or _is_single_tensor(value)):
+        item = getattr(value, "item", None)  # numpy scalars and arrays, torch tensors
+        if callable(item) and _one_element(value):
             inner = item()
             # numpy's longdouble.item() returns a longdouble: do not go round in circles.
             if type(inner) is not kind:
                 return to_float(inner)
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
+        if kind is _decimal_type():
+            number = float(value)
+            # Decimal("1e400") is inf as a float: a number no float holds, like 10**400.
+            return number if math.isfinite(number) or not value.is_finite() else None
     except Exception:  # whatever a foreign object's item(), ndim or __float__ raise
         return None
     return None
 
 
-def _is_single_tensor(value: Any) -> bool:
+def _one_element(value: Any) -> bool:
+    """True for a 0-d or one-element array or tensor (and for numpy scalars)."""
+    if getattr(value, "ndim", 0) == 0:
+        return True
+    size = getattr(value, "size", None)  # numpy: an int; torch: a method (the shape)
+    if type(size) is int:
+        return size == 1
     numel = getattr(value, "numel", None)
     try:
-        return numel is not None and numel() == 1
+        return callable(numel) and numel() == 1
     except Exception:
         return False
+
+
+def _decimal_type() -> type | None:
+    # Without importing decimal: a Decimal can only exist once the module is loaded.
+    module = sys.modules.get("decimal")
+    return getattr(module, "Decimal", None) if module is not None else None
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    """An array's or tensor's shape as a tuple, or None (not an array, or unreadable)."""
+    try:
+        shape = getattr(value, "shape", None)
+        if shape is None or isinstance(shape, (str, bytes)):
+            return None
+        return tuple(int(n) for n in shape)
+    except Exception:
+        return None
+
+
+class _ContainsItself:
+    """What :func:`snapshot_metrics` puts where a mapping contains itself (a cycle)."""
+
+    def __repr__(self) -> str:
+        return "<a mapping that contains itself>"
+
+
+CONTAINS_ITSELF = _ContainsItself()
 
 
 def _not_a_metric(value: Any) -> str:
     if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
         return "the integer is too large for a 64-bit float (metrics are Float64)"
+    if value is CONTAINS_ITSELF:
+        return "the dict contains itself (a cycle); the inner reference is left out"
+    if type(value) is _decimal_type():
+        return "the Decimal is too large for a 64-bit float (metrics are Float64)"
+    shape = _shape(value)
+    if shape is not None and callable(getattr(value, "item", None)):
+        count = math.prod(shape)
+        if count != 1:
+            return (
+                f"a metric must be one number, not a {type(value).__name__} of shape "
+                f"{shape} ({count} elements); log one element, or a reduction such as .mean()"
+            )
     return f"a metric must be a number, not {type(value).__name__}"
+
+
+_PLAIN = {float, int, str, bool, type(None)}
+"""Values that cannot change after log() returns (immutable), kept as they are."""
+
+
+def snapshot_metrics(
+    data: dict[Any, Any], _depth: int = 0, _path: set[int] | None = None
+) -> dict[Any, Any]:
+    """``data`` (the caller's private copy) with every value as it is NOW, in the caller's
+    thread: nested mappings copied, numpy scalars, arrays and tensors of one element converted
+    to floats through ``.item()`` (as wandb does). The worker reads the values later, when a
+    training loop may have changed them (``acc[...] = s``, ``d["m"]["v"] = x``).
+
+    What cannot be converted stays as it is, for the worker to refuse with its warning; a
+    mapping that contains itself becomes :data:`CONTAINS_ITSELF` (refused there). Never raises.
+    """
+    path = {id(data)} if _path is None else _path
+    for key, value in list(data.items()):
+        if type(value) in _PLAIN:
+            continue
+        if isinstance(value, Mapping):
+            if id(value) in path:
+                data[key] = CONTAINS_ITSELF
+            elif _depth < MAX_DEPTH:  # deeper ones the worker refuses without reading them
+                try:
+                    inner = dict(value)
+                except Exception:  # a foreign Mapping that cannot be read: the worker says so
+                    continue
+                path.add(id(value))
+                data[key] = snapshot_metrics(inner, _depth + 1, path)
+                path.discard(id(value))
+            continue
+        number = to_float(value)
+        if number is not None:
+            data[key] = number
+    return data
 
 
 def flatten_metrics(
@@ -186,7 +282,10 @@ def flatten_metrics(
             continue
         number = to_float(value)
         if number is None:
-            refusals.refuse(name[:200], _not_a_metric(value), "metric")
+            reason = _not_a_metric(value)
+            # One warning per name for arrays of any shape (a shape that changes each step).
+            once = "shape" if reason.startswith("a metric must be one number") else reason
+            refusals.refuse(name[:200], reason, "metric", key=once)
         elif not name or len(name) > MAX_NAME_LENGTH:
             refusals.refuse(
                 name[:60], f"a metric name must have 1 to {MAX_NAME_LENGTH} characters", "metric"
@@ -272,6 +371,10 @@ def _convert(value: Any, refusals: Refusals, name: str, depth: int, path: set[in
         return _to_json(str(value), refusals, name, depth, path)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
+    if (isinstance(value, numbers.Rational) and not isinstance(value, numbers.Integral)) or (
+        type(value) is _decimal_type()
+    ):
+        return _exact_or_text(value, refusals, name)
     container = isinstance(value, (Mapping, list, tuple, set, frozenset)) or (
         dataclasses.is_dataclass(value) and not isinstance(value, type)
     )
@@ -345,6 +448,21 @@ def _container(value: Any, refusals: Refusals, name: str, depth: int, path: set[
         return sorted(items, key=repr)
     fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     return _container(fields, refusals, name, depth, path)
+
+
+def _exact_or_text(value: Any, refusals: Refusals, name: str) -> Any:
+    """A ``Fraction`` or ``Decimal``: the float when it is exactly that float (``Fraction(1, 2)``,
+    ``Decimal("0.5")``), without a word; otherwise its text (``"1/3"``, ``"0.1"``), warned."""
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):  # Fraction(10**400), Decimal("sNaN")
+        number = math.nan
+    if math.isfinite(number) and number == value:  # exact comparisons, both types
+        return number
+    text = repair_text(str(value))
+    refusals.note(name, f"{name}: the {type(value).__name__} {text[:40]} is not exactly any "
+                  f"64-bit float; stored as its text {text[:40]!r}", "config")  # fmt: skip
+    return text
 
 
 def _repaired(value: str, refusals: Refusals, name: str) -> str:

@@ -10,6 +10,7 @@ run.finish()
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,21 +23,51 @@ if TYPE_CHECKING:
     run: Run | None
 
 
-def log(data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
-    """Log to the current run (the one :func:`init` returned last); a no-op without one."""
+no_run_calls: dict[str, int] = {}
+"""Calls of :func:`log` and :func:`finish` made with no current run (before :func:`init`, or
+after the run finished), by function name: each is ignored, warned about once, counted here."""
+
+
+def _no_run(call: str) -> None:
+    count = no_run_calls.get(call, 0)
+    no_run_calls[call] = count + 1
+    if count == 0:
+        logging.getLogger("runstream").warning(
+            "runstream: runstream.%s() with no run: call runstream.init() first; ignored "
+            "(warned once, counted in runstream.no_run_calls)",
+            call,
+        )
+
+
+def log(
+    data: Mapping[str, Any] | None = None,
+    step: int | None = None,
+    commit: bool = True,
+    *args: Any,
+    **kwargs: Any,
+) -> None:
+    """Log to the current run (the one :func:`init` returned last), as :meth:`Run.log` does.
+    Without one (before :func:`init`, after its :meth:`Run.finish`) the call is ignored with
+    one warning, and counted in :data:`no_run_calls`. Never raises."""
     from runstream.producers import active
 
     current = active.run
     if current is not None:
-        current.log(data, step=step, commit=commit)
+        current.log(data, step, commit, *args, **kwargs)
+    else:
+        _no_run("log")
 
 
 def finish(exit_code: int = 0) -> FinishResult | None:
-    """Finish the current run, if any."""
+    """Finish the current run and return its :class:`FinishResult`; without one, ``None``
+    (warned once, counted in :data:`no_run_calls`)."""
     from runstream.producers import active
 
     current = active.run
-    return current.finish(exit_code=exit_code) if current is not None else None
+    if current is None:
+        _no_run("finish")
+        return None
+    return current.finish(exit_code=exit_code)
 
 
 def __getattr__(name: str) -> Any:
@@ -56,4 +87,5 @@ __all__ = [
     "finish",
     "init",
     "log",
+    "no_run_calls",
 ]

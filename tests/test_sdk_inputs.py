@@ -457,3 +457,225 @@ def test_finish_result_counts_the_refused_values(tmp_path: Path) -> None:
     result = run.finish()
     assert run.refused_by_kind and result.refused == run.refused == 4
     assert result.ok, "refused values cost themselves, not the run's delivery"
+
+
+# --- a fresh user's second look: values as at the call, the last step, arrays, arguments --------
+def test_values_are_stored_as_they_were_at_the_call_not_later(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    d: dict[str, Any] = {"m": {"v": 0.0}}
+    acc = np.zeros(())
+    for s in range(1000):
+        d["m"]["v"] = float(s)
+        acc[...] = s
+        run.log({**d, "acc": acc}, step=s)
+    z = np.array(1.0)
+    run.log({"z": z}, step=1000)
+    z += 41
+    vec = np.array([0.5])
+    run.log({"pending": {"p": vec}}, step=1001, commit=False)  # accumulated: taken now too
+    vec[0] = 9.0
+    run.log({"more": vec}, step=1001)
+    vec[0] = 7.0
+    result = run.finish()
+    assert result.ok and run.refused == 0
+    points = metric_points(spooled(settings, run.id))
+    assert [(s, v) for s, n, v in points if n == "m/v"] == [(s, float(s)) for s in range(1000)]
+    assert [(s, v) for s, n, v in points if n == "acc"] == [(s, float(s)) for s in range(1000)]
+    assert (1000, "z", 1.0) in points
+    assert (1001, "pending/p", 0.5) in points and (1001, "more", 9.0) in points
+
+
+def test_values_that_cannot_be_converted_at_the_call_are_refused_by_the_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    looped: dict[str, Any] = {"x": 1.0}
+    looped["self"] = looped
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.log({"a": "text", "loop": looped, "ok": 2.0})
+    run.finish()
+    assert sorted(metric_points(spooled(settings, run.id))) == [(0, "loop/x", 1.0), (0, "ok", 2.0)]
+    assert run.refused_by_kind == {"metric": 2}
+    assert any("contains itself" in m for m in warnings_of(caplog))
+
+
+def test_a_step_less_log_after_the_highest_step_is_refused_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.log({"x": 1.0}, step=2**63 - 1)
+        run.log({"x": 2.0})
+        run.log({"y": 3.0}, commit=False)  # the pending path computes a step too
+        run.log({"x": 4.0}, step=5)  # an explicit step still works
+    result = run.finish()
+    assert metric_points(spooled(settings, run.id)) == [(2**63 - 1, "x", 1.0), (5, "x", 4.0)]
+    assert run.refused_by_kind == {"step": 2} and result.refused == 2
+    (message,) = warnings_of(caplog)
+    assert "2**63-1" in message and "step=" in message
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1), (1, 1, 1)])
+def test_one_element_arrays_are_metrics(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    np = pytest.importorskip("numpy")
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    run.log({"a": np.full(shape, 4.5), "b": np.full(shape, 3, dtype=np.int32)})
+    run.finish()
+    assert metric_points(spooled(settings, run.id)) == [(0, "a", 4.5), (0, "b", 3.0)]
+    assert run.refused == 0
+
+
+def test_larger_arrays_are_refused_with_their_shape_once_per_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    np = pytest.importorskip("numpy")
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.log({"v": np.zeros(3), "ok": 1.0})
+        run.log({"v": np.zeros((2, 2)), "ok": 2.0})  # another shape, same name: no new warning
+        run.log({"e": np.zeros(0)})
+    run.finish()
+    assert metric_points(spooled(settings, run.id)) == [(0, "ok", 1.0), (1, "ok", 2.0)]
+    assert run.refused_by_kind == {"metric": 3}
+    messages = warnings_of(caplog)
+    assert len(messages) == 2
+    assert "shape (3,)" in messages[0] and "3 elements" in messages[0]
+    assert "shape (0,)" in messages[1]
+
+
+def test_unknown_arguments_to_log_are_ignored_with_one_warning_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.log({"x": 1.0}, step=1, extra_kw=1)  # type: ignore[call-arg]
+        run.log({"x": 2.0}, step=2, extra_kw=2)  # type: ignore[call-arg]
+        run.log({"x": 3.0}, step=3, sync=True)  # type: ignore[call-arg]  # wandb's: silent
+        run.log({"x": 4.0}, 4, True, False)  # type: ignore[call-arg]  # sync by position
+        run.log({"x": 5.0}, 5, True, None, "more")  # type: ignore[call-arg]
+        run.log()  # type: ignore[call-arg]
+    run.finish()
+    assert [v for _, _, v in metric_points(spooled(settings, run.id))] == [1.0, 2.0, 3.0, 4.0,
+                                                                          5.0]  # fmt: skip
+    assert run.refused_by_kind == {"argument": 3, "call": 1}
+    messages = warnings_of(caplog)
+    assert len(messages) == 3 and "'extra_kw'" in messages[0] and "positional" in messages[1]
+
+
+def test_module_level_calls_without_a_run_warn_once_and_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runstream.producers import active
+
+    monkeypatch.setattr(active, "run", None)
+    monkeypatch.setattr(runstream, "no_run_calls", {})
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        runstream.log({"x": 1.0})
+        runstream.log({"x": 2.0}, step=3, bogus=1)  # type: ignore[call-arg]
+        assert runstream.finish() is None
+    assert runstream.no_run_calls == {"log": 2, "finish": 1}
+    messages = warnings_of(caplog)
+    assert len(messages) == 2 and all("call runstream.init() first" in m for m in messages)
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    runstream.log({"x": 3.0}, 7, True, None, extra=1)  # type: ignore[call-arg]
+    result = runstream.finish()
+    assert result is not None and result.refused == 1
+    assert metric_points(spooled(settings, run.id)) == [(7, "x", 3.0)]
+
+
+def test_every_odd_alert_input_is_changed_out_loud_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.alert("a", level="critical")
+        run.alert("b", level=None)  # another bad level: the same warning, counted
+        run.alert(42, 3.5, level="WARNING")  # type: ignore[arg-type]
+        run.alert("", None, level="error")  # type: ignore[arg-type]  # text None: ""
+        run.alert("t" * 2000, "fine")
+    run.finish()
+    run.alert("late")
+    alerts = [e["body"] for e in of_type(spooled(settings, run.id), "alert_raised")]
+    assert alerts == [
+        {"title": "a", "text": "", "level": "info"},
+        {"title": "b", "text": "", "level": "info"},
+        {"title": "42", "text": "3.5", "level": "warn"},
+        {"title": "(untitled)", "text": "", "level": "error"},
+        {"title": "t" * 1024, "text": "fine", "level": "info"},
+    ]
+    assert run.refused_by_kind == {"alert": 6, "after_finish": 1}
+    assert len(warnings_of(caplog)) == 6 and "alert() after finish()" in warnings_of(caplog)[-1]
+
+
+def test_calls_after_finish_that_change_the_run_are_said_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = runstream.init(settings=offline_settings(tmp_path))
+    run.finish()
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.config["lr"] = 0.1
+        run.summary["best"] = 1.0
+        run.tags = ["t"]
+        run.define_metric("x", summary="min")
+        run.log_artifact("s3://b/k")
+        run.log({"x": 1.0})
+    assert run.refused_by_kind == {"after_finish": 6}
+    (message,) = warnings_of(caplog)
+    assert "a config change after finish() is ignored" in message
+
+
+def test_fractions_and_decimals_in_config_are_exact_or_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    settings = offline_settings(tmp_path)
+    config = {"half": Fraction(1, 2), "third": Fraction(1, 3), "d": Decimal("0.25"),
+              "tenth": Decimal("0.1"), "huge": Decimal("1e400")}  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run = runstream.init(settings=settings, config=config)
+        run.log({"f": Fraction(3, 4), "dec": Decimal("0.5")})
+    run.finish()
+    events = spooled(settings, run.id)
+    started = of_type(events, "run_started")[0]["body"]["config"]
+    assert started == {"half": 0.5, "third": "1/3", "d": 0.25, "tenth": "0.1", "huge": "1E+400"}
+    assert type(started["half"]) is float and type(started["d"]) is float
+    assert metric_points(events) == [(0, "f", 0.75), (0, "dec", 0.5)]
+    assert run.refused_by_kind == {"config": 3}
+    messages = warnings_of(caplog)
+    assert len(messages) == 3 and "config.third" in messages[0] and "'1/3'" in messages[0]
+
+
+def test_enum_keys_are_the_same_in_config_and_metrics(tmp_path: Path) -> None:
+    import enum
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    class Mixed(str, enum.Enum):
+        BLUE = "blue"
+
+    class Number(enum.Enum):
+        ONE = 1
+
+    settings = offline_settings(tmp_path)
+    keys = {Color.RED: 1.0, Mixed.BLUE: 2.0, Number.ONE: 3.0}
+    run = runstream.init(settings=settings, config=keys)
+    run.config.update({Color.RED: 4.0})
+    run.log(keys)
+    run.finish()
+    events = spooled(settings, run.id)
+    config = of_type(events, "run_started")[0]["body"]["config"]
+    assert config == {"red": 1.0, "blue": 2.0, "Number.ONE": 3.0}
+    assert of_type(events, "config_updated")[0]["body"]["config"] == {"red": 4.0}
+    assert [n for _, n, _ in metric_points(events)] == list(config)

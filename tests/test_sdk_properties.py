@@ -1,11 +1,13 @@
 """Hypothesis: whatever training code passes to init, log, config and summary (issue 10, proof).
 
-Generated: numbers of every kind and size (huge ints, NaN, +-inf, -0.0), numpy scalars of every
-numeric dtype, torch-like objects with ``.item()``, odd strings (lone surrogates, NUL, empty,
+Generated: numbers of every kind and size (huge ints, NaN, +-inf, -0.0, fractions, decimals),
+numpy scalars of every numeric dtype, numpy arrays of one element or more, torch-like objects
+with ``.item()``, odd strings (lone surrogates, NUL, empty,
 over-long), odd keys (ints, None, tuples), nesting, cycles, a huge container, non-mapping data
 and any step. Runs are offline and read back from their spool, so this needs no services.
 
-Invariants: ``log()`` never raises and returns quickly; every value an independent oracle says
+Invariants: ``log()`` never raises and returns quickly; what is stored is the value at the call
+(inputs changed afterwards, in place, change nothing); every value an independent oracle says
 is storable is in the produced events exactly, once; every refused value was warned about and
 counted (``run.refused``); ``run_started`` and ``run_finished`` are always produced and every
 produced event decodes with the schema.
@@ -20,6 +22,8 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -94,9 +98,19 @@ numpy_scalars = st.sampled_from(NUMERIC_DTYPES).flatmap(lambda d: hnp.from_dtype
 torch_likes = st.builds(
     TorchLike, st.one_of(st.floats(), st.integers(), st.text(max_size=3)), st.booleans()
 )
+small_arrays = hnp.arrays(  # one element (a metric) or not (refused, naming the shape)
+    st.sampled_from(["float64", "float32", "int64"]),
+    st.sampled_from([(), (1,), (1, 1), (0,), (2,), (2, 3)]),
+)
+exact_types = st.one_of(
+    st.fractions(max_denominator=10**6),
+    st.decimals(allow_nan=False, allow_infinity=False, places=4),
+)
 leaves = st.one_of(
     plain_numbers,
     numpy_scalars,
+    small_arrays,
+    exact_types,
     torch_likes,
     st.booleans(),
     st.none(),
@@ -141,6 +155,10 @@ def storable_float(value: Any) -> float | None:
             float(value))  # fmt: skip
     if isinstance(value, TorchLike):
         return None if value.raises else storable_float(value.value)
+    if isinstance(value, np.ndarray):
+        return storable_float(value.item()) if value.size == 1 else None
+    if isinstance(value, (Fraction, Decimal)):
+        return float(value)
     return None
 
 
@@ -228,7 +246,7 @@ def test_log_stores_every_storable_point_exactly_and_refuses_the_rest_out_loud(
                 refused += 1
                 continue
             resolved = next_step if step is None else expected_step(step)
-            if resolved is None:
+            if resolved is None or resolved > INT64_MAX:  # a step-less call after 2**63-1
                 refused += 1
                 continue
             points, count = expected_points(data)
@@ -344,3 +362,105 @@ def _needs_warning(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return not -(2**63) <= value <= 2**64 - 1
     return isinstance(value, (str, bytes, np.complexfloating, BadRepr)) or type(value) is object
+
+
+# --- values changed after log(): what is stored is what was passed at the call --------------------
+mutable_leaves = st.one_of(
+    st.floats(allow_nan=False).map(lambda v: ("float", v)),
+    st.floats(allow_nan=False).map(lambda v: ("0-d", v)),
+    st.floats(allow_nan=False).map(lambda v: ("(1,)", v)),
+    st.floats(allow_nan=False).map(lambda v: ("(1,1)", v)),
+    st.floats(allow_nan=False, width=32).map(lambda v: ("torch", v)),
+)
+mutable_trees = st.recursive(
+    mutable_leaves,
+    lambda inner: st.dictionaries(
+        st.text(alphabet="abc", min_size=1, max_size=3), inner, min_size=1, max_size=3
+    ),
+    max_leaves=8,
+)
+
+
+class MutableTensor(TorchLike):
+    """A one-element tensor updated in place (``acc += loss``), as torch allows."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(value)
+        self.ndim = 1
+
+
+def build(tree: Any) -> tuple[Any, list[Any]]:
+    """(the value to log, the mutable leaves and dicts inside it)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        handles: list[Any] = [out]
+        for key, sub in tree.items():
+            out[key], inner = build(sub)
+            handles += inner
+        return out, handles
+    kind, value = tree
+    if kind == "float":
+        return value, []
+    if kind == "torch":
+        tensor = MutableTensor(value)
+        return tensor, [tensor]
+    shape = {"0-d": (), "(1,)": (1,), "(1,1)": (1, 1)}[kind]
+    array = np.full(shape, value)
+    return array, [array]
+
+
+def mutate(handles: list[Any]) -> None:
+    for handle in handles:
+        if isinstance(handle, dict):
+            for key in list(handle):
+                handle[key + "_later"] = 1.0
+                if not isinstance(handle[key], (dict, np.ndarray, MutableTensor)):
+                    handle[key] = -12345.0
+        elif isinstance(handle, np.ndarray):
+            handle[...] = -12345.0
+        else:
+            handle.value = -12345.0
+
+
+@SETTINGS
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from("xyz"), mutable_trees, min_size=1, max_size=3),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_values_changed_after_log_are_stored_as_they_were_at_the_call(
+    tmp_path_factory: pytest.TempPathFactory, calls: list[tuple[dict[str, Any], bool]]
+) -> None:
+    settings_ = offline_settings(tmp_path_factory.mktemp("prop"))
+    run = runstream.init(settings=settings_)
+    expected: dict[tuple[int, str], float] = {}
+    for step, (tree, commit) in enumerate(calls):
+        data, handles = build(tree)
+        # commit=False, then a commit at the same step: both taken at their call
+        run.log(data, step=step, commit=commit)
+        points, _ = expected_points(_as_floats(tree))
+        expected.update({(step, name): value for name, value in points.items()})
+        mutate(handles)
+        if not commit:
+            run.log({"done": 1.0}, step=step)
+            expected[(step, "done")] = 1.0
+    run.finish()
+    stored = {
+        (e["body"]["step"], name): parse_metric_value(value)
+        for e in of_type(spooled(settings_, run.id), "metrics_logged")
+        for name, value in e["body"]["metrics"].items()
+    }
+    assert stored == expected
+    assert run.refused == 0
+
+
+def _as_floats(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _as_floats(v) for k, v in tree.items()}
+    kind, value = tree
+    return float(np.float32(value)) if kind == "torch" else value
