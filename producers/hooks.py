@@ -92,7 +92,7 @@ def _keep_sigint_exit() -> None:
     with ``KeyboardInterrupt`` is the one way Python offers to set the flag again.
     """
     with contextlib.suppress(KeyboardInterrupt):
-        exec("raise KeyboardInterrupt")  # noqa: S102 - a constant, see the docstring
+        exec("raise KeyboardInterrupt")  # a constant: see the docstring
 
 
 def _wrap_sys_exit() -> None:
