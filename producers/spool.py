@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import struct
 import time
 import zlib
@@ -56,6 +57,10 @@ class SpoolState:
     acked_through: int = -1
     status: str = "running"
     pid: int = 0
+    # The owning process as this host knows it: a pid alone is no proof (PID 1 of a container
+    # is alive wherever sync runs; pids are reused), so sync also compares host and start time.
+    host: str = ""
+    started: float = 0.0  # the owning process's create time (psutil), seconds since the epoch
     updated: float = 0.0
     # [first, last] seq ranges that were never written to the spool (disk full or unwritable):
     # sent from memory only. Lets `runstream sync` name why they are missing.
@@ -68,7 +73,7 @@ class SpoolState:
 
 
 _INT_FIELDS = ("next_seq", "last_step", "acked_through", "pid")
-_STR_FIELDS = ("run_id", "project", "topic", "kafka_bootstrap", "mode", "status")
+_STR_FIELDS = ("run_id", "project", "topic", "kafka_bootstrap", "mode", "status", "host")
 
 
 def parse_state(raw: Any) -> SpoolState:
@@ -96,9 +101,45 @@ def parse_state(raw: Any) -> SpoolState:
     values = {k: v for k, v in raw.items() if k in known}
     values.setdefault("project", "")
     values.setdefault("kafka_bootstrap", "")
-    if not isinstance(values.get("updated", 0.0), (int, float)):
-        values["updated"] = 0.0
+    for name in ("updated", "started"):
+        if not isinstance(values.get(name, 0.0), (int, float)) or isinstance(values.get(name), bool):
+            values[name] = 0.0
     return SpoolState(**values)
+
+
+_IDENTITY: tuple[int, str, float] | None = None
+
+
+def process_identity() -> tuple[int, str, float]:
+    """This process as a spool state records its owner: (pid, host name, create time)."""
+    global _IDENTITY
+    pid = os.getpid()
+    if _IDENTITY is None or _IDENTITY[0] != pid:  # a forked child is another process
+        _IDENTITY = (pid, socket.gethostname(), _create_time(pid) or 0.0)
+    return _IDENTITY
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
+def owner_alive(state: SpoolState) -> bool:
+    """The process that owns ``state`` is alive: on this host, with the recorded pid, and
+    started when the recorded one was (a reused pid, or PID 1 of another container, is not it).
+    A state without host or start time (an older SDK's) has no provable owner: False."""
+    if state.pid <= 0 or not state.host or not state.started:
+        return False
+    if state.host != socket.gethostname():
+        return False
+    started = _create_time(state.pid)
+    # create_time is derived from the boot time and the process's start in clock ticks: the
+    # same process gives the same value, to well within 10 ms.
+    return started is not None and abs(started - state.started) < 0.01
 
 
 def runs_dir(root: Path) -> Path:
@@ -366,8 +407,10 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
     """Run directories under a spool root (``<root>/runs/*``, or the root itself if it is one),
     and the stray entries found beside them (files where run directories belong).
 
-    Every directory under ``runs/`` is a run's, even when its ``state.json`` is missing or
-    damaged: its records are still deliverable, and its damage is reported.
+    A directory under ``runs/`` is a run's when it holds a ``state.json`` or a segment
+    (``seg-*.log``), even when its ``state.json`` is missing or damaged: its records are still
+    deliverable, and its damage is reported. Any other directory (empty, or someone else's) is
+    not a run: it is listed with the strays and never written into.
     """
     if _is_run_dir(root):
         return [root], []
@@ -377,7 +420,7 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
     runs: list[Path] = []
     strays: list[Path] = []
     for entry in sorted(base.iterdir()):
-        (runs if entry.is_dir() else strays).append(entry)
+        (runs if entry.is_dir() and _is_run_dir(entry) else strays).append(entry)
     return runs, strays
 
 
@@ -385,6 +428,6 @@ def _is_run_dir(path: Path) -> bool:
     if (path / STATE_FILE).exists():
         return True
     try:
-        return any(path.glob("seg-*"))
+        return any(path.glob("seg-*.log"))
     except OSError:
         return False

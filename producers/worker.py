@@ -27,7 +27,7 @@ from typing import Any
 from runstream.producers import delivery
 from runstream.producers.channel import RunChannel
 from runstream.producers.encoding import EventEncoder, producer_info
-from runstream.producers.spool import RunSpool, SpoolState, segment_bytes_for
+from runstream.producers.spool import RunSpool, SpoolState, process_identity, segment_bytes_for
 from runstream.producers.transport import KafkaTransport
 from runstream.settings import Settings
 
@@ -497,11 +497,14 @@ def get_worker() -> Worker:
 def new_spool_state(run_id: str, project: str, settings: Settings, mode: str) -> SpoolState:
     from runstream.schemas.topics import Topics
 
+    pid, host, started = process_identity()
     return SpoolState(
         run_id=run_id,
         project=project,
         topic=Topics(settings.topic_prefix).events,
         kafka_bootstrap=settings.kafka_bootstrap,
         mode=mode,
-        pid=os.getpid(),
+        pid=pid,
+        host=host,
+        started=started,
     )

@@ -429,7 +429,12 @@ def test_every_kind_of_damage_is_reported_and_the_rest_delivered(
     assert sent["torn-end"] == list(range(29))
     assert any("torn" in str(d) for d in by_run["torn-end"].damages)
     assert sent["torn-header"] == list(range(29))
-    assert any("seq 29 not in the spool" in str(d) for d in by_run["torn-header"].damages)
+    # One damaged place costs one damage, naming the seqs it cost (they were counted twice:
+    # once as the place, once as the seqs missing there).
+    torn = [str(d) for d in by_run["torn-header"].damages]
+    assert len(torn) == 1 and "torn" in torn[0] and "seq 29 lost with it" in torn[0], torn
+    assert [str(d).count(f"seq {lost_seq} lost with it") for d in bad.damages] == [1]
+    assert len(by_run["torn-end"].damages) == 1
     missing = [str(d) for d in by_run["missing-seg"].damages]
     assert len(missing) == 1 and "not in the spool" in missing[0]
     assert any("unreadable" in str(d) for d in by_run["unreadable"].damages)
@@ -506,6 +511,10 @@ def test_random_damage_never_stops_sync_and_everything_intact_lands_exactly_once
         by_run = {r.run_id: r for r in report.runs}
         assert by_run[bystander].ok
         assert by_run[bystander].delivered == 5
+        if victim not in by_run:  # every file deleted: an empty folder is no run, left alone
+            assert run_dir in report.strays and not expected[victim] and not any(run_dir.iterdir())
+            shutil.rmtree(root)
+            return
         if effective:
             assert by_run[victim].damages, "the damage is reported"
             assert not report.ok
@@ -556,3 +565,94 @@ def test_a_state_whose_bytes_changed_is_never_taken_for_a_good_one(
         path.write_bytes(good[:at] + bytes([good[at] ^ mask]) + good[at + 1 :])
         with contextlib.suppress(SpoolError):
             assert read_state(tmp_path / "run") == spool.state, at
+
+
+def test_sync_leaves_folders_that_are_not_runs_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Empty or foreign folders under runs/ were taken for runs: sync wrote a state.json into
+    them, reported them damaged and exited 1."""
+    root = tmp_path / "spool"
+    (runs_dir(root) / "empty").mkdir(parents=True)
+    (runs_dir(root) / "notes").mkdir()
+    (runs_dir(root) / "notes" / "readme.txt").write_text("hello")
+    code = main(["sync", str(root), "--kafka", f"127.0.0.1:{free_port()}", "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert sorted(p.name for p in (runs_dir(root) / "empty").iterdir()) == []
+    assert sorted(p.name for p in (runs_dir(root) / "notes").iterdir()) == ["readme.txt"]
+    assert "damaged" not in out.replace("damaged  result", "")
+    assert out.count("not a run directory") == 2
+
+
+def _set_owner(root: Path, run_id: str, **owner: Any) -> None:
+    from runstream.producers.spool import read_state
+
+    path = runs_dir(root) / run_id
+    state = read_state(path)
+    assert state is not None
+    spool = RunSpool(path, state)
+    spool.mark(status="running", **owner)
+    spool.save_state()
+
+
+def test_sync_skips_a_run_only_when_its_own_process_is_alive_here(
+    tmp_path: Path, fake_kafka: dict[str, list[int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dead run whose recorded pid exists here (PID 1 of a container, a reused pid) was
+    skipped forever with exit 0. Alive means: this host, that pid, that process start time."""
+    import socket
+
+    import psutil
+
+    from runstream.producers.spool import process_identity
+
+    root = tmp_path / "spool"
+    parent = psutil.Process().ppid()  # alive, and not this process
+    alive = psutil.Process(parent)
+    cases = {
+        "pid-1-elsewhere": {"pid": 1, "host": "other-machine", "started": 1.0},
+        "reused-pid": {"pid": parent, "host": socket.gethostname(), "started": 12345.0},
+        "old-sdk": {"pid": parent, "host": "", "started": 0.0},
+        "truly-alive": {
+            "pid": parent, "host": socket.gethostname(), "started": alive.create_time()
+        },
+    }
+    for run_id, owner in cases.items():
+        _write_run(root, run_id, 3, "topic")
+        _set_owner(root, run_id, **owner)
+    report = sync(Settings.load(env={}), root)
+    by_run = {r.run_id: r for r in report.runs}
+    for run_id in ("pid-1-elsewhere", "reused-pid", "old-sdk"):
+        assert by_run[run_id].ok and fake_kafka[run_id] == [0, 1, 2], run_id
+    assert by_run["truly-alive"].skipped and "truly-alive" not in fake_kafka
+    assert not by_run["truly-alive"].ok and not report.ok  # not delivered: exit 1
+
+    code = main(["sync", str(root), "--kafka", f"127.0.0.1:{free_port()}", "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert code == 1 and "skipped: still running in process" in out and "--force" in out
+    report = sync(Settings.load(env={}), root, force=True)
+    assert fake_kafka["truly-alive"] == [0, 1, 2]
+
+    # A new run records this process as its owner.
+    pid, host, started = process_identity()
+    assert (pid, host) == (os.getpid(), socket.gethostname())
+    assert started == psutil.Process().create_time()
+
+
+def test_the_progress_bar_line_ends_before_the_table() -> None:
+    import io
+
+    from runstream.producers.sync import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    bar = ProgressBar(stream)
+    bar("run-1", 3, 10)  # the run stops part way (timeout): the line stays open...
+    bar.close()  # ...until the CLI closes the bar before printing the table
+    assert stream.getvalue().endswith("3/10\n")
+    bar.close()
+    assert stream.getvalue().count("\n") == 1
