@@ -102,7 +102,8 @@ def parse_state(raw: Any) -> SpoolState:
     values.setdefault("project", "")
     values.setdefault("kafka_bootstrap", "")
     for name in ("updated", "started"):
-        if not isinstance(values.get(name, 0.0), (int, float)) or isinstance(values.get(name), bool):
+        value = values.get(name, 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             values[name] = 0.0
     return SpoolState(**values)
 

@@ -64,9 +64,7 @@ class RunSync:
     @property
     def ok(self) -> bool:
         """Everything the spool held was delivered and nothing was damaged."""
-        return not (
-            self.failed or self.undelivered or self.damages or self.error or self.skipped
-        )
+        return not (self.failed or self.undelivered or self.damages or self.error or self.skipped)
 
 
 @dataclass
@@ -115,7 +113,7 @@ def sync(
         result = RunSync(path.name)
         report.runs.append(result)
         try:
-            _sync_path(settings, path, result, progress, timeout, force)
+            _sync_path(settings, path, result, progress, timeout, force=force)
         except Exception as exc:  # one run's trouble never stops the others
             result.error = f"{type(exc).__name__}: {exc}"
     return report
@@ -127,6 +125,7 @@ def _sync_path(
     result: RunSync,
     progress: Callable[[str, int, int], None] | None,
     timeout: float,
+    *,
     force: bool = False,
 ) -> None:
     from runstream.schemas.topics import Topics

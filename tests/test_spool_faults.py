@@ -615,7 +615,9 @@ def test_sync_skips_a_run_only_when_its_own_process_is_alive_here(
         "reused-pid": {"pid": parent, "host": socket.gethostname(), "started": 12345.0},
         "old-sdk": {"pid": parent, "host": "", "started": 0.0},
         "truly-alive": {
-            "pid": parent, "host": socket.gethostname(), "started": alive.create_time()
+            "pid": parent,
+            "host": socket.gethostname(),
+            "started": alive.create_time(),
         },
     }
     for run_id, owner in cases.items():
