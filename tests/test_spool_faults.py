@@ -658,3 +658,19 @@ def test_the_progress_bar_line_ends_before_the_table() -> None:
     assert stream.getvalue().endswith("3/10\n")
     bar.close()
     assert stream.getvalue().count("\n") == 1
+
+
+def test_finish_names_the_transport_error_when_kafka_is_unreachable(tmp_path: Path) -> None:
+    """FinishResult.last_error stayed None although librdkafka reported "Connection refused"."""
+    settings = Settings.load(
+        env={},
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        dir=tmp_path / "spool",
+        finish_timeout=3,
+        system_metrics_interval=0,
+    )
+    run = runstream.init(settings=settings, project="unreachable")
+    run.log({"loss": 1.0})
+    result = run.finish()
+    assert not result.ok and result.delivered == 0 and result.pending == 3
+    assert result.last_error is not None and "refused" in result.last_error.lower(), result
