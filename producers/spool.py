@@ -45,6 +45,14 @@ class SpoolError(RunstreamError):
     """The spool directory cannot be used (permissions, disk full, corrupt state)."""
 
 
+class PartialAppend(OSError):
+    """A spool append wrote only the first ``written`` records (the disk filled up)."""
+
+    def __init__(self, written: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.written = written
+
+
 @dataclass
 class SpoolState:
     run_id: str
@@ -226,14 +234,50 @@ class RunSpool:
 
     # --- writing ------------------------------------------------------------------------------
     def append(self, records: list[tuple[int, bytes]]) -> None:
-        """Append encoded events (``(seq, bytes)``, in seq order) with one write.
+        """Append encoded events (``(seq, bytes)``, in seq order), one write per segment.
 
-        Raises OSError (disk full, I/O error) having written nothing: a partial write is cut
-        off again, so a failed append never leaves a torn record before later ones.
+        A segment is rolled within a batch: it holds at most ``segment_bytes``, or a single
+        record larger than that. When a write fails (disk full, I/O error), it is cut back to
+        the last whole record and the records are tried one by one, so that as many whole
+        records as fit are written: raises OSError having written none of them, or
+        :class:`PartialAppend` naming how many leading records were written.
         """
-        if not records:
-            return
-        if self._segment is None or self._segment_size >= self.segment_bytes:
+        count = len(records)
+        written = 0
+        record_bytes = HEADER.size
+        try:
+            while written < count:
+                first = record_bytes + len(records[written][1])
+                if self._segment is None or (
+                    self._segment_size and self._segment_size + first > self.segment_bytes
+                ):
+                    self._roll(records[written][0])
+                room = self.segment_bytes - self._segment_size
+                end, size = written, 0
+                while end < count and (
+                    end == written or size + record_bytes + len(records[end][1]) <= room
+                ):
+                    size += record_bytes + len(records[end][1])
+                    end += 1
+                group = records[written:end]
+                try:
+                    self._write(group)
+                except OSError:
+                    if len(group) == 1:
+                        raise
+                    for record in group:  # as many whole records as fit
+                        self._write([record])
+                        written += 1
+                    continue
+                written = end
+        except OSError as exc:
+            if written:
+                raise PartialAppend(written, exc) from exc
+            raise
+
+    def _write(self, records: list[tuple[int, bytes]]) -> None:
+        """One write of whole records; raises OSError having written nothing."""
+        if self._segment is None:
             self._roll(records[0][0])
         pack = HEADER.pack
         chunks = []

@@ -674,3 +674,46 @@ def test_finish_names_the_transport_error_when_kafka_is_unreachable(tmp_path: Pa
     result = run.finish()
     assert not result.ok and result.delivered == 0 and result.pending == 3
     assert result.last_error is not None and "refused" in result.last_error.lower(), result
+
+
+def test_a_batch_too_large_for_the_disk_spools_every_whole_record_that_fits(
+    tmp_path: Path,
+) -> None:
+    """256 KiB tmpfs, an offline run of 602 events (~356 KB): the batch was written whole or
+    not at all, so nothing was spooled (run_started included) and all 602 were lost. Now every
+    whole record that fits is written, the rest is counted."""
+    with small_tmpfs(tmp_path / "tmpfs", "256k") as disk:
+        settings = Settings.load(
+            env={}, mode="offline", dir=disk / "spool", system_metrics_interval=0
+        )
+        run = runstream.init(settings=settings, project="tmpfs", id="small-disk")
+        for step in range(600):
+            run.log({"x" * 480: float(step)})
+        result = run.finish()
+        assert result.produced == 602
+        path = runs_dir(settings.dir) / "small-disk"
+        found = [
+            orjson.loads(d)
+            for _, d in RunSpool(path, SpoolState("small-disk", "", "t", "")).read_from(0)
+        ]
+        used = sum(p.stat().st_size for p in path.glob("seg-*.log"))
+        assert result.spooled == len(found) and result.spooled + result.not_spooled == 602
+        assert found[0]["type"] == "run_started"
+        assert [e["seq"] for e in found] == list(range(len(found)))
+        # The disk is full to within one record (and the state file).
+        assert used > 256 * 1024 - 2 * (len(orjson.dumps(found[-1])) + HEADER.size) - 4096
+        assert result.lost == result.not_spooled > 0
+
+
+def test_segments_are_rolled_within_a_batch(tmp_path: Path) -> None:
+    """A batch was written whole into one segment, so segments outgrew their size."""
+    spool = RunSpool(tmp_path / "run", SpoolState("run", "", "t", ""), segment_bytes=65536)
+    records = [(seq, b'{"seq":%d,"pad":"%s"}' % (seq, b"x" * 1000)) for seq in range(300)]
+    spool.append(records[:10])
+    spool.append(records[10:])  # one batch of ~300 KB
+    sizes = [path.stat().st_size for _, path in spool.segments()]
+    assert len(sizes) >= 5 and max(sizes) <= 65536, sizes
+    assert [seq for seq, _ in spool.read_from(0)] == list(range(300))
+    big = RunSpool(tmp_path / "big", SpoolState("big", "", "t", ""), segment_bytes=65536)
+    big.append([(0, b"y" * 100_000), (1, b"z")])  # a record over the size: alone in its segment
+    assert [path.stat().st_size for _, path in big.segments()] == [100_016, 17]
