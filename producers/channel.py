@@ -35,7 +35,7 @@ class RunChannel:
     caught_up: bool = True  # False: the spool holds events not yet handed to the producer
     acked: int = 0  # events of this process acknowledged by Kafka (failed ones included)
     failed: int = 0  # ... of which Kafka refused
-    last_error: str | None = None
+    last_error: str | None = None  # why Kafka refused, or (see transport_error) is silent
     spool_limit: int = 0  # bytes (spool_max_mb)
     droppable_limit: int = 0  # bytes metric/heartbeat/system events may fill
     spooled: int = 0

@@ -23,7 +23,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from runstream.producers.spool import HEADER
+from runstream.producers.spool import HEADER, PartialAppend
 
 if TYPE_CHECKING:
     from runstream.producers.channel import RunChannel
@@ -155,7 +155,13 @@ def write(
             channel.appends += 1
         except OSError as exc:
             _spool_failed(channel, exc, now)
-            unspooled, to_write = records, []
+            written = exc.written if isinstance(exc, PartialAppend) else 0
+            if written:
+                channel.appends += 1
+                done = {seq for seq, _ in to_write[:written]}
+                unspooled, to_write = [r for r in records if r[0] not in done], to_write[:written]
+            else:
+                unspooled, to_write = records, []
         else:
             if channel.spool_broken:
                 channel.spool_broken = False

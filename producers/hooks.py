@@ -60,6 +60,8 @@ def install() -> None:
     ) -> None:
         _finish_all(exc_type, exc)
         previous_hook(exc_type, exc, tb)
+        if exc_type is KeyboardInterrupt:
+            _keep_sigint_exit()
 
     sys.excepthook = excepthook
     atexit.register(_at_exit)
@@ -75,6 +77,22 @@ def _at_exit() -> None:
         _finish_all(None, None)
     else:
         _finish_all(type(ending), ending)
+        if type(ending) is KeyboardInterrupt:
+            _keep_sigint_exit()
+
+
+def _keep_sigint_exit() -> None:
+    """Keep the exit status of an uncaught ``KeyboardInterrupt`` (death by SIGINT, 130).
+
+    CPython ends such a program by re-raising SIGINT after finalization, but only if a flag it
+    sets when the main code ends with ``KeyboardInterrupt`` is still set then; every
+    ``exec``/``eval`` of a string clears it (``run_eval_code_obj`` in Python/pythonrun.c), and
+    finishing a run can run such code (classes built by ``dataclasses`` or ``namedtuple`` in a
+    module imported on the way out), which made the process exit 1. Evaluating code that ends
+    with ``KeyboardInterrupt`` is the one way Python offers to set the flag again.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        exec("raise KeyboardInterrupt")  # a constant: see the docstring
 
 
 def _wrap_sys_exit() -> None:

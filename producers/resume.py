@@ -2,12 +2,24 @@
 
 Both sources are read and the furthest wins: ClickHouse (what was delivered) when it answers,
 and the local spool (what this machine produced, delivered or not).
+
+When neither can tell (ClickHouse unreachable or failing, and no local spool of the run), the
+position is unknown: a session numbered from 0 would reuse the seqs of an earlier session, and
+downstream every such event is taken for a re-send and discarded. Such a session is numbered
+from :func:`unknown_position_base` instead, far above any earlier session's seqs.
+
+Not seen by either source: events an earlier session produced to Kafka that the sink has not
+stored in ClickHouse yet (the sink behind or stopped) on another machine. The window is the
+sink's lag; a run resumed inside it reuses those seqs, and its colliding events are discarded
+downstream as re-sends. Kafka itself is not consulted: the events topic is keyed by run id but
+holds every run's events, and finding a run's last seq there means reading its partition.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -18,11 +30,33 @@ from runstream.settings import Settings
 logger = logging.getLogger("runstream")
 
 
+SEQ_BASE_SHIFT = 20
+"""A session whose position is unknown starts at ``unix_ms << 20``: about 2**61 today, below
+2**63 (Int64, ClickHouse's UInt64 either way) until the year 2248; a session would need 2**20
+events per millisecond of wall time to reach the base of one started later."""
+
+
+def unknown_position_base(now: float | None = None) -> int:
+    """The first seq of a session whose run's position is unknown: ``unix_ms << 20``.
+
+    Above every seq a session numbered from 0 or from an earlier such base can have reached,
+    as long as the clocks of the machines involved roughly agree and no session produced more
+    than 2**20 events per millisecond since its start.
+    """
+    ms = int((time.time() if now is None else now) * 1000)
+    return ms << SEQ_BASE_SHIFT
+
+
 @dataclass(frozen=True)
 class RunPosition:
+    """``found_in``: the sources that know the run (``spool``, ``clickhouse``); ``unknown``:
+    why its position could not be known (ClickHouse unreachable or failing, and no local
+    spool), None when it was."""
+
     next_seq: int
     last_step: int
     found_in: tuple[str, ...]
+    unknown: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -49,15 +83,25 @@ def find_position(settings: Settings, run_id: str, timeout: float = 3.0) -> RunP
     if state is not None:
         next_seq, last_step = state.next_seq, state.last_step
         sources.append("spool")
-    remote = _from_clickhouse(settings, run_id, timeout)
+    remote, error = _from_clickhouse(settings, run_id, timeout)
     if remote is not None:
         next_seq = max(next_seq, remote[0])
         last_step = max(last_step, remote[1])
         sources.append("clickhouse")
-    return RunPosition(next_seq, last_step, tuple(sources))
+    unknown = None
+    if error is not None and not sources:
+        unknown = (
+            f"ClickHouse at {settings.clickhouse_url} could not be asked ({error}) and the "
+            f"local spool {settings.dir} has no run {run_id}"
+        )
+    return RunPosition(next_seq, last_step, tuple(sources), unknown)
 
 
-def _from_clickhouse(settings: Settings, run_id: str, timeout: float) -> tuple[int, int] | None:
+def _from_clickhouse(
+    settings: Settings, run_id: str, timeout: float
+) -> tuple[tuple[int, int] | None, str | None]:
+    """(next seq, last step) from ClickHouse, None if it has no event of the run; and the
+    error when ClickHouse could not be asked."""
     # Plain HTTP on purpose: the SDK does not depend on a ClickHouse driver.
     db = settings.clickhouse_database
     sql = (
@@ -69,8 +113,8 @@ def _from_clickhouse(settings: Settings, run_id: str, timeout: float) -> tuple[i
     try:
         with urllib.request.urlopen(f"{settings.clickhouse_url}/?{query}", timeout=timeout) as r:
             rows = json.loads(r.read())["data"]
-    except Exception as exc:  # unreachable, no such table: the spool has to do
+        next_seq, last_step, count = (int(v) for v in rows[0])
+    except Exception as exc:  # unreachable, no such table, an odd answer: the spool has to do
         logger.info("runstream: ClickHouse not consulted for resuming %s: %s", run_id, exc)
-        return None
-    next_seq, last_step, count = (int(v) for v in rows[0])
-    return (next_seq, last_step) if count else None
+        return None, f"{type(exc).__name__}: {exc}"
+    return ((next_seq, last_step) if count else None), None

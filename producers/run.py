@@ -171,7 +171,7 @@ class Run:
             self.id, self.project, settings, spool=spool, online=self.mode == "online"
         )
         self._channel.refusals = self._refusals  # what the worker leaves out is counted here
-        if resumed_from is None:
+        if resumed_from is None or not resumed_from[2]:
             self._emit(
                 "run_started",
                 {
@@ -190,8 +190,9 @@ class Run:
                 self._emit("config_updated", {"config": dict(self.config)})
         active.register(self)
 
-    def _resolve_id(self, id: str | None) -> tuple[int, int] | None:
-        """Choose the run id; for a resumed run, where it stands (next seq, last step)."""
+    def _resolve_id(self, id: str | None) -> tuple[int, int, bool] | None:
+        """Choose the run id; for a resumed run, where it stands (next seq, last step, and
+        True: it is resumed; False: a new run numbered from a seq base, see below)."""
         settings = self.settings
         resume = settings.resume
         self.id = id or settings.run_id or new_run_id()
@@ -202,6 +203,8 @@ class Run:
         from runstream.producers.resume import find_position
 
         position = find_position(settings, self.id)
+        if position.unknown is not None:
+            return self._unknown_position(resume, position.unknown)
         if resume == "never" and position.exists:
             raise ResumeError(
                 f"run {self.id} already exists ({', '.join(position.found_in)}) and "
@@ -212,7 +215,33 @@ class Run:
                 f"run {self.id} was not found in the local spool ({settings.dir}) nor in "
                 f"ClickHouse ({settings.clickhouse_url}); resume='must' needs an existing run"
             )
-        return (position.next_seq, position.last_step) if position.exists else None
+        return (position.next_seq, position.last_step, True) if position.exists else None
+
+    def _unknown_position(self, resume: str, why: str) -> tuple[int, int, bool]:
+        """Where the run stands is unknown: refuse (``must``), or number this session from a
+        time-based seq base far above any earlier session's, so that none of its events is
+        taken downstream for a re-send of an earlier one (``producers/resume.py``)."""
+        from runstream.producers.resume import unknown_position_base
+
+        if resume == "must":
+            raise ResumeError(
+                f"cannot resume run {self.id}: {why}, so where it stands is unknown. Make "
+                "ClickHouse reachable (RUNSTREAM_CLICKHOUSE_URL), or resume where the run's "
+                "spool is; resume='allow' numbers this session after any earlier one instead"
+            )
+        base = unknown_position_base()
+        logger.warning(
+            "runstream: run %s: %s; %s, its events are numbered from seq %d on (a base above "
+            "any earlier session's, so that none is taken for a re-send of one)%s",
+            self.id,
+            why,
+            "it could not be checked that the run is new"
+            if resume == "never"
+            else "if the run exists, where it stands is unknown",
+            base,
+            "" if resume == "never" else " and its step counter starts at 0",
+        )
+        return base, -1, resume != "never"
 
     # --- logging ----------------------------------------------------------------------------
     def log(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import struct
 import time
 import zlib
@@ -44,6 +45,14 @@ class SpoolError(RunstreamError):
     """The spool directory cannot be used (permissions, disk full, corrupt state)."""
 
 
+class PartialAppend(OSError):
+    """A spool append wrote only the first ``written`` records (the disk filled up)."""
+
+    def __init__(self, written: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.written = written
+
+
 @dataclass
 class SpoolState:
     run_id: str
@@ -56,6 +65,10 @@ class SpoolState:
     acked_through: int = -1
     status: str = "running"
     pid: int = 0
+    # The owning process as this host knows it: a pid alone is no proof (PID 1 of a container
+    # is alive wherever sync runs; pids are reused), so sync also compares host and start time.
+    host: str = ""
+    started: float = 0.0  # the owning process's create time (psutil), seconds since the epoch
     updated: float = 0.0
     # [first, last] seq ranges that were never written to the spool (disk full or unwritable):
     # sent from memory only. Lets `runstream sync` name why they are missing.
@@ -68,7 +81,7 @@ class SpoolState:
 
 
 _INT_FIELDS = ("next_seq", "last_step", "acked_through", "pid")
-_STR_FIELDS = ("run_id", "project", "topic", "kafka_bootstrap", "mode", "status")
+_STR_FIELDS = ("run_id", "project", "topic", "kafka_bootstrap", "mode", "status", "host")
 
 
 def parse_state(raw: Any) -> SpoolState:
@@ -96,9 +109,46 @@ def parse_state(raw: Any) -> SpoolState:
     values = {k: v for k, v in raw.items() if k in known}
     values.setdefault("project", "")
     values.setdefault("kafka_bootstrap", "")
-    if not isinstance(values.get("updated", 0.0), (int, float)):
-        values["updated"] = 0.0
+    for name in ("updated", "started"):
+        value = values.get(name, 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            values[name] = 0.0
     return SpoolState(**values)
+
+
+_IDENTITY: tuple[int, str, float] | None = None
+
+
+def process_identity() -> tuple[int, str, float]:
+    """This process as a spool state records its owner: (pid, host name, create time)."""
+    global _IDENTITY
+    pid = os.getpid()
+    if _IDENTITY is None or _IDENTITY[0] != pid:  # a forked child is another process
+        _IDENTITY = (pid, socket.gethostname(), _create_time(pid) or 0.0)
+    return _IDENTITY
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
+def owner_alive(state: SpoolState) -> bool:
+    """The process that owns ``state`` is alive: on this host, with the recorded pid, and
+    started when the recorded one was (a reused pid, or PID 1 of another container, is not it).
+    A state without host or start time (an older SDK's) has no provable owner: False."""
+    if state.pid <= 0 or not state.host or not state.started:
+        return False
+    if state.host != socket.gethostname():
+        return False
+    started = _create_time(state.pid)
+    # create_time is derived from the boot time and the process's start in clock ticks: the
+    # same process gives the same value, to well within 10 ms.
+    return started is not None and abs(started - state.started) < 0.01
 
 
 def runs_dir(root: Path) -> Path:
@@ -184,14 +234,50 @@ class RunSpool:
 
     # --- writing ------------------------------------------------------------------------------
     def append(self, records: list[tuple[int, bytes]]) -> None:
-        """Append encoded events (``(seq, bytes)``, in seq order) with one write.
+        """Append encoded events (``(seq, bytes)``, in seq order), one write per segment.
 
-        Raises OSError (disk full, I/O error) having written nothing: a partial write is cut
-        off again, so a failed append never leaves a torn record before later ones.
+        A segment is rolled within a batch: it holds at most ``segment_bytes``, or a single
+        record larger than that. When a write fails (disk full, I/O error), it is cut back to
+        the last whole record and the records are tried one by one, so that as many whole
+        records as fit are written: raises OSError having written none of them, or
+        :class:`PartialAppend` naming how many leading records were written.
         """
-        if not records:
-            return
-        if self._segment is None or self._segment_size >= self.segment_bytes:
+        count = len(records)
+        written = 0
+        record_bytes = HEADER.size
+        try:
+            while written < count:
+                first = record_bytes + len(records[written][1])
+                if self._segment is None or (
+                    self._segment_size and self._segment_size + first > self.segment_bytes
+                ):
+                    self._roll(records[written][0])
+                room = self.segment_bytes - self._segment_size
+                end, size = written, 0
+                while end < count and (
+                    end == written or size + record_bytes + len(records[end][1]) <= room
+                ):
+                    size += record_bytes + len(records[end][1])
+                    end += 1
+                group = records[written:end]
+                try:
+                    self._write(group)
+                except OSError:
+                    if len(group) == 1:
+                        raise
+                    for record in group:  # as many whole records as fit
+                        self._write([record])
+                        written += 1
+                    continue
+                written = end
+        except OSError as exc:
+            if written:
+                raise PartialAppend(written, exc) from exc
+            raise
+
+    def _write(self, records: list[tuple[int, bytes]]) -> None:
+        """One write of whole records; raises OSError having written nothing."""
+        if self._segment is None:
             self._roll(records[0][0])
         pack = HEADER.pack
         chunks = []
@@ -366,8 +452,10 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
     """Run directories under a spool root (``<root>/runs/*``, or the root itself if it is one),
     and the stray entries found beside them (files where run directories belong).
 
-    Every directory under ``runs/`` is a run's, even when its ``state.json`` is missing or
-    damaged: its records are still deliverable, and its damage is reported.
+    A directory under ``runs/`` is a run's when it holds a ``state.json`` or a segment
+    (``seg-*.log``), even when its ``state.json`` is missing or damaged: its records are still
+    deliverable, and its damage is reported. Any other directory (empty, or someone else's) is
+    not a run: it is listed with the strays and never written into.
     """
     if _is_run_dir(root):
         return [root], []
@@ -377,7 +465,7 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
     runs: list[Path] = []
     strays: list[Path] = []
     for entry in sorted(base.iterdir()):
-        (runs if entry.is_dir() else strays).append(entry)
+        (runs if entry.is_dir() and _is_run_dir(entry) else strays).append(entry)
     return runs, strays
 
 
@@ -385,6 +473,6 @@ def _is_run_dir(path: Path) -> bool:
     if (path / STATE_FILE).exists():
         return True
     try:
-        return any(path.glob("seg-*"))
+        return any(path.glob("seg-*.log"))
     except OSError:
         return False

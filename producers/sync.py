@@ -19,12 +19,19 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from runstream.producers.delivery import is_purge
-from runstream.producers.spool import STATE_FILE, RunSpool, SpoolError, SpoolState, find_runs
+from runstream.producers.spool import (
+    STATE_FILE,
+    RunSpool,
+    SpoolError,
+    SpoolState,
+    find_runs,
+    owner_alive,
+)
 from runstream.producers.spool_scan import Damage, rebuild_state
 from runstream.settings import Settings
 
@@ -39,8 +46,9 @@ class RunSync:
     acknowledged by Kafka; ``failed``: refused by Kafka for good; ``undelivered``: not
     acknowledged within the timeout (still in the spool, for the next sync); ``damages``:
     every damaged place found, and every seq range that should be in the spool and is not;
-    ``skipped``: why the run was not synced at all; ``notes``: what else to know (a rebuilt
-    state, stray files), not failures.
+    ``skipped``: why the run was not synced at all (its owning process is alive on this host:
+    not delivered, so not ``ok``); ``notes``: what else to know (a rebuilt state, stray files),
+    not failures.
     """
 
     run_id: str
@@ -55,16 +63,16 @@ class RunSync:
 
     @property
     def ok(self) -> bool:
-        """Everything the spool held was delivered and nothing was damaged (or the run's own
-        live process delivers it)."""
-        return not (self.failed or self.undelivered or self.damages or self.error)
+        """Everything the spool held was delivered and nothing was damaged."""
+        return not (self.failed or self.undelivered or self.damages or self.error or self.skipped)
 
 
 @dataclass
 class SyncReport:
     runs: list[RunSync] = field(default_factory=list)
     strays: list[Path] = field(default_factory=list)
-    """Entries of the runs directory that are not run directories: listed, left alone."""
+    """Entries of the runs directory that are not run directories (files; directories with
+    neither ``state.json`` nor segments): listed, left alone, never written into."""
 
     @property
     def delivered(self) -> int:
@@ -85,11 +93,14 @@ def sync(
     *,
     progress: Callable[[str, int, int], None] | None = None,
     timeout: float = 300.0,
+    force: bool = False,
 ) -> SyncReport:
     """Deliver every spooled, unacknowledged event under ``root`` (default: settings.dir).
 
     Never raises for what it finds on disk: damage is reported in the :class:`SyncReport`.
-    ``timeout``: seconds per run to wait for Kafka's acknowledgements.
+    ``timeout``: seconds per run to wait for Kafka's acknowledgements. A run whose owning
+    process is alive on this host (same host, pid and process start time: ``owner_alive``) is
+    skipped, as that process delivers it, unless ``force``.
     """
     report = SyncReport()
     try:
@@ -102,7 +113,7 @@ def sync(
         result = RunSync(path.name)
         report.runs.append(result)
         try:
-            _sync_path(settings, path, result, progress, timeout)
+            _sync_path(settings, path, result, progress, timeout, force=force)
         except Exception as exc:  # one run's trouble never stops the others
             result.error = f"{type(exc).__name__}: {exc}"
     return report
@@ -114,6 +125,8 @@ def _sync_path(
     result: RunSync,
     progress: Callable[[str, int, int], None] | None,
     timeout: float,
+    *,
+    force: bool = False,
 ) -> None:
     from runstream.schemas.topics import Topics
 
@@ -147,8 +160,11 @@ def _sync_path(
     result.run_id = state.run_id
     for entry in _strays(path):
         result.notes.append(f"stray file {entry} ignored")
-    if state.status == "running" and state.pid != os.getpid() and _alive(state.pid):
-        result.skipped = f"still running in process {state.pid}, which delivers it itself"
+    if not force and state.status == "running" and state.pid != os.getpid() and owner_alive(state):
+        result.skipped = (
+            f"still running in process {state.pid} on this host, which delivers it itself "
+            "(--force syncs it anyway)"
+        )
         return
     spool = RunSpool(path, state, saved=not rebuilt)  # on a full disk, nothing to write
     _sync_run(settings, spool, result, progress, timeout)
@@ -263,6 +279,19 @@ def _missing(result: RunSync, spool: RunSpool, start: int, first: int, last: int
     else:
         what = "not in the spool (a segment is missing, or its records are damaged)"
     seqs = f"seq {first}" if first == last else f"seqs {first}-{last} ({last - first + 1} events)"
+    # The damaged place that cost these seqs was reported by the reader, right where they are
+    # missing: one damage, not two (the place says where, the seqs say what was lost).
+    for index in range(len(result.damages) - 1, -1, -1):
+        place = result.damages[index]
+        if (
+            place.file != str(spool.path)
+            and place.after_seq == first - 1
+            and place.before_seq in (None, last + 1)
+        ):
+            result.damages[index] = replace(
+                place, what=f"{place.what}; {seqs} lost with it", before_seq=place.before_seq
+            )
+            return
     result.damages.append(
         Damage(state.run_id, str(spool.path), None, f"{seqs} {what}", first - 1, last + 1)
     )
@@ -274,18 +303,6 @@ def _save(spool: RunSpool, result: RunSync, force: bool = False) -> None:
     except OSError as exc:
         if result.error is None:
             result.error = f"cannot save {spool.path / STATE_FILE}: {exc}"
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def render(report: SyncReport, root: Path, stream: TextIO | None = None) -> None:
@@ -346,12 +363,24 @@ def _outcome(r: RunSync) -> str:
 
 
 class ProgressBar:
-    """A one-line progress bar on a terminal; a line per run otherwise."""
+    """A one-line progress bar on a terminal; a line per run otherwise.
+
+    On a terminal the bar is redrawn in place (``\r``), so its line stays open until the run
+    is done; :meth:`close` ends it, so that what is printed next (the table, on stdout, often
+    the same terminal) starts on a line of its own.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._last = 0.0
+        self._open = False  # a bar line was drawn and not ended
+
+    def close(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
 
     def __call__(self, run_id: str, done: int, total: int) -> None:
         now = time.monotonic()
@@ -363,6 +392,7 @@ class ProgressBar:
         line = f"{run_id:<12} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
         if self.tty:
             self.stream.write("\r" + line + ("\n" if done >= total else ""))
+            self._open = done < total
         elif done >= total:
             self.stream.write(line + "\n")
         self.stream.flush()

@@ -27,7 +27,7 @@ from typing import Any
 from runstream.producers import delivery
 from runstream.producers.channel import RunChannel
 from runstream.producers.encoding import EventEncoder, producer_info
-from runstream.producers.spool import RunSpool, SpoolState, segment_bytes_for
+from runstream.producers.spool import RunSpool, SpoolState, process_identity, segment_bytes_for
 from runstream.producers.transport import KafkaTransport
 from runstream.settings import Settings
 
@@ -340,6 +340,8 @@ class Worker:
     # --- housekeeping -------------------------------------------------------------------------
     def _housekeeping(self, now: float) -> None:
         for channel in list(self._channels.values()):
+            if channel.online:
+                self._note_transport_error(channel)  # before _watch_acks moves last_acked_seen
             if channel.closed:
                 if channel.settled_through >= channel.next_seq - 1 or not channel.online:
                     self._retire(channel)
@@ -357,6 +359,19 @@ class Worker:
             for channel in list(self._channels.values()):
                 self._save(channel)
             self._release_idle_transports(now)
+
+    def _note_transport_error(self, channel: RunChannel) -> None:
+        """While Kafka acknowledges nothing of the run and refused none of it, the run's
+        ``last_error`` is the transport's (librdkafka's "Connection refused", say), so that
+        ``FinishResult`` says why events are pending; cleared as acknowledgements come."""
+        if channel.failed:
+            return  # Kafka's own refusal is the error to report
+        if channel.acked_through != channel.last_acked_seen:
+            channel.last_error = None  # acknowledgements came since the last look
+        elif channel.next_seq - 1 > channel.acked_through:
+            transport = self._transports.get(_transport_key(channel.settings))
+            if transport is not None and transport.last_error:
+                channel.last_error = transport.last_error
 
     def _watch_acks(self, channel: RunChannel, now: float) -> None:
         """Say so, once per silence, when Kafka stops acknowledging (down, unknown topic...)."""
@@ -497,11 +512,14 @@ def get_worker() -> Worker:
 def new_spool_state(run_id: str, project: str, settings: Settings, mode: str) -> SpoolState:
     from runstream.schemas.topics import Topics
 
+    pid, host, started = process_identity()
     return SpoolState(
         run_id=run_id,
         project=project,
         topic=Topics(settings.topic_prefix).events,
         kafka_bootstrap=settings.kafka_bootstrap,
         mode=mode,
-        pid=os.getpid(),
+        pid=pid,
+        host=host,
+        started=started,
     )

@@ -101,17 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for Kafka per run (default 300); what is not acknowledged by then "
         "stays in the spool for the next sync",
     )
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="also sync runs whose process looks alive on this host (it may send them too: a "
+        "re-send is recognised downstream by run and seq)",
+    )
     sync.set_defaults(handler=_sync)
     return parser
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    """Exit status: 0 when every run's spool was delivered whole (or is delivered by its own
-    live process), 1 when anything was refused, not delivered, or damaged."""
+    """Exit status: 0 when every run's spool was delivered whole, 1 when anything was refused,
+    not delivered, damaged, or skipped (its process is alive on this host; ``--force``)."""
     from runstream.producers.sync import ProgressBar, render, sync
 
     root = args.dir or settings.dir
-    report = sync(settings, root, progress=ProgressBar(), timeout=args.timeout)
+    bar = ProgressBar()
+    try:
+        report = sync(settings, root, progress=bar, timeout=args.timeout, force=args.force)
+    finally:
+        bar.close()  # the bar's line ends before the table starts
+    sys.stderr.flush()
     render(report, root)
     return 0 if report.ok else 1
 

@@ -137,3 +137,47 @@ def test_exit_codes_follow_the_os_and_the_shells_signal_convention() -> None:
     assert exit_status(KeyboardInterrupt, KeyboardInterrupt()) == (130, "killed")
     assert exit_status(ValueError, ValueError()) == (1, "failed")
     assert exit_status(None, None) == (0, "finished")
+
+
+ONLINE_KEYBOARD_INTERRUPT = """
+import sys
+import runstream
+from runstream.settings import Settings
+settings = Settings.load(
+    kafka_bootstrap=sys.argv[2], topic_prefix=sys.argv[3], dir=sys.argv[1],
+    system_metrics_interval=0, finish_timeout=20,
+)
+run = runstream.init(settings=settings, id="child")
+run.log({"loss": 1.0})
+raise KeyboardInterrupt
+"""
+
+
+def test_an_online_run_keeps_the_exit_status_of_an_uncaught_keyboard_interrupt(
+    tmp_path: Path, settings: Any
+) -> None:
+    """Issue 10 item 6 (a fresh user's report): with an online run open (librdkafka's threads
+    running, the run finished on the way out), ``raise KeyboardInterrupt`` ended the process
+    with 1 instead of death by SIGINT (130 in a shell); the run itself said killed/130."""
+    from tests.helpers import topic_records
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ONLINE_KEYBOARD_INTERRUPT,
+            str(tmp_path / "spool"),
+            settings.kafka_bootstrap,
+            settings.topic_prefix,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGINT, done.stderr
+    from runstream.schemas.topics import Topics
+
+    events = [v for _, v in topic_records(settings, Topics(settings.topic_prefix).events)]
+    finished = [e["body"] for e in events if e["type"] == "run_finished"]
+    assert finished == [{"exit_code": 130, "status": "killed"}], done.stderr

@@ -429,7 +429,12 @@ def test_every_kind_of_damage_is_reported_and_the_rest_delivered(
     assert sent["torn-end"] == list(range(29))
     assert any("torn" in str(d) for d in by_run["torn-end"].damages)
     assert sent["torn-header"] == list(range(29))
-    assert any("seq 29 not in the spool" in str(d) for d in by_run["torn-header"].damages)
+    # One damaged place costs one damage, naming the seqs it cost (they were counted twice:
+    # once as the place, once as the seqs missing there).
+    torn = [str(d) for d in by_run["torn-header"].damages]
+    assert len(torn) == 1 and "torn" in torn[0] and "seq 29 lost with it" in torn[0], torn
+    assert [str(d).count(f"seq {lost_seq} lost with it") for d in bad.damages] == [1]
+    assert len(by_run["torn-end"].damages) == 1
     missing = [str(d) for d in by_run["missing-seg"].damages]
     assert len(missing) == 1 and "not in the spool" in missing[0]
     assert any("unreadable" in str(d) for d in by_run["unreadable"].damages)
@@ -506,6 +511,10 @@ def test_random_damage_never_stops_sync_and_everything_intact_lands_exactly_once
         by_run = {r.run_id: r for r in report.runs}
         assert by_run[bystander].ok
         assert by_run[bystander].delivered == 5
+        if victim not in by_run:  # every file deleted: an empty folder is no run, left alone
+            assert run_dir in report.strays and not expected[victim] and not any(run_dir.iterdir())
+            shutil.rmtree(root)
+            return
         if effective:
             assert by_run[victim].damages, "the damage is reported"
             assert not report.ok
@@ -556,3 +565,155 @@ def test_a_state_whose_bytes_changed_is_never_taken_for_a_good_one(
         path.write_bytes(good[:at] + bytes([good[at] ^ mask]) + good[at + 1 :])
         with contextlib.suppress(SpoolError):
             assert read_state(tmp_path / "run") == spool.state, at
+
+
+def test_sync_leaves_folders_that_are_not_runs_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Empty or foreign folders under runs/ were taken for runs: sync wrote a state.json into
+    them, reported them damaged and exited 1."""
+    root = tmp_path / "spool"
+    (runs_dir(root) / "empty").mkdir(parents=True)
+    (runs_dir(root) / "notes").mkdir()
+    (runs_dir(root) / "notes" / "readme.txt").write_text("hello")
+    code = main(["sync", str(root), "--kafka", f"127.0.0.1:{free_port()}", "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert sorted(p.name for p in (runs_dir(root) / "empty").iterdir()) == []
+    assert sorted(p.name for p in (runs_dir(root) / "notes").iterdir()) == ["readme.txt"]
+    assert "damaged" not in out.replace("damaged  result", "")
+    assert out.count("not a run directory") == 2
+
+
+def _set_owner(root: Path, run_id: str, **owner: Any) -> None:
+    from runstream.producers.spool import read_state
+
+    path = runs_dir(root) / run_id
+    state = read_state(path)
+    assert state is not None
+    spool = RunSpool(path, state)
+    spool.mark(status="running", **owner)
+    spool.save_state()
+
+
+def test_sync_skips_a_run_only_when_its_own_process_is_alive_here(
+    tmp_path: Path, fake_kafka: dict[str, list[int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dead run whose recorded pid exists here (PID 1 of a container, a reused pid) was
+    skipped forever with exit 0. Alive means: this host, that pid, that process start time."""
+    import socket
+
+    import psutil
+
+    from runstream.producers.spool import process_identity
+
+    root = tmp_path / "spool"
+    parent = psutil.Process().ppid()  # alive, and not this process
+    alive = psutil.Process(parent)
+    cases = {
+        "pid-1-elsewhere": {"pid": 1, "host": "other-machine", "started": 1.0},
+        "reused-pid": {"pid": parent, "host": socket.gethostname(), "started": 12345.0},
+        "old-sdk": {"pid": parent, "host": "", "started": 0.0},
+        "truly-alive": {
+            "pid": parent,
+            "host": socket.gethostname(),
+            "started": alive.create_time(),
+        },
+    }
+    for run_id, owner in cases.items():
+        _write_run(root, run_id, 3, "topic")
+        _set_owner(root, run_id, **owner)
+    report = sync(Settings.load(env={}), root)
+    by_run = {r.run_id: r for r in report.runs}
+    for run_id in ("pid-1-elsewhere", "reused-pid", "old-sdk"):
+        assert by_run[run_id].ok and fake_kafka[run_id] == [0, 1, 2], run_id
+    assert by_run["truly-alive"].skipped and "truly-alive" not in fake_kafka
+    assert not by_run["truly-alive"].ok and not report.ok  # not delivered: exit 1
+
+    code = main(["sync", str(root), "--kafka", f"127.0.0.1:{free_port()}", "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert code == 1 and "skipped: still running in process" in out and "--force" in out
+    report = sync(Settings.load(env={}), root, force=True)
+    assert fake_kafka["truly-alive"] == [0, 1, 2]
+
+    # A new run records this process as its owner.
+    pid, host, started = process_identity()
+    assert (pid, host) == (os.getpid(), socket.gethostname())
+    assert started == psutil.Process().create_time()
+
+
+def test_the_progress_bar_line_ends_before_the_table() -> None:
+    import io
+
+    from runstream.producers.sync import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    bar = ProgressBar(stream)
+    bar("run-1", 3, 10)  # the run stops part way (timeout): the line stays open...
+    bar.close()  # ...until the CLI closes the bar before printing the table
+    assert stream.getvalue().endswith("3/10\n")
+    bar.close()
+    assert stream.getvalue().count("\n") == 1
+
+
+def test_finish_names_the_transport_error_when_kafka_is_unreachable(tmp_path: Path) -> None:
+    """FinishResult.last_error stayed None although librdkafka reported "Connection refused"."""
+    settings = Settings.load(
+        env={},
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        dir=tmp_path / "spool",
+        finish_timeout=3,
+        system_metrics_interval=0,
+    )
+    run = runstream.init(settings=settings, project="unreachable")
+    run.log({"loss": 1.0})
+    result = run.finish()
+    assert not result.ok and result.delivered == 0 and result.pending == 3
+    assert result.last_error is not None and "refused" in result.last_error.lower(), result
+
+
+def test_a_batch_too_large_for_the_disk_spools_every_whole_record_that_fits(
+    tmp_path: Path,
+) -> None:
+    """256 KiB tmpfs, an offline run of 602 events (~356 KB): the batch was written whole or
+    not at all, so nothing was spooled (run_started included) and all 602 were lost. Now every
+    whole record that fits is written, the rest is counted."""
+    with small_tmpfs(tmp_path / "tmpfs", "256k") as disk:
+        settings = Settings.load(
+            env={}, mode="offline", dir=disk / "spool", system_metrics_interval=0
+        )
+        run = runstream.init(settings=settings, project="tmpfs", id="small-disk")
+        for step in range(600):
+            run.log({"x" * 480: float(step)})
+        result = run.finish()
+        assert result.produced == 602
+        path = runs_dir(settings.dir) / "small-disk"
+        found = [
+            orjson.loads(d)
+            for _, d in RunSpool(path, SpoolState("small-disk", "", "t", "")).read_from(0)
+        ]
+        used = sum(p.stat().st_size for p in path.glob("seg-*.log"))
+        assert result.spooled == len(found) and result.spooled + result.not_spooled == 602
+        assert found[0]["type"] == "run_started"
+        assert [e["seq"] for e in found] == list(range(len(found)))
+        # The disk is full to within one record (and the state file).
+        assert used > 256 * 1024 - 2 * (len(orjson.dumps(found[-1])) + HEADER.size) - 4096
+        assert result.lost == result.not_spooled > 0
+
+
+def test_segments_are_rolled_within_a_batch(tmp_path: Path) -> None:
+    """A batch was written whole into one segment, so segments outgrew their size."""
+    spool = RunSpool(tmp_path / "run", SpoolState("run", "", "t", ""), segment_bytes=65536)
+    records = [(seq, b'{"seq":%d,"pad":"%s"}' % (seq, b"x" * 1000)) for seq in range(300)]
+    spool.append(records[:10])
+    spool.append(records[10:])  # one batch of ~300 KB
+    sizes = [path.stat().st_size for _, path in spool.segments()]
+    assert len(sizes) >= 5 and max(sizes) <= 65536, sizes
+    assert [seq for seq, _ in spool.read_from(0)] == list(range(300))
+    big = RunSpool(tmp_path / "big", SpoolState("big", "", "t", ""), segment_bytes=65536)
+    big.append([(0, b"y" * 100_000), (1, b"z")])  # a record over the size: alone in its segment
+    assert [path.stat().st_size for _, path in big.segments()] == [100_016, 17]
