@@ -5,6 +5,11 @@ The dicts are what the faust tables hold and what the ``runs`` and ``summaries``
 replay, and the tests. Every entry remembers the highest ``seq`` folded into it and ignores
 events at or below it: an event read twice (a worker restarted before its offsets were
 committed, a producer's re-send) changes nothing, which is what keeps counts and means exact.
+Seqs skipped on the way up are remembered as the run's ``gaps`` (normally none): an event that
+fills one arrives late but is new. Its metric points are folded into the summaries (count, min,
+max, mean and first/last step do not depend on order; ``last`` goes by (step, seq)); a late
+event of another type does not change the run's state (it would undo a later one) and is
+counted in the state's ``late_left_out`` instead (docs/processors.md).
 
 The rules are those of ClickHouse's ``run_summaries`` (sinks/ddl/0004): NaN points are counted
 but left out of min, max and mean; infinities take part; ties for min and max go to the earliest
@@ -14,6 +19,7 @@ step; ``last`` is the value at the highest (step, seq).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import reduce
@@ -76,11 +82,66 @@ def new_run_state(project: str, run_id: str) -> RunState:
     }
 
 
+NEW, LATE, SEEN = 0, 1, 2
+"""What :func:`take_seq` says of an event's seq."""
+
+MAX_GAPS = 1_000
+"""Gaps remembered per run; past it the lowest are forgotten (``gaps_forgotten_below``)."""
+
+
+def take_seq(state: RunState, seq: int) -> int:
+    """Mark ``seq`` folded in the run's state. :data:`NEW`: above every seq so far (gaps below
+    it are remembered); :data:`LATE`: it fills a gap (never folded before); :data:`SEEN`:
+    folded before (a re-send or a re-read), or below the gaps a run with more than
+    :data:`MAX_GAPS` had to forget (counted in ``late_left_out``: it cannot be told apart)."""
+    last = state["last_seq"]
+    if seq > last:
+        if seq > last + 1:
+            gaps = state.get("gaps") or []
+            gaps.append([last + 1, seq - 1])
+            if len(gaps) > MAX_GAPS:
+                state["gaps_forgotten_below"] = gaps.pop(0)[1]
+            state["gaps"] = gaps
+        state["last_seq"] = seq
+        return NEW
+    gaps = state.get("gaps")
+    if not gaps:
+        return SEEN
+    index = bisect_right(gaps, seq, key=_gap_low) - 1
+    if index < 0 or gaps[index][1] < seq:
+        if seq <= state.get("gaps_forgotten_below", -1):
+            state["late_left_out"] = state.get("late_left_out", 0) + 1
+        return SEEN
+    low, high = gaps[index]
+    parts = [part for part in ([low, seq - 1], [seq + 1, high]) if part[0] <= part[1]]
+    gaps[index : index + 1] = parts
+    if not gaps:
+        del state["gaps"]
+    return LATE
+
+
+def _gap_low(gap: list[int]) -> int:
+    return gap[0]
+
+
 def fold_run(state: RunState, event: Any, partition: int | None = None) -> bool:
-    """Fold one event into its run's state; False if it was already folded in (or older)."""
-    if event.seq <= state["last_seq"]:
+    """Fold one event into its run's state; False if it was already folded in. A late event
+    (:func:`take_seq`) returns True: a ``metrics_logged`` one may raise ``last_step``, any other
+    is counted in ``late_left_out`` and changes nothing else (its points, if any, are the
+    caller's: :func:`fold_point` with ``late=True``)."""
+    taken = take_seq(state, event.seq)
+    if taken == SEEN:
         return False
-    state["last_seq"] = event.seq
+    if taken == LATE:
+        state["version"] += 1
+        if event.type == "metrics_logged":
+            step = event.body.step
+            if state["last_step"] is None or step > state["last_step"]:
+                state["last_step"] = step
+                state["last_step_at"] = _iso(event.ts)
+        else:
+            state["late_left_out"] = state.get("late_left_out", 0) + 1
+        return True
     state["version"] += 1
     if partition is not None:
         state["partition"] = partition
@@ -193,11 +254,17 @@ def new_summary(project: str, run_id: str, name: str) -> Summary:
     }
 
 
-def fold_point(summary: Summary, value: float, step: int, seq: int) -> bool:
-    """Fold one point (of the event with this ``seq``) into its metric's summary."""
-    if seq <= summary["last_seq"]:
+def fold_point(summary: Summary, value: float, step: int, seq: int, late: bool = False) -> bool:
+    """Fold one point (of the event with this ``seq``) into its metric's summary.
+
+    ``late``: the run's state found the event late but new (:func:`take_seq`): folded although
+    ``seq`` is below the summary's ``last_seq``, which stays."""
+    if late:
+        pass
+    elif seq <= summary["last_seq"]:
         return False
-    summary["last_seq"] = seq
+    else:
+        summary["last_seq"] = seq
     summary["version"] += 1
     summary["count"] += 1
     if summary["first_step"] is None or step < summary["first_step"]:
@@ -236,6 +303,7 @@ def fold_batch(
     events folded in (duplicates left out) and the names of the metrics they touched.
     """
     folded: list[Any] = []
+    late: list[Any] = []  # metrics events that fill a gap
     columns = _Columns()
     last_seen: Any = None  # the latest metrics event folded and not yet written into `state`
     step_event: Any = None  # the metrics event that raised `last_step`, likewise
@@ -249,8 +317,15 @@ def fold_batch(
             continue
         seq = event.seq
         if seq <= state["last_seq"]:
+            if state.get("gaps"):
+                high_step = state["last_step"]
+                if fold_run(state, event, partition):
+                    late.append(event)  # fills a gap: new, only late
+                    folded.append(event)
+                    if state["last_step"] != high_step:
+                        step_event = None  # fold_run set last_step_at from this one
             continue
-        state["last_seq"] = seq
+        take_seq(state, seq)
         state["version"] += 1
         if state["status"] == "crashed":
             state["status"] = ALIVE  # it was only silent: a later event revives it
@@ -274,6 +349,13 @@ def fold_batch(
             summary = summaries[name] = new_summary(state["project"], state["run_id"], name)
         _fold_column(summary, values, steps, seqs)
         touched.add(name)
+    for event in late:  # rare: point by point, order-free (``last`` goes by (step, seq))
+        for name, value in event.body.metrics.items():
+            summary = summaries.get(name)
+            if summary is None:
+                summary = summaries[name] = new_summary(state["project"], state["run_id"], name)
+            fold_point(summary, value, event.body.step, event.seq, late=True)
+            touched.add(name)
     return folded, touched
 
 

@@ -212,3 +212,22 @@ def _decode_error(exc: ValidationError, data: object) -> EventDecodeError:
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def key_problem(key: bytes | None, run_id: str) -> str:
+    """Why an event on the events topic with this Kafka message key is refused, or "".
+
+    A run's events must be keyed by its run id (UTF-8; docs/schemas.md): Kafka keeps order per
+    partition only, and the key picks the partition, so events of one run under other keys (or
+    none: the partitioner then spreads them) land on other partitions, out of order, and the
+    sink's and processors' per-run sequence checks could not tell a re-send from a new event.
+    The sink and the processors refuse such an event alike. Only the events topic has this
+    rule (derived topics carry their own keys). Costs one comparison per message.
+    """
+    if key is not None and key == run_id.encode():
+        return ""
+    shown = "no key" if key is None else f"key {_short(key.decode('utf-8', 'replace'))}"
+    return (
+        f"{shown} is not the event's run_id {run_id!r}: a run's events must be keyed by its "
+        "run id (docs/schemas.md)"
+    )

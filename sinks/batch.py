@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from runstream.errors import EventDecodeError
+from runstream.schemas.codec import key_problem
 from runstream.sinks.dedup import SeenSequences
 from runstream.sinks.event_lines import INPUT_SETTINGS, INPUT_STRUCTURE, EventLine, event_line
 
@@ -205,6 +206,10 @@ class EventBatch:
         except EventDecodeError as exc:
             self.dead_letters.append(DeadLetter(topic, partition, offset, key, value, str(exc)))
             return
+        problem = key_problem(key, line.run_id)
+        if problem:  # a run's order (and the seq check below) rests on its key
+            self.dead_letters.append(DeadLetter(topic, partition, offset, key, value, problem))
+            return
         self.accepted.append(_Accepted(line, topic, partition, offset, key, value))
         self.rows += line.rows
 
@@ -216,7 +221,7 @@ class EventBatch:
         for accepted in self.accepted:
             event = accepted.event
             run = (event.project, event.run_id)
-            if event.seq <= seen.get(run):
+            if seen.stored(run, event.seq):
                 self.duplicates += 1  # a producer sent it again (retry, sync after a crash)
                 continue
             seen.advance(run, event.seq)
