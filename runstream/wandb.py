@@ -91,17 +91,26 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     )
 
 
-def log(data: Mapping[str, Any], step: int | None = None, commit: bool | None = None) -> None:
-    current = active.run
-    if current is not None:
-        current.log(data, step=step, commit=True if commit is None else commit)
+def log(
+    data: Mapping[str, Any] | None = None,
+    step: int | None = None,
+    commit: bool | None = None,
+    *args: Any,
+    **kwargs: Any,
+) -> None:
+    """``wandb.log``: as :func:`runstream.log` (``sync=`` and unknown keywords are taken by
+    :meth:`Run.log`, with one warning each for the unknown ones). Never raises."""
+    import runstream
+
+    runstream.log(data, step, True if commit is None else commit, *args, **kwargs)
 
 
 def finish(exit_code: int | None = None, quiet: bool | None = None) -> FinishResult | None:
-    current = active.run
-    if current is None:
-        return None
-    return current.finish(exit_code=exit_code or 0)
+    if active.run is None:
+        return None  # wandb.finish() with no run is a no-op in wandb too
+    import runstream
+
+    return runstream.finish(exit_code=exit_code or 0)
 
 
 def define_metric(

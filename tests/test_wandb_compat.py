@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import orjson
 import pytest
@@ -96,3 +97,17 @@ def test_a_typical_wandb_script_runs_unchanged(settings: Settings) -> None:
         scalar(settings, f"SELECT body FROM {db}.events WHERE type='alert_raised'")
     )
     assert alert == {"title": "Training done", "text": f"run {run_id}", "level": "warn"}
+
+
+def test_wandb_log_takes_sync_and_unknown_keywords_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runstream import wandb
+
+    wandb.log({"x": 1.0})  # no run yet: ignored, warned once, never raised
+    run = wandb.init(project="p", mode="offline", dir=str(tmp_path))
+    wandb.log({"x": 1.0}, step=0, commit=True, sync=False)
+    wandb.log({"x": 2.0}, step=1, extra_kw=1)
+    run.finish()
+    assert run.refused_by_kind.get("argument") == 1
+    assert any("extra_kw" in r.getMessage() for r in caplog.records)
