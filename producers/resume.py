@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from runstream.errors import RunstreamError
 from runstream.producers.spool import SpoolError, read_state, runs_dir
 from runstream.settings import Settings
 
@@ -118,3 +119,64 @@ def _from_clickhouse(
         logger.info("runstream: ClickHouse not consulted for resuming %s: %s", run_id, exc)
         return None, f"{type(exc).__name__}: {exc}"
     return ((next_seq, last_step) if count else None), None
+
+
+class ResumeError(RunstreamError):
+    """A run could not be resumed (or must not be) as asked."""
+
+
+def resolve_position(
+    settings: Settings, run_id: str, *, id_given: bool
+) -> tuple[int, int, bool] | None:
+    """Where run ``run_id`` stands when ``settings.resume`` asks to continue it: ``(next seq,
+    last step, resumed)`` (``resumed`` False: a new run numbered from a seq base, see
+    :func:`unknown_position_base`), or None for a new run numbered from 0.
+
+    Raises :class:`ResumeError` when ``resume`` is set without an id (``id_given``), when
+    ``resume="never"`` and the run exists, when ``resume="must"`` and it does not or where it
+    stands cannot be known.
+    """
+    resume = settings.resume
+    if resume is None:
+        return None
+    if not id_given:
+        raise ResumeError(f"resume={resume!r} needs the id of the run: pass id=...")
+    position = find_position(settings, run_id)
+    if position.unknown is not None:
+        return _unknown_position(run_id, resume, position.unknown)
+    if resume == "never" and position.exists:
+        raise ResumeError(
+            f"run {run_id} already exists ({', '.join(position.found_in)}) and "
+            "resume='never'; choose another id or use resume='allow'"
+        )
+    if resume == "must" and not position.exists:
+        raise ResumeError(
+            f"run {run_id} was not found in the local spool ({settings.dir}) nor in "
+            f"ClickHouse ({settings.clickhouse_url}); resume='must' needs an existing run"
+        )
+    return (position.next_seq, position.last_step, True) if position.exists else None
+
+
+def _unknown_position(run_id: str, resume: str, why: str) -> tuple[int, int, bool]:
+    """Where the run stands is unknown: refuse (``must``), or number this session from a
+    time-based seq base far above any earlier session's, so that none of its events is
+    taken downstream for a re-send of an earlier one."""
+    if resume == "must":
+        raise ResumeError(
+            f"cannot resume run {run_id}: {why}, so where it stands is unknown. Make "
+            "ClickHouse reachable (RUNSTREAM_CLICKHOUSE_URL), or resume where the run's "
+            "spool is; resume='allow' numbers this session after any earlier one instead"
+        )
+    base = unknown_position_base()
+    logger.warning(
+        "runstream: run %s: %s; %s, its events are numbered from seq %d on (a base above "
+        "any earlier session's, so that none is taken for a re-send of one)%s",
+        run_id,
+        why,
+        "it could not be checked that the run is new"
+        if resume == "never"
+        else "if the run exists, where it stands is unknown",
+        base,
+        "" if resume == "never" else " and its step counter starts at 0",
+    )
+    return base, -1, resume != "never"

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-from runstream.errors import RunstreamError
 from runstream.producers import active
 from runstream.producers.bodies import (
     artifact_body,
@@ -47,6 +46,7 @@ from runstream.producers.inputs import (
     text_or_none,
 )
 from runstream.producers.mappings import RunConfig, RunSummary, SummaryKind
+from runstream.producers.resume import ResumeError, resolve_position
 from runstream.producers.spool import RunSpool
 from runstream.producers.values import (
     INT64_MAX,
@@ -106,10 +106,6 @@ def _alert_text(value: Any, what: str, refusals: Refusals) -> str:
     return repair(value)
 
 
-class ResumeError(RunstreamError):
-    """A run could not be resumed (or must not be) as asked."""
-
-
 class Run:
     """One training run. Create it with :func:`runstream.init`."""
 
@@ -150,7 +146,8 @@ class Run:
         # the process; after a fork the child's runs are no-ops).
         self._submit = self._worker.submit
 
-        resumed_from = self._resolve_id(id)
+        self.id = id or settings.run_id or new_run_id()
+        resumed_from = resolve_position(settings, self.id, id_given=bool(id or settings.run_id))
         self.name = text_or_none(name, "name", self._refusals) or self.id
         self._tags = clean_tags(tags, self._refusals)
         self.config = RunConfig(self, config_dict(config, self._refusals))
@@ -189,59 +186,6 @@ class Run:
             if len(self.config):
                 self._emit("config_updated", {"config": dict(self.config)})
         active.register(self)
-
-    def _resolve_id(self, id: str | None) -> tuple[int, int, bool] | None:
-        """Choose the run id; for a resumed run, where it stands (next seq, last step, and
-        True: it is resumed; False: a new run numbered from a seq base, see below)."""
-        settings = self.settings
-        resume = settings.resume
-        self.id = id or settings.run_id or new_run_id()
-        if resume is None:
-            return None
-        if not (id or settings.run_id):
-            raise ResumeError(f"resume={resume!r} needs the id of the run: pass id=...")
-        from runstream.producers.resume import find_position
-
-        position = find_position(settings, self.id)
-        if position.unknown is not None:
-            return self._unknown_position(resume, position.unknown)
-        if resume == "never" and position.exists:
-            raise ResumeError(
-                f"run {self.id} already exists ({', '.join(position.found_in)}) and "
-                "resume='never'; choose another id or use resume='allow'"
-            )
-        if resume == "must" and not position.exists:
-            raise ResumeError(
-                f"run {self.id} was not found in the local spool ({settings.dir}) nor in "
-                f"ClickHouse ({settings.clickhouse_url}); resume='must' needs an existing run"
-            )
-        return (position.next_seq, position.last_step, True) if position.exists else None
-
-    def _unknown_position(self, resume: str, why: str) -> tuple[int, int, bool]:
-        """Where the run stands is unknown: refuse (``must``), or number this session from a
-        time-based seq base far above any earlier session's, so that none of its events is
-        taken downstream for a re-send of an earlier one (``producers/resume.py``)."""
-        from runstream.producers.resume import unknown_position_base
-
-        if resume == "must":
-            raise ResumeError(
-                f"cannot resume run {self.id}: {why}, so where it stands is unknown. Make "
-                "ClickHouse reachable (RUNSTREAM_CLICKHOUSE_URL), or resume where the run's "
-                "spool is; resume='allow' numbers this session after any earlier one instead"
-            )
-        base = unknown_position_base()
-        logger.warning(
-            "runstream: run %s: %s; %s, its events are numbered from seq %d on (a base above "
-            "any earlier session's, so that none is taken for a re-send of one)%s",
-            self.id,
-            why,
-            "it could not be checked that the run is new"
-            if resume == "never"
-            else "if the run exists, where it stands is unknown",
-            base,
-            "" if resume == "never" else " and its step counter starts at 0",
-        )
-        return base, -1, resume != "never"
 
     # --- logging ----------------------------------------------------------------------------
     def log(
