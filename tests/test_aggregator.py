@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from runstream.processors.aggregates import run_key, summary_key
 from runstream.processors.aggregator import Aggregator
 from runstream.processors.rules import loads_rules
@@ -41,7 +43,12 @@ class Message:
         return "events"
 
     def key(self) -> bytes:
-        return b""
+        # As every producer of ours keys an event: by its run id (docs/schemas.md).
+        try:
+            run_id = orjson.loads(self._value)["run_id"]
+        except Exception:
+            return b""
+        return run_id.encode() if isinstance(run_id, str) else b""
 
 
 class Outputs:

@@ -247,12 +247,14 @@ def fold(values: list[bytes]) -> dict[str, dict[str, Any]]:
         event = decode_event(value)
         key = run_key(event.project, event.run_id)
         state = runs.setdefault(key, new_run_state(event.project, event.run_id))
+        before = state["last_seq"]
         if not fold_run(state, event) or event.type != "metrics_logged":
             continue
+        late = event.seq < before  # a gap filled late: its points count (docs/processors.md)
         for name, metric in event.body.metrics.items():
             skey = summary_key(event.project, event.run_id, name)
             summary = summaries.setdefault(skey, new_summary(event.project, event.run_id, name))
-            fold_point(summary, metric, event.body.step, event.seq)
+            fold_point(summary, metric, event.body.step, event.seq, late=late)
     for summary in summaries.values():
         state = runs[run_key(summary["project"], summary["run_id"])]
         settle(summary, summary_choice(state, summary["name"]))
