@@ -439,7 +439,7 @@ def test_a_retried_sink_insert_lands_once_in_the_derived_tables(settings: Settin
             ),
         ]
     ):
-        batch.add("events", 0, offset, None, encode(e))
+        batch.add("events", 0, offset, b"retry", encode(e))  # keyed by its run id
     assert not batch.dead_letters
     for _ in range(3):
         assert _insert(client, db, batch.accepted, batch.dedup_token("events")) == []

@@ -57,7 +57,16 @@ CASES: dict[str, tuple[str, int, int, str]] = {
     ),
     "uncaught exception": (INIT + "raise RuntimeError('diverged')", 1, 1, "failed"),
     "KeyboardInterrupt": (INIT + "raise KeyboardInterrupt", -signal.SIGINT, 130, "killed"),
-    "SIGINT": (INIT + "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(10)", -2, 130, "killed"),
+    # Python's own SIGINT handler, as a terminal gives it: a shell starts background jobs
+    # with SIGINT ignored, and Python then installs none.
+    "SIGINT": (
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        + INIT
+        + "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(10)",
+        -2,
+        130,
+        "killed",
+    ),
     "SIGTERM, no handler": (INIT + SIGTERM_SELF, -signal.SIGTERM, 143, "killed"),
     "SIGTERM, handler after init": (INIT + user_handler("143") + SIGTERM_SELF, 143, 143, "killed"),
     "SIGTERM, handler before init": (user_handler("143") + INIT + SIGTERM_SELF, 143, 143, "killed"),
