@@ -103,9 +103,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             yield _from_local_stack(stack, Path(home) if home else tmp_path_factory.mktemp("stack"))
 
 
-@pytest.fixture
-def settings(services: Services, tmp_path: Path) -> Settings:
-    """Settings of one test: its own topics, database and consumer group on the shared services."""
+def isolated_settings(services: Services, prefix: str = "t", **overrides: object) -> Settings:
+    """Settings with topics, a database and a consumer group of their own on the shared
+    services (created and migrated): what one test, or one module, works in."""
     from runstream.deploy.local.admin import ensure_topics
     from runstream.sinks.migrations import migrate
 
@@ -113,15 +113,20 @@ def settings(services: Services, tmp_path: Path) -> Settings:
     test_settings = Settings.load(
         kafka_bootstrap=services.kafka_bootstrap,
         clickhouse_url=services.clickhouse_url,
-        topic_prefix=f"t{unique}",
+        topic_prefix=f"{prefix}{unique}",
         topic_partitions=3,
-        clickhouse_database=f"t{unique}",
+        clickhouse_database=f"{prefix}{unique}",
         sink_group=f"sink-{unique}",
         sink_batch_seconds=0.2,
         sink_metrics_port=0,
-        dir=tmp_path / "spool",
-        finish_timeout=30.0,
+        **overrides,  # type: ignore[arg-type]
     )
     ensure_topics(test_settings)
     migrate(test_settings)
     return test_settings
+
+
+@pytest.fixture
+def settings(services: Services, tmp_path: Path) -> Settings:
+    """Settings of one test: its own topics, database and consumer group on the shared services."""
+    return isolated_settings(services, dir=tmp_path / "spool", finish_timeout=30.0)

@@ -19,14 +19,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runstream.deploy.local.admin import ensure_topics
 from runstream.errors import EventDecodeError
 from runstream.schemas import Topics, decode, encode
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.consumer import Sink
-from runstream.sinks.migrations import migrate
-from tests.conftest import Services
+from tests.conftest import Services, isolated_settings
 from tests.samples import BODIES, PRODUCER, same, sample_event
 from tests.test_processors import run_events
 
@@ -44,19 +42,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(services: Services) -> Iterator[Env]:
-    unique = uuid.uuid4().hex[:10]
-    test_settings = Settings.load(
-        kafka_bootstrap=services.kafka_bootstrap,
-        clickhouse_url=services.clickhouse_url,
-        topic_prefix=f"p{unique}",
-        topic_partitions=3,
-        clickhouse_database=f"p{unique}",
-        sink_group=f"sink-{unique}",
-        sink_batch_seconds=0.2,
-        sink_metrics_port=0,
-    )
-    ensure_topics(test_settings)
-    migrate(test_settings)
+    test_settings = isolated_settings(services, "p")
     sink = Sink(test_settings)
     producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap, "linger.ms": 5})
     try:
