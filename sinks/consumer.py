@@ -40,8 +40,16 @@ LAG_REFRESH_SECONDS = 5.0
 # Dead letters not delivered within this time are reported failed (instead of waiting in the
 # producer's queue for its default 5 minutes) and sent again after a backoff.
 DLQ_DELIVERY_SECONDS = 10.0
+# A commit the group coordinator has not answered within this time (or a third of the session
+# timeout, if shorter, so that it fails before the session ends) counts as failed and is sent
+# again after a backoff. A synchronous commit would wait for librdkafka's request timeout
+# (socket.timeout.ms, 60 s) and longer while no coordinator is known, with the loop stuck.
+COMMIT_DEADLINE_SECONDS = 10.0
 
 _T = TypeVar("_T")
+
+
+_NO_ANSWER = object()
 
 
 class _Revoked(Exception):
@@ -76,6 +84,7 @@ class Sink:
                 "heartbeat.interval.ms": int(settings.sink_session_timeout * 1000 / 4),
                 "client.id": "runstream-sink",
                 "logger": kafka_logger,
+                "on_commit": self._on_commit,
             }
         )
         self._dlq = self._dead_letter_producer()
@@ -99,6 +108,8 @@ class Sink:
         # Next offset to commit per (topic, partition) as last committed: where the lag counts
         # from. Filled from the group's commits at the first lag refresh after an assignment.
         self._committed: dict[tuple[str, int], int] = {}
+        # Answers to asynchronous commits, (topic, partition, offset) -> error or None (taken).
+        self._commit_answers: dict[tuple[str, int, int], Any] = {}
         self.stats = SinkStats()
         self.seen = SeenSequences(self.client, settings.clickhouse_database)
         self.metrics_server: MetricsServer | None = None
@@ -257,10 +268,7 @@ class Sink:
             self._ck.TopicPartition(topic, partition, last + 1)
             for (topic, partition), (_, last) in batch.offsets.items()
         ]
-        self._retrying(
-            "committing offsets",
-            lambda: self.consumer.commit(offsets=offsets, asynchronous=False),
-        )
+        self._retrying("committing offsets", lambda: self._commit_offsets(offsets))
         for tp in offsets:
             self._committed[(tp.topic, tp.partition)] = tp.offset
         self._refresh_lag()  # local numbers only (cached ends): the lag follows each commit
@@ -272,6 +280,43 @@ class Sink:
             duplicates=batch.duplicates,
         )
         return written
+
+    def _commit_offsets(self, offsets: list[Any]) -> None:
+        """Commit ``offsets`` and wait for the coordinator's answer, at most
+        :data:`COMMIT_DEADLINE_SECONDS`.
+
+        Raises :class:`DeliveryError` when the commit is refused or not answered in time (the
+        caller retries; committing the same offsets twice is harmless) and :class:`_Revoked` when
+        the partitions move meanwhile. Messages fetched while waiting are held for the next batch.
+        """
+        if self._rebalancing:  # no polling inside a rebalance callback: commit synchronously
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            return
+        wanted = [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+        self._commit_answers.clear()
+        self.consumer.commit(offsets=offsets, asynchronous=True)
+        wait = min(COMMIT_DEADLINE_SECONDS, self.settings.sink_session_timeout / 3)
+        deadline = time.monotonic() + wait
+        while True:
+            answers = [self._commit_answers.get(key, _NO_ANSWER) for key in wanted]
+            errors = [a for a in answers if a is not None and a is not _NO_ANSWER]
+            if errors:
+                raise DeliveryError(f"the commit was refused: {errors[0]}")
+            if _NO_ANSWER not in answers:
+                return
+            if time.monotonic() >= deadline:
+                raise DeliveryError(
+                    f"the group coordinator did not answer the commit in {wait:.1f} s"
+                )
+            message = self.consumer.poll(0.05)  # serves the commit callback
+            if message is not None and message.error() is None:
+                self._held.append(message)  # the next batch's; bounded by the short wait
+            if self._revoked_while_writing:
+                raise _Revoked
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._commit_answers[(tp.topic, tp.partition, tp.offset)] = error or tp.error
 
     def _reset_batch(self) -> None:
         self.batch = EventBatch(self._routes)
@@ -302,6 +347,8 @@ class Sink:
             while True:
                 try:
                     return attempt()
+                except _Revoked:
+                    raise
                 except Exception as exc:  # ClickHouse or Kafka down, slow or refusing
                     if what == "insert":
                         self.stats.insert_failures += 1

@@ -91,9 +91,9 @@ def test_broker_killed_while_the_sink_holds_an_uncommitted_batch_loses_and_doubl
     thread.start()
     try:
         assert killed.wait(60), "the sink never wrote a batch"
-        # A synchronous commit to a dead coordinator returns its error only after librdkafka's
-        # request timeout (socket.timeout.ms, 60 s by default) on a loaded machine.
-        deadline = time.monotonic() + 180
+        # A commit unanswered for COMMIT_DEADLINE_SECONDS counts as failed; a dead letter
+        # undelivered for DLQ_DELIVERY_SECONDS too. Either is retried.
+        deadline = time.monotonic() + 60
         while sink.stats.kafka_failures < 1:  # its dead letter or commit meets a dead broker
             assert thread.is_alive(), "the sink stopped on a Kafka error"
             assert time.monotonic() < deadline, "the sink did not retry"
