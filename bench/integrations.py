@@ -181,7 +181,7 @@ LIBRARIES = {
 }
 
 
-def run_library(name: str, code: str, steps: int, trials: int, env: dict[str, str]) -> dict | str:
+def run_library(name: str, code: str, steps: int, trials: int, env: dict[str, str]) -> dict[str, list[float]] | str:
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
         full_env = {**os.environ, **env, "BENCH_DIR": workdir, "RUNSTREAM_DIR": workdir,
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
@@ -197,7 +197,8 @@ def run_library(name: str, code: str, steps: int, trials: int, env: dict[str, st
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
         return f"failed: {last}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
@@ -208,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
 
-    results: dict[str, dict | str] = {}
+    results: dict[str, dict[str, list[float]] | str] = {}
     with local_stack() as stack:
         env = {"RUNSTREAM_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap}
         for name in chosen:
