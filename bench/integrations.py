@@ -181,7 +181,9 @@ LIBRARIES = {
 }
 
 
-def run_library(name: str, code: str, steps: int, trials: int, env: dict[str, str]) -> dict[str, list[float]] | str:
+def run_library(
+    name: str, code: str, steps: int, trials: int, env: dict[str, str]
+) -> dict[str, list[float]] | str:
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
         full_env = {**os.environ, **env, "BENCH_DIR": workdir, "RUNSTREAM_DIR": workdir,
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
