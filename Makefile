@@ -50,6 +50,7 @@ bench: install
 	$(PY) -m bench.freshness
 	$(PY) -m bench.query_latency
 	$(PY) -m bench.processors
+	$(PY) -m bench.integrations
 
 down:
 	$(PY) -m runstream dev down
