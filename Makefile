@@ -30,11 +30,19 @@ lint: install
 	$(PY) -m runstream.schemas.export --check
 
 # The tests start their own stack (free ports, a temporary home) and stop it at the end; the
-# trap stops it too when pytest itself is killed or crashes.
+# trap stops it too when pytest itself is killed or crashes. Two pytest processes run side by
+# side: the tests that start, kill and restart a stack of their own (marker own_stack: they
+# mostly wait on brokers restarting and sessions expiring) and all the others. The second's
+# output is printed after the first's; the target fails if either does.
 test: lint
 	@home=$$(mktemp -d -t runstream-test.XXXXXX); \
-	trap '$(PY) -m runstream dev down --home "'"$$home"'" >/dev/null 2>&1; rm -rf "'"$$home"'"' EXIT; \
-	RUNSTREAM_TEST_HOME="$$home" $(PY) -m pytest $(PYTEST_ARGS)
+	trap '$(PY) -m runstream dev down --home "'"$$home"'/a" >/dev/null 2>&1; $(PY) -m runstream dev down --home "'"$$home"'/b" >/dev/null 2>&1; rm -rf "'"$$home"'"' EXIT; \
+	mkdir -p "$$home/a" "$$home/b"; \
+	RUNSTREAM_TEST_HOME="$$home/b" $(PY) -m pytest -m own_stack -p no:cacheprovider $(PYTEST_ARGS) >"$$home/own_stack.log" 2>&1 & own=$$!; \
+	RUNSTREAM_TEST_HOME="$$home/a" $(PY) -m pytest -m "not own_stack" $(PYTEST_ARGS); rest=$$?; \
+	wait $$own; own_status=$$?; \
+	echo; echo "=== tests with a stack of their own (-m own_stack) ==="; cat "$$home/own_stack.log"; \
+	test $$rest -eq 0 -a $$own_status -eq 0
 
 demo: install
 	$(PY) -m runstream dev up

@@ -130,3 +130,16 @@ def isolated_settings(services: Services, prefix: str = "t", **overrides: object
 def settings(services: Services, tmp_path: Path) -> Settings:
     """Settings of one test: its own topics, database and consumer group on the shared services."""
     return isolated_settings(services, dir=tmp_path / "spool", finish_timeout=30.0)
+
+
+# Tests that start, kill or fill a stack of their own: they mostly wait (on a broker restarting,
+# a session expiring), so `make test` runs them in a second pytest process next to the rest.
+_OWN_STACK_FIXTURES = {"outage_stack", "own_kafka_stack", "own_clickhouse_stack"}
+_OWN_STACK_MODULES = {"test_dev_stack.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _OWN_STACK_FIXTURES or item.path.name in _OWN_STACK_MODULES:
+            item.add_marker(pytest.mark.own_stack)
