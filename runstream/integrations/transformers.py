@@ -61,6 +61,7 @@ SUMMARY_KEYS = frozenset(
 )  # fmt: skip
 """The keys transformers' ``WandbCallback`` sends to the summary instead of logging them."""
 
+
 def is_summary_key(key: str) -> bool:
     """Whether a key of the trainer's logs belongs to the run's summary rather than to its
     metrics: :data:`SUMMARY_KEYS`, and the other keys of the trainer's end-of-training report
@@ -112,7 +113,10 @@ def training_config(args: TrainingArguments, model: Any) -> dict[str, Any]:
     _merge(
         config,
         "batch sizes",
-        lambda: {"train_batch_size": args.train_batch_size, "eval_batch_size": args.eval_batch_size},
+        lambda: {
+            "train_batch_size": args.train_batch_size,
+            "eval_batch_size": args.eval_batch_size,
+        },
     )
     if callable(getattr(model, "num_parameters", None)):
         _merge(config, "num_parameters", lambda: {"model/num_parameters": model.num_parameters()})
@@ -210,7 +214,9 @@ class RunstreamCallback(TrainerCallback):
             self._runs.end()
 
     # --- what the events do ------------------------------------------------------------------
-    def _start(self, args: TrainingArguments, state: TrainerState, model: Any, new: bool) -> Run | None:
+    def _start(
+        self, args: TrainingArguments, state: TrainerState, model: Any, new: bool
+    ) -> Run | None:
         run = self._runs.get(_init_defaults(args, state), new=new)
         if run is not None and run is not self._configured and not run.finished:
             self._configured = run
@@ -260,7 +266,9 @@ class RunstreamCallback(TrainerCallback):
         try:
             self._runs.end(exc)
         except Exception:  # never replace the trainer's exception with ours
-            logger.warning("runstream: could not finish the run after train() raised", exc_info=True)
+            logger.warning(
+                "runstream: could not finish the run after train() raised", exc_info=True
+            )
 
 
 def _ending_train(train: Callable[..., Any], callback: RunstreamCallback) -> Callable[..., Any]:
