@@ -351,3 +351,48 @@ def test_every_logged_key_lands_once_under_the_documented_name(logs: dict[str, f
             assert metrics["test/" + key[5:]] == value
         else:
             assert metrics["train/" + key] == value
+
+
+class Odd:
+    def __repr__(self) -> str:
+        return "<odd>"
+
+
+def test_values_the_sdk_cannot_store_are_refused_with_a_warning_never_raised(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = tiny_bert()
+    model.config.odd = Odd()  # in model.config.to_dict(), not JSON
+    callback = RunstreamCallback(project="hf", mode="offline", settings=settings)
+    trainer = Trainer(model=model, args=arguments(tmp_path, max_steps=2),
+                      train_dataset=Tokens(16, 1), callbacks=[callback])  # fmt: skip
+    trainer.log({"note": "not a number", "extra": 2.0})  # before train(): starts the run
+    trainer.train()
+
+    run = callback.run
+    assert run is not None and run.finished
+    assert run.refused_by_kind == {"metric": 1, "config": 1}
+    assert run.config["odd"] == "<odd>" and run.config["hidden_size"] == 16
+    messages = [r.getMessage() for r in caplog.records if r.name == "runstream"]
+    assert any("train/note" in m for m in messages)
+    assert any("config.odd" in m for m in messages)
+
+
+def test_a_failing_hook_never_stops_training(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import runstream.integrations.transformers as integration
+
+    def broken(logs: Any) -> Any:
+        raise RuntimeError("a bug in the integration")
+
+    monkeypatch.setattr(integration, "split_logs", broken)
+    callback = RunstreamCallback(project="hf", mode="offline", settings=settings)
+    trainer = Trainer(model=Regressor(), args=arguments(tmp_path, max_steps=4),
+                      train_dataset=Points(16), callbacks=[callback])  # fmt: skip
+    trainer.train()
+    assert trainer.state.global_step == 4
+    raised = [r for r in caplog.records if "RunstreamCallback.on_log raised" in r.getMessage()]
+    assert len(raised) == 1 and raised[0].exc_info is not None  # once, with the traceback
+    assert callback.run is not None and callback.run.finished

@@ -120,22 +120,22 @@ def in_flight() -> BaseException | None:
 
 def guarded(method: Callable[P, None]) -> Callable[P, None]:
     """Make a hook of an integration (a method) never raise into the training loop: an
-    exception in it is logged once per hook, with its traceback, and the hook returns None."""
-    warned = False
+    exception in it is logged once per hook and object, with its traceback, and the hook
+    returns None."""
 
     @functools.wraps(method)
     def hook(*args: P.args, **kwargs: P.kwargs) -> None:
-        nonlocal warned
         try:
             method(*args, **kwargs)
         except Exception:
-            if not warned:
-                warned = True
-                owner = type(args[0]).__name__ if args else "?"
+            owner = args[0] if args else None
+            warned: set[str] = getattr(owner, "__dict__", {}).setdefault("_runstream_warned", set())
+            if method.__name__ not in warned:
+                warned.add(method.__name__)
                 logger.warning(
                     "runstream: %s.%s raised; training goes on, this hook's logging may be "
                     "incomplete (warned once)",
-                    owner,
+                    type(owner).__name__,
                     method.__name__,
                     exc_info=True,
                 )
