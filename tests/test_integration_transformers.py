@@ -269,10 +269,11 @@ def test_a_run_you_pass_is_logged_into_and_left_open(settings: Settings, tmp_pat
         trainer.train()
         assert not run.finished  # the user's run: the user ends it
         metrics = trainer.evaluate()  # after train(): lands in the same run
-        run.log({"after": 1.0}, step=trainer.state.global_step)
+        predicted = trainer.predict(Points(8)).metrics  # on_predict: test_x -> test/x
     wait_finished(settings)
     got = points(settings, run.id)
     assert got["eval/loss"] == [(4, metrics["eval_loss"])]
+    assert got["test/loss"] == [(4, predicted["test_loss"])]
     assert [s for s, _ in got["train/loss"]] == [1, 2, 3, 4]
     row = run_row(settings, run.id)
     assert (row["name"], row["status"]) == ("mine", "finished")
