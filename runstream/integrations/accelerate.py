@@ -33,7 +33,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from accelerate.tracking import GeneralTracker  # type: ignore[import-untyped]
+from accelerate.tracking import GeneralTracker
 from accelerate.tracking import on_main_process as _on_main_process
 
 from runstream.integrations._lazy_run import (
@@ -56,7 +56,7 @@ def _main_process(method: F) -> F:
     return cast(F, _on_main_process(method))
 
 
-class RunstreamTracker(GeneralTracker):  # type: ignore[misc]
+class RunstreamTracker(GeneralTracker):
     """An accelerate tracker that logs to a runstream run.
 
     ``Accelerator(log_with=[RunstreamTracker(project=..., name=..., tags=[...])])``. Takes the
@@ -126,7 +126,7 @@ class RunstreamTracker(GeneralTracker):  # type: ignore[misc]
     def _from_init_trackers(self) -> dict[str, Any]:
         """``init`` arguments from the ``accelerator.init_trackers(...)`` call this runs in:
         ``init_kwargs["runstream"]`` over ``project=project_name``. Empty outside that call."""
-        from accelerate import Accelerator  # type: ignore[import-untyped]
+        from accelerate import Accelerator
 
         found = find_caller_self(("init_trackers",), Accelerator)
         if found is None:
