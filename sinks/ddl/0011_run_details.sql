@@ -140,7 +140,7 @@ SELECT
     r.project AS project,
     r.run_id AS run_id,
     multiIf(
-        u.has_name AND (r.m_started_seq IS NULL OR u.name_seq > r.m_started_seq), u.name,
+        u.u_has_name AND (r.m_started_seq IS NULL OR u.u_name_seq > r.m_started_seq), u.u_name,
         r.m_name = '', r.run_id,
         r.m_name
     ) AS name,
@@ -157,7 +157,7 @@ SELECT
     r.m_last_heartbeat AS last_heartbeat,
     r.m_last_step AS last_step,
     r.m_last_seq AS last_seq,
-    if(u.has_notes AND (r.m_started_seq IS NULL OR u.notes_seq > r.m_started_seq), u.notes, r.m_notes) AS notes,
+    if(u.u_has_notes AND (r.m_started_seq IS NULL OR u.u_notes_seq > r.m_started_seq), u.u_notes, r.m_notes) AS notes,
     env.environment AS environment
 FROM
 (
@@ -187,12 +187,12 @@ LEFT JOIN
     SELECT
         project,
         run_id,
-        max(has_name) AS has_name,
-        argMaxIf(name, seq, has_name = 1) AS name,
-        maxIf(seq, has_name = 1) AS name_seq,
-        max(has_notes) AS has_notes,
-        argMaxIf(notes, seq, has_notes = 1) AS notes,
-        maxIf(seq, has_notes = 1) AS notes_seq
+        max(has_name) AS u_has_name,
+        argMaxIf(name, seq, has_name = 1) AS u_name,
+        maxIf(seq, has_name = 1) AS u_name_seq,
+        max(has_notes) AS u_has_notes,
+        argMaxIf(notes, seq, has_notes = 1) AS u_notes,
+        maxIf(seq, has_notes = 1) AS u_notes_seq
     FROM {database}.run_updates
     GROUP BY project, run_id
 ) AS u ON u.project = r.project AND u.run_id = r.run_id
