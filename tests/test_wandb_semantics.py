@@ -140,9 +140,7 @@ def test_disabled_mode_becomes_wandb_run_and_never_writes_into_another_run(
     open_run.finish()
     db = settings.clickhouse_database
     landed(settings, f"SELECT count() FROM {db}.runs_current WHERE status = 'finished'")
-    assert rows(settings, f"SELECT step, value FROM {db}.metrics WHERE name = 'loss'") == [
-        (0, 1.0)
-    ]
+    assert rows(settings, f"SELECT step, value FROM {db}.metrics WHERE name = 'loss'") == [(0, 1.0)]
 
 
 def test_reinit_default_and_return_previous_return_the_open_run(settings: Settings) -> None:
