@@ -192,7 +192,7 @@ def test_transformers_wandb_callback_logs_at_the_trainers_global_steps(
     assert step_metric == "train/global_step"
 
 
-# --- accelerate's WandBTracker, unmodified ----------------------------------------------------------
+# --- accelerate's WandBTracker, unmodified --------------------------------------------------------
 ACCELERATE_SCRIPT = """
 import runstream.wandb
 

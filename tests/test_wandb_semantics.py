@@ -16,7 +16,7 @@ import orjson
 import pytest
 from packaging.version import Version
 
-import runstream.wandb as wandb
+from runstream import wandb
 from runstream.producers.start import DisabledRun
 from runstream.settings import Settings
 from tests.helpers import records_of, rows, scalar, sink_until
@@ -111,7 +111,7 @@ def test_wandb_mode_and_wandb_disabled(
     wandb.finish()
 
 
-# --- resume, disabled, reinit, finish --------------------------------------------------------------
+# --- resume, disabled, reinit, finish -------------------------------------------------------------
 @pytest.mark.parametrize("resume", ["allow", True, "auto"])
 def test_resume_without_an_id_starts_a_new_run(settings: Settings, resume: object) -> None:
     run = wandb.init(project="p", resume=resume, settings=settings)  # no ResumeError
@@ -182,7 +182,7 @@ def test_after_run_finish_wandb_run_is_none(settings: Settings) -> None:
     newer.finish()
 
 
-# --- config ------------------------------------------------------------------------------------------
+# --- config ---------------------------------------------------------------------------------------
 def test_config_update_allow_val_change_setdefaults_as_dict(settings: Settings) -> None:
     run = wandb.init(project="p", config={"lr": 0.1}, settings=settings)
     wandb.config.update({"lr": 0.2, "epochs": 3}, allow_val_change=True)
@@ -225,7 +225,7 @@ def test_run_name_and_notes_assignment_is_recorded(settings: Settings) -> None:
     ]
 
 
-# --- define_metric ---------------------------------------------------------------------------------
+# --- define_metric --------------------------------------------------------------------------------
 def test_define_metric_step_metric_is_recorded_and_gives_the_step(settings: Settings) -> None:
     run = wandb.init(project="p", settings=settings)
     wandb.define_metric("train/global_step")
@@ -282,7 +282,7 @@ def test_define_metric_step_metric_is_recorded_and_gives_the_step(settings: Sett
         ("median", None, None, True),
     ],
 )
-def test_define_metric_summary_strings(
+def test_define_metric_summary_strings(  # noqa: PLR0917 - pytest's parameters
     settings: Settings,
     caplog: pytest.LogCaptureFixture,
     summary: str,
@@ -326,7 +326,7 @@ def test_define_metric_before_init_is_ignored() -> None:
     wandb.define_metric("x", step_metric="y")  # no run: ignored with a warning, no exception
 
 
-# --- run attributes, module functions ---------------------------------------------------------------
+# --- run attributes, module functions -------------------------------------------------------------
 def test_run_attributes(settings: Settings) -> None:
     import time
 
@@ -392,7 +392,7 @@ def test_wandb_log_in_a_forked_worker_warns_like_run_log(settings: Settings) -> 
     wandb.finish()
 
 
-# --- what the docs list exists ----------------------------------------------------------------------
+# --- what the docs list exists --------------------------------------------------------------------
 def documented_names() -> tuple[list[str], list[str]]:
     text = DOC.read_text(encoding="utf-8")
     module = re.findall(r"^\| `wandb\.([A-Za-z_][A-Za-z0-9_.]*)", text, flags=re.M)
