@@ -233,3 +233,55 @@ def test_accelerate_wandb_tracker_logs_with_its_steps(settings: Settings) -> Non
     ]
     config = orjson.loads(scalar(settings, f"SELECT config FROM {db}.runs_current"))
     assert config == {"lr": 0.05, "epochs": 2}
+
+
+# --- Lightning's WandbLogger, unmodified ----------------------------------------------------------
+def test_lightning_wandb_logger_logs_at_the_trainers_global_steps(
+    settings: Settings, shim: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Lightning checks the wandb distribution (RequirementCache("wandb>=0.12.10")): the record
+    install() registers answers it, so WandbLogger runs; RunstreamLogger is the supported way."""
+    for key, value in stack_env(settings).items():
+        monkeypatch.setenv(key, value)
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import WandbLogger
+
+    class Regression(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.losses: list[float] = []
+
+        def training_step(self, batch: list[torch.Tensor], _: int) -> torch.Tensor:
+            x, y = batch
+            loss = ((self.layer(x) - y) ** 2).mean()
+            self.losses.append(float(loss))
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+    logger = WandbLogger(project="lit", name="lit-run", save_dir=str(tmp_path))
+    logger.log_hyperparams({"lr": 0.1, "batch": 8})
+    module = Regression()
+    trainer = L.Trainer(max_steps=4, logger=logger, log_every_n_steps=1, accelerator="cpu",
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=8))
+    import wandb
+
+    wandb.finish()
+    db = settings.clickhouse_database
+    sink_until(settings, lambda c: scalar(settings, f"SELECT countIf(status = 'finished') FROM "
+                                          f"{db}.runs_current") == 1)  # fmt: skip
+    assert rows(settings, f"SELECT project, name FROM {db}.runs_current") == [("lit", "lit-run")]
+    got = rows(settings, f"SELECT step, value FROM {db}.metrics WHERE name = 'train_loss' "
+               "ORDER BY step")  # fmt: skip
+    assert [s for s, _ in got] == [0, 1, 2, 3]
+    assert [v for _, v in got] == pytest.approx(module.losses, rel=1e-6)
+    config = orjson.loads(scalar(settings, f"SELECT config FROM {db}.runs_current"))
+    assert config == {"lr": 0.1, "batch": 8}
