@@ -260,6 +260,17 @@ def test_define_metric_step_metric_is_recorded_and_gives_the_step(settings: Sett
         {"name": "val/loss", "summary": "min", "step_metric": "epoch", "step_sync": False,
          "goal": "minimize", "hidden": True},
     ]  # fmt: skip
+    # docs/sql.md: a metric against its step metric (the x axis), with an ASOF join.
+    against = rows(
+        settings,
+        f"""
+        SELECT m.step, m.value, x.value AS epoch
+        FROM {db}.metrics AS m
+        ASOF LEFT JOIN (SELECT run_id, step, value FROM {db}.metrics WHERE name = 'epoch') AS x
+            ON m.run_id = x.run_id AND m.step >= x.step
+        WHERE m.run_id = '{run.id}' AND m.name = 'val/loss' ORDER BY m.step""",
+    )
+    assert against == [(2, 0.3, 2.0)]
     # A definition without a summary chooses none: "*" does not make every metric "last".
     summary = orjson.loads(scalar(settings, f"SELECT summary FROM {db}.runs_current"))
     assert summary["val/loss"] == 0.3 and summary["train/loss"] == 0.4

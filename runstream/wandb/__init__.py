@@ -27,7 +27,7 @@ from runstream.producers.start import init as _init
 from runstream.settings import Settings as _RunstreamSettings
 from runstream.wandb import _modules
 from runstream.wandb._install import install, installed, uninstall
-from runstream.wandb._modules import env, errors, sdk, util
+from runstream.wandb._modules import env, errors, sdk, util, wandb_run
 
 logger = logging.getLogger("runstream")
 
@@ -444,5 +444,6 @@ __all__ = [
     "uninstall",
     "use_artifact",
     "util",
+    "wandb_run",
     "watch",
 ]
