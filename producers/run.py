@@ -139,6 +139,8 @@ class Run(RunDetails):
         # whether anything was logged since the worker last caught up (no counter on log()).
         self._lower = 0
         self._summary_kinds: dict[str, SummaryKind] = {}
+        self._step_metrics = None  # define_metric(step_metric=): details.py (an instance
+        # attribute: log() reads it on every call without step=)
         self._checked_names: set[str] = set()
         self._worker = worker or get_worker()
         # log()'s hot path: one attribute instead of two (the worker object lives as long as

@@ -426,3 +426,50 @@ def test_every_name_the_docs_list_exists(settings: Settings) -> None:
     for name in run_names:
         assert hasattr(run, name), f"run.{name} is documented but missing"
     wandb.finish()
+
+
+# --- migration 0011 on a database that already has events ---------------------------------------
+def test_migration_0011_backfills_names_notes_and_definitions(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runstream.sinks import migrations
+    from runstream.sinks.clickhouse import connect
+
+    old = settings.with_overrides(
+        clickhouse_database=f"{settings.clickhouse_database}_pre11",
+        sink_group=f"{settings.sink_group}-pre11",
+    )
+    everything = migrations.available()
+    monkeypatch.setattr(migrations, "available", lambda: everything[:10])
+    assert migrations.migrate(old)[-1] == "0010_alert_deliveries"  # (a sink of that version)
+    db = old.clickhouse_database
+    try:
+        run = wandb.init(project="p", name="before", notes="n0", settings=settings)
+        wandb.define_metric("*", step_metric="step_x")
+        wandb.define_metric("loss", summary="max", goal="maximize")
+        run.name = "after"
+        run.notes = "n1"
+        wandb.log({"loss": 1.0, "step_x": 3})
+        wandb.log({"loss": 2.0, "step_x": 4})
+        wandb.finish()
+        sink_until(old, lambda c: scalar(old, f"SELECT countIf(type = 'run_finished') FROM "
+                                         f"{db}.events") == 1)  # fmt: skip
+        assert scalar(old, f"SELECT name FROM {db}.runs_current") == "before"  # 0009's view
+        monkeypatch.undo()
+        assert migrations.migrate(old) == ["0011_run_details"]
+        expected_runs = [("after", "n1")]
+        assert rows(old, f"SELECT name, notes FROM {db}.runs_current") == expected_runs
+        defs = rows(old, f"SELECT name, summary, step_metric, goal FROM "
+                    f"{db}.metric_definitions_current ORDER BY name")  # fmt: skip
+        assert defs == [("*", "", "step_x", ""), ("loss", "max", "", "maximize")]
+        summary = orjson.loads(scalar(old, f"SELECT summary FROM {db}.runs_current"))
+        assert summary["loss"] == 2.0
+        # Repeating the statements (a crash before their record) adds nothing.
+        client = connect(old, database="default")
+        for statement in everything[10].statements(db):
+            client.command(statement)
+        assert scalar(old, f"SELECT count() FROM {db}.metric_definitions") == 2
+        assert scalar(old, f"SELECT count() FROM {db}.run_updates") == 2
+        assert rows(old, f"SELECT name, notes FROM {db}.runs_current") == expected_runs
+    finally:
+        connect(old, database="default").command(f"DROP DATABASE IF EXISTS {db}")
