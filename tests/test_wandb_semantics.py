@@ -473,3 +473,25 @@ def test_migration_0011_backfills_names_notes_and_definitions(
         assert rows(old, f"SELECT name, notes FROM {db}.runs_current") == expected_runs
     finally:
         connect(old, database="default").command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_the_processors_follow_run_updated_and_definitions_without_a_summary() -> None:
+    from runstream.processors.aggregates import fold_run, new_run_state, summary_choice
+    from runstream.processors.decoding import decode_event
+    from runstream.schemas import encode
+    from tests.samples import sample_event
+
+    state = new_run_state("vision", "r")
+    raws = [sample_event("run_started", seq=0, run_id="r")]
+    defined = sample_event("metric_defined", seq=1, run_id="r")
+    defined["body"] = {"name": "val/*", "summary": "min"}
+    later = sample_event("metric_defined", seq=2, run_id="r")
+    later["body"] = {"name": "val/*", "step_metric": "epoch"}  # chooses no summary
+    renamed = sample_event("run_updated", seq=3, run_id="r")
+    renamed["body"] = {"name": "renamed"}
+    noted = sample_event("run_updated", seq=4, run_id="r")
+    noted["body"] = {"notes": "only notes"}
+    for raw in [*raws, defined, later, renamed, noted]:
+        assert fold_run(state, decode_event(encode(raw)))
+    assert state["name"] == "renamed"
+    assert summary_choice(state, "val/loss") == "min"
