@@ -118,7 +118,9 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     ``wandb.run``. ``reinit`` with a run open: ``"default"``/``False``/``"return_previous"``
     return it, ``True``/``"finish_previous"`` finish it first, ``"create_new"`` starts another
     and leaves ``wandb.run`` as it was. A runstream :class:`~runstream.Settings` may be passed
-    as ``settings=`` (where to deliver). ``entity`` and other wandb arguments are ignored.
+    as ``settings=`` (where to deliver). ``dir`` (``WANDB_DIR``) holds the SDK's directory,
+    ``<dir>/runstream``, as wandb's holds ``<dir>/wandb``. ``entity`` and other wandb arguments
+    are ignored.
     """
     global _run
     if ignored or entity:
@@ -168,6 +170,9 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     group = group or fields.get("run_group") or _env("WANDB_RUN_GROUP")
     job_type = job_type or fields.get("run_job_type") or _env("WANDB_JOB_TYPE")
     dir = dir or fields.get("root_dir") or _env("WANDB_DIR")
+    # wandb keeps its files in <dir>/wandb; runstream its spool in <dir>/runstream (Lightning
+    # passes dir="." by default: the spool must not spread over the working directory).
+    local_dir = os.path.join(os.fspath(dir), "runstream") if dir else None
     if tags is None:
         tags = fields.get("run_tags")
         if tags is None and _env("WANDB_TAGS"):
@@ -196,7 +201,7 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
         id=id,
         resume=resume_mode,  # type: ignore[arg-type]
         mode=resolved_mode,  # type: ignore[arg-type]
-        dir=dir,
+        dir=local_dir,
         settings=base,
     )
     _created[:] = [r for r in _created if not r.finished]
