@@ -14,6 +14,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 from packaging.version import Version
 
 from runstream import wandb
@@ -499,3 +502,60 @@ def test_the_processors_follow_run_updated_and_definitions_without_a_summary() -
         assert fold_run(state, decode_event(encode(raw)))
     assert state["name"] == "renamed"
     assert summary_choice(state, "val/loss") == "min"
+
+
+# --- generated inputs: summary strings and step metric values -----------------------------------
+_HONOURED = {"min": "min", "max": "max", "mean": "mean", "last": "last", "copy": "last"}
+
+
+@settings_(max_examples=200, deadline=None)
+@given(
+    words=st.lists(
+        st.sampled_from(["min", "max", "mean", "last", "best", "copy", "none", "MIN", " max ",
+                         "median", "", "p95"]),
+        max_size=5,
+    ),
+    goal=st.sampled_from([None, "minimize", "maximize", "min", "max", "sideways"]),
+)  # fmt: skip
+def test_the_summary_kind_is_the_first_word_that_can_be_honoured(
+    words: list[str], goal: str | None
+) -> None:
+    from runstream.producers.metric_defs import resolve_goal, resolve_summary
+
+    resolved_goal = resolve_goal(goal)
+    expected = None
+    for word in (w.strip().lower() for w in words):
+        kind = _HONOURED.get(word)
+        if word == "best":
+            kind = {"minimize": "min", "maximize": "max"}.get(resolved_goal or "")
+        if kind is not None:
+            expected = kind
+            break
+    assert resolve_summary(",".join(words), resolved_goal) == expected
+
+
+@settings_(max_examples=200, deadline=None)
+@given(
+    value=st.one_of(
+        st.integers(min_value=-(2**64), max_value=2**64),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+        st.text(max_size=3),
+    )
+)
+def test_a_step_metric_value_is_a_step_only_when_a_whole_number_in_range(value: object) -> None:
+    import math
+
+    from runstream.producers.metric_defs import as_step
+
+    step = as_step(value)
+    whole = (
+        not isinstance(value, (bool, str))
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and float(value).is_integer()
+        and 0 <= int(value) <= 2**63 - 1
+    )
+    assert (step is not None) == whole
+    if whole:
+        assert step == int(value)  # type: ignore[call-overload]
