@@ -35,6 +35,7 @@ from runstream.schemas.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    RunUpdated,
     TagsUpdated,
     dump_metric_value,
 )
@@ -180,7 +181,11 @@ def fold_run(state: RunState, event: Any, partition: int | None = None) -> bool:
     elif isinstance(body, TagsUpdated):
         state["tags"] = list(body.tags)
     elif isinstance(body, MetricDefined):
-        state["metric_summaries"] = {**state["metric_summaries"], body.name: body.summary}
+        if body.summary is not None:  # absent: this definition does not choose a summary
+            state["metric_summaries"] = {**state["metric_summaries"], body.name: body.summary}
+    elif isinstance(body, RunUpdated):
+        if body.name is not None:
+            state["name"] = body.name
     elif isinstance(body, RunResumed):
         state.update(status=ALIVE, ended_at=None, exit_code=None)
     elif isinstance(body, RunFinished):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from argparse import Namespace
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,9 +43,14 @@ class RunConfig(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
+    def update(self, *args: Any, allow_val_change: bool | None = None, **kwargs: Any) -> None:
         """Set several keys; one event records all of them. Values become JSON as
-        :func:`runstream.producers.values.to_json` says (never raises for a value)."""
+        :func:`runstream.producers.values.to_json` says (never raises for a value).
+
+        ``allow_val_change`` is wandb's keyword (wandb 0.31 ``Config.update``): accepted and
+        not a key; runstream always lets a value change (every change is an event)."""
+        if args and isinstance(args[0], Namespace):  # argparse arguments, as wandb takes them
+            args = (vars(args[0]), *args[1:])
         changes = to_json(dict(*args, **kwargs), self._run._refusals, "config")
         if not changes:
             return
@@ -61,7 +67,17 @@ class RunConfig(MutableMapping[str, Any]):
         self.update({key: value})
 
     def as_dict(self) -> dict[str, Any]:
+        """A copy of the config as a plain dict (wandb's ``config.as_dict()``)."""
         return dict(self._values)
+
+    def setdefaults(self, defaults: Mapping[str, Any] | Namespace) -> None:
+        """Set the keys of ``defaults`` the config does not have yet (wandb's
+        ``config.setdefaults``); one ``config_updated`` event records them."""
+        if isinstance(defaults, Namespace):
+            defaults = vars(defaults)
+        missing = {k: v for k, v in dict(defaults).items() if k not in self._values}
+        if missing:
+            self.update(missing)
 
     def __repr__(self) -> str:
         return f"RunConfig({self._values!r})"

@@ -29,6 +29,7 @@ from runstream.producers.bodies import (
     metrics_body,
     static_body,
 )
+from runstream.producers.details import RunDetails
 from runstream.producers.ending import (
     FinishResult,
     exit_status,
@@ -39,7 +40,6 @@ from runstream.producers.ending import (
 from runstream.producers.inputs import (
     clean_tags,
     config_dict,
-    is_name,
     repair,
     safe_str,
     short_repr,
@@ -50,7 +50,6 @@ from runstream.producers.resume import ResumeError, resolve_position
 from runstream.producers.spool import RunSpool
 from runstream.producers.values import (
     INT64_MAX,
-    MAX_NAME_LENGTH,
     Refusals,
     is_text,
     snapshot_metrics,
@@ -85,7 +84,7 @@ MAX_ALERT_TITLE = 1024
 """Characters in an alert title (the schema's ``alert_raised.title``)."""
 _CALL_OF = {"config_updated": "a config change", "summary_updated": "a summary change",
             "tags_updated": "setting tags", "metric_defined": "define_metric()",
-            "alert_raised": "alert()"}  # fmt: skip
+            "alert_raised": "alert()", "run_updated": "setting name or notes"}  # fmt: skip
 
 
 def _alert_text(value: Any, what: str, refusals: Refusals) -> str:
@@ -106,7 +105,7 @@ def _alert_text(value: Any, what: str, refusals: Refusals) -> str:
     return repair(value)
 
 
-class Run:
+class Run(RunDetails):
     """One training run. Create it with :func:`runstream.init`."""
 
     def __init__(
@@ -128,7 +127,7 @@ class Run:
         self._refusals = Refusals()
         self.group = text_or_none(group, "group", self._refusals)
         self.job_type = text_or_none(job_type, "job_type", self._refusals)
-        self.notes = text_or_none(notes, "notes", self._refusals)
+        self._notes = text_or_none(notes, "notes", self._refusals)
         self._step = 0
         self._pending: dict[str, Any] | None = None
         self._pending_step = 0
@@ -140,6 +139,8 @@ class Run:
         # whether anything was logged since the worker last caught up (no counter on log()).
         self._lower = 0
         self._summary_kinds: dict[str, SummaryKind] = {}
+        self._step_metrics = None  # define_metric(step_metric=): details.py (an instance
+        # attribute: log() reads it on every call without step=)
         self._checked_names: set[str] = set()
         self._worker = worker or get_worker()
         # log()'s hot path: one attribute instead of two (the worker object lives as long as
@@ -148,7 +149,9 @@ class Run:
 
         self.id = id or settings.run_id or new_run_id()
         resumed_from = resolve_position(settings, self.id, id_given=bool(id or settings.run_id))
-        self.name = text_or_none(name, "name", self._refusals) or self.id
+        self._name = text_or_none(name, "name", self._refusals) or self.id
+        self._start_time = time.time()
+        self._resumed = resumed_from is not None and resumed_from[2]
         self._tags = clean_tags(tags, self._refusals)
         self.config = RunConfig(self, config_dict(config, self._refusals))
         self.summary = RunSummary(self)
@@ -172,12 +175,12 @@ class Run:
             self._emit(
                 "run_started",
                 {
-                    "name": self.name,
+                    "name": self._name,
                     "config": dict(self.config),
                     "tags": self._tags,
                     "group": self.group,
                     "job_type": self.job_type,
-                    "notes": self.notes,
+                    "notes": self._notes,
                     "environment": environment(),
                 },
             )
@@ -214,6 +217,8 @@ class Run:
             if self._finished is not None:
                 self._log_after_finish()
                 return
+            if step is None and self._step_metrics is not None:  # define_metric(step_metric=)
+                step = self._step_metrics.step_for(data)  # type: ignore[arg-type]
             pending = self._pending
             if step is None:
                 if pending is not None:
@@ -383,27 +388,6 @@ class Run:
         self._tags = clean_tags(tags, self._refusals)
         self._emit("tags_updated", {"tags": list(self._tags)})
 
-    def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
-        """Choose which value summarises ``name`` (or every name matching ``prefix*``)."""
-        if not is_name(name):
-            self._refusals.refuse(
-                safe_str(name)[:60],
-                f"define_metric() needs a name of 1 to {MAX_NAME_LENGTH} characters of text",
-                "name",
-            )
-            return
-        if summary not in ("min", "max", "last", "mean"):
-            logger.warning(
-                "runstream: define_metric(%r, summary=%r) ignored: summary must be one of "
-                "min, max, last, mean",
-                name,
-                summary,
-            )
-            return
-        self._summary_kinds[name] = summary
-        self.summary._kind_of.clear()  # names are matched against the patterns again
-        self._emit("metric_defined", {"name": name, "summary": summary})
-
     def alert(self, title: str, text: str = "", level: Any = "info") -> None:
         """Raise an alert (delivered to the configured webhooks by the processors).
 
@@ -444,10 +428,15 @@ class Run:
         self._emit("alert_raised", body)
 
     def log_artifact(
-        self, path_or_uri: str | os.PathLike[str], name: str | None = None, type: str = "artifact"
+        self,
+        path_or_uri: str | os.PathLike[str],
+        name: str | None = None,
+        type: str = "artifact",
+        **wandb_options: Any,
     ) -> None:
         """Record an artifact's metadata (digest, size, uri). Files are read on the worker.
-        Never raises: what is neither a path nor a str is refused (warned, counted)."""
+        Never raises: what is neither a path nor a str is refused (warned, counted); wandb's
+        keywords (``aliases=``, ``tags=``) are accepted and not recorded."""
         if self._finished is not None:
             self._log_after_finish("log_artifact()")
             return

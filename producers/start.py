@@ -12,7 +12,7 @@ from typing import Any, Literal
 from runstream.producers import active
 from runstream.producers.ending import FinishResult
 from runstream.producers.inputs import config_dict
-from runstream.producers.mappings import RunConfig, RunSummary, SummaryKind
+from runstream.producers.mappings import RunConfig, RunSummary
 from runstream.producers.run import Run
 from runstream.producers.values import Refusals
 from runstream.schemas import new_run_id
@@ -30,8 +30,8 @@ class DisabledRun(Run):
         self.project = settings.project
         self.mode = "disabled"
         self.id = id or settings.run_id or new_run_id()
-        self.name = name or self.id
-        self.group = self.job_type = self.notes = None
+        self._name = name or self.id
+        self.group = self.job_type = self._notes = None
         self._tags: list[str] = []
         self._finished = None
         self._step = 0
@@ -55,10 +55,9 @@ class DisabledRun(Run):
     def _emit(self, type_name: str, body: dict[str, Any]) -> None:
         return None
 
-    def log_artifact(self, path_or_uri: Any, name: str | None = None, type: str = "") -> None:
-        return None
-
-    def define_metric(self, name: str, summary: SummaryKind = "last") -> None:
+    def log_artifact(
+        self, path_or_uri: Any, name: str | None = None, type: str = "", **_: Any
+    ) -> None:
         return None
 
     def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:

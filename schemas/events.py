@@ -164,8 +164,27 @@ class ArtifactLogged(_Model):
 class MetricDefined(_Model):
     name: Name
     """A metric name, or a prefix pattern ending in ``*`` (``val/*``)."""
-    summary: Literal["min", "max", "last", "mean"] = "last"
-    """Which value stands for the metric in the run's summary."""
+    summary: Literal["min", "max", "last", "mean"] | None = None
+    """Which value stands for the metric in the run's summary; absent: this definition does
+    not choose (the default, ``last``, or an earlier choice stands). Producers before 0.2
+    always sent it."""
+    step_metric: Name | None = None
+    """The metric this one is plotted against (wandb's ``step_metric``)."""
+    step_sync: bool | None = None
+    """Whether a log without the step metric takes its last value (wandb's ``step_sync``)."""
+    goal: Literal["minimize", "maximize"] | None = None
+    """Whether lower or higher is better."""
+    hidden: bool | None = None
+    """Whether charts leave the metric out by default (wandb's ``hidden``)."""
+
+
+class RunUpdated(_Model):
+    """The run's display name or notes changed after it started (``run.name = ...``)."""
+
+    name: str | None = None
+    """The new name; absent: unchanged."""
+    notes: str | None = None
+    """The new notes; absent: unchanged."""
 
 
 RunStatus = Literal["finished", "failed", "crashed", "killed"]
@@ -281,6 +300,13 @@ class MetricDefinedEvent(_Envelope):
     body: MetricDefined
 
 
+class RunUpdatedEvent(_Envelope):
+    """The run's name or notes changed."""
+
+    type: Literal["run_updated"] = "run_updated"
+    body: RunUpdated
+
+
 class RunFinishedEvent(_Envelope):
     """A run ended."""
 
@@ -300,6 +326,7 @@ BODIES: dict[str, type[_Model]] = {
     "run_resumed": RunResumed,
     "artifact_logged": ArtifactLogged,
     "metric_defined": MetricDefined,
+    "run_updated": RunUpdated,
     "run_finished": RunFinished,
 }
 """Event type name -> body model. The type names are the wire values of ``type``."""
@@ -316,6 +343,7 @@ EVENT_MODELS: dict[str, type[_Envelope]] = {
     "run_resumed": RunResumedEvent,
     "artifact_logged": ArtifactLoggedEvent,
     "metric_defined": MetricDefinedEvent,
+    "run_updated": RunUpdatedEvent,
     "run_finished": RunFinishedEvent,
 }
 
@@ -331,6 +359,7 @@ EventType = Literal[
     "run_resumed",
     "artifact_logged",
     "metric_defined",
+    "run_updated",
     "run_finished",
 ]
 
@@ -347,6 +376,7 @@ Event: TypeAlias = Annotated[
         RunResumedEvent,
         ArtifactLoggedEvent,
         MetricDefinedEvent,
+        RunUpdatedEvent,
         RunFinishedEvent,
     ],
     Field(discriminator="type"),
@@ -376,6 +406,7 @@ __all__ = [
     "RunResumed",
     "RunStarted",
     "RunStatus",
+    "RunUpdated",
     "SummaryUpdated",
     "SystemMetrics",
     "TagsUpdated",

@@ -62,7 +62,15 @@ BODIES: dict[str, dict[str, Any]] = {
         "size": 123456789,
         "uri": "s3://bucket/runs/abc/model.pt",
     },
-    "metric_defined": {"name": "val/*", "summary": "min"},
+    "metric_defined": {
+        "name": "val/*",
+        "summary": "min",
+        "step_metric": "epoch",
+        "step_sync": True,
+        "goal": "minimize",
+        "hidden": False,
+    },
+    "run_updated": {"name": "résnet-50 renamed", "notes": "second try"},
     "run_finished": {"exit_code": 0, "status": "finished"},
 }
 

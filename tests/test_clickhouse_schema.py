@@ -520,6 +520,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0008_live_state",
         "0009_exact_documents_and_summaries",
         "0010_alert_deliveries",
+        "0011_run_details",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert tables >= NEW_OBJECTS

@@ -1,34 +1,53 @@
-"""Run wandb training scripts on runstream unchanged: ``import runstream.wandb as wandb``.
+"""Run wandb code on runstream unchanged: ``import runstream.wandb as wandb`` in your own
+scripts, or ``runstream.wandb.install()`` so that ``import wandb`` anywhere in the process (the
+Hugging Face ``WandbCallback``, accelerate's wandb tracker) resolves to this module.
 
-Covered (same names, same arguments): ``wandb.init`` (project, name, config (dict or
-argparse.Namespace), tags, group, job_type, notes, id, resume, mode, dir, settings; entity,
-reinit and other arguments are accepted and ignored), ``wandb.log`` (step, commit),
-``wandb.finish``, ``wandb.config`` (item and attribute access, ``update``), ``wandb.summary``,
-``wandb.run`` (``id``, ``name``, ``project``, ``config``, ``summary``, ``tags``, ``log``,
-``finish``, ``alert``, ``define_metric``, ``log_artifact(path, name, type)``),
-``wandb.define_metric`` (``summary`` min/max/mean/last, ``goal`` with ``summary="best"``),
-``wandb.alert`` with ``wandb.AlertLevel``, ``wandb.Settings(mode=...)``, ``wandb.login`` and
-``wandb.watch`` (no-ops). Media types (``wandb.Image``, tables, histograms) are not covered:
-logging them is refused with a warning, never an exception.
+What is covered, argument by argument, with the environment variables read and the differences
+that remain, is docs/wandb.md; the semantics follow wandb 0.31's documentation. Names this module
+does not cover raise ``AttributeError`` saying so.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
+import importlib.util
 import logging
+import os
+import sys
 from argparse import Namespace
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
-from runstream.producers import active
+from runstream._version import __version__ as _runstream_version
 from runstream.producers.ending import FinishResult
+from runstream.producers.metric_defs import warn_once
 from runstream.producers.run import Run
 from runstream.producers.start import init as _init
+from runstream.settings import Settings as _RunstreamSettings
+from runstream.wandb import _modules
+from runstream.wandb._install import install, installed, uninstall
+from runstream.wandb._modules import env, errors, sdk, util, wandb_run
 
 logger = logging.getLogger("runstream")
 
+__version__ = f"0.31.0+runstream.{_runstream_version}"
+"""A wandb-like version: 0.31.0, the wandb release whose documented behaviour the shim follows,
+with runstream's version as the local part (PEP 440), so that version checks of libraries
+(``>= 0.12``) pass and anyone printing it sees it is runstream."""
+
 _RESUME = {True: "allow", "auto": "allow", "allow": "allow", "must": "must", "never": "never"}
-_MODES = {"online": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+_MODES = {"online": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled",
+          "run": "online"}  # fmt: skip
+_REINIT = {None: "default", False: "return_previous", True: "finish_previous",
+           "default": "default", "return_previous": "return_previous",
+           "finish_previous": "finish_previous", "create_new": "create_new"}  # fmt: skip
+_TRUE = ("1", "true", "yes", "on")
+
+_run: Run | None = None
+"""What ``wandb.run`` is: the run the last ``init()`` made current, until it finishes."""
+_created: list[Run] = []
+"""Every run this module started and has not seen finish (``finish_previous`` ends them)."""
 
 
 class AlertLevel(str, enum.Enum):
@@ -38,11 +57,35 @@ class AlertLevel(str, enum.Enum):
 
 
 class Settings:
-    """``wandb.Settings``: ``mode`` is honoured; other fields are kept and ignored."""
+    """``wandb.Settings``: ``mode``, ``project``, ``run_name``, ``run_id``, ``run_notes``,
+    ``run_tags``, ``run_group``, ``run_job_type``, ``root_dir`` and ``reinit`` are honoured
+    (``init()``'s own arguments win over them); other fields are kept and ignored."""
 
     def __init__(self, mode: str | None = None, **other: Any) -> None:
         self.mode = mode
         self.other = other
+        for key, value in other.items():
+            setattr(self, key, value)
+
+    def get(self, key: str) -> Any:
+        return self.mode if key == "mode" else self.other.get(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            if key == "mode":
+                self.mode = value
+            else:
+                self.other[key] = value
+                setattr(self, key, value)
+
+
+_modules.sdk_wandb_settings.Settings = Settings  # type: ignore[attr-defined]
+
+
+# --- init, log, finish --------------------------------------------------------------------------
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
 
 
 def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call it so
@@ -57,26 +100,97 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     id: str | None = None,
     resume: bool | str | None = None,
     mode: str | None = None,
-    dir: str | None = None,
-    settings: Settings | dict[str, Any] | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    settings: Settings | dict[str, Any] | _RunstreamSettings | None = None,
+    reinit: bool | str | None = None,
+    config_exclude_keys: list[str] | None = None,
+    config_include_keys: list[str] | None = None,
     **ignored: Any,
 ) -> Run:
-    """``wandb.init`` on runstream. Returns a :class:`runstream.Run`."""
+    """``wandb.init`` on runstream (wandb 0.31): returns a :class:`runstream.Run`.
+
+    Each argument, else the ``wandb.Settings`` field, else the environment variable
+    (``WANDB_PROJECT``, ``WANDB_NAME``, ``WANDB_RUN_ID``, ``WANDB_MODE``, ``WANDB_DIR``,
+    ``WANDB_TAGS`` (comma-separated), ``WANDB_NOTES``, ``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``,
+    ``WANDB_RESUME``; ``WANDB_DISABLED=true`` is ``mode="disabled"``), else runstream's default.
+    ``resume`` ``True``/``"auto"``/``"allow"`` continues run ``id`` if it exists; without an id
+    a new run starts. ``mode="disabled"`` returns a run that does nothing and makes it
+    ``wandb.run``. ``reinit`` with a run open: ``"default"``/``False``/``"return_previous"``
+    return it, ``True``/``"finish_previous"`` finish it first, ``"create_new"`` starts another
+    and leaves ``wandb.run`` as it was. A runstream :class:`~runstream.Settings` may be passed
+    as ``settings=`` (where to deliver). ``dir`` (``WANDB_DIR``) holds the SDK's directory,
+    ``<dir>/runstream``, as wandb's holds ``<dir>/wandb``. ``entity`` and other wandb arguments
+    are ignored.
+    """
+    global _run
     if ignored or entity:
         logger.debug(
             "runstream.wandb: ignoring %s", sorted([*ignored, *(["entity"] if entity else [])])
         )
-    if isinstance(settings, dict):
+    base: _RunstreamSettings | None = None
+    if isinstance(settings, _RunstreamSettings):
+        base, settings = settings, None
+    elif isinstance(settings, dict):
         settings = Settings(**settings)
+    fields = settings.other if settings is not None else {}
     if mode is None and settings is not None:
         mode = settings.mode
-    resolved_mode = _MODES.get(mode) if mode else None
-    if mode and resolved_mode is None:
-        logger.warning("runstream.wandb: unknown mode %r, using online", mode)
+    if mode is None:
+        mode = _env("WANDB_MODE")
+        if mode is None and (os.environ.get("WANDB_DISABLED") or "").lower() in _TRUE:
+            mode = "disabled"
+    resolved_mode = _MODES.get(mode.lower()) if isinstance(mode, str) else None
+    if mode is not None and resolved_mode is None:
+        warn_once(f"mode {mode!r}", "runstream.wandb: unknown mode %r, using online", mode)
+
+    if reinit is None:
+        reinit = fields.get("reinit")
+    policy = _REINIT.get(reinit) if isinstance(reinit, (bool, str, type(None))) else None
+    if policy is None:
+        warn_once(f"reinit {reinit!r}", "runstream.wandb: unknown reinit %r, using 'default'",
+                  reinit)  # fmt: skip
+        policy = "default"
+    current = _current()
+    returning = policy in ("default", "return_previous") and resolved_mode != "disabled"
+    if current is not None and returning:
+        logger.info("runstream.wandb: init() with run %s open returns it (reinit=%r: wandb "
+                    "0.31 does the same)", current.id, reinit)  # fmt: skip
+        return current
+    if policy == "finish_previous":
+        for previous in list(_created):
+            if not previous.finished:
+                previous.finish()
+        _created.clear()
+        _run = None
+
+    project = project or fields.get("project") or _env("WANDB_PROJECT")
+    name = name or fields.get("run_name") or _env("WANDB_NAME")
+    id = id or fields.get("run_id") or _env("WANDB_RUN_ID")
+    notes = notes if notes is not None else fields.get("run_notes") or _env("WANDB_NOTES")
+    group = group or fields.get("run_group") or _env("WANDB_RUN_GROUP")
+    job_type = job_type or fields.get("run_job_type") or _env("WANDB_JOB_TYPE")
+    dir = dir or fields.get("root_dir") or _env("WANDB_DIR")
+    # wandb keeps its files in <dir>/wandb; runstream its spool in <dir>/runstream (Lightning
+    # passes dir="." by default: the spool must not spread over the working directory).
+    local_dir = os.path.join(os.fspath(dir), "runstream") if dir else None
+    if tags is None:
+        tags = fields.get("run_tags")
+        if tags is None and _env("WANDB_TAGS"):
+            tags = [t.strip() for t in os.environ["WANDB_TAGS"].split(",") if t.strip()]
+    if resume is None:
+        resume = fields.get("resume") or _env("WANDB_RESUME")
     if isinstance(config, Namespace):
         config = vars(config)
+    if config is not None and (config_include_keys or config_exclude_keys):
+        config = {k: v for k, v in dict(config).items()
+                  if (not config_include_keys or k in config_include_keys)
+                  and k not in (config_exclude_keys or ())}  # fmt: skip
     resume_mode = _RESUME.get(resume) if resume not in (None, False) else None
-    return _init(
+    if resume not in (None, False) and resume_mode is None:
+        warn_once(f"resume {resume!r}", "runstream.wandb: unknown resume %r, ignored", resume)
+    if resume_mode == "allow" and not id:
+        resume_mode = None  # wandb 0.31: resume="allow"/True/"auto" without an id starts a new run
+    started = _init(
         project=project,
         name=name,
         config=config,
@@ -87,8 +201,20 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
         id=id,
         resume=resume_mode,  # type: ignore[arg-type]
         mode=resolved_mode,  # type: ignore[arg-type]
-        dir=dir,
+        dir=local_dir,
+        settings=base,
     )
+    _created[:] = [r for r in _created if not r.finished]
+    _created.append(started)
+    if policy != "create_new" or _current() is None:
+        # create_new leaves wandb.run alone (wandb 0.31); with none open it becomes the run.
+        _run = started
+    return started
+
+
+def _current() -> Run | None:
+    run = _run
+    return run if run is not None and not run.finished else None
 
 
 def log(
@@ -98,41 +224,54 @@ def log(
     *args: Any,
     **kwargs: Any,
 ) -> None:
-    """``wandb.log``: as :func:`runstream.log` (``sync=`` and unknown keywords are taken by
-    :meth:`Run.log`, with one warning each for the unknown ones). Never raises."""
-    import runstream
+    """``wandb.log`` on ``wandb.run``, as :meth:`Run.log` (``sync=`` accepted, unknown keywords
+    warned about once). In a forked child, or after the run finished, the call is ignored with
+    the same one warning ``run.log`` gives; with no run at all, with the warning of
+    ``runstream.log``. Never raises."""
+    target = _run  # even finished: its log() says why the call is ignored (fork, finish)
+    if target is None:
+        import runstream
 
-    runstream.log(data, step, True if commit is None else commit, *args, **kwargs)
+        runstream._no_run("log")
+        return
+    target.log(data, step, True if commit is None else commit, *args, **kwargs)
 
 
 def finish(exit_code: int | None = None, quiet: bool | None = None) -> FinishResult | None:
-    if active.run is None:
-        return None  # wandb.finish() with no run is a no-op in wandb too
-    import runstream
+    """``wandb.finish``: finish ``wandb.run``; ``wandb.run`` is None afterwards (not an older
+    run). With no run open, a no-op (as in wandb)."""
+    global _run
+    current, _run = _current(), None
+    if current is None:
+        return None
+    return current.finish(exit_code=exit_code or 0)
 
-    return runstream.finish(exit_code=exit_code or 0)
 
-
-def define_metric(
+def define_metric(  # noqa: PLR0917 - wandb's argument order
     name: str,
     step_metric: str | None = None,
+    step_sync: bool | None = None,
+    hidden: bool | None = None,
     summary: str | None = None,
     goal: str | None = None,
+    overwrite: bool | None = None,
     **ignored: Any,
 ) -> None:
-    current = active.run
+    """``wandb.define_metric`` on ``wandb.run`` (wandb's argument order): see
+    :meth:`runstream.Run.define_metric`. Before ``init()``, ignored with one warning."""
+    current = _current()
     if current is None:
+        warn_once("define_metric before init", "runstream.wandb: define_metric() before "
+                  "init() is ignored (call wandb.init() first)")  # fmt: skip
         return
-    if summary == "best":
-        summary = {"minimize": "min", "maximize": "max"}.get(goal or "", "last")
-    if summary in ("min", "max", "mean", "last"):
-        current.define_metric(name, summary=summary)  # type: ignore[arg-type]
+    current.define_metric(name, summary, step_metric=step_metric, step_sync=step_sync,
+                          goal=goal, hidden=hidden, overwrite=overwrite)  # fmt: skip
 
 
 def alert(
     title: str, text: str = "", level: AlertLevel | str = AlertLevel.INFO, **ignored: Any
 ) -> None:
-    current = active.run
+    current = _current()
     if current is not None:
         current.alert(title, text, level=level)
 
@@ -142,20 +281,86 @@ def login(*_: Any, **__: Any) -> bool:
     return True
 
 
-def watch(*_: Any, **__: Any) -> None:
-    """Gradient and parameter histograms are not collected by runstream (yet)."""
+def setup(settings: Settings | None = None, **_: Any) -> None:
+    """``wandb.setup``: nothing to start (runstream's worker starts with the first run)."""
     return None
 
 
+def teardown(exit_code: int | None = None) -> None:
+    """``wandb.teardown``: finish every run this module started that is still open."""
+    global _run
+    for run in list(_created):
+        if not run.finished:
+            run.finish(exit_code=exit_code or 0)
+    _created.clear()
+    _run = None
+
+
+def require(*_: Any, **__: Any) -> None:
+    """``wandb.require("service")`` and the like: runstream has no such switches."""
+    return None
+
+
+_said: set[str] = set()
+
+
+def _term(level: int, message: str, repeat: bool, prefix: bool) -> None:
+    if not repeat:
+        if message in _said:
+            return
+        _said.add(message)
+    logger.log(level, "%s%s", "wandb: " if prefix else "", message)
+
+
+def termlog(
+    string: str = "", newline: bool = True, repeat: bool = True, prefix: bool = True
+) -> None:
+    """``wandb.termlog``: an INFO line on the ``runstream`` logger (``repeat=False``: once)."""
+    _term(logging.INFO, str(string), repeat, prefix)
+
+
+def termwarn(string: str, repeat: bool = True, prefix: bool = True, **_: Any) -> None:
+    """``wandb.termwarn``: a WARNING line on the ``runstream`` logger (``repeat=False``: once)."""
+    _term(logging.WARNING, str(string), repeat, prefix)
+
+
+def termerror(string: str, repeat: bool = True, prefix: bool = True, **_: Any) -> None:
+    """``wandb.termerror``: an ERROR line on the ``runstream`` logger (``repeat=False``: once)."""
+    _term(logging.ERROR, str(string), repeat, prefix)
+
+
+# --- media and artifacts ---------------------------------------------------------------------
+# Another part of issue 11: runstream/wandb/media.py (Histogram, Image, Audio, Video, Table,
+# Html, Object3D, watch) and runstream/wandb/artifacts.py (Artifact, log_artifact,
+# use_artifact, save, log_code). Their public names are exported here when the modules exist;
+# until then the stand-ins of _stand_ins.py accept what libraries build and refuse it with one
+# warning, so that no wandb code raises (transformers' WANDB_LOG_MODEL builds an Artifact).
+def _export(module_name: str) -> None:
+    if importlib.util.find_spec(module_name) is None:
+        return
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")])
+    here = sys.modules[__name__]
+    for exported in names:
+        setattr(here, exported, getattr(module, exported))
+
+
+from runstream.wandb._stand_ins import Artifact, log_artifact, use_artifact, watch  # noqa: E402
+
+_export("runstream.wandb.media")
+_export("runstream.wandb.artifacts")
+
+
+# --- wandb.config and wandb.summary ------------------------------------------------------------
 class _CurrentMapping(MutableMapping[str, Any]):
-    """``wandb.config`` / ``wandb.summary``: the current run's, or a scratch dict before init."""
+    """``wandb.config`` / ``wandb.summary``: ``wandb.run``'s, or a scratch dict before init."""
 
     def __init__(self, attribute: str) -> None:
         object.__setattr__(self, "_attribute", attribute)
         object.__setattr__(self, "_scratch", {})
 
     def _target(self) -> MutableMapping[str, Any]:
-        current = active.run
+        current = _current()
         return getattr(current, self._attribute) if current is not None else self._scratch  # type: ignore[no-any-return]
 
     def __getitem__(self, key: str) -> Any:
@@ -173,10 +378,23 @@ class _CurrentMapping(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._target())
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
+    def update(self, *args: Any, allow_val_change: bool | None = None, **kwargs: Any) -> None:
+        """Set several keys (``allow_val_change`` is wandb's keyword, not a key: runstream
+        always allows a change)."""
         if args and isinstance(args[0], Namespace):
             args = (vars(args[0]), *args[1:])
         self._target().update(*args, **kwargs)
+
+    def setdefaults(self, defaults: Mapping[str, Any] | Namespace) -> None:
+        """Set the keys of ``defaults`` not set yet (wandb's ``config.setdefaults``)."""
+        if isinstance(defaults, Namespace):
+            defaults = vars(defaults)
+        missing = {k: v for k, v in dict(defaults).items() if k not in self._target()}
+        if missing:
+            self.update(missing)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._target())
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -196,8 +414,41 @@ summary = _CurrentMapping("summary")
 
 
 def __getattr__(name: str) -> Any:
-    if name == "run":
-        return active.run
+    if name == "run":  # read at call time: init() and finish() change it
+        return _current()
     raise AttributeError(
-        f"runstream.wandb does not cover wandb.{name}; see the module docstring for what it covers"
+        f"runstream.wandb does not cover wandb.{name}; docs/wandb.md lists what it covers"
     )
+
+
+__all__ = [
+    "AlertLevel",
+    "Artifact",
+    "Settings",
+    "__version__",
+    "alert",
+    "config",
+    "define_metric",
+    "env",
+    "errors",
+    "finish",
+    "init",
+    "install",
+    "installed",
+    "log",
+    "log_artifact",
+    "login",
+    "require",
+    "sdk",
+    "setup",
+    "summary",
+    "teardown",
+    "termerror",
+    "termlog",
+    "termwarn",
+    "uninstall",
+    "use_artifact",
+    "util",
+    "wandb_run",
+    "watch",
+]
