@@ -39,9 +39,10 @@ class TinyModule(LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if self.hparams["fail_at"] is not None and self.global_step == self.hparams["fail_at"]:
             raise RuntimeError("the training step failed")
-        if self.hparams["interrupt_at"] is not None and self.global_step == self.hparams[
-            "interrupt_at"
-        ]:
+        if (
+            self.hparams["interrupt_at"] is not None
+            and self.global_step == self.hparams["interrupt_at"]
+        ):
             raise KeyboardInterrupt
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
@@ -95,8 +96,9 @@ def finished_runs(settings: Settings, count: int = 1) -> None:
     db = settings.clickhouse_database
     sink_until(
         settings,
-        lambda c: scalar(settings, f"SELECT countIf(type='run_finished') FROM {db}.events")
-        >= count,
+        lambda c: (
+            scalar(settings, f"SELECT countIf(type='run_finished') FROM {db}.events") >= count
+        ),
     )
 
 

@@ -39,8 +39,8 @@ try:
         _flatten_dict,
         _sanitize_callable_params,
     )
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.pytorch.loggers.logger import Logger
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 except ImportError:  # only the older distribution: the same API under other names
     from lightning_fabric.loggers.logger import (  # type: ignore[no-redef,unused-ignore]
         rank_zero_experiment,
@@ -51,9 +51,11 @@ except ImportError:  # only the older distribution: the same API under other nam
         _flatten_dict,
         _sanitize_callable_params,
     )
-    from pytorch_lightning.loggers.logger import Logger  # type: ignore[no-redef,unused-ignore]
-    from pytorch_lightning.utilities.rank_zero import (  # type: ignore[no-redef,unused-ignore]
+    from lightning_fabric.utilities.rank_zero import (  # type: ignore[no-redef,unused-ignore]
         rank_zero_only,
+    )
+    from pytorch_lightning.loggers.logger import (  # type: ignore[assignment,unused-ignore]
+        Logger,
     )
 
 if TYPE_CHECKING:
@@ -90,8 +92,9 @@ class RunstreamLogger(Logger):
       well (or each one as it is saved when ``save_top_k == -1``); ``"all"`` each one as it is
       saved. Each is a ``run.log_artifact(path, name=f"model-{run id}", type="model")``.
     - ``prefix``: put before every metric name, joined with ``-`` (as Lightning's loggers do).
-    - ``save_dir``: where Lightning writes checkpoints (``save_dir/<project>/<run id>/checkpoints``);
-      ``None``: the Trainer's ``default_root_dir``. runstream's own spool is ``dir``.
+    - ``save_dir``: where Lightning writes checkpoints (``<save_dir>/<project>/<run
+      id>/checkpoints``); ``None``: the Trainer's ``default_root_dir``. runstream's own spool is
+      ``dir``.
 
     The run starts when Lightning first uses the logger (at the start of ``fit``), on global
     rank zero only; other ranks log nothing. ``finalize`` ends it: ``success`` -> ``finished``,
@@ -193,7 +196,9 @@ class RunstreamLogger(Logger):
         return self._save_dir
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
+    ) -> None:
         """Record ``params`` (a dict or ``argparse.Namespace``) as config keys, converted as
         Lightning's loggers do: callables by their result or name, nested dicts (and dataclasses,
         namespaces, lists of dicts) flattened to ``a/b`` keys. Never raises."""
@@ -211,9 +216,10 @@ class RunstreamLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log ``metrics`` at ``step`` (Lightning's optimizer-step count; ``None``: one past the
         run's highest step). Names get ``prefix-`` when a prefix was given. Never raises."""
+        values: dict[str, Any] = dict(metrics)
         if self._prefix:
-            metrics = _add_prefix(dict(metrics), self._prefix, self.LOGGER_JOIN_CHAR)
-        self.experiment.log(dict(metrics), step=step)
+            values = {**_add_prefix(values, self._prefix, self.LOGGER_JOIN_CHAR)}
+        self.experiment.log(values, step=step)
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
