@@ -11,6 +11,9 @@ from urllib.parse import unquote
 import orjson
 import pytest
 import torch
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -279,3 +282,72 @@ def test_log_model_records_checkpoints_as_model_artifacts(
     assert all(b["uri"].startswith("file://") and b["size"] > 0 for b in bodies)
     # checkpoints go where Lightning's loggers put them: <root>/<name>/<version>/checkpoints
     assert Path(checkpoints.dirpath or "") == tmp_path / "lit" / str(logger.version) / "checkpoints"
+
+
+def test_the_older_pytorch_lightning_trainer_takes_the_logger_too(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # `lightning` depends on `pytorch_lightning` (the same code under its old name); the logger
+    # is duck-typed enough for its Trainer.
+    import pytorch_lightning
+
+    class Old(pytorch_lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+            self.logged: list[tuple[int, float]] = []
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("loss", loss)
+            self.logged.append((self.global_step, float(loss.detach())))
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    module = Old()
+    pytorch_lightning.Trainer(
+        max_steps=3, log_every_n_steps=1, accelerator="cpu", enable_progress_bar=False,
+        enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path,
+        logger=RunstreamLogger(project="lit", settings=settings),
+    ).fit(module, loader())  # fmt: skip
+    finished_runs(settings)
+    assert points(settings, "loss") == module.logged and len(module.logged) == 3
+    assert run_row(settings)["status"] == "finished"
+
+
+flat_keys = st.text(st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=8)
+leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=8)
+    | (st.floats(allow_nan=False, allow_infinity=False))
+)
+nested = st.recursive(leaves, lambda inner: st.dictionaries(flat_keys, inner, max_size=3),
+                      max_leaves=8)  # fmt: skip
+
+
+@settings_(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(params=st.dictionaries(flat_keys, nested, max_size=4))
+def test_hyperparameters_land_in_the_config_as_lightning_flattens_them(
+    offline_logger: RunstreamLogger, params: dict[str, Any]
+) -> None:
+    from lightning.fabric.utilities.logger import _flatten_dict
+
+    offline_logger.log_hyperparams(params)
+    config = offline_logger.experiment.config
+    for key, value in _flatten_dict(params).items():
+        if value is None or value == {}:  # None removes a key; an empty dict has no leaves
+            assert key not in config or config[key] in (None, {})
+        else:
+            assert config[key] == value
+
+
+@pytest.fixture(scope="module")
+def offline_logger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunstreamLogger]:
+    logger = RunstreamLogger(project="lit", mode="offline", dir=tmp_path_factory.mktemp("spool"))
+    yield logger
+    logger.finalize("success")
