@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported; no tensorflow here
 
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -239,3 +240,15 @@ def test_a_second_fit_continues_the_run_and_its_steps(settings: Settings) -> Non
     assert [s for s, _ in points(settings, "epoch/loss")] == [1, 3]
     config = orjson.loads(row["config"])
     assert config["mine"] == 1 and config["optimizer"]["name"].startswith("adam")
+
+
+def test_the_example_runs(settings: Settings, tmp_path: Path) -> None:
+    from tests.test_integration_lightning import run_example
+
+    out = run_example("keras_example.py", settings, tmp_path)
+    assert "batch/loss" in out and "epoch/val_loss" in out
+    run = finished(settings)
+    assert run["status"] == "finished" and "keras" in run["tags"]
+    # 256 samples in batches of 32: 8 batches an epoch, 3 epochs
+    assert [s for s, _ in points(settings, "batch/loss")] == list(range(24))
+    assert [s for s, _ in points(settings, "epoch/val_loss")] == [7, 15, 23]

@@ -351,3 +351,52 @@ def offline_logger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runstre
     logger = RunstreamLogger(project="lit", mode="offline", dir=tmp_path_factory.mktemp("spool"))
     yield logger
     logger.finalize("success")
+
+
+def test_a_pickled_logger_carries_the_run_id_not_the_run(tmp_path: Path) -> None:
+    import pickle
+
+    logger = RunstreamLogger(project="lit", mode="offline", dir=tmp_path, log_model=True)
+    run_id = logger.experiment.id
+    copy = pickle.loads(pickle.dumps(logger))
+    assert copy._run is None and copy.version == run_id and copy._log_model is True
+    logger.finalize("success")
+    assert logger.experiment.finished is False  # used again: the same run, continued
+    assert logger.version == run_id
+    logger.finalize("failed")
+
+
+def test_the_example_runs(settings: Settings, tmp_path: Path) -> None:
+    out = run_example("lightning_example.py", settings, tmp_path)
+    assert "train/loss" in out and "val/loss" in out and "epoch" in out
+    run = run_row(settings)
+    assert run["status"] == "finished" and orjson.loads(run["config"]) == {"lr": 0.05, "hidden": 16}
+    assert [s for s, _ in points(settings, "val/loss")] == [19, 39, 59]
+
+
+def run_example(script: str, settings: Settings, tmp_path: Path) -> str:
+    """Run examples/<script> against the test's topics and database, with a sink landing its
+    events while it waits for them; its output."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "RUNSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "RUNSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
+            "RUNSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "RUNSTREAM_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+            "RUNSTREAM_DIR": str(tmp_path / "example-spool"),
+        }
+    )
+    example = Path(__file__).parent.parent / "examples" / script
+    with subprocess.Popen(
+        [sys.executable, str(example)], env=env, cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    ) as process:  # fmt: skip
+        finished_runs(settings)
+        out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, out
+    return out

@@ -141,6 +141,19 @@ class RunstreamLogger(Logger):
         self._checkpoint_callback: Any = None
         self._logged_checkpoints: dict[str, float] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Strategies that spawn processes pickle the Trainer and its loggers: a run does not
+        travel (its worker, spool and producer belong to this process); its id does, so rank
+        zero of the new process continues the same run (as ``WandbLogger`` does)."""
+        state = dict(self.__dict__)
+        if self._run is not None:
+            # A run given with run= is continued there too, and left for the process's exit
+            # hooks to finish (the user finishes it in this process).
+            state["_id"] = self._run.id
+            state["_run"] = None
+        state["_checkpoint_callback"] = None
+        return state
+
     # --- what Lightning asks of a logger --------------------------------------------------------
     @property
     @rank_zero_experiment
@@ -214,8 +227,10 @@ class RunstreamLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log ``metrics`` at ``step`` (Lightning's optimizer-step count; ``None``: one past the
-        run's highest step). Names get ``prefix-`` when a prefix was given. Never raises."""
+        """Log ``metrics`` at ``step``: the step Lightning passes (the global step the training
+        batch ran at, from 0; validation at the step of the last training batch; ``None``: one
+        past the run's highest step). Names get ``prefix-`` when a prefix was given. Never
+        raises."""
         values: dict[str, Any] = dict(metrics)
         if self._prefix:
             values = {**_add_prefix(values, self._prefix, self.LOGGER_JOIN_CHAR)}
