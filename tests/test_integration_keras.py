@@ -252,3 +252,17 @@ def test_the_example_runs(settings: Settings, tmp_path: Path) -> None:
     # 256 samples in batches of 32: 8 batches an epoch, 3 epochs
     assert [s for s, _ in points(settings, "batch/loss")] == list(range(24))
     assert [s for s, _ in points(settings, "epoch/val_loss")] == [7, 15, 23]
+
+
+def test_without_keras_the_import_says_which_extra_to_install() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['keras'] = None\n"
+        "from runstream.errors import MissingExtraError\n"
+        "try:\n    import runstream.integrations.keras\n"
+        "except MissingExtraError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'runstream[keras]'" in done.stdout

@@ -50,6 +50,7 @@ class TinyModule(LightningModule):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         self.log("train/loss", loss)
+        self.log("train/mean", loss, on_step=False, on_epoch=True)  # reduced at the epoch's end
         self.logged.append((self.global_step, float(loss.detach())))
         return loss
 
@@ -134,8 +135,11 @@ def test_metrics_at_lightnings_steps_hyperparameters_and_finished(
     assert [s for s, _ in module.logged] == [0, 1, 2, 3, 4, 5]
     # validation after every 3rd batch, at that batch's step, with the value Lightning reduced
     assert points(settings, "val/loss") == list(zip([2, 5], module.val_logged, strict=True))
-    # Lightning adds the epoch to every call of log_metrics (training and validation)
-    assert points(settings, "epoch") == [(s, 0.0) for s in (0, 1, 2, 2, 3, 4, 5, 5)]
+    # an epoch's reduced value at the step of its last batch (one epoch of 6 batches here)
+    ((step, mean),) = points(settings, "train/mean")
+    assert step == 5 and mean == pytest.approx(sum(v for _, v in module.logged) / 6, rel=1e-6)
+    # Lightning adds the epoch to every call of log_metrics (training, validation, epoch end)
+    assert points(settings, "epoch") == [(s, 0.0) for s in (0, 1, 2, 2, 3, 4, 5, 5, 5)]
 
     run = run_row(settings)
     assert run["status"] == "finished" and run["exit_code"] == 0

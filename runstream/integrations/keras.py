@@ -24,9 +24,11 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-import keras  # type: ignore[import-untyped,unused-ignore]
-
+from runstream._extras import require
 from runstream.producers.ending import exit_status
+
+require("keras", part="runstream.integrations.keras", extra="keras")
+import keras  # type: ignore[import-untyped,unused-ignore]  # noqa: E402
 
 if TYPE_CHECKING:
     from runstream.producers.run import Run

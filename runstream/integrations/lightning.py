@@ -26,12 +26,15 @@ import os
 import sys
 from argparse import Namespace
 from collections.abc import Mapping
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from runstream._extras import require_installed
 from runstream.producers.ending import exit_status
 
-try:
+if find_spec("lightning") is not None or find_spec("pytorch_lightning") is None:
+    require_installed("lightning", part="runstream.integrations.lightning", extra="lightning")
     from lightning.fabric.loggers.logger import rank_zero_experiment
     from lightning.fabric.utilities.logger import (
         _add_prefix,
@@ -41,7 +44,7 @@ try:
     )
     from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.pytorch.loggers.logger import Logger
-except ImportError:  # only the older distribution: the same API under other names
+else:  # only the older distribution: the same API under its old names
     from lightning_fabric.loggers.logger import (  # type: ignore[no-redef,unused-ignore]
         rank_zero_experiment,
     )
