@@ -173,6 +173,8 @@ def test_epoch_logging_by_default_and_every_nth_batch(settings: Settings) -> Non
     assert RunstreamCallback(log_freq="epoch")._batch_every is None
     with pytest.raises(ValueError, match="log_freq"):
         RunstreamCallback(log_freq=0)
+    with pytest.raises(TypeError, match=r"'projet'.*runstream\.init \(project, name"):
+        RunstreamCallback(projet="k")
 
 
 def test_a_failing_batch_ends_the_run_failed(settings: Settings) -> None:

@@ -369,6 +369,13 @@ def test_a_pickled_logger_carries_the_run_id_not_the_run(tmp_path: Path) -> None
     assert logger.version == run_id
     logger.finalize("failed")
 
+    with pytest.raises(TypeError, match=r"'offline'.*runstream\.init \(project, name"):
+        RunstreamLogger(offline=True)  # WandbLogger's; here mode="offline"
+    with pytest.raises(ValueError, match="version='a' and id='b'"):
+        RunstreamLogger(version="a", id="b")
+    with pytest.raises(ValueError, match="log_model"):
+        RunstreamLogger(log_model="best")  # type: ignore[arg-type]
+
 
 def test_the_example_runs(settings: Settings, tmp_path: Path) -> None:
     out = run_example("lightning_example.py", settings, tmp_path)

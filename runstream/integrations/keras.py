@@ -94,6 +94,9 @@ class RunstreamCallback(keras.callbacks.Callback):  # type: ignore[misc,unused-i
                 f"RunstreamCallback: log_freq must be 'epoch', 'batch' or a positive int, "
                 f"not {log_freq!r}"
             )
+        _check_init_arguments(
+            init_kwargs, "RunstreamCallback", "log_freq, initial_global_step, run, log_config"
+        )
         self._batch_every: int | None = None if log_freq == "epoch" else int(log_freq)
         self._init_kwargs = init_kwargs
         self._run: Run | None = run
@@ -283,3 +286,18 @@ def _layer_summary(model: Any) -> dict[str, Any]:
             count = None
         layers.append({"name": layer.name, "class": type(layer).__name__, "params": count})
     return {"class": type(model).__name__, "name": getattr(model, "name", None), "layers": layers}
+
+
+def _check_init_arguments(kwargs: dict[str, Any], owner: str, own: str) -> None:
+    """Refuse at construction what ``runstream.init`` would refuse only when training starts."""
+    import inspect
+
+    import runstream
+
+    try:
+        inspect.signature(runstream.init).bind(**kwargs)
+    except TypeError as exc:
+        raise TypeError(
+            f"{owner}: {exc}; it takes the keyword arguments of runstream.init "
+            f"({', '.join(inspect.signature(runstream.init).parameters)}) and {own}"
+        ) from None
