@@ -120,6 +120,8 @@ class RunstreamCallback(keras.callbacks.Callback):  # type: ignore[misc,unused-i
     # --- Keras' hooks ---------------------------------------------------------------------------
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         self._in_fit = True
+        # An earlier fit that ended inside an epoch: its batches keep their steps.
+        self._epoch_base += self._last_batch + 1
         self._last_batch = -1
         config = self._keras_config() if self._log_config else {}
         run = self._run
