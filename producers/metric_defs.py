@@ -103,7 +103,7 @@ def resolve_summary(summary: Any, goal: str | None) -> SummaryKind | None:
 
 def as_step(value: Any) -> int | None:
     """A step metric's value as a step: an integer (or an integral float) from 0 to 2**63-1."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, str, bytes)):  # float("3") would take a string
         return None
     try:
         step = operator.index(value)
