@@ -55,7 +55,13 @@ class DisabledRun(Run):
     def _emit(self, type_name: str, body: dict[str, Any]) -> None:
         return None
 
-    def log_artifact(self, path_or_uri: Any, name: str | None = None, type: str = "") -> None:
+    def log_artifact(
+        self,
+        artifact_or_path: Any,
+        name: str | None = None,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+    ) -> None:
         return None
 
     def define_metric(self, name: str, summary: SummaryKind = "last") -> None:

@@ -64,6 +64,10 @@ BODIES: dict[str, dict[str, Any]] = {
     },
     "metric_defined": {"name": "val/*", "summary": "min"},
     "run_finished": {"exit_code": 0, "status": "finished"},
+    "histogram_logged": {
+        "step": 7,
+        "histograms": {"gradients/fc.weight": {"bins": [-1.0, 0.0, 1.0], "counts": [3, 5]}},
+    },
 }
 
 

@@ -24,6 +24,23 @@ from runstream.producers import active
 from runstream.producers.ending import FinishResult
 from runstream.producers.run import Run
 from runstream.producers.start import init as _init
+from runstream.wandb.artifacts import Artifact as Artifact
+from runstream.wandb.artifacts import log_artifact as log_artifact
+from runstream.wandb.artifacts import log_code as log_code
+from runstream.wandb.artifacts import save as save
+from runstream.wandb.artifacts import use_artifact as use_artifact
+from runstream.wandb.media import Audio as Audio
+from runstream.wandb.media import Graph as Graph
+from runstream.wandb.media import Histogram as Histogram
+from runstream.wandb.media import Html as Html
+from runstream.wandb.media import Image as Image
+from runstream.wandb.media import Molecule as Molecule
+from runstream.wandb.media import Object3D as Object3D
+from runstream.wandb.media import Plotly as Plotly
+from runstream.wandb.media import Table as Table
+from runstream.wandb.media import Video as Video
+from runstream.wandb.media import unwatch as unwatch
+from runstream.wandb.media import watch as watch
 
 logger = logging.getLogger("runstream")
 
@@ -140,11 +157,6 @@ def alert(
 def login(*_: Any, **__: Any) -> bool:
     """Nothing to log in to: runstream talks to your own Kafka."""
     return True
-
-
-def watch(*_: Any, **__: Any) -> None:
-    """Gradient and parameter histograms are not collected by runstream (yet)."""
-    return None
 
 
 class _CurrentMapping(MutableMapping[str, Any]):

@@ -1,0 +1,690 @@
+"""Artifacts the wandb way: :class:`Artifact` (files, directories, new files, references,
+metadata), and what ``run.log_artifact``, ``run.use_artifact``, ``run.save`` and
+``run.log_code`` record: one ``artifact_logged`` event each, with a manifest (``files``) and
+digests (docs/schemas.md, docs/sdk.md "Artifacts").
+
+runstream records what an artifact is (names, digests, sizes, where it lies), not its bytes:
+nothing is uploaded. In the caller's thread only the call is captured (the entries so far, the
+metadata as JSON); the files are read and hashed on the SDK's worker
+(:func:`artifact_event_body`).
+
+Digests (``sha256`` throughout): an artifact of one file has the file's content digest (as
+``run.log_artifact(path)`` always had); one reference that is not read, ``uri-sha256:`` of its
+URI; anything else (a directory, several entries) ``sha256:`` of its manifest, the compact JSON
+array ``[[path, digest, size], ...]`` sorted by path, so that two artifacts with the same files
+under the same paths have the same digest wherever they lie.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import inspect
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from orjson import dumps
+
+from runstream.errors import RunstreamError
+from runstream.producers.inputs import safe_str, short_repr
+from runstream.producers.values import MAX_NAME_LENGTH, Refusals, is_text, to_json
+from runstream.schemas.limits import MAX_EVENT_BYTES
+
+if TYPE_CHECKING:
+    from runstream.producers.run import Run
+
+logger = logging.getLogger("runstream")
+
+MAX_METADATA_BYTES = 256_000
+"""Encoded bytes of an artifact's metadata kept in its event; larger is left out (warned)."""
+
+MANIFEST_ROOM = MAX_EVENT_BYTES - 64_000
+"""Bytes of one event for the manifest and the other fields (the envelope needs far less)."""
+
+_CHUNK = 1 << 20
+
+
+class ArtifactError(RunstreamError):
+    """An artifact's content is asked for (``download()``) where runstream has none: it records
+    artifacts' metadata and digests, not their bytes."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One thing added to an artifact: ``kind`` is file, dir, ref, glob or code."""
+
+    kind: str
+    source: str
+    name: str | None = None
+    extra: Any = None
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """An artifact as it was at the call (what the worker reads)."""
+
+    name: str | None
+    type: str
+    entries: tuple[_Entry, ...]
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    aliases: tuple[str, ...] = ()
+    use: bool = False
+    uri: str | None = None  # with digest: what is named, not read (use_artifact("model:v3"))
+    digest: str | None = None
+
+
+class Artifact:
+    """``wandb.Artifact(name, type, description=None, metadata=None)``: a named, typed set of
+    files, directories and references.
+
+    ``add_file(path, name=None)``, ``add_dir(path, name=None)``, ``new_file(name, mode="w")``
+    (a context manager writing into a staging directory), ``add_reference(uri, name=None)``;
+    ``metadata`` (a JSON-able dict), ``aliases``, ``name``, ``type``, ``description``, and
+    ``digest`` / ``size`` (computed from the files when read: this reads them). Nothing is
+    read when an entry is added; entries whose file is missing when the artifact is logged are
+    left out with one warning. Other wandb arguments are accepted and ignored.
+    """
+
+    def __init__(  # noqa: PLR0917 - wandb's signature
+        self,
+        name: str,
+        type: str,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        incremental: bool = False,
+        use_as: str | None = None,
+        **ignored: Any,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.description = description
+        self.metadata: dict[str, Any] = dict(metadata) if isinstance(metadata, dict) else {}
+        self.aliases: list[str] = []
+        self._entries: list[_Entry] = []
+        self._staging: str | None = None
+
+    # --- adding ------------------------------------------------------------------------------
+    def add_file(
+        self,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        is_tmp: bool | None = False,
+        **ignored: Any,
+    ) -> None:
+        """Add one file, under ``name`` (default: its file name) inside the artifact."""
+        self._entries.append(_Entry("file", _path_text(local_path), name))
+
+    def add_dir(
+        self, local_path: str | os.PathLike[str], name: str | None = None, **ignored: Any
+    ) -> None:
+        """Add every file under a directory, under ``name/`` (default: the artifact's root)."""
+        self._entries.append(_Entry("dir", _path_text(local_path), name))
+
+    def add_reference(
+        self,
+        uri: str | os.PathLike[str],
+        name: str | None = None,
+        checksum: bool = True,
+        **ignored: Any,
+    ) -> None:
+        """Add a reference: a ``file://`` URI or local path is read (its files hashed, as
+        wandb does with ``checksum=True``); any other URI (``s3://``...) is recorded as is."""
+        self._entries.append(_Entry("ref", _path_text(uri), name, bool(checksum)))
+
+    @contextlib.contextmanager
+    def new_file(
+        self, name: str, mode: str = "w", encoding: str | None = None
+    ) -> Iterator[IO[Any]]:
+        """Write a new file of the artifact: ``with artifact.new_file("notes.txt") as f:``."""
+        if self._staging is None:
+            self._staging = tempfile.mkdtemp(prefix="runstream-artifact-")
+        path = Path(self._staging) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if "b" not in mode and encoding is None:
+            encoding = "utf-8"
+        with open(path, mode, encoding=encoding) as handle:
+            yield handle
+        self._entries.append(_Entry("file", str(path), name))
+
+    def add(self, obj: Any, name: str, **ignored: Any) -> None:
+        """wandb stores media objects (a Table) in artifacts; runstream does not yet: the
+        object is left out with one warning."""
+        logger.warning(
+            "runstream: Artifact.add(%s, %r): media objects are not stored in "
+            "artifacts by runstream yet; left out",
+            type(obj).__name__,
+            name,
+        )
+
+    # --- reading -----------------------------------------------------------------------------
+    def _spec(
+        self,
+        refusals: Refusals,
+        aliases: Any = None,
+        use: bool = False,
+        type: str | None = None,
+        name: str | None = None,
+    ) -> ArtifactSpec:
+        return ArtifactSpec(
+            name=name or safe_str(self.name),
+            type=type or safe_str(self.type),
+            entries=tuple(self._entries),
+            description=None if self.description is None else safe_str(self.description),
+            metadata=_metadata(self.metadata, refusals),
+            aliases=tuple(
+                clean_aliases([*list(self.aliases or []), *list(aliases or [])], refusals)
+            ),
+            use=use,
+        )
+
+    @property
+    def manifest(self) -> list[dict[str, Any]]:
+        """Entries as ``{"path", "digest", "size"[, "ref"]}``, sorted by path (reads files)."""
+        return build_manifest(self._entries, Refusals())[0]
+
+    @property
+    def digest(self) -> str:
+        """The artifact's digest (module docstring); reads its files now."""
+        manifest, _ = build_manifest(self._entries, Refusals())
+        return artifact_digest(self._entries, manifest)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the artifact's files (reads them now)."""
+        return sum(int(e["size"]) for e in self.manifest)
+
+    def download(self, root: str | None = None, **ignored: Any) -> str:
+        """The local directory of the artifact's files, when they all lie in one; runstream
+        keeps no copy of its own (:class:`ArtifactError` otherwise)."""
+        local = [e.source for e in self._entries if e.kind in ("file", "dir")]
+        if self._entries and len(local) == len(self._entries):
+            return os.path.commonpath([os.path.abspath(p) for p in local])
+        raise ArtifactError(
+            f"artifact {self.name!r} has no local copy: runstream records artifacts' digests "
+            "and where they lie, not their content; read the files from where they were logged"
+        )
+
+    def wait(self, *_: Any, **__: Any) -> Artifact:
+        return self
+
+    def save(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Artifact {self.name!r} type={self.type!r} {len(self._entries)} entries>"
+
+
+def _path_text(value: Any) -> str:
+    try:
+        return str(os.fspath(value))
+    except TypeError:
+        return safe_str(value)
+
+
+def clean_aliases(aliases: Any, refusals: Refusals) -> list[str]:
+    """Aliases as the schema takes them (names of 1 to 512 characters), in order, once each."""
+    if aliases is None:
+        return []
+    if isinstance(aliases, str):
+        aliases = [aliases]
+    out: list[str] = []
+    try:
+        given = list(aliases)
+    except Exception:
+        refusals.refuse(
+            "aliases",
+            f"aliases must be a list of strings, not {type(aliases).__name__}",
+            "artifact",
+        )
+        return out
+    for alias in given:
+        text = safe_str(alias)
+        if not (0 < len(text) <= MAX_NAME_LENGTH and is_text(text)):
+            refusals.refuse(
+                f"alias {text[:60]!r}",
+                f"an alias must have 1 to {MAX_NAME_LENGTH} characters of text",
+                "artifact",
+            )
+        elif text not in out:
+            out.append(text)
+    return out
+
+
+def _metadata(metadata: Any, refusals: Refusals) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    converted = to_json(metadata, refusals, "artifact metadata")
+    if not isinstance(converted, dict):
+        refusals.refuse(
+            "metadata",
+            f"artifact metadata must be a dict, not {type(metadata).__name__}; left out",
+            "artifact",
+        )
+        return {}
+    size = len(dumps(converted))
+    if size > MAX_METADATA_BYTES:
+        refusals.note(
+            "metadata",
+            f"artifact metadata is {size:,} bytes encoded, over the "
+            f"{MAX_METADATA_BYTES:,} one event keeps; left out",
+            "size",
+        )
+        return {}
+    return converted
+
+
+# --- the calls, in the caller's thread ---------------------------------------------------------
+def _submit(run: Run, spec: ArtifactSpec, call: str) -> None:
+    if run.mode == "disabled":
+        return
+    if run._finished is not None:
+        run._log_after_finish(call)
+        return
+    run._worker.submit(
+        (run._channel, "artifact_logged", time.time(), artifact_event_body, spec, run)
+    )
+
+
+def log_artifact(  # noqa: PLR0917 - run.log_artifact's arguments
+    run: Run,
+    artifact_or_path: Any,
+    name: str | None,
+    type: str | None,
+    aliases: Any,
+    use: bool = False,
+) -> Any:
+    """``run.log_artifact`` / ``run.use_artifact``: never raises (refusals are counted)."""
+    call = "use_artifact()" if use else "log_artifact()"
+    try:
+        if isinstance(artifact_or_path, Artifact):
+            spec = artifact_or_path._spec(run._refusals, aliases, use, type=type, name=name)
+            _submit(run, spec, call)
+            return artifact_or_path
+        try:
+            target = os.fspath(artifact_or_path)
+        except TypeError:
+            kind = artifact_or_path.__class__.__name__
+            run._refusals.refuse(
+                short_repr(artifact_or_path),
+                f"an artifact must be a path, a str or an Artifact, not {kind}",
+                "artifact",
+            )
+            return None
+        alias_list = clean_aliases(aliases, run._refusals)
+        if use and not _is_location(target):  # a name: "model:v3", "team/proj/model:latest"
+            base, _, alias = target.rpartition("/")[2].partition(":")
+            hashed = hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()
+            spec = ArtifactSpec(
+                name=base or target,
+                type=type or "artifact",
+                entries=(),
+                aliases=tuple(clean_aliases([alias] if alias else [], run._refusals) + alias_list),
+                use=True,
+                uri=target,
+                digest=f"name-sha256:{hashed}",
+            )
+            _submit(run, spec, call)
+            made = Artifact(base or target, type or "artifact")
+            return made
+        kind = "artifact" if type is None else type  # "" is refused on the worker, as always
+        spec = ArtifactSpec(
+            name=name,
+            type=kind,
+            entries=(_Entry("path", target),),
+            aliases=tuple(alias_list),
+            use=use,
+        )
+        _submit(run, spec, call)
+        made = Artifact(name or target.rstrip("/").rsplit("/", 1)[-1], kind)
+        made._entries.append(_Entry("path", target))
+        return made
+    except Exception as exc:  # a foreign object's methods: never into training
+        run._refusals.refuse(
+            "artifact", f"the call failed ({type_name(exc)}: {exc}); it is ignored", "artifact"
+        )
+        return None
+
+
+def type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _is_location(target: str) -> bool:
+    return _remote(target) or os.path.exists(target.removeprefix("file://"))
+
+
+def save(run: Run, glob_str: Any, base_path: Any = None, policy: str = "live") -> bool:
+    """``wandb.save``: the files matching ``glob_str`` now, as an artifact of type
+    ``run_files`` named after the glob (relative to ``base_path``). Never raises."""
+    try:
+        pattern = _path_text(glob_str)
+        if not os.path.isabs(pattern):
+            pattern = os.path.join(os.getcwd(), pattern)
+        base = os.path.abspath(_path_text(base_path)) if base_path is not None else None
+        if base is None:
+            base = os.path.dirname(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0])
+        name = os.path.relpath(pattern, base) if pattern.startswith(base) else pattern
+        spec = ArtifactSpec(
+            name=name[-MAX_NAME_LENGTH:],
+            type="run_files",
+            entries=(_Entry("glob", pattern, None, base),),
+            metadata={"policy": safe_str(policy), "glob": safe_str(glob_str)},
+        )
+        _submit(run, spec, "save()")
+    except Exception as exc:
+        run._refusals.refuse(
+            "save", f"the call failed ({type_name(exc)}: {exc}); it is ignored", "artifact"
+        )
+        return False
+    return True
+
+
+def _is_python(path: str, root: str = "") -> bool:
+    return path.endswith(".py")
+
+
+_SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages", "wandb", "venv", "runstream-spool"}
+
+
+def _skipped(path: str, root: str = "") -> bool:
+    parts = Path(os.path.relpath(path, root) if root else path).parts
+    return any((p.startswith(".") and p not in (".", "..")) or p in _SKIPPED_DIRS for p in parts)
+
+
+def log_code(
+    run: Run,
+    root: Any = ".",
+    name: str | None = None,
+    include_fn: Callable[..., bool] = _is_python,
+    exclude_fn: Callable[..., bool] = _skipped,
+) -> Artifact | None:
+    """``run.log_code``: the source files under ``root`` (``.py`` by default; hidden
+    directories, ``__pycache__``, virtualenvs and the spool left out) as an artifact of type
+    ``code``. The functions are called as wandb calls them, ``fn(path, root)``. Never raises."""
+    try:
+        top = os.path.abspath(_path_text(root))
+        spool = os.path.abspath(str(run.settings.dir))
+        label = name or f"source-{run.project}-{run.id}"
+        spec = ArtifactSpec(
+            name=label[:MAX_NAME_LENGTH],
+            type="code",
+            entries=(_Entry("code", top, None, (include_fn, exclude_fn, spool)),),
+        )
+        _submit(run, spec, "log_code()")
+        made = Artifact(label, "code")
+        made._entries.append(_Entry("code", top, None, (include_fn, exclude_fn, spool)))
+        return made
+    except Exception as exc:
+        run._refusals.refuse(
+            "log_code", f"the call failed ({type_name(exc)}: {exc}); it is ignored", "artifact"
+        )
+        return None
+
+
+# --- on the worker -----------------------------------------------------------------------------
+def _file_digest(path: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return f"sha256:{h.hexdigest()}", size
+
+
+def _join(prefix: str | None, rel: str) -> str:
+    return f"{prefix.rstrip('/')}/{rel}" if prefix else rel
+
+
+def _walk(
+    top: str,
+    keep: Callable[[str], bool] | None = None,
+    skip_dir: Callable[[str], bool] | None = None,
+) -> list[str]:
+    found: list[str] = []
+    for here, dirs, files in os.walk(top):
+        if skip_dir is not None:
+            dirs[:] = [d for d in dirs if not skip_dir(os.path.join(here, d))]
+        dirs.sort()
+        for file in sorted(files):
+            path = os.path.join(here, file)
+            if os.path.isfile(path) and (keep is None or keep(path)):
+                found.append(path)
+    return found
+
+
+def _call(fn: Callable[..., bool], path: str, root: str) -> bool:
+    try:
+        arity = len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        arity = 2
+    return bool(fn(path, root) if arity >= 2 else fn(path))
+
+
+def _expand(entry: _Entry) -> list[dict[str, Any]]:
+    """The manifest entries of one added thing; raises OSError when it cannot be read."""
+    kind, source = entry.kind, entry.source
+    if kind == "ref":
+        local = None if _remote(source) else source.removeprefix("file://")
+        if local is None or not entry.extra:
+            hashed = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+            path = entry.name or source.rstrip("/").rsplit("/", 1)[-1] or source
+            return [{"path": path, "digest": f"uri-sha256:{hashed}", "size": 0, "ref": source}]
+        out = _expand(_Entry("path", local, entry.name))
+        for item in out:
+            item["ref"] = source
+        return out
+    if kind == "path":  # log_artifact(path): a file, a directory or a remote URI
+        if _remote(source):
+            return _expand(_Entry("ref", source, entry.name, False))
+        on_disk = Path(source.removeprefix("file://")).expanduser()
+        if on_disk.is_dir():
+            return _expand(_Entry("dir", str(on_disk), entry.name))
+        return _expand(_Entry("file", str(on_disk), entry.name or on_disk.name))
+    if kind == "file":
+        digest, size = _file_digest(source)
+        return [{"path": entry.name or os.path.basename(source), "digest": digest, "size": size}]
+    if kind == "dir":
+        if not os.path.isdir(source):
+            raise FileNotFoundError(f"no such directory: {source}")
+        files = _walk(source)
+        return [
+            _described(p, _join(entry.name, Path(p).relative_to(source).as_posix())) for p in files
+        ]
+    if kind == "glob":
+        base = entry.extra
+        files = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
+        return [_described(p, Path(os.path.relpath(p, base)).as_posix()) for p in files]
+    if kind == "code":
+        include, exclude, spool = entry.extra
+        root = source
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"no such directory: {root}")
+
+        def skip_dir(path: str) -> bool:
+            return os.path.abspath(path) == spool or _call(exclude, path, root)
+
+        def keep(path: str) -> bool:
+            return _call(include, path, root) and not _call(exclude, path, root)
+
+        files = _walk(root, keep, skip_dir)
+        return [_described(p, Path(p).relative_to(root).as_posix()) for p in files]
+    raise ValueError(f"unknown artifact entry kind {kind!r}")
+
+
+def _described(path: str, name: str) -> dict[str, Any]:
+    digest, size = _file_digest(path)
+    return {"path": name, "digest": digest, "size": size}
+
+
+def build_manifest(
+    entries: tuple[_Entry, ...] | list[_Entry], refusals: Refusals
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The manifest (sorted by path; a later entry of the same path wins) and the sources that
+    could not be read (each refused, warned once)."""
+    by_path: dict[str, dict[str, Any]] = {}
+    unread: list[str] = []
+    for entry in entries:
+        try:
+            items = _expand(entry)
+        except OSError as exc:
+            refusals.refuse(entry.source[:200], f"artifact entry cannot be read: {exc}", "artifact")
+            unread.append(entry.source)
+            continue
+        for item in items:
+            by_path[item["path"]] = item
+    return [by_path[p] for p in sorted(by_path)], unread
+
+
+def manifest_digest(manifest: list[dict[str, Any]]) -> str:
+    """``sha256:`` of the compact JSON ``[[path, digest, size], ...]`` (sorted by path)."""
+    rows = [[e["path"], e["digest"], e["size"]] for e in manifest]
+    return f"sha256:{hashlib.sha256(dumps(rows)).hexdigest()}"
+
+
+def artifact_digest(entries: Any, manifest: list[dict[str, Any]]) -> str:
+    """One file: its content digest; one unread reference: its URI digest; else the
+    manifest's (module docstring)."""
+    if len(manifest) == 1 and len(entries) == 1 and _single_file(entries[0]):
+        return str(manifest[0]["digest"])
+    return manifest_digest(manifest)
+
+
+def _remote(source: str) -> bool:
+    scheme = urlsplit(source).scheme
+    return bool(scheme) and len(scheme) > 1 and scheme != "file"  # C:\\ is a drive, not a scheme
+
+
+def _single_file(entry: _Entry) -> bool:
+    """True for an entry that stands for one file (or one remote object), not a directory."""
+    if entry.kind == "file":
+        return True
+    if entry.kind in ("path", "ref"):
+        return _remote(entry.source) or not os.path.isdir(entry.source.removeprefix("file://"))
+    return False
+
+
+def _uri(entries: tuple[_Entry, ...]) -> str:
+    """Where the artifact lies: one source's URI, the directory all local sources share, or
+    the first remote source's URI; "" for a mix of both."""
+    remote = [e.source for e in entries if _remote(e.source)]
+    local = [
+        e.extra if e.kind == "glob" else e.source.removeprefix("file://")
+        for e in entries
+        if not _remote(e.source)
+    ]
+    if local and not remote:
+        paths = [os.path.abspath(os.path.expanduser(p)) for p in local]
+        common = paths[0] if len(paths) == 1 else os.path.commonpath(paths)
+        try:
+            return Path(common).resolve().as_uri()
+        except ValueError:
+            return common
+    if remote and not local:
+        return remote[0]  # several remote sources: the first (each is in files[].ref)
+    return ""
+
+
+def artifact_event_body(spec: ArtifactSpec, run: Run) -> dict[str, Any] | None:
+    """The ``artifact_logged`` body: reads and hashes the files (worker thread)."""
+    refusals = run._refusals
+    manifest, unread = build_manifest(spec.entries, refusals)
+    if unread and not manifest and spec.entries:
+        return None  # nothing of it could be read: refused above
+    metadata = dict(spec.metadata or {})
+    if spec.uri is not None and spec.digest is not None:  # named, not read ("model:v3")
+        body: dict[str, Any] = {
+            "name": spec.name,
+            "type": spec.type,
+            "digest": spec.digest,
+            "size": 0,
+            "uri": spec.uri,
+        }
+    else:
+        first = spec.entries[0] if spec.entries else None
+        name = spec.name
+        if name is None and first is not None:
+            path = first.source.rstrip("/")
+            scheme = urlsplit(path).scheme
+            name = (
+                path.rsplit("/", 1)[-1]
+                if scheme and len(scheme) > 1
+                else Path(path.removeprefix("file://")).expanduser().name
+            )
+        body = {
+            "name": name or "artifact",
+            "type": spec.type,
+            "digest": artifact_digest(spec.entries, manifest),
+            "size": sum(int(e["size"]) for e in manifest),
+            "uri": _uri(spec.entries),
+        }
+        if spec.type == "run_files" and not manifest:
+            refusals.note(
+                f"save {name}",
+                f"save({metadata.get('glob', name)!r}) matches no "
+                "file now (runstream reads the files at the call); recorded with an "
+                "empty manifest",
+                "artifact",
+            )
+    if not _valid_name_and_type(body, refusals):
+        return None
+    if spec.aliases:
+        body["aliases"] = list(spec.aliases)
+    if metadata:
+        body["metadata"] = metadata
+    if spec.description:
+        body["description"] = spec.description
+    if spec.use:
+        body["use"] = True
+    # log_artifact(path) of one file keeps the body it always had; anything else lists files.
+    one_path = len(spec.entries) == 1 and spec.entries[0].kind == "path"
+    if manifest and not (one_path and _single_file(spec.entries[0])):
+        body["file_count"] = len(manifest)
+        body["files"] = _fitting(manifest, MANIFEST_ROOM - len(dumps(body)), body, refusals)
+    return body
+
+
+def _fitting(
+    manifest: list[dict[str, Any]], room: int, body: dict[str, Any], refusals: Refusals
+) -> list[dict[str, Any]]:
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for entry in manifest:
+        size = len(dumps(entry)) + 1
+        if used + size > room:
+            refusals.note(
+                f"artifact {body['name']}",
+                f"artifact {body['name'][:80]!r} has "
+                f"{len(manifest):,} files; the first {len(kept):,} fit one event's "
+                "manifest (file_count says how many there are; the digest covers "
+                "all)",
+                "size",
+            )
+            break
+        kept.append(entry)
+        used += size
+    return kept
+
+
+def _valid_name_and_type(body: dict[str, Any], refusals: Refusals) -> bool:
+    name, kind = body["name"], body["type"]
+    if not (type(name) is str and 0 < len(name) <= MAX_NAME_LENGTH):
+        refusals.refuse(
+            str(name)[:60],
+            f"an artifact name must have 1 to {MAX_NAME_LENGTH} characters",
+            "artifact",
+        )
+        return False
+    if not (type(kind) is str and 0 < len(kind) <= 128):
+        refusals.refuse(name[:60], "an artifact type must have 1 to 128 characters", "artifact")
+        return False
+    return True
