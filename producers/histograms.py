@@ -61,7 +61,7 @@ class Histogram(Loggable):
     ) -> None:
         self.nonfinite = 0
         if np_histogram is not None:
-            self.counts, self.bins = _given(np_histogram)
+            self.bins, self.counts = _given(np_histogram)
             return
         if sequence is None:
             raise HistogramError(
@@ -135,8 +135,12 @@ def _plain_floats(sequence: Any) -> list[float]:
 def _edges(low: float, high: float, bins: int) -> list[float]:
     """``bins + 1`` ascending edges from ``low`` to ``high``; low*(1-t) + high*t never
     overflows, even from -1e308 to 1e308 (where ``high - low`` is inf)."""
-    if low == high:  # numpy.histogram's choice for one distinct value
-        low, high = low - 0.5, high + 0.5
+    if low == high:  # numpy.histogram's choice for one distinct value...
+        value = low
+        low, high = value - 0.5, value + 0.5
+        if low == high:  # ...which beyond 2**53 rounds back to the value: the next floats
+            low = math.nextafter(value, -math.inf) if value > -sys.float_info.max else value
+            high = math.nextafter(value, math.inf) if value < sys.float_info.max else value
     edges = [low * (1 - i / bins) + high * (i / bins) for i in range(bins + 1)]
     edges[0], edges[-1] = low, high
     for i in range(1, len(edges)):  # rounding must never make them descend
