@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import runstream
-import runstream.wandb as wandb
+from runstream import wandb
 from runstream.errors import HistogramError
 from runstream.producers.histograms import MAX_BINS, _binned
 from runstream.schemas import Topics, encode
