@@ -61,6 +61,20 @@ BODIES: dict[str, dict[str, Any]] = {
         "digest": "sha256:" + "ab" * 32,
         "size": 123456789,
         "uri": "s3://bucket/runs/abc/model.pt",
+        # The optional fields of 0.2 (wandb.Artifact, aliases, use_artifact).
+        "aliases": ["best", "v3"],
+        "metadata": {"epoch": 3, "val": {"acc": 0.91}},
+        "description": "best checkpoint",
+        "files": [
+            {
+                "path": "model.pt",
+                "digest": "sha256:" + "ab" * 32,
+                "size": 123456789,
+                "ref": "s3://bucket/runs/abc/model.pt",
+            }
+        ],
+        "file_count": 1,
+        "use": False,
     },
     "metric_defined": {"name": "val/*", "summary": "min"},
     "run_finished": {"exit_code": 0, "status": "finished"},
