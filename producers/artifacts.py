@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from orjson import dumps
 
-from runstream.errors import RunstreamError
+from runstream.errors import ArtifactError
 from runstream.producers.inputs import safe_str, short_repr
 from runstream.producers.values import MAX_NAME_LENGTH, Refusals, is_text, to_json
 from runstream.schemas.limits import MAX_EVENT_BYTES
@@ -50,11 +50,6 @@ MANIFEST_ROOM = MAX_EVENT_BYTES - 64_000
 """Bytes of one event for the manifest and the other fields (the envelope needs far less)."""
 
 _CHUNK = 1 << 20
-
-
-class ArtifactError(RunstreamError):
-    """An artifact's content is asked for (``download()``) where runstream has none: it records
-    artifacts' metadata and digests, not their bytes."""
 
 
 @dataclass(frozen=True)

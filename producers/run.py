@@ -372,7 +372,7 @@ class Run:
     def refused_by_kind(self) -> dict[str, int]:
         """:attr:`refused` by kind: ``step``, ``call``, ``after_finish``, ``metric``,
         ``duplicate``, ``config``, ``name``, ``size``, ``event``, ``argument``, ``alert``,
-        ``artifact`` (docs/sdk.md, the table)."""
+        ``artifact``, ``media`` (docs/sdk.md, the table)."""
         return dict(self._refusals.by_kind)
 
     # --- the rest of the surface ---------------------------------------------------------------
