@@ -43,7 +43,7 @@ def train(run: Any, model: torch.nn.Module, steps: int, record: dict[int, Any] |
             record[step] = (seen, grads)
         with torch.no_grad():
             for p in model.parameters():
-                p -= 0.1 * p.grad
+                p.sub_(0.1 * p.grad)
         run.log({"loss": loss.item()}, step=step)
 
 
