@@ -229,6 +229,45 @@ def test_histograms_land_in_clickhouse_with_exact_bins_counts_and_steps(
     ) == [0, 10, 20]
 
 
+@pytest.mark.integration
+def test_stored_counts_sum_to_the_finite_values_for_generated_arrays(settings: Settings) -> None:
+    """The property above, through Kafka, the sink and ClickHouse: one run per example, one
+    sink for all of them."""
+    from hypothesis import HealthCheck
+
+    from runstream.sinks.consumer import Sink
+
+    db = settings.clickhouse_database
+    sink = Sink(settings)
+    arrays = hnp.arrays(
+        np.float64,
+        st.integers(0, 300),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=64),
+    )
+
+    @hsettings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(arrays, min_size=1, max_size=5), st.integers(1, MAX_BINS))
+    def check(values: list[np.ndarray], bins: int) -> None:
+        run = runstream.init(settings=settings, project="hist-property")
+        for step, array in enumerate(values):
+            run.log({"v": runstream.Histogram(array, num_bins=bins)}, step=step)
+        run.finish()
+        count = f"SELECT count() FROM {db}.histograms WHERE run_id = '{run.id}'"
+        sink_until(settings, lambda c: scalar(settings, count) == len(values), sink=sink)
+        stored = records_of(settings, f"SELECT step, bins, counts FROM {db}.histograms "
+                            "WHERE run_id = {r:String} ORDER BY step", r=run.id)  # fmt: skip
+        for row, array in zip(stored, values, strict=True):
+            assert sum(row["counts"]) == int(np.isfinite(array).sum())
+            assert len(row["bins"]) == len(row["counts"]) + 1 == bins + 1
+            assert all(a <= b for a, b in zip(row["bins"], row["bins"][1:], strict=False))
+            assert row["bins"][0] < row["bins"][-1]
+
+    try:
+        check()
+    finally:
+        sink.close()
+
+
 # --- the processors ----------------------------------------------------------------------------
 def histogram_event(run_id: str, seq: int, step: int) -> bytes:
     event = sample_event("histogram_logged", seq=seq, run_id=run_id)
