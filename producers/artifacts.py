@@ -23,8 +23,10 @@ import hashlib
 import inspect
 import logging
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,16 @@ class ArtifactSpec:
     use: bool = False
     uri: str | None = None  # with digest: what is named, not read (use_artifact("model:v3"))
     digest: str | None = None
+    staging: Any = None  # keeps new_file()'s directory alive until the worker has read it
+
+
+class _Staging:
+    """The directory ``new_file()`` writes into; deleted once neither the artifact nor a
+    logged call of it (waiting for the worker) refers to it any more."""
+
+    def __init__(self) -> None:
+        self.path = tempfile.mkdtemp(prefix="runstream-artifact-")
+        weakref.finalize(self, shutil.rmtree, self.path, True)
 
 
 class Artifact:
@@ -105,7 +117,7 @@ class Artifact:
         self.metadata: dict[str, Any] = dict(metadata) if isinstance(metadata, dict) else {}
         self.aliases: list[str] = []
         self._entries: list[_Entry] = []
-        self._staging: str | None = None
+        self._staging: _Staging | None = None
 
     # --- adding ------------------------------------------------------------------------------
     def add_file(
@@ -141,8 +153,8 @@ class Artifact:
     ) -> Iterator[IO[Any]]:
         """Write a new file of the artifact: ``with artifact.new_file("notes.txt") as f:``."""
         if self._staging is None:
-            self._staging = tempfile.mkdtemp(prefix="runstream-artifact-")
-        path = Path(self._staging) / name
+            self._staging = _Staging()
+        path = Path(self._staging.path) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if "b" not in mode and encoding is None:
             encoding = "utf-8"
@@ -179,6 +191,7 @@ class Artifact:
                 clean_aliases([*list(self.aliases or []), *list(aliases or [])], refusals)
             ),
             use=use,
+            staging=self._staging,
         )
 
     @property

@@ -250,3 +250,24 @@ def test_log_artifact_by_path_keeps_its_old_body_and_a_disabled_run_records_noth
     off.log_code(".")
     off.watch(object())
     assert off.finish().produced == 0 and off.refused == 0
+
+
+def test_new_files_are_staged_until_read_and_the_staging_directory_then_goes(
+    tmp_path: Path,
+) -> None:
+    import gc
+
+    settings = offline_settings(tmp_path / "runs")
+    run = runstream.init(settings=settings)
+    art = wandb.Artifact("model-abc", "model", metadata={"initial_model": True})
+    with art.new_file("pytorch_model.bin", mode="wb") as f:  # as transformers' callback does
+        f.write(b"\x00\x01" * 50)
+    staging = Path(art._staging.path)  # type: ignore[union-attr]
+    run.log_artifact(art, aliases=["base_model"])
+    del art
+    run.finish()
+    gc.collect()
+    assert not staging.exists()
+    [body] = [e["body"] for e in of_type(spooled(settings, run.id), "artifact_logged")]
+    assert body["digest"] == sha(b"\x00\x01" * 50) and body["size"] == 100
+    assert body["aliases"] == ["base_model"] and body["metadata"] == {"initial_model": True}
