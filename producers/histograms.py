@@ -95,7 +95,7 @@ def _values(sequence: Any) -> Any:
     if hasattr(sequence, "detach") and hasattr(sequence, "cpu"):  # a torch tensor
         try:
             sequence = sequence.detach().reshape(-1).double().cpu()
-            sequence = sequence.numpy() if "numpy" in sys.modules else sequence.tolist()
+            sequence = sequence.numpy() if _has_numpy() else sequence.tolist()
         except Exception as exc:
             raise HistogramError(f"the tensor's values cannot be read ({exc})") from None
     try:
@@ -109,6 +109,14 @@ def _values(sequence: Any) -> Any:
             f"Histogram takes numbers (a list, numpy array or torch tensor), not "
             f"{type(sequence).__name__}: {exc}"
         ) from None
+
+
+def _has_numpy() -> bool:
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _plain_floats(sequence: Any) -> list[float]:

@@ -288,3 +288,14 @@ def test_the_processors_ignore_histogram_logged_without_dead_letters() -> None:
     assert entry["run"]["last_seq"] == 3 and entry["run"]["last_step"] == 1
     assert sorted(entry["summaries"]) == ["acc", "loss"]  # no summary for a histogram
     assert entry["summaries"]["loss"]["count"] == 2
+
+
+def test_a_step_of_histograms_only_counts_where_a_resumed_run_goes_on(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings, id="hist-resume")
+    run.log({"loss": 1.0}, step=3)
+    run.log({"w": runstream.Histogram([1.0, 2.0])}, step=7)
+    run.finish()
+    again = runstream.init(settings=settings, id="hist-resume", resume="allow")
+    assert again.step == 8
+    again.finish()
