@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("runstream")
 
 HEADER_SIZE = HEADER.size
-DROPPABLE = frozenset({"metrics_logged", "heartbeat", "system_metrics"})
+DROPPABLE = frozenset({"metrics_logged", "histogram_logged", "heartbeat", "system_metrics"})
 """Event types dropped first when there is no room: the run's samples, not its identity."""
 ALWAYS_KEPT = frozenset({"run_started", "run_resumed", "run_finished"})
 """Event types never dropped: without them a run has no name or never ends."""

@@ -121,6 +121,8 @@ class EventEncoder:
             step = body["step"]
             # A lower step is data too; the run's position stays at its highest step.
             channel.last_step = max(channel.last_step, step)
+        elif type_name == "histogram_logged":  # a step of histograms only is a step too
+            channel.last_step = max(channel.last_step, body["step"])
         data = encoder.encode(
             uuid7(int(unix * 1000)), type_name, seq, self.timestamps.format(unix), encoded_body
         )

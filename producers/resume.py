@@ -107,7 +107,9 @@ def _from_clickhouse(
     db = settings.clickhouse_database
     sql = (
         f"SELECT toInt64(max(seq)) + 1, "
-        f"toInt64(maxIf(JSONExtractInt(body, 'step'), type = 'metrics_logged')), count() "
+        # A step of histograms only (histogram_logged) is a step of the run too.
+        f"toInt64(maxIf(JSONExtractInt(body, 'step'), "
+        f"type IN ('metrics_logged', 'histogram_logged'))), count() "
         f"FROM `{db}`.events WHERE run_id = {{run:String}} FORMAT JSONCompact"
     )
     query = urllib.parse.urlencode({"query": sql, "param_run": run_id})

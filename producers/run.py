@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import logging
 import operator
-import os
 import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-from runstream.producers import active
+from runstream.producers import active, artifacts
 from runstream.producers.bodies import (
-    artifact_body,
     environment,
     final_summary_body,
     metrics_body,
@@ -37,6 +35,7 @@ from runstream.producers.ending import (
     report,
     status_for,
 )
+from runstream.producers.histograms import take_loggables
 from runstream.producers.inputs import (
     clean_tags,
     config_dict,
@@ -247,7 +246,10 @@ class Run(RunDetails):
             except Exception:
                 plain = False
             if not plain:
-                copy = snapshot_metrics(copy)
+                media: list[Any] = []
+                copy = snapshot_metrics(copy, media=media)
+                if media:  # runstream.Histogram (its own event), wandb media (refused)
+                    copy = take_loggables(self, copy, step)
             if pending is None:
                 if commit:
                     if step >= self._step:
@@ -375,7 +377,7 @@ class Run(RunDetails):
     def refused_by_kind(self) -> dict[str, int]:
         """:attr:`refused` by kind: ``step``, ``call``, ``after_finish``, ``metric``,
         ``duplicate``, ``config``, ``name``, ``size``, ``event``, ``argument``, ``alert``,
-        ``artifact`` (docs/sdk.md, the table)."""
+        ``artifact``, ``media`` (docs/sdk.md, the table)."""
         return dict(self._refusals.by_kind)
 
     # --- the rest of the surface ---------------------------------------------------------------
@@ -429,29 +431,55 @@ class Run(RunDetails):
 
     def log_artifact(
         self,
-        path_or_uri: str | os.PathLike[str],
+        artifact_or_path: Any,
         name: str | None = None,
-        type: str = "artifact",
-        **wandb_options: Any,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+        **_: Any,
+    ) -> Any:
+        """Record an artifact (a path, a URI or a :class:`runstream.Artifact`) as an
+        ``artifact_logged`` event: digests, sizes, uri, manifest (docs/sdk.md "Artifacts").
+        Files are read on the worker. Never raises: what cannot be read is refused (counted);
+        wandb's other keywords (``tags=``) are accepted and not recorded."""
+        return artifacts.log_artifact(self, artifact_or_path, name, type, aliases)
+
+    def use_artifact(
+        self, artifact_or_name: Any, type: str | None = None, aliases: Any = None, **_: Any
+    ) -> Any:
+        """Record an artifact the run reads (``use: true``): an Artifact, a path or a name
+        such as ``"model:v3"``. Returns an :class:`runstream.Artifact`. Never raises."""
+        return artifacts.log_artifact(self, artifact_or_name, None, type, aliases, use=True)
+
+    def save(self, glob_str: Any, base_path: Any = None, policy: str = "live") -> bool:
+        """wandb's ``run.save``: the files matching ``glob_str`` now, as a ``run_files``
+        artifact (:func:`runstream.producers.artifacts.save`)."""
+        return artifacts.save(self, glob_str, base_path, policy)
+
+    def log_code(self, root: Any = ".", name: str | None = None, **fns: Any) -> Any:
+        """The source files under ``root`` as a ``code`` artifact (``include_fn``,
+        ``exclude_fn`` as in wandb: :func:`runstream.producers.artifacts.log_code`)."""
+        return artifacts.log_code(self, root, name, **fns)
+
+    def watch(  # noqa: PLR0917 - wandb's signature, positional as there
+        self,
+        model: Any,
+        criterion: Any = None,
+        log: str | None = "gradients",
+        log_freq: int = 1000,
+        idx: int | None = None,
+        log_graph: bool = False,
     ) -> None:
-        """Record an artifact's metadata (digest, size, uri). Files are read on the worker.
-        Never raises: what is neither a path nor a str is refused (warned, counted); wandb's
-        keywords (``aliases=``, ``tags=``) are accepted and not recorded."""
-        if self._finished is not None:
-            self._log_after_finish("log_artifact()")
-            return
-        try:
-            target = os.fspath(path_or_uri)
-        except TypeError:
-            kind = path_or_uri.__class__.__name__
-            self._refusals.refuse(
-                short_repr(path_or_uri), f"an artifact must be a path or a str, not {kind}",
-                "artifact",
-            )  # fmt: skip
-            return
-        self._worker.submit(
-            (self._channel, "artifact_logged", _time(), artifact_body, target, name, type, self)
-        )
+        """Log a torch module's gradient and/or parameter histograms every ``log_freq``
+        training steps (wandb's ``watch``: :mod:`runstream.producers.watch`). Never raises."""
+        from runstream.producers.watch import watch
+
+        watch(self, model, log=log, log_freq=log_freq, idx=idx)
+
+    def unwatch(self, model: Any = None) -> None:
+        """Stop :meth:`watch` for ``model`` (every watched model without one)."""
+        from runstream.producers.watch import unwatch
+
+        unwatch(self, model)
 
     # --- ending -------------------------------------------------------------------------------
     def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:

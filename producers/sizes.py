@@ -24,11 +24,13 @@ SPLIT_FIELDS = {
     "summary_updated": "summary",
     "config_updated": "config",
     "run_started": "config",
+    "histogram_logged": "histograms",
 }
 """The mapping of each event type that can be spread over several events."""
 
 # What a field left out of a body becomes: the schema's default for it.
-_EMPTY: dict[str, Any] = {"tags": [], "environment": {}, "argv": []}
+_EMPTY: dict[str, Any] = {"tags": [], "environment": {}, "argv": [], "aliases": [],
+                          "metadata": {}, "files": []}  # fmt: skip
 CUT_MARK = "... [cut: {} bytes over the event limit]"
 
 

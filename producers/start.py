@@ -56,7 +56,12 @@ class DisabledRun(Run):
         return None
 
     def log_artifact(
-        self, path_or_uri: Any, name: str | None = None, type: str = "", **_: Any
+        self,
+        artifact_or_path: Any,
+        name: str | None = None,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+        **_: Any,
     ) -> None:
         return None
 

@@ -172,6 +172,15 @@ def _shape(value: Any) -> tuple[int, ...] | None:
         return None
 
 
+class Loggable:
+    """Base of the objects log() takes besides numbers (``runstream.Histogram``, the wandb
+    shim's media types): :func:`snapshot_metrics` hands them to the run instead of the worker's
+    number check (``producers/histograms.py``). Defines no arithmetic, so log()'s one-sum test
+    for plain numbers fails on them."""
+
+    __slots__ = ()
+
+
 class _ContainsItself:
     """What :func:`snapshot_metrics` puts where a mapping contains itself (a cycle)."""
 
@@ -205,7 +214,10 @@ _PLAIN = {float, int, str, bool, type(None)}
 
 
 def snapshot_metrics(
-    data: dict[Any, Any], _depth: int = 0, _path: set[int] | None = None
+    data: dict[Any, Any],
+    _depth: int = 0,
+    _path: set[int] | None = None,
+    media: list[Any] | None = None,
 ) -> dict[Any, Any]:
     """``data`` (the caller's private copy) with every value as it is NOW, in the caller's
     thread: nested mappings copied, numpy scalars, arrays and tensors of one element converted
@@ -213,7 +225,9 @@ def snapshot_metrics(
     training loop may have changed them (``acc[...] = s``, ``d["m"]["v"] = x``).
 
     What cannot be converted stays as it is, for the worker to refuse with its warning; a
-    mapping that contains itself becomes :data:`CONTAINS_ITSELF` (refused there). Never raises.
+    mapping that contains itself becomes :data:`CONTAINS_ITSELF` (refused there). A
+    :class:`Loggable` (checked only where a value is not a number) is appended to ``media``.
+    Never raises.
     """
     path = {id(data)} if _path is None else _path
     for key, value in list(data.items()):
@@ -228,12 +242,14 @@ def snapshot_metrics(
                 except Exception:  # a foreign Mapping that cannot be read: the worker says so
                     continue
                 path.add(id(value))
-                data[key] = snapshot_metrics(inner, _depth + 1, path)
+                data[key] = snapshot_metrics(inner, _depth + 1, path, media)
                 path.discard(id(value))
             continue
         number = to_float(value)
         if number is not None:
             data[key] = number
+        elif media is not None and isinstance(value, Loggable):
+            media.append(value)
     return data
 
 

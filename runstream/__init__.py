@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from runstream._version import __version__
 from runstream.errors import RunstreamError
 from runstream.producers import FinishResult, Run, init
+from runstream.producers.artifacts import Artifact
+from runstream.producers.histograms import Histogram
 from runstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -79,7 +81,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Artifact",
     "FinishResult",
+    "Histogram",
     "Run",
     "RunstreamError",
     "Settings",

@@ -55,3 +55,13 @@ class StackError(RunstreamError):
 
 class ClickHouseError(RunstreamError):
     """ClickHouse rejected a statement or could not be reached."""
+
+
+class HistogramError(RunstreamError, ValueError):
+    """A :class:`runstream.Histogram` cannot be built from what it was given (bins out of
+    range, edges not ascending, counts negative...): the message says which and how to fix it."""
+
+
+class ArtifactError(RunstreamError):
+    """An artifact's content is asked for (``Artifact.download()``) where runstream has none: it
+    records artifacts' names, digests and where they lie, not their bytes."""

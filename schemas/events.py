@@ -8,6 +8,7 @@ is bumped only for changes an older reader could misread.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from datetime import datetime
@@ -23,6 +24,7 @@ from pydantic import (
     PlainValidator,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -145,12 +147,34 @@ class RunResumed(_Model):
     """The step the resumed run continues from."""
 
 
+class ArtifactFile(_Model):
+    """One entry of an artifact's manifest."""
+
+    path: str = Field(min_length=1, description="The entry's path inside the artifact.")
+    digest: str = Field(description="'sha256:<hex>' of the content ('uri-sha256:' for a "
+                        "reference that was not read).")  # fmt: skip
+    size: int = Field(ge=0, description="Bytes (0 for a reference that was not read).")
+    ref: str | None = Field(None, description="The URI of a reference entry (add_reference).")
+
+
 class ArtifactLogged(_Model):
     name: Name
     type: str = Field(min_length=1, max_length=128)
     digest: str = Field(description="Content digest as 'algorithm:hex', e.g. 'sha256:ab12...'.")
     size: int = Field(ge=0)
     uri: str
+    # Optional since 0.2 (compatibility rule 1): wandb.Artifact, use_artifact, save, log_code.
+    aliases: list[Name] = Field(default_factory=list)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    description: str | None = None
+    files: list[ArtifactFile] = Field(
+        default_factory=list,
+        description="The manifest, sorted by path; cut to what fits one event (file_count "
+        "says how many entries there are).",
+    )
+    file_count: int | None = Field(None, ge=0, description="Entries in the whole manifest.")
+    use: bool = Field(False, description="True when the run used (read) the artifact as an "
+                      "input (use_artifact) rather than produced it.")  # fmt: skip
 
     @field_validator("digest")
     @classmethod
@@ -159,6 +183,38 @@ class ArtifactLogged(_Model):
         if not sep or not algorithm or not hexdigest:
             raise ValueError("expected 'algorithm:hexdigest', e.g. 'sha256:...'")
         return value
+
+
+_Edge = Annotated[float, Field(allow_inf_nan=False)]
+_Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Histogram(_Model):
+    """One histogram: ``len(counts) + 1`` ascending ``bins`` (edges), 1 to 512 ``counts``."""
+
+    bins: list[_Edge] = Field(min_length=2, max_length=513)
+    counts: list[_Count] = Field(min_length=1, max_length=512)
+
+    @field_validator("bins")
+    @classmethod
+    def _ascending(cls, value: list[float]) -> list[float]:
+        if any(b < a for a, b in itertools.pairwise(value)):
+            raise ValueError("bin edges must be ascending")
+        return value
+
+    @model_validator(mode="after")
+    def _one_more_edge(self) -> Histogram:
+        if len(self.bins) != len(self.counts) + 1:
+            raise ValueError(
+                f"{len(self.counts)} counts need {len(self.counts) + 1} bin edges, not "
+                f"{len(self.bins)}"
+            )
+        return self
+
+
+class HistogramLogged(_Model):
+    step: int = Field(ge=0, le=2**63 - 1)
+    histograms: dict[Name, Histogram]
 
 
 class MetricDefined(_Model):
@@ -293,6 +349,13 @@ class ArtifactLoggedEvent(_Envelope):
     body: ArtifactLogged
 
 
+class HistogramLoggedEvent(_Envelope):
+    """Histograms at one step (``runstream.Histogram``, ``run.watch``)."""
+
+    type: Literal["histogram_logged"] = "histogram_logged"
+    body: HistogramLogged
+
+
 class MetricDefinedEvent(_Envelope):
     """The user chose how a metric is summarised."""
 
@@ -328,6 +391,7 @@ BODIES: dict[str, type[_Model]] = {
     "metric_defined": MetricDefined,
     "run_updated": RunUpdated,
     "run_finished": RunFinished,
+    "histogram_logged": HistogramLogged,
 }
 """Event type name -> body model. The type names are the wire values of ``type``."""
 
@@ -345,6 +409,7 @@ EVENT_MODELS: dict[str, type[_Envelope]] = {
     "metric_defined": MetricDefinedEvent,
     "run_updated": RunUpdatedEvent,
     "run_finished": RunFinishedEvent,
+    "histogram_logged": HistogramLoggedEvent,
 }
 
 EventType = Literal[
@@ -361,6 +426,7 @@ EventType = Literal[
     "metric_defined",
     "run_updated",
     "run_finished",
+    "histogram_logged",
 ]
 
 Event: TypeAlias = Annotated[
@@ -378,6 +444,7 @@ Event: TypeAlias = Annotated[
         MetricDefinedEvent,
         RunUpdatedEvent,
         RunFinishedEvent,
+        HistogramLoggedEvent,
     ],
     Field(discriminator="type"),
 ]
@@ -392,12 +459,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "AlertRaised",
     "AnyEvent",
+    "ArtifactFile",
     "ArtifactLogged",
     "ConfigUpdated",
     "Environment",
     "Event",
     "EventType",
     "Heartbeat",
+    "Histogram",
+    "HistogramLogged",
     "MetricDefined",
     "MetricValue",
     "MetricsLogged",

@@ -61,6 +61,20 @@ BODIES: dict[str, dict[str, Any]] = {
         "digest": "sha256:" + "ab" * 32,
         "size": 123456789,
         "uri": "s3://bucket/runs/abc/model.pt",
+        # The optional fields of 0.2 (wandb.Artifact, aliases, use_artifact).
+        "aliases": ["best", "v3"],
+        "metadata": {"epoch": 3, "val": {"acc": 0.91}},
+        "description": "best checkpoint",
+        "files": [
+            {
+                "path": "model.pt",
+                "digest": "sha256:" + "ab" * 32,
+                "size": 123456789,
+                "ref": "s3://bucket/runs/abc/model.pt",
+            }
+        ],
+        "file_count": 1,
+        "use": False,
     },
     "metric_defined": {
         "name": "val/*",
@@ -72,6 +86,10 @@ BODIES: dict[str, dict[str, Any]] = {
     },
     "run_updated": {"name": "résnet-50 renamed", "notes": "second try"},
     "run_finished": {"exit_code": 0, "status": "finished"},
+    "histogram_logged": {
+        "step": 7,
+        "histograms": {"gradients/fc.weight": {"bins": [-1.0, 0.0, 1.0], "counts": [3, 5]}},
+    },
 }
 
 

@@ -47,6 +47,10 @@ NEW_OBJECTS = {
     "metric_history",
     "best_runs",
     "downsample",
+    "histograms",
+    "histograms_mv",
+    "artifacts",
+    "artifacts_mv",
 }
 
 
@@ -458,6 +462,7 @@ def _derived_snapshot(settings: Settings) -> list[tuple[Any, ...]]:
         *rows(settings, f"SELECT * FROM {db}.runs_current ORDER BY run_id"),
         *rows(settings, f"SELECT * FROM {db}.system_metrics ORDER BY run_id, name, ts"),
         *rows(settings, f"SELECT * FROM {db}.alerts_current ORDER BY alert_id"),
+        *rows(settings, f"SELECT * FROM {db}.artifacts ORDER BY run_id, seq"),
     ]
 
 
@@ -505,7 +510,13 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
 ) -> None:
     old, pipeline = old_database
     db = old.clickhouse_database
-    pipeline.land([*_run_events("up", 0, 30), event("run_finished", "other", 0)])
+    pipeline.land(
+        [
+            *_run_events("up", 0, 30),
+            event("run_finished", "other", 0),
+            event("artifact_logged", "other", 1),  # an artifact of the old sink: backfilled
+        ]
+    )
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert not tables & NEW_OBJECTS
 
@@ -521,6 +532,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0009_exact_documents_and_summaries",
         "0010_alert_deliveries",
         "0011_run_details",
+        "0012_histograms_and_artifacts",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert tables >= NEW_OBJECTS
@@ -544,6 +556,9 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         assert runs["other"]["status"] == "finished"
 
     check(29)  # the backfill
+    assert rows(
+        old, f"SELECT run_id, seq, name, size, aliases, file_count FROM {db}.artifacts"
+    ) == [("other", 1, "model.pt", 123456789, ["best", "v3"], 1)]
     before = _derived_snapshot(old)
     assert migrations.migrate(old) == []
     # A crash after the statements but before their record: they all run again, harmlessly.

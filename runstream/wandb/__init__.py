@@ -10,11 +10,8 @@ does not cover raise ``AttributeError`` saying so.
 from __future__ import annotations
 
 import enum
-import importlib
-import importlib.util
 import logging
 import os
-import sys
 from argparse import Namespace
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
@@ -28,6 +25,23 @@ from runstream.settings import Settings as _RunstreamSettings
 from runstream.wandb import _modules
 from runstream.wandb._install import install, installed, uninstall
 from runstream.wandb._modules import env, errors, sdk, util, wandb_run
+from runstream.wandb.artifacts import Artifact as Artifact
+from runstream.wandb.artifacts import log_artifact as log_artifact
+from runstream.wandb.artifacts import log_code as log_code
+from runstream.wandb.artifacts import save as save
+from runstream.wandb.artifacts import use_artifact as use_artifact
+from runstream.wandb.media import Audio as Audio
+from runstream.wandb.media import Graph as Graph
+from runstream.wandb.media import Histogram as Histogram
+from runstream.wandb.media import Html as Html
+from runstream.wandb.media import Image as Image
+from runstream.wandb.media import Molecule as Molecule
+from runstream.wandb.media import Object3D as Object3D
+from runstream.wandb.media import Plotly as Plotly
+from runstream.wandb.media import Table as Table
+from runstream.wandb.media import Video as Video
+from runstream.wandb.media import unwatch as unwatch
+from runstream.wandb.media import watch as watch
 
 logger = logging.getLogger("runstream")
 
@@ -327,28 +341,6 @@ def termwarn(string: str, repeat: bool = True, prefix: bool = True, **_: Any) ->
 def termerror(string: str, repeat: bool = True, prefix: bool = True, **_: Any) -> None:
     """``wandb.termerror``: an ERROR line on the ``runstream`` logger (``repeat=False``: once)."""
     _term(logging.ERROR, str(string), repeat, prefix)
-
-
-# --- media and artifacts ---------------------------------------------------------------------
-# Another part of issue 11: runstream/wandb/media.py (Histogram, Image, Audio, Video, Table,
-# Html, Object3D, watch) and runstream/wandb/artifacts.py (Artifact, log_artifact,
-# use_artifact, save, log_code). Their public names are exported here when the modules exist;
-# until then the stand-ins of _stand_ins.py accept what libraries build and refuse it with one
-# warning, so that no wandb code raises (transformers' WANDB_LOG_MODEL builds an Artifact).
-def _export(module_name: str) -> None:
-    if importlib.util.find_spec(module_name) is None:
-        return
-    module = importlib.import_module(module_name)
-    names = getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")])
-    here = sys.modules[__name__]
-    for exported in names:
-        setattr(here, exported, getattr(module, exported))
-
-
-from runstream.wandb._stand_ins import Artifact, log_artifact, use_artifact, watch  # noqa: E402
-
-_export("runstream.wandb.media")
-_export("runstream.wandb.artifacts")
 
 
 # --- wandb.config and wandb.summary ------------------------------------------------------------
