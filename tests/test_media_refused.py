@@ -60,7 +60,7 @@ def test_each_media_key_is_refused_with_one_warning_and_counted(
     run = runstream.init(settings=settings)
     with caplog.at_level(logging.WARNING, logger="runstream"):
         for step in range(3):
-            wandb.log(
+            run.log(  # a run of runstream's own: wandb.log would need wandb.init's run
                 {
                     "samples": wandb.Image(np.zeros((2, 2))),
                     "more": wandb.Image("x.png"),

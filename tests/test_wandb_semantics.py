@@ -463,7 +463,7 @@ def test_migration_0011_backfills_names_notes_and_definitions(
                                          f"{db}.events") == 1)  # fmt: skip
         assert scalar(old, f"SELECT name FROM {db}.runs_current") == "before"  # 0009's view
         monkeypatch.undo()
-        assert migrations.migrate(old) == ["0011_run_details"]
+        assert migrations.migrate(old)[0] == "0011_run_details"  # and those after it
         expected_runs = [("after", "n1")]
         assert rows(old, f"SELECT name, notes FROM {db}.runs_current") == expected_runs
         defs = rows(old, f"SELECT name, summary, step_metric, goal FROM "
