@@ -31,17 +31,18 @@ lint: install
 
 # The tests start their own stack (free ports, a temporary home) and stop it at the end; the
 # trap stops it too when pytest itself is killed or crashes. Two pytest processes run side by
-# side: the tests that start, kill and restart a stack of their own (marker own_stack: they
-# mostly wait on brokers restarting and sessions expiring) and all the others. The second's
-# output is printed after the first's; the target fails if either does.
+# side, each with its own stack: the tests marked second_lane (those that start, kill and
+# restart a stack of their own, and a few long ones: tests/conftest.py), which mostly wait, and
+# all the others. The second's output is printed after the first's; the target fails if either
+# does.
 test: lint
 	@home=$$(mktemp -d -t runstream-test.XXXXXX); \
 	trap '$(PY) -m runstream dev down --home "'"$$home"'/a" >/dev/null 2>&1; $(PY) -m runstream dev down --home "'"$$home"'/b" >/dev/null 2>&1; rm -rf "'"$$home"'"' EXIT; \
 	mkdir -p "$$home/a" "$$home/b"; \
-	RUNSTREAM_TEST_HOME="$$home/b" $(PY) -m pytest -m own_stack -p no:cacheprovider $(PYTEST_ARGS) >"$$home/own_stack.log" 2>&1 & own=$$!; \
-	RUNSTREAM_TEST_HOME="$$home/a" $(PY) -m pytest -m "not own_stack" $(PYTEST_ARGS); rest=$$?; \
+	RUNSTREAM_TEST_HOME="$$home/b" $(PY) -m pytest -m second_lane -p no:cacheprovider $(PYTEST_ARGS) >"$$home/second_lane.log" 2>&1 & own=$$!; \
+	RUNSTREAM_TEST_HOME="$$home/a" $(PY) -m pytest -m "not second_lane" $(PYTEST_ARGS); rest=$$?; \
 	wait $$own; own_status=$$?; \
-	echo; echo "=== tests with a stack of their own (-m own_stack) ==="; cat "$$home/own_stack.log"; \
+	echo; echo "=== the second lane (-m second_lane) ==="; cat "$$home/second_lane.log"; \
 	test $$rest -eq 0 -a $$own_status -eq 0
 
 demo: install

@@ -132,14 +132,26 @@ def settings(services: Services, tmp_path: Path) -> Settings:
     return isolated_settings(services, dir=tmp_path / "spool", finish_timeout=30.0)
 
 
-# Tests that start, kill or fill a stack of their own: they mostly wait (on a broker restarting,
-# a session expiring), so `make test` runs them in a second pytest process next to the rest.
+# `make test` runs two pytest processes side by side (marker second_lane, the Makefile): the tests
+# that start, kill or fill a stack of their own, which mostly wait (on a broker restarting, a
+# session expiring), and a few long ones that wait on subprocesses, so that both lanes take
+# about as long.
 _OWN_STACK_FIXTURES = {"outage_stack", "own_kafka_stack", "own_clickhouse_stack"}
 _OWN_STACK_MODULES = {"test_dev_stack.py"}
+_LONG_WAITS = {
+    "test_a_run_of_100000_metric_names_and_a_huge_config_do_not_stop_the_processors",
+    "test_a_killed_worker_resumes_from_its_changelog_with_exact_summaries",
+    "test_random_damage_never_stops_sync_and_everything_intact_lands_exactly_once",
+    "test_a_real_full_tmpfs_under_the_spool_loses_nothing_while_kafka_is_up",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & _OWN_STACK_FIXTURES or item.path.name in _OWN_STACK_MODULES:
-            item.add_marker(pytest.mark.own_stack)
+        if (
+            fixtures & _OWN_STACK_FIXTURES
+            or item.path.name in _OWN_STACK_MODULES
+            or item.name in _LONG_WAITS
+        ):
+            item.add_marker(pytest.mark.second_lane)

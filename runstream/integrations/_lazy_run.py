@@ -1,6 +1,7 @@
-"""What the Hugging Face integrations (transformers, accelerate) share: the run they log into,
-started lazily on the main process, ended with the status training ended with, and the guard
-that keeps tracking from ever raising into a training loop.
+"""What the integrations share: the check of their constructors' arguments, and for the Hugging
+Face ones (transformers, accelerate) the run they log into, started lazily on the main process,
+ended with the status training ended with, and the guard that keeps tracking from ever raising
+into a training loop.
 
 No third-party library is imported here.
 """
@@ -21,25 +22,28 @@ from runstream.producers.start import init
 
 logger = logging.getLogger("runstream")
 
-INIT_ARGUMENTS: frozenset[str] = frozenset(inspect.signature(init).parameters)
+INIT_ARGUMENTS: tuple[str, ...] = tuple(inspect.signature(init).parameters)
 """The keyword arguments of :func:`runstream.init`, which every integration passes on."""
 
 P = ParamSpec("P")
 
 
-def check_arguments(owner: str, init_kwargs: Mapping[str, Any], run: Run | None) -> dict[str, Any]:
+def check_arguments(
+    owner: str, init_kwargs: Mapping[str, Any], run: Run | None, own: str = ""
+) -> dict[str, Any]:
     """The arguments an integration's constructor got for :func:`runstream.init`, checked when
     it is built (in the user's code, before training starts) rather than when the run starts.
 
-    Raises ``TypeError`` for a keyword ``runstream.init`` does not take, and when both ``run=``
-    and ``init``'s arguments are given (the run is then already started: they would be ignored).
+    Raises ``TypeError`` for a keyword ``runstream.init`` does not take (naming ``own``, the
+    integration's own keywords, too), and when both ``run=`` and ``init``'s arguments are given
+    (the run is then already started: they would be ignored).
     """
-    unknown = sorted(set(init_kwargs) - INIT_ARGUMENTS)
+    unknown = sorted(set(init_kwargs) - set(INIT_ARGUMENTS))
     if unknown:
         raise TypeError(
             f"{owner}() got {', '.join(repr(k) for k in unknown)}: it takes run= (a run you "
             f"started) or the keyword arguments of runstream.init "
-            f"({', '.join(sorted(INIT_ARGUMENTS))})"
+            f"({', '.join(INIT_ARGUMENTS)})" + (f", and its own: {own}" if own else "")
         )
     if run is not None and init_kwargs:
         raise TypeError(

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from runstream._extras import require
+from runstream.integrations._lazy_run import check_arguments
 from runstream.producers.ending import exit_status
 
 require("keras", part="runstream.integrations.keras", extra="keras")
@@ -94,9 +95,8 @@ class RunstreamCallback(keras.callbacks.Callback):  # type: ignore[misc,unused-i
                 f"RunstreamCallback: log_freq must be 'epoch', 'batch' or a positive int, "
                 f"not {log_freq!r}"
             )
-        _check_init_arguments(
-            init_kwargs, "RunstreamCallback", "log_freq, initial_global_step, run, log_config"
-        )
+        own = "log_freq, initial_global_step, log_config"
+        check_arguments("RunstreamCallback", init_kwargs, run, own)
         self._batch_every: int | None = None if log_freq == "epoch" else int(log_freq)
         self._init_kwargs = init_kwargs
         self._run: Run | None = run
@@ -288,18 +288,3 @@ def _layer_summary(model: Any) -> dict[str, Any]:
             count = None
         layers.append({"name": layer.name, "class": type(layer).__name__, "params": count})
     return {"class": type(model).__name__, "name": getattr(model, "name", None), "layers": layers}
-
-
-def _check_init_arguments(kwargs: dict[str, Any], owner: str, own: str) -> None:
-    """Refuse at construction what ``runstream.init`` would refuse only when training starts."""
-    import inspect
-
-    import runstream
-
-    try:
-        inspect.signature(runstream.init).bind(**kwargs)
-    except TypeError as exc:
-        raise TypeError(
-            f"{owner}: {exc}; it takes the keyword arguments of runstream.init "
-            f"({', '.join(inspect.signature(runstream.init).parameters)}) and {own}"
-        ) from None

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from runstream._extras import require_installed
+from runstream.integrations._lazy_run import check_arguments
 from runstream.producers.ending import exit_status
 
 if find_spec("lightning") is not None or find_spec("pytorch_lightning") is None:
@@ -133,9 +134,7 @@ class RunstreamLogger(Logger):
             raise ValueError(
                 f"RunstreamLogger: log_model must be True, False or 'all', not {log_model!r}"
             )
-        _check_init_arguments(
-            init_kwargs, "RunstreamLogger", "version, run, log_model, prefix, save_dir"
-        )
+        check_arguments("RunstreamLogger", init_kwargs, run, "version, log_model, prefix, save_dir")
         run_id = version if version is not None else given_id
         self._id: str | None = None if run_id is None else str(run_id)
         self._init_kwargs = init_kwargs
@@ -308,18 +307,3 @@ def _checkpoint_paths(checkpoint_callback: Any) -> list[tuple[float, str]]:
         if file.is_file():
             found.append((file.stat().st_mtime, path))
     return sorted(found)
-
-
-def _check_init_arguments(kwargs: dict[str, Any], owner: str, own: str) -> None:
-    """Refuse at construction what ``runstream.init`` would refuse only when training starts."""
-    import inspect
-
-    import runstream
-
-    try:
-        inspect.signature(runstream.init).bind(**kwargs)
-    except TypeError as exc:
-        raise TypeError(
-            f"{owner}: {exc}; it takes the keyword arguments of runstream.init "
-            f"({', '.join(inspect.signature(runstream.init).parameters)}) and {own}"
-        ) from None
