@@ -3,12 +3,14 @@
     python -m bench.integrations [--steps 300] [--trials 5] [--only transformers,keras]
 
 For each library (Hugging Face Trainer, Lightning, Keras 3 on torch, accelerate) one process
-trains a tiny model (an MLP on random tensors, batch 16, CPU) ``--trials`` times without a logger
-and ``--trials`` times with the runstream integration logging every step, the two interleaved so
-that drift on the machine hits both alike. runstream is online against a real local Kafka
-broker. Each step's wall time is taken at the library's own step-end hook; the table gives the
-median step time of each side (the median over trials of each trial's median), the ratio, and the
-noise: the spread of the no-logger trials' medians (max/min), against which the ratio is read.
+trains a tiny model (an MLP on random tensors, batch 16, CPU) ``--trials`` times on each of three
+sides, interleaved so that drift on the machine hits all alike: without a logger, with a no-op
+logger of the library's own kind (what the library itself spends on having any logger: Lightning
+gathers and converts the logged values only when one exists), and with the runstream integration
+logging every step, online against a real local Kafka broker. Each step's wall time is taken at
+the library's own step-end hook; the table gives the median step time of each side (the median
+over trials of each trial's median), the ratios, and the noise: the spread of the no-logger
+trials' medians (max/min), against which the ratios are read.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ def median_step(ends):
     gaps = [b - a for a, b in zip(ends, ends[1:])][WARMUP:]
     return statistics.median(gaps)
 
+SIDES = ["none", "noop", "runstream"]
+
 def trials(train):
-    out = {"none": [], "runstream": []}
+    out = {side: [] for side in SIDES}
     for trial in range(TRIALS):
-        order = ["none", "runstream"] if trial % 2 == 0 else ["runstream", "none"]
+        order = SIDES[trial % 3:] + SIDES[:trial % 3]  # each side first in turn
         for side in order:
-            out[side].append(median_step(train(side == "runstream")))
+            out[side].append(median_step(train(side)))
     print(json.dumps(out))
 """
 
@@ -66,9 +70,13 @@ class Timer(TrainerCallback):
     def __init__(self): self.ends = []
     def on_step_end(self, args, state, control, **kwargs): self.ends.append(time.perf_counter())
 
-def train(with_runstream):
+class Noop(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs): pass
+
+def train(side):
     timer = Timer()
-    callbacks = [timer] + ([RunstreamCallback(project="bench")] if with_runstream else [])
+    extra = {"none": [], "noop": [Noop()], "runstream": [RunstreamCallback(project="bench")]}
+    callbacks = [timer] + extra[side]
     args = TrainingArguments(output_dir=os.environ["BENCH_DIR"], max_steps=STEPS, logging_steps=1,
         per_device_train_batch_size=16, report_to="none", use_cpu=True, save_strategy="no",
         disable_tqdm=True)
@@ -105,9 +113,17 @@ class Timer(L.Callback):
     def __init__(self): self.ends = []
     def on_train_batch_end(self, *args, **kwargs): self.ends.append(time.perf_counter())
 
-def train(with_runstream):
+from lightning.pytorch.loggers import Logger
+
+class Noop(Logger):
+    name = "noop"
+    version = "0"
+    def log_metrics(self, metrics, step=None): pass
+    def log_hyperparams(self, params, *args, **kwargs): pass
+
+def train(side):
     timer = Timer()
-    logger = RunstreamLogger(project="bench") if with_runstream else False
+    logger = {"none": False, "noop": Noop(), "runstream": RunstreamLogger(project="bench")}[side]
     trainer = L.Trainer(max_steps=STEPS, log_every_n_steps=1, logger=logger, callbacks=[timer],
         accelerator="cpu", enable_progress_bar=False, enable_checkpointing=False,
         enable_model_summary=False, default_root_dir=os.environ["BENCH_DIR"])
@@ -131,14 +147,18 @@ class Timer(keras.callbacks.Callback):
         self.ends = []
     def on_train_batch_end(self, batch, logs=None): self.ends.append(time.perf_counter())
 
-def train(with_runstream):
+class Noop(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None): pass
+
+def train(side):
     model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64, activation="relu"),
                               keras.layers.Dense(2)])
     model.compile(optimizer="sgd",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     timer = Timer()
-    callbacks = [timer] + ([RunstreamCallback(project="bench", log_freq="batch")]
-                           if with_runstream else [])
+    extra = {"none": [], "noop": [Noop()],
+             "runstream": [RunstreamCallback(project="bench", log_freq="batch")]}
+    callbacks = [timer] + extra[side]
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
     return timer.ends
 
@@ -151,8 +171,20 @@ from torch import nn
 from torch.nn import functional as F
 from runstream.integrations.accelerate import RunstreamTracker
 
-def train(with_runstream):
-    trackers = [RunstreamTracker(project="bench")] if with_runstream else None
+from accelerate.tracking import GeneralTracker
+
+class Noop(GeneralTracker):
+    name = "noop"
+    requires_logging_directory = False
+    main_process_only = True
+    tracker = None
+    def __init__(self): super().__init__()
+    def store_init_configuration(self, values): pass
+    def log(self, values, step=None, **kwargs): pass
+
+def train(side):
+    runstream_tracker = [RunstreamTracker(project="bench")]
+    trackers = {"none": None, "noop": [Noop()], "runstream": runstream_tracker}[side]
     accelerator = Accelerator(cpu=True, log_with=trackers)
     accelerator.init_trackers("bench")
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 2))
@@ -218,16 +250,27 @@ def main() -> None:
             results[name] = run_library(name, LIBRARIES[name], args.steps, args.trials, env)
     print(f"training-step time, tiny MLP, batch 16, CPU; {machine()}")
     print(f"{args.trials} trials per side, {args.steps} steps each, runstream logging every step")
-    rows = [["library", "no logger (ms)", "runstream (ms)", "ratio", "noise (no-logger spread)"]]
+    rows = [
+        [
+            "library",
+            "no logger (ms)",
+            "no-op logger (ms)",
+            "runstream (ms)",
+            "runstream / no logger",
+            "runstream / no-op",
+            "noise (no-logger spread)",
+        ]
+    ]
     for name, result in results.items():
         if isinstance(result, str):
-            rows.append([name, result, "", "", ""])
+            rows.append([name, result, "", "", "", "", ""])
             continue
         none = statistics.median(result["none"]) * 1000
+        noop = statistics.median(result["noop"]) * 1000
         with_rs = statistics.median(result["runstream"]) * 1000
         spread = max(result["none"]) / min(result["none"])
-        rows.append([name, f"{none:.3f}", f"{with_rs:.3f}", f"{with_rs / none:.3f}",
-                     f"{spread:.3f}"])  # fmt: skip
+        ratios = [f"{with_rs / none:.3f}", f"{with_rs / noop:.3f}", f"{spread:.3f}"]
+        rows.append([name, f"{none:.3f}", f"{noop:.3f}", f"{with_rs:.3f}", *ratios])
     print(table(rows))
 
 
