@@ -265,6 +265,7 @@ def events_of_run(settings: Settings) -> list[tuple[str, str, int]]:
     # (module argument, what fit raises, the run's status and exit code); Lightning turns a
     # KeyboardInterrupt into sys.exit(1) (trainer/call.py)
     [("fail_at", RuntimeError, "failed", 1), ("interrupt_at", SystemExit, "killed", 130)],
+    ids=["exception", "keyboard_interrupt"],
 )
 def test_reading_the_logger_after_a_failed_fit_never_reopens_the_run(
     settings: Settings,
