@@ -206,6 +206,45 @@ def test_keyboard_interrupt_in_a_batch_ends_the_run_killed(settings: Settings) -
     assert run["status"] == "killed" and run["exit_code"] == 130
 
 
+@pytest.mark.parametrize(
+    "case",
+    # (flag the layer raises on, what fit raises, the run's status and exit code)
+    [("fail", RuntimeError, "failed", 1), ("interrupt", KeyboardInterrupt, "killed", 130)],
+    ids=["exception", "keyboard_interrupt"],
+)
+def test_reading_the_callback_after_a_failed_fit_never_reopens_the_run(
+    settings: Settings, case: tuple[str, type[BaseException], str, int]
+) -> None:
+    from runstream.producers.active import active_runs
+
+    flag_name, raised, status, exit_code = case
+    flag = Flags()
+    model = tiny_model(flag)
+    callback = RunstreamCallback(project="k", settings=settings, config={"given": 1})
+    x, y = data(12, 0)
+    with pytest.raises(raised):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+                  callbacks=[Trigger(flag, flag_name, 1), callback])  # fmt: skip
+    run = callback.run
+    assert run is not None and run.finished
+    # what a user reads afterwards, and evaluate/predict given the same callback
+    assert callback.run is run and run.config["given"] == 1 and callback.global_step == 1
+    setattr(flag, flag_name, False)
+    model.evaluate(x, y, batch_size=4, verbose=0, callbacks=[callback])
+    model.predict(x, batch_size=4, verbose=0, callbacks=[callback])
+    assert callback.run is run and run.finished
+    assert all(r.id != run.id for r in active_runs())  # nothing for the exit hooks to end
+    row = finished(settings)
+
+    assert (row["status"], row["exit_code"]) == (status, exit_code)
+    db = settings.clickhouse_database
+    assert rows(settings, f"SELECT type FROM {db}.events WHERE type LIKE 'run_%' ORDER BY seq") == [
+        ("run_started",),
+        ("run_finished",),
+    ]
+    assert scalar(settings, f"SELECT count() FROM {db}.events WHERE type = 'config_updated'") == 0
+
+
 def test_an_exception_outside_the_step_ends_the_run_when_leaving_the_with_block(
     settings: Settings,
 ) -> None:

@@ -248,6 +248,125 @@ def test_fit_then_test_with_one_logger_stays_one_run(settings: Settings, tmp_pat
     assert run_row(settings)["status"] == "finished"
 
 
+def events_of_run(settings: Settings) -> list[tuple[str, str, int]]:
+    """(type, status, exit code) of the run's lifecycle events, in order."""
+    db = settings.clickhouse_database
+    return [
+        (t, orjson.loads(b).get("status", ""), orjson.loads(b).get("exit_code", -1))
+        for t, b in rows(
+            settings,
+            f"SELECT type, body FROM {db}.events WHERE type LIKE 'run_%' ORDER BY seq",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "case",
+    # (module argument, what fit raises, the run's status and exit code); Lightning turns a
+    # KeyboardInterrupt into sys.exit(1) (trainer/call.py)
+    [("fail_at", RuntimeError, "failed", 1), ("interrupt_at", SystemExit, "killed", 130)],
+    ids=["exception", "keyboard_interrupt"],
+)
+def test_reading_the_logger_after_a_failed_fit_never_reopens_the_run(
+    settings: Settings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    case: tuple[str, type[BaseException], str, int],
+) -> None:
+    from runstream.producers.active import active_runs
+
+    how, raised, status, exit_code = case
+
+    logger = RunstreamLogger(project="lit", settings=settings, config={"given": 1})
+    module = TinyModule(**{how: 3})
+    fit = trainer(tmp_path, logger)
+    with pytest.raises(raised):
+        fit.fit(module, loader())
+    run_id = logger.version
+    assert run_id is not None
+
+    # every read-only property, as a user (or Lightning's setup hook) reads them afterwards
+    run = logger.experiment
+    assert run.id == run_id and run.finished
+    assert (logger.name, logger.version, logger.save_dir) == ("lit", run_id, None)
+    assert logger.experiment is run and run.config["given"] == 1
+    # nothing is left open for the process's exit hooks to end again
+    assert all(r.id != run_id for r in active_runs())
+    # writing into the ended run yourself: ignored, with the SDK's one warning
+    with caplog.at_level("WARNING", logger="runstream"):
+        run.log({"late": 1.0})
+        run.log({"late": 2.0})
+    assert [r.message for r in caplog.records if "after finish()" in r.message] == [
+        f"runstream: run {run_id}: log() after finish() is ignored, as is every later call "
+        "(warned once)"
+    ]
+    # a phase that logs nothing (predict) reads `experiment` and logs the same hyperparameters
+    # again: the run stays ended
+    module.predict_step = lambda batch, batch_idx: module.net(batch[0])  # type: ignore[method-assign]
+    fit.predict(module, loader(8, seed=1))
+    assert logger.experiment is run and all(r.id != run_id for r in active_runs())
+    finished_runs(settings)
+
+    assert events_of_run(settings) == [("run_started", "", -1), ("run_finished", status, exit_code)]
+    row = run_row(settings)
+    assert (row["status"], row["exit_code"]) == (status, exit_code)
+    db = settings.clickhouse_database
+    assert scalar(settings, f"SELECT count() FROM {db}.events WHERE type = 'run_resumed'") == 0
+    # the hyperparameters once (at fit), the config given once (at run_started)
+    assert scalar(settings, f"SELECT count() FROM {db}.events WHERE type = 'config_updated'") == 1
+    assert points(settings, "late") == []
+    assert orjson.loads(row["config"])["given"] == 1
+
+
+def test_test_after_a_failed_fit_continues_the_run_and_ends_it_finished(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from runstream.producers.active import active_runs
+
+    logger = RunstreamLogger(project="lit", settings=settings, config={"given": 1})
+    module = TinyModule(fail_at=3)
+    fit = trainer(tmp_path, logger)
+    with pytest.raises(RuntimeError):
+        fit.fit(module, loader())
+    _ = logger.experiment.id, logger.name, logger.version  # reads change nothing
+    module.test_step = module.validation_step  # type: ignore[method-assign]
+    fit.test(module, loader(8, seed=1))  # logs: the same run goes on, and ends as test ends
+    assert all(r.id != logger.version for r in active_runs())
+    finished_runs(settings, 2)
+
+    assert events_of_run(settings) == [
+        ("run_started", "", -1),
+        ("run_finished", "failed", 1),
+        ("run_resumed", "", -1),
+        ("run_finished", "finished", 0),
+    ]
+    row = run_row(settings)
+    assert (row["status"], row["exit_code"]) == ("finished", 0)
+    db = settings.clickhouse_database
+    assert scalar(settings, f"SELECT uniqExact(run_id) FROM {db}.events") == 1
+    # test's value at the step the failed fit stopped at (3 optimizer steps ran: 0, 1, 2)
+    assert [s for s, _ in points(settings, "val/loss")] == [3]
+    # the config as it stood (config= and the hyperparameters), not config= alone again
+    config = orjson.loads(row["config"])
+    assert config == {"given": 1, "lr": 0.05, "hidden": 8, "fail_at": 3}
+
+
+def test_with_a_prefix_the_epoch_lightning_adds_is_prefixed_too(
+    settings: Settings, tmp_path: Path
+) -> None:
+    module = TinyModule()
+    logger = RunstreamLogger(project="lit", settings=settings, prefix="stage1")
+    trainer(tmp_path, logger, max_steps=3).fit(module, loader())
+    finished_runs(settings)
+
+    db = settings.clickhouse_database
+    names = {n for (n,) in rows(settings, f"SELECT DISTINCT name FROM {db}.metrics")}
+    assert names == {"stage1-train/loss", "stage1-train/mean", "stage1-epoch"}  # no "epoch"
+    # every call of log_metrics carries it: 3 training steps and the epoch's end at step 2
+    assert points(settings, "stage1-epoch") == [(0, 0.0), (1, 0.0), (2, 0.0), (2, 0.0)]
+    assert points(settings, "stage1-train/loss") == module.logged
+
+
 def test_other_ranks_log_nothing(settings: Settings, tmp_path: Path) -> None:
     logger = RunstreamLogger(project="lit", settings=settings)
     saved = rank_zero_only.rank
@@ -365,8 +484,10 @@ def test_a_pickled_logger_carries_the_run_id_not_the_run(tmp_path: Path) -> None
     copy = pickle.loads(pickle.dumps(logger))
     assert copy._run is None and copy.version == run_id and copy._log_model is True
     logger.finalize("success")
-    assert logger.experiment.finished is False  # used again: the same run, continued
-    assert logger.version == run_id
+    assert logger.experiment.finished is True  # read after finalize: the ended run
+    logger.log_metrics({"a": 1.0}, step=1)  # written again: the same run, continued
+    assert logger.experiment.finished is False
+    assert logger.experiment.id == logger.version == run_id
     logger.finalize("failed")
 
     with pytest.raises(TypeError, match=r"'offline'.*runstream\.init \(project, name"):

@@ -109,7 +109,9 @@ class RunstreamCallback(keras.callbacks.Callback):  # type: ignore[misc,unused-i
 
     @property
     def run(self) -> Run | None:
-        """The run logged into (``None`` before the first ``fit``)."""
+        """The run logged into (``None`` before the first ``fit``). Reading it (or
+        :attr:`global_step`) never starts or continues a run: after ``fit`` it is the ended
+        run, whose status stays; only the next ``fit`` with this callback continues it."""
         return self._run
 
     @property

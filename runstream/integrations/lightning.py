@@ -103,8 +103,10 @@ class RunstreamLogger(Logger):
     The run starts when Lightning first uses the logger (at the start of ``fit``), on global
     rank zero only; other ranks log nothing. ``finalize`` ends it: ``success`` -> ``finished``,
     ``failed`` -> ``failed``, or ``killed`` when the exception ending the Trainer is a
-    ``KeyboardInterrupt`` (Lightning passes ``failed`` for both). A logger used again after
-    ``finalize`` (``trainer.test`` after ``trainer.fit``) continues the same run.
+    ``KeyboardInterrupt`` (Lightning passes ``failed`` for both). A logger that writes again
+    after ``finalize`` (``trainer.test`` or a second ``fit`` that logs) continues the same run,
+    which then ends as that phase ends; reading :attr:`experiment`, :attr:`name`,
+    :attr:`version` or :attr:`save_dir` never does (the ended run's status stays).
 
     Raises:
         ValueError: ``version`` and ``id`` name different runs, or ``log_model`` is not
@@ -164,8 +166,21 @@ class RunstreamLogger(Logger):
     @rank_zero_experiment
     def experiment(self) -> Run:
         """The :class:`~runstream.Run` (on global rank zero; elsewhere Lightning's do-nothing
-        object). Started on first use; after ``finalize`` the next use continues the same run
-        (``resume="allow"``) unless it was given with ``run=``."""
+        object), started on first use.
+
+        Reading it never reopens a run ``finalize`` ended: after ``finalize`` it is that ended
+        run (its ``id``, ``name``, ``config`` read as before; calls that write into it are
+        ignored with one "after finish()" warning, as the SDK does for any finished run). The
+        run is continued only when the logger itself writes again (``log_metrics``,
+        ``log_hyperparams``, a checkpoint recorded: a later ``trainer.test`` or ``fit``)."""
+        run = self._run
+        if run is None:
+            run = self._start()
+        return run
+
+    def _writing_run(self) -> Run:
+        """The run to write into: :attr:`experiment`, continued first (the same id,
+        ``resume="allow"``) when ``finalize`` ended it and it is the logger's own."""
         run = self._run
         if run is None or (self._own_run and run.finished):
             run = self._start()
@@ -178,6 +193,10 @@ class RunstreamLogger(Logger):
         if self._run is not None:  # finalized earlier: this is the same run, continued
             kwargs["id"] = self._run.id
             kwargs["resume"] = "allow"
+            # The config as it stands (config= and the hyperparameters logged since), not the
+            # constructor's config= alone: that would put back values hyperparameters replaced.
+            # A resumed Run holds only the config it is given, so it is given all of it.
+            kwargs["config"] = dict(self._run.config)
         elif self._id is not None:
             kwargs["id"] = self._id
             kwargs.setdefault("resume", "allow")
@@ -219,7 +238,9 @@ class RunstreamLogger(Logger):
     ) -> None:
         """Record ``params`` (a dict or ``argparse.Namespace``) as config keys, converted as
         Lightning's loggers do: callables by their result or name, nested dicts (and dataclasses,
-        namespaces, lists of dicts) flattened to ``a/b`` keys. Never raises."""
+        namespaces, lists of dicts) flattened to ``a/b`` keys. After ``finalize``, params the
+        run's config holds already (Lightning logs them again at each phase's start) are not
+        sent and do not continue the run; others continue it. Never raises."""
         try:
             converted = _convert_params(params)
             converted = _sanitize_callable_params(converted)
@@ -227,8 +248,13 @@ class RunstreamLogger(Logger):
         except Exception as exc:  # a tracking problem never stops training
             logger.warning("runstream: hyperparameters not recorded: %s", exc)
             return
+        run = self._run
+        if run is not None and run.finished and _recorded(run.config, flat):
+            # Lightning logs the module's hyperparameters again at the start of every phase
+            # (`predict` too): the same values do not continue a run an earlier phase ended.
+            return
         # Values the SDK cannot store as they are become text, with one warning (docs/sdk.md).
-        self.experiment.config.update(flat)
+        self._writing_run().config.update(flat)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -239,7 +265,7 @@ class RunstreamLogger(Logger):
         values: dict[str, Any] = dict(metrics)
         if self._prefix:
             values = {**_add_prefix(values, self._prefix, self.LOGGER_JOIN_CHAR)}
-        self.experiment.log(values, step=step)
+        self._writing_run().log(values, step=step)
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
@@ -257,12 +283,15 @@ class RunstreamLogger(Logger):
         """End the run with the status Lightning reports (see the class docstring); a run given
         with ``run=`` stays open. Never raises."""
         run = self._run
-        if run is None or run.finished:
+        if run is None:
             return
-        if status == "success" and self._checkpoint_callback is not None:
-            self._log_checkpoints(self._checkpoint_callback)
-            self._checkpoint_callback = None
-        if not self._own_run:
+        callback, self._checkpoint_callback = self._checkpoint_callback, None
+        if status == "success" and callback is not None:
+            # This phase's checkpoints; a phase that ended otherwise records none (as
+            # WandbLogger), and they are not left for a later phase's success to record.
+            self._log_checkpoints(callback)
+            run = self._run  # recording them continues a run an earlier phase ended
+        if run is None or not self._own_run or run.finished:
             return
         exit_code, run_status = _STATUSES.get(status, (1, "failed"))
         if run_status == "failed":
@@ -284,12 +313,26 @@ class RunstreamLogger(Logger):
         except Exception as exc:
             logger.warning("runstream: checkpoints not recorded: %s", exc)
             return
-        run = self.experiment
-        for mtime, path in paths:
-            if self._logged_checkpoints.get(path, -1.0) >= mtime:
-                continue
+        fresh = [(mtime, path) for mtime, path in paths
+                 if self._logged_checkpoints.get(path, -1.0) < mtime]  # fmt: skip
+        if not fresh:  # nothing to record: an ended run stays ended
+            return
+        run = self._writing_run()
+        for mtime, path in fresh:
             run.log_artifact(path, name=f"model-{run.id}", type="model")
             self._logged_checkpoints[path] = mtime
+
+
+def _recorded(config: Mapping[str, Any], flat: Mapping[str, Any]) -> bool:
+    """Whether every key of ``flat`` is in ``config`` with the same value (a ``None`` value:
+    absent or ``None``, as the config does not keep it)."""
+    for key, value in flat.items():
+        if value is None:
+            if config.get(key) is not None:
+                return False
+        elif key not in config or config[key] != value:
+            return False
+    return True
 
 
 def _checkpoint_paths(checkpoint_callback: Any) -> list[tuple[float, str]]:
