@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(sync)
     sync.add_argument(
-        "dir", nargs="?", type=Path, help="spool directory (default: RUNSTREAM_DIR or ./runstream)"
+        "dir", nargs="?", type=Path, help="spool directory (default: RUNSTREAM_DIR or ./.runstream)"
     )
     sync.add_argument(
         "--timeout",
