@@ -42,6 +42,7 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env["RUNSTREAM_SYSTEM_METRICS_INTERVAL"] = "0"
     return subprocess.run(
         [sys.executable, "-c", EDITABLE + code],
+        check=False,
         cwd=cwd,
         env=env,
         capture_output=True,
