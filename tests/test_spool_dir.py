@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import runstream
 from runstream.settings import Settings
 
@@ -90,3 +92,19 @@ def test_wandb_shim_dir_dot_keeps_the_package_importable(tmp_path: Path) -> None
     second = _python("import runstream\nprint(callable(runstream.init))\n", tmp_path)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "True"
+
+
+def test_sync_points_at_a_spool_left_under_the_old_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runstream.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RUNSTREAM_DIR", raising=False)
+    (tmp_path / "runstream" / "runs").mkdir(parents=True)
+    assert main(["sync", "--kafka", "127.0.0.1:19092", "--timeout", "1"]) == 0  # nothing there
+    err = capsys.readouterr().err
+    assert "./runstream holds a spool of the old default directory" in err
+    assert "`runstream sync runstream`" in err
+    assert main(["sync", "runstream", "--kafka", "127.0.0.1:19092", "--timeout", "1"]) == 0
+    assert "old default" not in capsys.readouterr().err
