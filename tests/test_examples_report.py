@@ -63,3 +63,10 @@ def test_transformers_example_reports_the_finished_run(settings: Settings, tmp_p
     out = run_example(settings, tmp_path, "transformers_example.py", "--steps", "4")
     status = out.split("Status, some config and the summary:", 1)[1]
     assert "finished" in status and "running" not in status, out
+
+
+@pytest.mark.integration
+def test_accelerate_example_reports_the_finished_run(settings: Settings, tmp_path: Path) -> None:
+    out = run_example(settings, tmp_path, "accelerate_example.py", "--epochs", "2")
+    status = out.split("Status and config:", 1)[1]
+    assert "finished" in status and "running" not in status, out
