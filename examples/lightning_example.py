@@ -73,14 +73,22 @@ def main() -> None:
 
 def show(logger: RunstreamLogger, since: float) -> None:
     """Wait until the sink landed the session that ended (the run's last event is its
-    run_finished, sent after ``since``), then print the run's metrics."""
+    run_finished, sent after ``since``, and the rows derived from it are there), then print
+    the run's metrics."""
     from runstream.settings import Settings
     from runstream.sinks.query import render, run_query
 
     settings = Settings.load()
-    landed = f"""SELECT argMax(type, seq) = 'run_finished'
-                        AND toUnixTimestamp64Micro(max(ts)) >= {int(since * 1e6)}
-                 FROM events WHERE run_id = '{logger.version}'"""
+    run_id = logger.version
+    # The metrics printed, not only the events: the sink writes the events first and the
+    # tables derived from them after; the run's row in runs_current (status no longer
+    # running) comes with the last of them.
+    landed = f"""SELECT (SELECT argMax(type, seq) = 'run_finished'
+                                AND toUnixTimestamp64Micro(max(ts)) >= {int(since * 1e6)}
+                         FROM events WHERE run_id = '{run_id}')
+                        AND (SELECT count() FROM runs_current
+                             WHERE run_id = '{run_id}' AND status != 'running') = 1
+                        AND (SELECT count() FROM metrics WHERE run_id = '{run_id}') > 0"""
     deadline = time.monotonic() + 60
     while not run_query(settings, landed)[1][0][0]:
         if time.monotonic() > deadline:

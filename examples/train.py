@@ -34,11 +34,19 @@ def train(run: runstream.Run, steps: int, lr: float) -> None:
 
 
 def wait_until_landed(settings: Settings, run_id: str, timeout: float = 60.0) -> None:
+    """Wait for the rows report() prints: the run's row of ``runs_current`` with its final
+    status (not ``running``). Its ``run_finished`` in ``events`` is not enough: the sink writes
+    the events first and the tables derived from them after, so a report read then could show
+    a stale row (status running, zeros)."""
     from runstream.sinks.clickhouse import connect
 
     client = connect(settings)
+    sql = (
+        "SELECT count() FROM runs_current WHERE run_id = {run:String} AND status != 'running' "
+        "AND run_id IN (SELECT run_id FROM events WHERE run_id = {run:String} "
+        "AND type = 'run_finished')"
+    )
     deadline = time.monotonic() + timeout
-    sql = "SELECT count() FROM events WHERE run_id = {run:String} AND type = 'run_finished'"
     while client.query(sql, parameters={"run": run_id}).result_rows[0][0] == 0:
         if time.monotonic() > deadline:
             raise SystemExit(

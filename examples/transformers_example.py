@@ -45,14 +45,24 @@ class RandomTokens(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
 
 
 def wait_until_landed(settings: Settings, run_id: str, timeout: float = 60.0) -> None:
+    """Wait for the rows report() prints: the run's row of ``runs_current`` with its final
+    status (not ``running``). Its ``run_finished`` in ``events`` is not enough: the sink writes
+    the events first and the tables derived from them after, so a report read then could show
+    a stale row (status running, zeros)."""
     from runstream.sinks.clickhouse import connect
 
     client = connect(settings)
-    sql = "SELECT count() FROM events WHERE run_id = {run:String} AND type = 'run_finished'"
+    sql = (
+        "SELECT count() FROM runs_current WHERE run_id = {run:String} AND status != 'running' "
+        "AND run_id IN (SELECT run_id FROM events WHERE run_id = {run:String} "
+        "AND type = 'run_finished')"
+    )
     deadline = time.monotonic() + timeout
     while client.query(sql, parameters={"run": run_id}).result_rows[0][0] == 0:
         if time.monotonic() > deadline:
-            raise SystemExit(f"run {run_id} did not reach ClickHouse in {timeout:.0f}s: sink?")
+            raise SystemExit(
+                f"run {run_id} did not reach ClickHouse in {timeout:.0f}s: is the sink running?"
+            )
         time.sleep(0.2)
 
 

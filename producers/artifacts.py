@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -36,9 +37,11 @@ from runstream.producers.inputs import safe_str, short_repr
 from runstream.producers.manifests import (
     ArtifactSpec,
     Entry,
+    Faults,
     artifact_digest,
     artifact_event_body,
     build_manifest,
+    default_name,
     remote,
 )
 from runstream.producers.values import MAX_NAME_LENGTH, Refusals, is_text, to_json
@@ -50,6 +53,30 @@ logger = logging.getLogger("runstream")
 
 MAX_METADATA_BYTES = 256_000
 """Encoded bytes of an artifact's metadata kept in its event; larger is left out (warned)."""
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+"""wandb's rule for an artifact name (``wandb.sdk.artifacts``' name check): letters, digits,
+dashes, underscores and dots; ``team/project/name:alias`` is a reference, not a name."""
+
+
+def name_fault(name: Any) -> str | None:
+    """Why ``name`` cannot be an artifact's name given by the user, or None when it can."""
+    if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
+        return f"an artifact name must be a str of 1 to {MAX_NAME_LENGTH} characters"
+    if not _NAME.fullmatch(name):
+        return (
+            "an artifact name may only contain letters, digits, dashes, underscores and dots "
+            "(wandb's rule; 'team/project/name:alias' names an artifact to use_artifact(), "
+            "it is not a name)"
+        )
+    return None
+
+
+def type_fault(kind: Any) -> str | None:
+    """Why ``kind`` cannot be an artifact's type, or None when it can (1 to 128 characters)."""
+    if type(kind) is not str or not 0 < len(kind) <= 128:
+        return "an artifact type must be a str of 1 to 128 characters (wandb refuses an empty one)"
+    return None
 
 
 class _Staging:
@@ -90,6 +117,7 @@ class Artifact:
         self.aliases: list[str] = []
         self._entries: list[Entry] = []
         self._staging: _Staging | None = None
+        self._faults = Faults()
 
     # --- adding ------------------------------------------------------------------------------
     def add_file(
@@ -99,8 +127,28 @@ class Artifact:
         is_tmp: bool | None = False,
         **ignored: Any,
     ) -> None:
-        """Add one file, under ``name`` (default: its file name) inside the artifact."""
-        self._entries.append(Entry("file", _path_text(local_path), name))
+        """Add one file, under ``name`` (default: its file name) inside the artifact. A second
+        file under a name already taken is refused with one warning (wandb raises ValueError;
+        runstream never raises into training): the first one stays."""
+        source = _path_text(local_path)
+        if self._taken(name if name is not None else os.path.basename(source), source):
+            return
+        self._entries.append(Entry("file", source, name))
+
+    def _taken(self, path: str, source: str) -> bool:
+        """True (warned once, counted when the artifact is logged) when a file already has
+        ``path`` inside the artifact."""
+        for entry in self._entries:
+            if entry.kind == "file" and (entry.name or os.path.basename(entry.source)) == path:
+                self._faults.report(
+                    f"duplicate {path} {source}",
+                    source,
+                    f"artifact {safe_str(self.name)[:80]!r} already has a file at {path!r} "
+                    f"(from {entry.source[:120]!r}); the second one is refused, the first kept",
+                    None,
+                )
+                return True
+        return False
 
     def add_dir(
         self, local_path: str | os.PathLike[str], name: str | None = None, **ignored: Any
@@ -123,7 +171,12 @@ class Artifact:
     def new_file(
         self, name: str, mode: str = "w", encoding: str | None = None
     ) -> Iterator[IO[Any]]:
-        """Write a new file of the artifact: ``with artifact.new_file("notes.txt") as f:``."""
+        """Write a new file of the artifact: ``with artifact.new_file("notes.txt") as f:``.
+        A name already taken is refused as in :meth:`add_file` (what is written is dropped)."""
+        if self._taken(name, f"new_file({name!r})"):
+            with open(os.devnull, mode, encoding=encoding) as handle:
+                yield handle
+            return
         if self._staging is None:
             self._staging = _Staging()
         path = Path(self._staging.path) / name
@@ -132,7 +185,7 @@ class Artifact:
             encoding = "utf-8"
         with open(path, mode, encoding=encoding) as handle:
             yield handle
-        self._entries.append(Entry("file", str(path), name))
+        self._entries.append(Entry("file", str(path), name, staged=True))
 
     def add(self, obj: Any, name: str, **ignored: Any) -> None:
         """wandb stores media objects (a Table) in artifacts; runstream does not yet: the
@@ -160,21 +213,25 @@ class Artifact:
             description=None if self.description is None else safe_str(self.description),
             metadata=_metadata(self.metadata, refusals),
             aliases=tuple(
-                clean_aliases([*list(self.aliases or []), *list(aliases or [])], refusals)
+                clean_aliases(
+                    [*_alias_items(self.aliases, refusals), *_alias_items(aliases, refusals)],
+                    refusals,
+                )
             ),
             use=use,
             staging=self._staging,
+            faults=self._faults,
         )
 
     @property
     def manifest(self) -> list[dict[str, Any]]:
         """Entries as ``{"path", "digest", "size"[, "ref"]}``, sorted by path (reads files)."""
-        return build_manifest(self._entries, Refusals())[0]
+        return build_manifest(self._entries, None, self._faults)[0]
 
     @property
     def digest(self) -> str:
         """The artifact's digest (module docstring); reads its files now."""
-        manifest, _ = build_manifest(self._entries, Refusals())
+        manifest, _ = build_manifest(self._entries, None, self._faults)
         return artifact_digest(self._entries, manifest)
 
     @property
@@ -210,23 +267,35 @@ def _path_text(value: Any) -> str:
         return safe_str(value)
 
 
-def clean_aliases(aliases: Any, refusals: Refusals) -> list[str]:
-    """Aliases as the schema takes them (names of 1 to 512 characters), in order, once each."""
+def _alias_items(aliases: Any, refusals: Refusals) -> list[Any]:
+    """``aliases`` as a list: a lone str is one alias (``"best"``, not b, e, s, t)."""
     if aliases is None:
         return []
     if isinstance(aliases, str):
-        aliases = [aliases]
-    out: list[str] = []
+        return [aliases]
     try:
-        given = list(aliases)
+        return list(aliases)
     except Exception:
         refusals.refuse(
             "aliases",
             f"aliases must be a list of strings, not {type(aliases).__name__}",
             "artifact",
         )
-        return out
-    for alias in given:
+        return []
+
+
+def clean_aliases(aliases: Any, refusals: Refusals) -> list[str]:
+    """Aliases as the schema takes them (str names of 1 to 512 characters), in order, once
+    each; anything else (``5``, ``None``) is left out with one warning, counted."""
+    out: list[str] = []
+    for alias in _alias_items(aliases, refusals):
+        if not isinstance(alias, str):
+            refusals.refuse(
+                f"alias {safe_str(alias)[:60]!r}",
+                f"an alias must be a str, not {type(alias).__name__}; left out",
+                "artifact",
+            )
+            continue
         text = safe_str(alias)
         if not (0 < len(text) <= MAX_NAME_LENGTH and is_text(text)):
             refusals.refuse(
@@ -287,6 +356,10 @@ def log_artifact(  # noqa: PLR0917 - run.log_artifact's arguments
     try:
         if isinstance(artifact_or_path, Artifact):
             spec = artifact_or_path._spec(run._refusals, aliases, use, type=type, name=name)
+            fault = name_fault(spec.name) or type_fault(spec.type)
+            if fault is not None:  # wandb raises ValueError at Artifact(); never into training
+                run._refusals.refuse(f"artifact {safe_str(spec.name)[:60]}", fault, "artifact")
+                return artifact_or_path
             _submit(run, spec, call)
             return artifact_or_path
         try:
@@ -316,15 +389,21 @@ def log_artifact(  # noqa: PLR0917 - run.log_artifact's arguments
             made = Artifact(base or target, type or "artifact")
             return made
         kind = "artifact" if type is None else type  # "" is refused on the worker, as always
+        if name:  # a name given is checked as wandb checks it; none or "": the path's name
+            fault = name_fault(name)
+            if fault is not None:
+                run._refusals.refuse(f"artifact {safe_str(name)[:60]}", fault, "artifact")
+                return None
+        label = name or default_name(target)
         spec = ArtifactSpec(
-            name=name,
+            name=label,
             type=kind,
             entries=(Entry("path", target),),
             aliases=tuple(alias_list),
             use=use,
         )
         _submit(run, spec, call)
-        made = Artifact(name or target.rstrip("/").rsplit("/", 1)[-1], kind)
+        made = Artifact(label, kind)
         made._entries.append(Entry("path", target))
         return made
     except Exception as exc:  # a foreign object's methods: never into training

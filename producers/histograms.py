@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from runstream.errors import HistogramError
 from runstream.producers.inputs import safe_str
-from runstream.producers.values import MAX_NAME_LENGTH, Loggable, is_text, repair_text
+from runstream.producers.values import (
+    MAX_NAME_LENGTH,
+    Loggable,
+    is_text,
+    media_list,
+    repair_text,
+)
 
 if TYPE_CHECKING:
     from runstream.producers.run import Run
@@ -93,6 +99,9 @@ class Histogram(Loggable):
 def _values(sequence: Any) -> Any:
     """The values as a flat float64 numpy array when numpy is there, else a list of floats."""
     if hasattr(sequence, "detach") and hasattr(sequence, "cpu"):  # a torch tensor
+        is_complex = getattr(sequence, "is_complex", None)
+        if callable(is_complex) and is_complex():
+            raise HistogramError(_COMPLEX)
         try:
             sequence = sequence.detach().reshape(-1).double().cpu()
             sequence = sequence.numpy() if _has_numpy() else sequence.tolist()
@@ -103,12 +112,23 @@ def _values(sequence: Any) -> Any:
     except ImportError:  # numpy is not a dependency of the SDK: plain Python then
         return _plain_floats(sequence)
     try:
-        return np.asarray(sequence, dtype=np.float64).reshape(-1)
+        given = np.asarray(sequence)
+        if np.iscomplexobj(given):  # float64 would drop the imaginary part (ComplexWarning)
+            raise HistogramError(_COMPLEX)
+        return np.asarray(given, dtype=np.float64).reshape(-1)
+    except HistogramError:
+        raise
     except Exception as exc:
         raise HistogramError(
             f"Histogram takes numbers (a list, numpy array or torch tensor), not "
             f"{type(sequence).__name__}: {exc}"
         ) from None
+
+
+_COMPLEX = (
+    "Histogram takes real numbers, not complex ones (converting would drop the imaginary "
+    "part); log .real, .imag or abs() of the values"
+)
 
 
 def _has_numpy() -> bool:
@@ -192,7 +212,12 @@ def _given(np_histogram: Any) -> tuple[list[float], list[float]]:
             "np_histogram must be (counts, bin_edges), two sequences of numbers as "
             f"numpy.histogram returns them ({type(exc).__name__}: {exc})"
         ) from None
-    if not 1 <= len(counts_list) <= MAX_BINS:
+    if not counts_list:
+        raise HistogramError(
+            "np_histogram has no bins (empty counts): a histogram needs 1 to "
+            f"{MAX_BINS} bins; pass numpy.histogram's (counts, bin_edges) of values"
+        )
+    if len(counts_list) > MAX_BINS:
         raise HistogramError(
             f"a histogram has 1 to {MAX_BINS} bins (wandb's limit), not "
             f"{len(counts_list)}; use fewer bins"
@@ -259,6 +284,9 @@ def _take(
                 found[name] = value
             else:
                 _refuse(run, name, value)
+        elif media_list(value):  # [wandb.Image, ...]: one refusal per key, as media
+            name = f"{prefix}{key if type(key) is str else safe_str(key)}"
+            _refuse(run, name, next(v for v in value if isinstance(v, Loggable)), listed=True)
         elif isinstance(value, dict) and depth < 100:
             inner = _take(run, value, f"{prefix}{safe_str(key)}/", found, depth + 1)
             if inner:
@@ -268,8 +296,10 @@ def _take(
     return rest
 
 
-def _refuse(run: Run, name: str, value: Any) -> None:
+def _refuse(run: Run, name: str, value: Any, listed: bool = False) -> None:
     label = getattr(type(value), "media_label", None) or type(value).__name__
+    if listed:
+        label = f"a list of {label}"
     reason = getattr(value, "refusal", None)
     shown = repair_text(name[:200]) if not is_text(name) else name[:200]
     if type(reason) is str and reason:  # a wandb.Histogram its arguments could not build

@@ -9,7 +9,9 @@ from __future__ import annotations
 import glob
 import hashlib
 import inspect
+import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from runstream.schemas.limits import MAX_EVENT_BYTES
 
 if TYPE_CHECKING:
     from runstream.producers.run import Run
+
+logger = logging.getLogger("runstream")
 
 MANIFEST_ROOM = MAX_EVENT_BYTES - 64_000
 """Bytes of one event for the manifest and the other fields (the envelope needs far less)."""
@@ -39,6 +43,40 @@ class Entry:
     source: str
     name: str | None = None
     extra: Any = None
+    staged: bool = False  # written by new_file() into runstream's staging directory
+
+
+class Faults:
+    """What one artifact has warned about and counted: one warning per fault wherever it is
+    found (``add_file``, ``digest``, ``manifest``, ``log_artifact``), and one count in the run
+    that logs it. Thread-safe (the caller's thread and the SDK's worker both report)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._counted: set[str] = set()
+        self.pending: list[tuple[str, str, str]] = []  # (key, name, reason) found before a run
+
+    def report(self, key: str, name: str, reason: str, refusals: Refusals | None) -> None:
+        """A fault of the artifact: warned the first time, counted in ``refusals`` (the run's)
+        the first time a run sees it; ``refusals=None`` (no run yet) only warns."""
+        with self._lock:
+            warn = key not in self._warned
+            self._warned.add(key)
+            count = refusals is not None and key not in self._counted
+            if count:
+                self._counted.add(key)
+            elif refusals is None and warn:
+                self.pending.append((key, name, reason))
+        if count and refusals is not None:
+            refusals.tally("artifact")
+        if warn:
+            logger.warning("runstream: not logging %s: %s (warned once)", repr(name)[:80], reason)
+
+    def count_pending(self, refusals: Refusals) -> None:
+        """Count, in the run logging the artifact, the faults found before (not warned again)."""
+        for key, name, reason in list(self.pending):
+            self.report(key, name, reason, refusals)
 
 
 @dataclass(frozen=True)
@@ -55,6 +93,7 @@ class ArtifactSpec:
     uri: str | None = None  # with digest: what is named, not read (use_artifact("model:v3"))
     digest: str | None = None
     staging: Any = None  # keeps new_file()'s directory alive until the worker has read it
+    faults: Faults | None = None  # the artifact's own (Artifact objects): one warning per fault
 
 
 # --- on the worker -----------------------------------------------------------------------------
@@ -154,17 +193,25 @@ def _described(path: str, name: str) -> dict[str, Any]:
 
 
 def build_manifest(
-    entries: tuple[Entry, ...] | list[Entry], refusals: Refusals
+    entries: tuple[Entry, ...] | list[Entry],
+    refusals: Refusals | None,
+    faults: Faults | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The manifest (sorted by path; a later entry of the same path wins) and the sources that
-    could not be read (each refused, warned once)."""
+    could not be read (each refused: warned once per artifact through ``faults``, counted in
+    ``refusals``, the run's; ``None`` when user code reads ``Artifact.digest``)."""
     by_path: dict[str, dict[str, Any]] = {}
     unread: list[str] = []
     for entry in entries:
         try:
             items = _expand(entry)
         except OSError as exc:
-            refusals.refuse(entry.source[:200], f"artifact entry cannot be read: {exc}", "artifact")
+            reason = f"artifact entry cannot be read: {exc}"
+            name = entry.source[:200]
+            if faults is not None:
+                faults.report(f"unread {entry.kind} {entry.source}", name, reason, refusals)
+            elif refusals is not None:
+                refusals.refuse(name, reason, "artifact")
             unread.append(entry.source)
             continue
         for item in items:
@@ -186,6 +233,19 @@ def artifact_digest(entries: Any, manifest: list[dict[str, Any]]) -> str:
     return manifest_digest(manifest)
 
 
+def default_name(source: str) -> str:
+    """The name of an artifact logged by path without one: the path's (or URI's) last part,
+    "artifact" when it has none. ``log_artifact`` returns an object of this same name."""
+    path = source.rstrip("/")
+    scheme = urlsplit(path).scheme
+    name = (
+        path.rsplit("/", 1)[-1]
+        if scheme and len(scheme) > 1
+        else Path(path.removeprefix("file://")).expanduser().name
+    )
+    return name or "artifact"
+
+
 def remote(source: str) -> bool:
     scheme = urlsplit(source).scheme
     return bool(scheme) and len(scheme) > 1 and scheme != "file"  # C:\\ is a drive, not a scheme
@@ -200,9 +260,15 @@ def _single_file(entry: Entry) -> bool:
     return False
 
 
-def _uri(entries: tuple[Entry, ...]) -> str:
+def _uri(entries: tuple[Entry, ...], name: str) -> str:
     """Where the artifact lies: one source's URI, the directory all local sources share, or
-    the first remote source's URI; "" for a mix of both."""
+    the first remote source's URI; "" for a mix of both. Files written by ``new_file()`` lie in
+    a staging directory deleted once read, so they never give the URI: an artifact of only such
+    files gets the locator ``artifact://<name>`` (its manifest says what it holds)."""
+    kept = tuple(e for e in entries if not e.staged)
+    if entries and not kept:
+        return f"artifact://{name}"
+    entries = kept
     remotes = [e.source for e in entries if remote(e.source)]
     local = [
         e.extra if e.kind == "glob" else e.source.removeprefix("file://")
@@ -224,7 +290,9 @@ def _uri(entries: tuple[Entry, ...]) -> str:
 def artifact_event_body(spec: ArtifactSpec, run: Run) -> dict[str, Any] | None:
     """The ``artifact_logged`` body: reads and hashes the files (worker thread)."""
     refusals = run._refusals
-    manifest, unread = build_manifest(spec.entries, refusals)
+    if spec.faults is not None:
+        spec.faults.count_pending(refusals)
+    manifest, unread = build_manifest(spec.entries, refusals, spec.faults)
     if unread and not manifest and spec.entries:
         return None  # nothing of it could be read: refused above
     metadata = dict(spec.metadata or {})
@@ -239,20 +307,14 @@ def artifact_event_body(spec: ArtifactSpec, run: Run) -> dict[str, Any] | None:
     else:
         first = spec.entries[0] if spec.entries else None
         name = spec.name
-        if name is None and first is not None:
-            path = first.source.rstrip("/")
-            scheme = urlsplit(path).scheme
-            name = (
-                path.rsplit("/", 1)[-1]
-                if scheme and len(scheme) > 1
-                else Path(path.removeprefix("file://")).expanduser().name
-            )
+        if not name and first is not None:
+            name = default_name(first.source)
         body = {
             "name": name or "artifact",
             "type": spec.type,
             "digest": artifact_digest(spec.entries, manifest),
             "size": sum(int(e["size"]) for e in manifest),
-            "uri": _uri(spec.entries),
+            "uri": _uri(spec.entries, name or "artifact"),
         }
         if spec.type == "run_files" and not manifest:
             refusals.note(
@@ -274,7 +336,9 @@ def artifact_event_body(spec: ArtifactSpec, run: Run) -> dict[str, Any] | None:
         body["use"] = True
     # log_artifact(path) of one file keeps the body it always had; anything else lists files.
     one_path = len(spec.entries) == 1 and spec.entries[0].kind == "path"
-    if manifest and not (one_path and _single_file(spec.entries[0])):
+    named = spec.uri is not None and spec.digest is not None  # nothing read: no count
+    # What was read has a count, 0 included (save("nomatch*") matched no file), never NULL.
+    if not named and not (one_path and _single_file(spec.entries[0])):
         body["file_count"] = len(manifest)
         body["files"] = _fitting(manifest, MANIFEST_ROOM - len(dumps(body)), body, refusals)
     return body

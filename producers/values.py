@@ -248,9 +248,15 @@ def snapshot_metrics(
         number = to_float(value)
         if number is not None:
             data[key] = number
-        elif media is not None and isinstance(value, Loggable):
+        elif media is not None and (isinstance(value, Loggable) or media_list(value)):
             media.append(value)
     return data
+
+
+def media_list(value: Any) -> bool:
+    """True for a list or tuple holding a :class:`Loggable` (``[wandb.Image(...), ...]``, as
+    wandb logs a gallery): refused as media, not as a metric that is "not list"."""
+    return isinstance(value, (list, tuple)) and any(isinstance(v, Loggable) for v in value)
 
 
 def flatten_metrics(

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(sync)
     sync.add_argument(
-        "dir", nargs="?", type=Path, help="spool directory (default: RUNSTREAM_DIR or ./runstream)"
+        "dir", nargs="?", type=Path, help="spool directory (default: RUNSTREAM_DIR or ./.runstream)"
     )
     sync.add_argument(
         "--timeout",
@@ -117,6 +117,14 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     from runstream.producers.sync import ProgressBar, render, sync
 
     root = args.dir or settings.dir
+    if args.dir is None and Path("runstream", "runs").is_dir() and Path(root) != Path("runstream"):
+        # The spool's default used to be ./runstream, a name that shadows the package.
+        print(
+            "runstream: ./runstream holds a spool of the old default directory: deliver it "
+            "with `runstream sync runstream`, then remove or rename it (a runstream/ "
+            "directory here shadows the installed package for `import runstream`)",
+            file=sys.stderr,
+        )
     bar = ProgressBar()
     try:
         report = sync(settings, root, progress=bar, timeout=args.timeout, force=args.force)

@@ -55,7 +55,12 @@ class Settings(BaseModel):
     # --- the SDK ----------------------------------------------------------------------------
     project: str = Field("uncategorized", min_length=1, max_length=256)
     mode: Mode = "online"
-    dir: Path = Field(Path("runstream"), description="Local directory of the SDK's spool.")
+    dir: Path = Field(
+        Path(".runstream"),
+        description="Local directory of the SDK's spool. Hidden, like .git: a directory named "
+        "runstream in the working directory would shadow the package (a namespace package) "
+        "for the next `import runstream` there.",
+    )
     run_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="Run id to use (with resume)."
     )

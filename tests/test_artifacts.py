@@ -221,7 +221,8 @@ def test_what_cannot_be_read_is_refused_never_raised(tmp_path: Path) -> None:
     assert [f["path"] for f in bodies["partial"]["files"]] == ["model.pt"]
     assert bodies["m"]["metadata"]["x"].startswith("<object object at")
     assert "metadata" not in bodies["big-meta"]
-    assert bodies["*.nothing"]["size"] == 0 and "files" not in bodies["*.nothing"]
+    nothing = bodies["*.nothing"]  # matched no file: a count of 0, not NULL
+    assert nothing["size"] == 0 and nothing["file_count"] == 0 and nothing["files"] == []
     assert run.refused_by_kind == {"artifact": 5, "config": 1, "size": 1}
 
 

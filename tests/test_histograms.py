@@ -184,6 +184,42 @@ def test_a_wandb_histogram_never_raises_and_a_bad_one_is_refused_when_logged(
     assert run.refused_by_kind == {"media": 3}
 
 
+def test_no_bins_says_so_and_complex_values_are_refused_not_cut_to_their_real_part(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import warnings
+
+    import torch
+
+    with pytest.raises(HistogramError, match=r"np_histogram has no bins \(empty counts\)"):
+        runstream.Histogram(np_histogram=([], [0.0]))
+    complex_inputs = [
+        np.array([1 + 2j, 3.0]),
+        [1.0, 2j],
+        torch.tensor([1 + 1j, 2 + 0j]),
+        np.array([1 + 0j]),  # even with no imaginary part: the dtype is complex
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's ComplexWarning would fail here
+        for values in complex_inputs:
+            with pytest.raises(HistogramError, match="real numbers, not complex"):
+                runstream.Histogram(values)
+        shim = wandb.Histogram(np.array([1 + 2j]))
+    assert shim.counts == []
+    run = runstream.init(settings=offline_settings(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        for step in range(2):
+            run.log({"c": shim, "x": 1.0}, step=step)
+    run.finish()
+    warned = [r.getMessage() for r in caplog.records if "wandb.Histogram" in r.getMessage()]
+    assert warned == [
+        "runstream: wandb.Histogram at key 'c' is refused: Histogram takes real numbers, not "
+        "complex ones (converting would drop the imaginary part); log .real, .imag or abs() "
+        "of the values (warned once)"
+    ]
+    assert run.refused_by_kind == {"media": 2}
+
+
 # --- through Kafka and the sink into ClickHouse ------------------------------------------------
 @pytest.mark.integration
 def test_histograms_land_in_clickhouse_with_exact_bins_counts_and_steps(

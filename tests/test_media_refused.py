@@ -101,3 +101,35 @@ def test_media_alone_or_in_a_pending_step_never_raises(tmp_path: Path) -> None:
     assert run.refused_by_kind == {"media": len(MEDIA) + 1}
     metrics = [e["body"] for e in of_type(spooled(settings, run.id), "metrics_logged")]
     assert metrics == [{"step": 0, "metrics": {"x": 1.0}}, {"step": 2, "metrics": {"y": 2.0}}]
+
+
+def test_a_list_of_media_is_refused_as_media_once_per_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """wandb logs ``[wandb.Image(...), ...]`` as a gallery: refused as media (not as a metric
+    that "must be a number, not list"), one warning per key, counted at each log."""
+    settings = offline_settings(tmp_path)
+    run = runstream.init(settings=settings)
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        for step in range(2):
+            run.log(
+                {
+                    "gallery": [wandb.Image(np.zeros((2, 2))), wandb.Image("x.png")],
+                    "eval": {"clips": (wandb.Audio(np.zeros(8), sample_rate=8),)},
+                    "plain": [1.0, 2.0],  # not media: the metric refusal, as before
+                    "loss": 0.5,
+                },
+                step=step,
+            )
+    run.finish()
+    warnings = sorted(r.getMessage() for r in caplog.records)
+    assert warnings[:2] == [
+        "runstream: a list of wandb.Audio at key 'eval/clips' is not stored by runstream "
+        "yet; refused (warned once)",
+        "runstream: a list of wandb.Image at key 'gallery' is not stored by runstream yet; "
+        "refused (warned once)",
+    ]
+    assert len(warnings) == 3 and "plain" in warnings[2] and "not list" in warnings[2]
+    assert run.refused_by_kind == {"media": 4, "metric": 2}
+    metrics = [e["body"] for e in of_type(spooled(settings, run.id), "metrics_logged")]
+    assert metrics == [{"step": s, "metrics": {"loss": 0.5}} for s in range(2)]

@@ -184,9 +184,9 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     group = group or fields.get("run_group") or _env("WANDB_RUN_GROUP")
     job_type = job_type or fields.get("run_job_type") or _env("WANDB_JOB_TYPE")
     dir = dir or fields.get("root_dir") or _env("WANDB_DIR")
-    # wandb keeps its files in <dir>/wandb; runstream its spool in <dir>/runstream (Lightning
+    # wandb keeps its files in <dir>/wandb; runstream its spool in <dir>/.runstream (Lightning
     # passes dir="." by default: the spool must not spread over the working directory).
-    local_dir = os.path.join(os.fspath(dir), "runstream") if dir else None
+    local_dir = os.path.join(os.fspath(dir), ".runstream") if dir else None
     if tags is None:
         tags = fields.get("run_tags")
         if tags is None and _env("WANDB_TAGS"):
