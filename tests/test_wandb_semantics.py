@@ -83,12 +83,12 @@ def test_wandb_dir_is_the_local_directory(
 ) -> None:
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wdir"))
     run = wandb.init(mode="offline", settings=settings)
-    assert Path(run.settings.dir) == tmp_path / "wdir" / "runstream"
-    assert run.dir == str(tmp_path / "wdir" / "runstream" / "files" / run.id)
+    assert Path(run.settings.dir) == tmp_path / "wdir" / ".runstream"
+    assert run.dir == str(tmp_path / "wdir" / ".runstream" / "files" / run.id)
     assert Path(run.dir).is_dir()
     wandb.finish()
     run = wandb.init(mode="offline", dir=tmp_path / "arg", settings=settings)  # argument wins
-    assert Path(run.settings.dir) == tmp_path / "arg" / "runstream"
+    assert Path(run.settings.dir) == tmp_path / "arg" / ".runstream"
     wandb.finish()
 
 
