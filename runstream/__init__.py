@@ -60,7 +60,7 @@ def log(
         _no_run("log")
 
 
-def finish(exit_code: int = 0) -> FinishResult | None:
+def finish(exit_code: int | None = None) -> FinishResult | None:
     """Finish the current run and return its :class:`FinishResult`; without one, ``None``
     (warned once, counted in :data:`no_run_calls`)."""
     from runstream.producers import active

@@ -19,6 +19,7 @@ from runstream.producers import active
 from runstream.producers.histograms import DEFAULT_BINS
 from runstream.producers.histograms import Histogram as _Histogram
 from runstream.producers.values import Loggable
+from runstream.wandb._norun import no_run
 
 logger = logging.getLogger("runstream")
 
@@ -185,9 +186,7 @@ def watch(  # noqa: PLR0917 - wandb's signature
     warning, nothing watched)."""
     current = active.run
     if current is None:
-        logger.warning(
-            "runstream.wandb: watch() with no run: call wandb.init() first; nothing is watched"
-        )
+        no_run("watch")  # nothing is watched
         return
     current.watch(models, criterion, log=log, log_freq=log_freq, idx=idx, log_graph=log_graph)
 
@@ -195,5 +194,7 @@ def watch(  # noqa: PLR0917 - wandb's signature
 def unwatch(models: Any = None) -> None:
     """``wandb.unwatch``: remove the hooks :func:`watch` added."""
     current = active.run
-    if current is not None:
-        current.unwatch(models)
+    if current is None:
+        no_run("unwatch")
+        return
+    current.unwatch(models)
