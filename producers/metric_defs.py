@@ -195,7 +195,7 @@ class StepMetrics:
         runstream's counter, with one warning per kind of value, counted in
         ``refused_by_kind["step"]``. Without the step metric in ``data`` a key takes its last
         value (``step_sync``), else the counter. A step metric's own key is at its own value
-        (or its definition's); keys without a definition go with the first key that has one.
+        (the counter when that is not a step), whatever it is plotted against; keys without a definition go with the first key that has one.
         """
         present: dict[str, int] = {}
         bad: set[str] = set()
@@ -220,12 +220,11 @@ class StepMetrics:
         loose: dict[str, Any] = {}  # keys with no step metric of their own
         found = False
         for key, value in data.items():
-            definition = self._definition(key)
             metric: str | None
-            if definition is not None:
-                metric, sync = definition
-            elif key in self._names:
+            if key in self._names:  # a step metric is at its own value (the axis it gives)
                 metric, sync = key, False
+            elif (definition := self._definition(key)) is not None:
+                metric, sync = definition
             else:
                 loose[key] = value
                 continue
