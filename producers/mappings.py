@@ -115,7 +115,7 @@ def read_config(d: Any, refusals: Refusals) -> dict[str, Any]:
         if isinstance(d, Namespace):
             return dict(vars(d))
         if hasattr(d, "keys"):
-            return {k: d[k] for k in d.keys()}
+            return {k: d[k] for k in d.keys()}  # noqa: SIM118 - keys() is what such objects have
         try:
             return dict(d)  # (name, value) pairs
         except (TypeError, ValueError):

@@ -63,8 +63,8 @@ def resolve_goal(goal: Any, refusals: Refusals | None = None) -> str | None:
         return None
     resolved = GOALS.get(goal.lower()) if isinstance(goal, str) else None
     if resolved is None:
-        ignored(refusals, f"goal {goal!r}", "runstream: define_metric(goal=%r) ignored: goal must be "
-                  "'minimize' or 'maximize'", goal)  # fmt: skip
+        ignored(refusals, f"goal {goal!r}", "runstream: define_metric(goal=%r) ignored: goal "
+                "must be 'minimize' or 'maximize'", goal)  # fmt: skip
     return resolved
 
 
@@ -105,8 +105,9 @@ def resolve_summary(
                       "otherwise); 'none' is ignored")  # fmt: skip
             continue
         else:
-            ignored(refusals, f"summary {word}", "runstream: define_metric(summary=%r): %r is not one of "
-                      "%s; it is ignored", summary, word, ", ".join(SUMMARY_WORDS))  # fmt: skip
+            ignored(refusals, f"summary {word}", "runstream: define_metric(summary=%r): %r is not "
+                    "one of %s; it is ignored", summary, word, ", ".join(SUMMARY_WORDS)
+            )  # fmt: skip
             continue
         if chosen is None:
             chosen = kind
@@ -195,7 +196,8 @@ class StepMetrics:
         runstream's counter, with one warning per kind of value, counted in
         ``refused_by_kind["step"]``. Without the step metric in ``data`` a key takes its last
         value (``step_sync``), else the counter. A step metric's own key is at its own value
-        (the counter when that is not a step), whatever it is plotted against; keys without a definition go with the first key that has one.
+        (the counter when that is not a step), whatever it is plotted against; keys without a
+        definition go with the first key that has one.
         """
         present: dict[str, int] = {}
         bad: set[str] = set()

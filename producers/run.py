@@ -286,7 +286,8 @@ class Run(RunDetails):
     def _log_parts(self, parts: list[tuple[int | None, dict[str, Any]]], commit: bool) -> None:
         """One log() call whose keys have different step metrics: each part at its step
         (``None``: runstream's counter, as a log() without step=)."""
-        for step, part in parts:
+        for given, part in parts:
+            step = given
             if step is None:
                 step = self._pending_step if self._pending is not None else self._step
                 if step > INT64_MAX:

@@ -17,12 +17,13 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from runstream._version import __version__ as _runstream_version
-from runstream.producers.ending import FinishResult
-from runstream.producers.mappings import RunConfig, read_config
-from runstream.producers.metric_defs import warn_once
-from runstream.producers.run import Run
+from runstream.producers.ending import FinishResult as _FinishResult
+from runstream.producers.mappings import RunConfig as _RunConfig
+from runstream.producers.mappings import read_config as _read_config
+from runstream.producers.metric_defs import warn_once as _warn_once
+from runstream.producers.run import Run as Run
 from runstream.producers.start import init as _init
-from runstream.producers.values import Refusals
+from runstream.producers.values import Refusals as _Refusals
 from runstream.settings import Settings as _RunstreamSettings
 from runstream.wandb import _modules
 from runstream.wandb._install import install, installed, uninstall
@@ -160,13 +161,13 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
             mode = "disabled"
     resolved_mode = _MODES.get(mode.lower()) if isinstance(mode, str) else None
     if mode is not None and resolved_mode is None:
-        warn_once(f"mode {mode!r}", "runstream.wandb: unknown mode %r, using online", mode)
+        _warn_once(f"mode {mode!r}", "runstream.wandb: unknown mode %r, using online", mode)
 
     if reinit is None:
         reinit = fields.get("reinit")
     policy = _REINIT.get(reinit) if isinstance(reinit, (bool, str, type(None))) else None
     if policy is None:
-        warn_once(f"reinit {reinit!r}", "runstream.wandb: unknown reinit %r, using 'default'",
+        _warn_once(f"reinit {reinit!r}", "runstream.wandb: unknown reinit %r, using 'default'",
                   reinit)  # fmt: skip
         policy = "default"
     current = _current()
@@ -196,8 +197,8 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
         tags = fields.get("run_tags")
         if tags is None and _env("WANDB_TAGS"):
             tags = [t.strip() for t in os.environ["WANDB_TAGS"].split(",") if t.strip()]
-    config_include_keys = as_list(config_include_keys)
-    config_exclude_keys = as_list(config_exclude_keys)
+    config_include_keys = _as_list(config_include_keys)
+    config_exclude_keys = _as_list(config_exclude_keys)
     if resume is None:
         resume = fields.get("resume") or _env("WANDB_RESUME")
     if isinstance(config, Namespace):
@@ -208,14 +209,14 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
                   and k not in (config_exclude_keys or ())}  # fmt: skip
     resume_mode = _RESUME.get(resume) if resume not in (None, False) else None
     if resume not in (None, False) and resume_mode is None:
-        warn_once(f"resume {resume!r}", "runstream.wandb: unknown resume %r, ignored", resume)
+        _warn_once(f"resume {resume!r}", "runstream.wandb: unknown resume %r, ignored", resume)
     if resume_mode == "allow" and not id:
         resume_mode = None  # wandb 0.31: resume="allow"/True/"auto" without an id starts a new run
     started = _init(
         project=project,
         name=name,
         config=config,
-        tags=as_list(tags) or None,
+        tags=_as_list(tags) or None,
         group=group,
         job_type=job_type,
         notes=notes,
@@ -233,7 +234,7 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     return started
 
 
-def as_list(value: Any) -> list[Any] | None:
+def _as_list(value: Any) -> list[Any] | None:
     """A parameter wandb documents as a list of strings: a lone ``str`` is one element (not its
     characters, as ``list("best")`` would make it), ``None`` stays ``None``, another iterable
     becomes a list; anything else is passed on as one element for the SDK to refuse."""
@@ -272,7 +273,7 @@ def log(
     target.log(data, step, True if commit is None else commit, *args, **kwargs)
 
 
-def finish(exit_code: int | None = None, quiet: bool | None = None) -> FinishResult | None:
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> _FinishResult | None:
     """``wandb.finish``: finish ``wandb.run``; ``wandb.run`` is None afterwards (not an older
     run). With no run open, a no-op (as in wandb). Without ``exit_code`` while an exception is
     in flight (a ``finally:`` it passes through), the run ends ``failed``/1 (``killed``/130
@@ -378,7 +379,7 @@ class _CurrentMapping(MutableMapping[str, Any]):
     def __init__(self, attribute: str) -> None:
         object.__setattr__(self, "_attribute", attribute)
         object.__setattr__(self, "_scratch", {})
-        object.__setattr__(self, "_refusals", Refusals())
+        object.__setattr__(self, "_refusals", _Refusals())
 
     def _target(self) -> MutableMapping[str, Any]:
         current = _current()
@@ -420,10 +421,10 @@ class _CurrentMapping(MutableMapping[str, Any]):
         target = self._writable()
         if target is None:
             return
-        if isinstance(target, RunConfig):
+        if isinstance(target, _RunConfig):
             target.update(d, allow_val_change, **kwargs)
             return
-        values = read_config(d, self._refusals)
+        values = _read_config(d, self._refusals)
         values.update(kwargs)
         target.update(values)
 
@@ -433,7 +434,7 @@ class _CurrentMapping(MutableMapping[str, Any]):
 
     def setdefaults(self, d: Mapping[str, Any] | Namespace) -> None:
         """Set the keys of ``d`` not set yet (wandb's ``config.setdefaults(d)``)."""
-        defaults = read_config(d, self._refusals)
+        defaults = _read_config(d, self._refusals)
         target = self._target()
         missing = {k: v for k, v in defaults.items() if k not in target}
         if missing:
@@ -470,7 +471,19 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AlertLevel",
     "Artifact",
+    "Audio",
+    "Error",
+    "Graph",
+    "Histogram",
+    "Html",
+    "Image",
+    "Molecule",
+    "Object3D",
+    "Plotly",
+    "Run",
     "Settings",
+    "Table",
+    "Video",
     "__version__",
     "alert",
     "config",
@@ -483,8 +496,10 @@ __all__ = [
     "installed",
     "log",
     "log_artifact",
+    "log_code",
     "login",
     "require",
+    "save",
     "sdk",
     "setup",
     "summary",
@@ -493,6 +508,7 @@ __all__ = [
     "termlog",
     "termwarn",
     "uninstall",
+    "unwatch",
     "use_artifact",
     "util",
     "wandb_run",

@@ -1,6 +1,6 @@
-"""wandb's media types on runstream: ``wandb.Histogram`` is stored (it is
-:class:`runstream.Histogram`); ``Image``, ``Audio``, ``Video``, ``Table``, ``Html``,
-``Object3D``, ``Molecule``, ``Plotly`` and ``Graph`` are not yet.
+"""wandb's media types on runstream: ``wandb.Histogram`` is stored (a subclass of
+:class:`runstream.Histogram` that never raises when built); ``Image``, ``Audio``, ``Video``,
+``Table``, ``Html``, ``Object3D``, ``Molecule``, ``Plotly`` and ``Graph`` are not yet.
 
 Each of those is built with whatever arguments wandb takes (any, in fact: building one never
 raises, so a wandb script runs on), and when logged it is refused with one warning per key
