@@ -246,3 +246,16 @@ def test_wandb_histogram_is_a_runstream_histogram_that_never_raises() -> None:
     with pytest.raises(HistogramError):
         runstream.Histogram([1.0], num_bins=10_000)
     assert wandb.Histogram([1.0], num_bins=10_000).refusal  # refused when logged
+
+
+# --- the init_trackers message -----------------------------------------------------------
+def test_check_arguments_names_the_call_once() -> None:
+    from runstream.integrations._lazy_run import check_arguments
+
+    owner = 'init_trackers(init_kwargs={"runstream": ...})'
+    with pytest.raises(
+        TypeError, match=r"^init_trackers\(init_kwargs=\{\"runstream\": \.\.\.\}\) got 'bogus'"
+    ):
+        check_arguments(owner, {"bogus": 1}, None)
+    with pytest.raises(TypeError, match=r"^RunstreamLogger\(\) got 'bogus'"):
+        check_arguments("RunstreamLogger", {"bogus": 1}, None)
