@@ -129,8 +129,8 @@ class Table(_Media):
             else:
                 given = data if data is not None else rows
                 self.data = [list(row) for row in given] if given is not None else []
-                if columns is not None:
-                    self.columns = list(columns)
+                if columns is not None:  # one str is one column, not its characters
+                    self.columns = [columns] if isinstance(columns, str) else list(columns)
                 elif self.data:
                     self.columns = [f"c{i}" for i in range(len(self.data[0]))]
         except Exception as exc:
