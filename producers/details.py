@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runstream.producers.inputs import is_name, safe_str, text_or_none
-from runstream.producers.metric_defs import StepMetrics, resolve_goal, resolve_summary, warn_once
+from runstream.producers.metric_defs import (
+    StepMetrics,
+    ignored,
+    resolve_goal,
+    resolve_summary,
+    warn_once,
+)
 from runstream.producers.values import MAX_NAME_LENGTH
 
 if TYPE_CHECKING:
@@ -105,7 +111,9 @@ class RunDetails:
         ``step_metric`` is given) a call without it takes its last value
         (``producers/metric_defs.py``). ``hidden``: recorded. ``overwrite``: accepted,
         ignored (a later definition of a name always wins). Recorded as a ``metric_defined``
-        event. Never raises: a bad name is refused and counted, a bad value warned about once.
+        event. Never raises: a bad name is refused and counted; a ``summary``, ``goal`` or
+        ``step_metric`` not kept as given is warned about once and counted
+        (``refused_by_kind["argument"]``).
         """
         if not is_name(name):
             self._refusals.refuse(
@@ -114,8 +122,8 @@ class RunDetails:
                 "name",
             )
             return
-        resolved_goal = resolve_goal(goal)
-        kind = resolve_summary(summary, resolved_goal)
+        resolved_goal = resolve_goal(goal, self._refusals)
+        kind = resolve_summary(summary, resolved_goal, self._refusals)
         body: dict[str, Any] = {"name": name}
         if kind is not None:
             body["summary"] = kind
@@ -128,8 +136,8 @@ class RunDetails:
                     self._step_metrics = StepMetrics()
                 self._step_metrics.define(name, step_metric, sync)
             else:
-                warn_once("step_metric", "runstream: define_metric(step_metric=%r) ignored: a "
-                          "step metric is a metric name", step_metric)  # fmt: skip
+                ignored(self._refusals, "step_metric", "define_metric(step_metric=%r) "
+                        "ignored: a step metric is a metric name", step_metric)  # fmt: skip
         if resolved_goal is not None:
             body["goal"] = resolved_goal
         if hidden is not None:

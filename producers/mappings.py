@@ -12,6 +12,7 @@ from runstream.producers.values import MAX_NAME_LENGTH, to_json
 
 if TYPE_CHECKING:
     from runstream.producers.run import Run
+    from runstream.producers.values import Refusals
 
 SummaryKind = Literal["min", "max", "last", "mean"]
 _time = time.time
@@ -43,15 +44,21 @@ class RunConfig(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
-    def update(self, *args: Any, allow_val_change: bool | None = None, **kwargs: Any) -> None:
+    def update(  # type: ignore[override] # wandb's signature, a superset of dict's
+        self, d: Any = None, allow_val_change: bool | None = None, **kwargs: Any
+    ) -> None:
         """Set several keys; one event records all of them. Values become JSON as
         :func:`runstream.producers.values.to_json` says (never raises for a value).
 
-        ``allow_val_change`` is wandb's keyword (wandb 0.31 ``Config.update``): accepted and
-        not a key; runstream always lets a value change (every change is an event)."""
-        if args and isinstance(args[0], Namespace):  # argparse arguments, as wandb takes them
-            args = (vars(args[0]), *args[1:])
-        changes = to_json(dict(*args, **kwargs), self._run._refusals, "config")
+        wandb 0.31's ``Config.update(d, allow_val_change=None)``, both by position or keyword:
+        ``d`` is a dict, an ``argparse.Namespace``, an object with ``keys()`` or attributes,
+        or (name, value) pairs (:func:`read_config`); keyword arguments are keys too.
+        ``allow_val_change`` is never a key: runstream always lets a value change (every
+        change is an event)."""
+        values = read_config(d, self._run._refusals)
+        if kwargs:
+            values.update(kwargs)
+        changes = to_json(values, self._run._refusals, "config")
         if not changes:
             return
         self._values.update(changes)
@@ -70,17 +77,60 @@ class RunConfig(MutableMapping[str, Any]):
         """A copy of the config as a plain dict (wandb's ``config.as_dict()``)."""
         return dict(self._values)
 
-    def setdefaults(self, defaults: Mapping[str, Any] | Namespace) -> None:
-        """Set the keys of ``defaults`` the config does not have yet (wandb's
-        ``config.setdefaults``); one ``config_updated`` event records them."""
-        if isinstance(defaults, Namespace):
-            defaults = vars(defaults)
-        missing = {k: v for k, v in dict(defaults).items() if k not in self._values}
+    def update_locked(
+        self, d: Any, user: Any = None, _allow_val_change: bool | None = None
+    ) -> None:
+        """wandb's ``Config.update_locked`` (sweeps and integrations call it): as
+        :meth:`update`; runstream locks no key."""
+        self.update(d)
+
+    def setdefaults(self, d: Mapping[str, Any] | Namespace) -> None:
+        """Set the keys of ``d`` the config does not have yet (wandb's
+        ``config.setdefaults(d)``; ``d`` as :meth:`update` takes it); one ``config_updated``
+        event records them."""
+        defaults = read_config(d, self._run._refusals)
+        missing = {k: v for k, v in defaults.items() if k not in self._values}
         if missing:
             self.update(missing)
 
     def __repr__(self) -> str:
         return f"RunConfig({self._values!r})"
+
+
+def read_config(d: Any, refusals: Refusals) -> dict[str, Any]:
+    """What ``config.update(d)`` takes as a dict, as wandb 0.31's ``parse_config``: ``None``
+    (nothing), a mapping, an ``argparse.Namespace`` or another object with attributes, an
+    object with ``keys()`` (absl flags), or (name, value) pairs. A file name (``str``) is
+    refused (wandb reads a YAML file; runstream does not), as is anything unreadable: one
+    warning, counted in ``refused_by_kind["config"]``. Never raises."""
+    if d is None:
+        return {}
+    if isinstance(d, (str, bytes)):
+        refusals.refuse("config", f"config.update({short(d)}): a config file name is not read "
+                        "(wandb reads YAML); pass a dict; it is left out", "config")  # fmt: skip
+        return {}
+    try:
+        if isinstance(d, Mapping):
+            return dict(d)
+        if isinstance(d, Namespace):
+            return dict(vars(d))
+        if hasattr(d, "keys"):
+            return {k: d[k] for k in d.keys()}  # noqa: SIM118 - keys() is what such objects have
+        try:
+            return dict(d)  # (name, value) pairs
+        except (TypeError, ValueError):
+            return dict(vars(d))
+    except Exception:
+        refusals.refuse("config", f"config.update() takes a dict (or argparse.Namespace), not "
+                        f"{type(d).__name__}; it is left out", "config")  # fmt: skip
+        return {}
+
+
+def short(value: Any) -> str:
+    try:
+        return repr(value)[:60]
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 class RunSummary(MutableMapping[str, Any]):

@@ -23,10 +23,13 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runstream.producers.mappings import SummaryKind
 from runstream.producers.values import INT64_MAX
+
+if TYPE_CHECKING:
+    from runstream.producers.values import Refusals
 
 logger = logging.getLogger("runstream")
 
@@ -44,26 +47,40 @@ def warn_once(key: str, message: str, *args: Any) -> None:
         logger.warning(message, *args)
 
 
-def resolve_goal(goal: Any) -> str | None:
+def ignored(refusals: Refusals | None, key: str, message: str, *args: Any) -> None:
+    """A define_metric argument not kept as given: counted in ``refusals`` (kind
+    ``argument``), warned once per run and key; without ``refusals`` warned once."""
+    if refusals is None:
+        warn_once(key, message, *args)
+        return
+    text = message % args if args else message
+    refusals.note("define_metric", text.removeprefix("runstream: "), "argument", key=key)
+
+
+def resolve_goal(goal: Any, refusals: Refusals | None = None) -> str | None:
     """``minimize`` / ``maximize`` (``min`` / ``max`` too), else None with one warning."""
     if goal is None:
         return None
     resolved = GOALS.get(goal.lower()) if isinstance(goal, str) else None
     if resolved is None:
-        warn_once(f"goal {goal!r}", "runstream: define_metric(goal=%r) ignored: goal must be "
-                  "'minimize' or 'maximize'", goal)  # fmt: skip
+        ignored(refusals, f"goal {goal!r}", "runstream: define_metric(goal=%r) ignored: goal "
+                "must be 'minimize' or 'maximize'", goal)  # fmt: skip
     return resolved
 
 
-def resolve_summary(summary: Any, goal: str | None) -> SummaryKind | None:
+def resolve_summary(
+    summary: Any, goal: str | None, refusals: Refusals | None = None
+) -> SummaryKind | None:
     """The one summary kind runstream keeps for wandb's ``summary`` string, or None (no choice).
 
-    The first word that can be honoured wins; every other word is warned about once.
+    The first word that can be honoured wins; every other word is warned about once and
+    counted in ``refusals`` (``refused_by_kind["argument"]``), so ``FinishResult.refused``
+    says a definition was not kept as given.
     """
     if summary is None:
         return None
     if not isinstance(summary, str):
-        warn_once(f"summary type {type(summary).__name__}", "runstream: define_metric("
+        ignored(refusals, f"summary type {type(summary).__name__}", "runstream: define_metric("
                   "summary=%r) ignored: summary is a string such as 'min' or 'min,max'",
                   summary)  # fmt: skip
         return None
@@ -78,23 +95,24 @@ def resolve_summary(summary: Any, goal: str | None) -> SummaryKind | None:
         elif word == "best":
             kind = {"minimize": "min", "maximize": "max"}.get(goal or "")  # type: ignore[assignment]
             if kind is None:
-                warn_once("best without goal", "runstream: define_metric(summary='best') "
+                ignored(refusals, "best without goal", "runstream: define_metric(summary='best') "
                           "needs goal='minimize' or 'maximize' (as in wandb); 'best' is "
                           "ignored")  # fmt: skip
                 continue
         elif word == "none":
-            warn_once("summary none", "runstream: define_metric(summary='none'): runstream "
+            ignored(refusals, "summary none", "runstream: define_metric(summary='none'): runstream "
                       "keeps a summary value for every metric (the last one unless chosen "
                       "otherwise); 'none' is ignored")  # fmt: skip
             continue
         else:
-            warn_once(f"summary {word}", "runstream: define_metric(summary=%r): %r is not one of "
-                      "%s; it is ignored", summary, word, ", ".join(SUMMARY_WORDS))  # fmt: skip
+            ignored(refusals, f"summary {word}", "runstream: define_metric(summary=%r): %r is not "
+                    "one of %s; it is ignored", summary, word, ", ".join(SUMMARY_WORDS)
+            )  # fmt: skip
             continue
         if chosen is None:
             chosen = kind
         elif kind != chosen:
-            warn_once(f"summary combo {summary}", "runstream: define_metric(summary=%r): "
+            ignored(refusals, f"summary combo {summary}", "runstream: define_metric(summary=%r): "
                       "runstream keeps one summary value per metric; %r is kept, the other "
                       "kinds are computed in SQL (run_summaries_current has min, max, mean "
                       "and last of every metric)", summary, chosen)  # fmt: skip
@@ -103,19 +121,31 @@ def resolve_summary(summary: Any, goal: str | None) -> SummaryKind | None:
 
 def as_step(value: Any) -> int | None:
     """A step metric's value as a step: an integer (or an integral float) from 0 to 2**63-1."""
+    step, _ = step_or_reason(value)
+    return step
+
+
+def step_or_reason(value: Any) -> tuple[int | None, str]:
+    """``(step, "")`` for a step metric's value that is a step (an integer, or a float with an
+    integral value, from 0 to 2**63-1), else ``(None, why not)``: the kind of value, for one
+    warning per kind."""
     if isinstance(value, (bool, str, bytes)):  # float("3") would take a string
-        return None
+        return None, f"a {type(value).__name__} is not a number"
     try:
         step = operator.index(value)
     except TypeError:
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            return None
+            return None, f"a {type(value).__name__} is not a number"
         if not number.is_integer():
-            return None
+            return None, "not a whole number (a fraction, nan or infinity)"
         step = int(number)
-    return step if 0 <= step <= INT64_MAX else None
+    if step < 0:
+        return None, "negative"
+    if step > INT64_MAX:
+        return None, "above 2**63-1 (ClickHouse Int64)"
+    return step, ""
 
 
 class StepMetrics:
@@ -153,29 +183,73 @@ class StepMetrics:
         self._of[name] = found
         return found
 
-    def step_for(self, data: Mapping[str, Any]) -> int | None:
-        """The step a ``log(data)`` without ``step=`` takes, or None (runstream's own)."""
-        try:
-            present: dict[str, int] = {}
-            for metric in self._names:
-                if metric in data:
-                    step = as_step(data[metric])
-                    if step is not None:
-                        present[metric] = step
-                        self._last[metric] = step
-            for key in data:
-                if key in self._names:
-                    continue
-                definition = self._definition(key)
-                if definition is None:
-                    continue
+    def split(
+        self, data: Mapping[str, Any], refusals: Refusals
+    ) -> list[tuple[int | None, dict[str, Any]]] | None:
+        """The steps a ``log(data)`` without ``step=`` stores its keys at: ``[(step, keys)]`` in
+        the order first met, ``None`` for runstream's own counter (``log()``'s rule without
+        ``step=``); ``None`` for the whole call when no key has a step metric.
+
+        Each key goes to the value of its own step metric in ``data`` (two step metrics in one
+        call, ``global_step`` and ``epoch``: two steps). A step metric given a value that is
+        not a step (1.5, -3, nan, 2**64) does not set a step: the keys plotted against it take
+        runstream's counter, with one warning per kind of value, counted in
+        ``refused_by_kind["step"]``. Without the step metric in ``data`` a key takes its last
+        value (``step_sync``), else the counter. A step metric's own key is at its own value
+        (the counter when that is not a step), whatever it is plotted against; keys without a
+        definition go with the first key that has one.
+        """
+        present: dict[str, int] = {}
+        bad: set[str] = set()
+        for name in self._names:
+            if name in data:
+                value = data[name]
+                given, why = step_or_reason(value)
+                if given is not None:
+                    present[name] = given
+                    self._last[name] = given
+                else:
+                    bad.add(name)
+                    refusals.note(
+                        "step metric",
+                        f"step metric {name[:60]!r} = {short_value(value)} is {why}: not a "
+                        "step (0 to 2**63-1); the metrics plotted against it in that call are "
+                        "stored at runstream's step, as a log() without step=",
+                        "step",
+                        key=f"step metric {why}",
+                    )
+        groups: dict[int | None, dict[str, Any]] = {}
+        loose: dict[str, Any] = {}  # keys with no step metric of their own
+        found = False
+        for key, value in data.items():
+            metric: str | None
+            if key in self._names:  # a step metric is at its own value (the axis it gives)
+                metric, sync = key, False
+            elif (definition := self._definition(key)) is not None:
                 metric, sync = definition
-                if metric in present:
-                    return present[metric]
-                if sync and metric in self._last:
-                    return self._last[metric]
-            if present:  # only step metrics logged: the first one's value
-                return next(iter(present.values()))
-        except Exception:  # a foreign mapping: log() takes care of it, with its own warning
+            else:
+                loose[key] = value
+                continue
+            found = True
+            if metric in present:
+                step: int | None = present[metric]
+            elif metric in bad:
+                step = None
+            elif sync and metric in self._last:
+                step = self._last[metric]
+            else:
+                step = None
+            groups.setdefault(step, {})[key] = value
+        if not found:
             return None
-        return None
+        if loose:
+            next(iter(groups.values())).update(loose)
+        return list(groups.items())
+
+
+def short_value(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text[:40]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -217,7 +218,12 @@ class Run(RunDetails):
                 self._log_after_finish()
                 return
             if step is None and self._step_metrics is not None:  # define_metric(step_metric=)
-                step = self._step_metrics.step_for(data)  # type: ignore[arg-type]
+                parts = self._step_metrics.split(data, self._refusals)  # type: ignore[arg-type]
+                if parts is not None:
+                    if len(parts) > 1:  # two step metrics, two steps: one event each
+                        self._log_parts(parts, commit)
+                        return
+                    step = parts[0][0]
             pending = self._pending
             if step is None:
                 if pending is not None:
@@ -276,6 +282,18 @@ class Run(RunDetails):
                 self._refuse_call(data, exc)
             except Exception:  # an exception whose str() raises, say: still counted
                 self._refusals.tally("call")
+
+    def _log_parts(self, parts: list[tuple[int | None, dict[str, Any]]], commit: bool) -> None:
+        """One log() call whose keys have different step metrics: each part at its step
+        (``None``: runstream's counter, as a log() without step=)."""
+        for given, part in parts:
+            step = given
+            if step is None:
+                step = self._pending_step if self._pending is not None else self._step
+                if step > INT64_MAX:
+                    self._refuse_step_after_max()
+                    continue
+            self.log(part, step, commit)
 
     def _extra_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Arguments log() does not take: ignored, each warned about once and counted."""
@@ -434,13 +452,16 @@ class Run(RunDetails):
         artifact_or_path: Any,
         name: str | None = None,
         type: str | None = None,
-        aliases: list[str] | None = None,
+        aliases: Any = None,
         **_: Any,
     ) -> Any:
         """Record an artifact (a path, a URI or a :class:`runstream.Artifact`) as an
         ``artifact_logged`` event: digests, sizes, uri, manifest (docs/sdk.md "Artifacts").
-        Files are read on the worker. Never raises: what cannot be read is refused (counted);
+        Files are read on the worker. ``aliases``: a list of names, or one ``str`` (one alias).
+        Never raises: what cannot be read is refused (counted);
         wandb's other keywords (``tags=``) are accepted and not recorded."""
+        if isinstance(aliases, str):  # one alias, not its characters (as tags)
+            aliases = [aliases]
         return artifacts.log_artifact(self, artifact_or_path, name, type, aliases)
 
     def use_artifact(
@@ -448,6 +469,8 @@ class Run(RunDetails):
     ) -> Any:
         """Record an artifact the run reads (``use: true``): an Artifact, a path or a name
         such as ``"model:v3"``. Returns an :class:`runstream.Artifact`. Never raises."""
+        if isinstance(aliases, str):  # one alias, not its characters (as tags)
+            aliases = [aliases]
         return artifacts.log_artifact(self, artifact_or_name, None, type, aliases, use=True)
 
     def save(self, glob_str: Any, base_path: Any = None, policy: str = "live") -> bool:
@@ -482,7 +505,7 @@ class Run(RunDetails):
         unwatch(self, model)
 
     # --- ending -------------------------------------------------------------------------------
-    def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:
+    def finish(self, exit_code: int | None = None, status: str | None = None) -> FinishResult:
         """End the run and say what happened to its events (:class:`FinishResult`).
 
         Waits first for the SDK's worker to have spooled (or, with the disk unwritable, kept in
@@ -492,8 +515,17 @@ class Run(RunDetails):
         by then stays in the local spool, for ``runstream sync`` (or the next run of this
         process), and one line says exactly what happened. Never raises; calling it again
         returns the first result. ``exit_code``: the process's exit status (0-255); ``status``
-        defaults to ``finished`` for 0, ``killed`` for 128+N, ``failed`` otherwise.
+        defaults to ``finished`` for 0, ``killed`` for 128+N, ``failed`` otherwise. Without
+        ``exit_code``, called while an exception is in flight (in an ``except`` or a
+        ``finally`` it passes through: ``sys.exc_info()``), the run ends as that exception
+        ends the program (:func:`~runstream.producers.ending.exit_status`: ``failed``/1,
+        ``killed``/130 for KeyboardInterrupt); else ``finished``/0.
         """
+        if exit_code is None:
+            exc_type, exc, _ = sys.exc_info()
+            exit_code, derived = exit_status(exc_type, exc)
+            if status is None:
+                status = derived
         with self._finish_lock:
             if self._finished is not None:
                 return self._finished

@@ -65,7 +65,7 @@ class DisabledRun(Run):
     ) -> None:
         return None
 
-    def finish(self, exit_code: int = 0, status: str | None = None) -> FinishResult:
+    def finish(self, exit_code: int | None = None, status: str | None = None) -> FinishResult:
         if self._finished is None:
             self._finished = FinishResult(0, 0, 0, 0)
             active.unregister(self)

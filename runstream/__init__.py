@@ -60,9 +60,10 @@ def log(
         _no_run("log")
 
 
-def finish(exit_code: int = 0) -> FinishResult | None:
+def finish(exit_code: int | None = None) -> FinishResult | None:
     """Finish the current run and return its :class:`FinishResult`; without one, ``None``
-    (warned once, counted in :data:`no_run_calls`)."""
+    (warned once, counted in :data:`no_run_calls`). Without ``exit_code`` the status is that
+    of an exception in flight, if any (:meth:`Run.finish`)."""
     from runstream.producers import active
 
     current = active.run

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -433,6 +434,17 @@ def test_every_name_the_docs_list_exists(settings: Settings) -> None:
     for name in run_names:
         assert hasattr(run, name), f"run.{name} is documented but missing"
     wandb.finish()
+    # The other way: every public name of the module is in the table ("any other name raises").
+    documented = {dotted.split(".")[0] for dotted in module_names}
+    public = set(wandb.__all__) | {"run"}
+    for name in dir(wandb):
+        value = getattr(wandb, name)
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if getattr(value, "__module__", "").startswith("runstream"):  # a name of its own
+            assert name in public, f"wandb.{name} is public but not in __all__"
+    assert public - {"__version__"} <= documented, sorted(public - documented)
+    assert documented <= public | {"__version__"}, sorted(documented - public)
 
 
 # --- migration 0011 on a database that already has events ---------------------------------------

@@ -38,16 +38,17 @@ def check_arguments(
     integration's own keywords, too), and when both ``run=`` and ``init``'s arguments are given
     (the run is then already started: they would be ignored).
     """
+    call = owner if owner.endswith(")") else f"{owner}()"  # a class name, or a whole call
     unknown = sorted(set(init_kwargs) - set(INIT_ARGUMENTS))
     if unknown:
         raise TypeError(
-            f"{owner}() got {', '.join(repr(k) for k in unknown)}: it takes run= (a run you "
+            f"{call} got {', '.join(repr(k) for k in unknown)}: it takes run= (a run you "
             f"started) or the keyword arguments of runstream.init "
             f"({', '.join(INIT_ARGUMENTS)})" + (f", and its own: {own}" if own else "")
         )
     if run is not None and init_kwargs:
         raise TypeError(
-            f"{owner}() got run= and {', '.join(sorted(init_kwargs))}: a run you pass is already "
+            f"{call} got run= and {', '.join(sorted(init_kwargs))}: a run you pass is already "
             "started, so runstream.init's arguments cannot apply to it; pass one or the other"
         )
     if run is not None and not isinstance(run, Run):

@@ -17,14 +17,19 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from runstream._version import __version__ as _runstream_version
-from runstream.producers.ending import FinishResult
-from runstream.producers.metric_defs import warn_once
-from runstream.producers.run import Run
+from runstream.producers.ending import FinishResult as _FinishResult
+from runstream.producers.mappings import RunConfig as _RunConfig
+from runstream.producers.mappings import read_config as _read_config
+from runstream.producers.metric_defs import warn_once as _warn_once
+from runstream.producers.run import Run as Run
 from runstream.producers.start import init as _init
+from runstream.producers.values import Refusals as _Refusals
 from runstream.settings import Settings as _RunstreamSettings
 from runstream.wandb import _modules
 from runstream.wandb._install import install, installed, uninstall
+from runstream.wandb._modules import Error as Error
 from runstream.wandb._modules import env, errors, sdk, util, wandb_run
+from runstream.wandb._norun import no_run as _no_run
 from runstream.wandb.artifacts import Artifact as Artifact
 from runstream.wandb.artifacts import log_artifact as log_artifact
 from runstream.wandb.artifacts import log_code as log_code
@@ -107,7 +112,7 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     entity: str | None = None,
     config: Mapping[str, Any] | Namespace | None = None,
     name: str | None = None,
-    tags: list[str] | tuple[str, ...] | None = None,
+    tags: list[str] | tuple[str, ...] | str | None = None,
     group: str | None = None,
     job_type: str | None = None,
     notes: str | None = None,
@@ -117,8 +122,8 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     dir: str | os.PathLike[str] | None = None,
     settings: Settings | dict[str, Any] | _RunstreamSettings | None = None,
     reinit: bool | str | None = None,
-    config_exclude_keys: list[str] | None = None,
-    config_include_keys: list[str] | None = None,
+    config_exclude_keys: list[str] | str | None = None,
+    config_include_keys: list[str] | str | None = None,
     **ignored: Any,
 ) -> Run:
     """``wandb.init`` on runstream (wandb 0.31): returns a :class:`runstream.Run`.
@@ -134,7 +139,8 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
     and leaves ``wandb.run`` as it was. A runstream :class:`~runstream.Settings` may be passed
     as ``settings=`` (where to deliver). ``dir`` (``WANDB_DIR``) holds the SDK's directory,
     ``<dir>/runstream``, as wandb's holds ``<dir>/wandb``. ``entity`` and other wandb arguments
-    are ignored.
+    are ignored. Where wandb takes a list (``tags``, ``Settings(run_tags=)``,
+    ``config_include_keys``, ``config_exclude_keys``), a lone ``str`` is one element.
     """
     global _run
     if ignored or entity:
@@ -155,13 +161,13 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
             mode = "disabled"
     resolved_mode = _MODES.get(mode.lower()) if isinstance(mode, str) else None
     if mode is not None and resolved_mode is None:
-        warn_once(f"mode {mode!r}", "runstream.wandb: unknown mode %r, using online", mode)
+        _warn_once(f"mode {mode!r}", "runstream.wandb: unknown mode %r, using online", mode)
 
     if reinit is None:
         reinit = fields.get("reinit")
     policy = _REINIT.get(reinit) if isinstance(reinit, (bool, str, type(None))) else None
     if policy is None:
-        warn_once(f"reinit {reinit!r}", "runstream.wandb: unknown reinit %r, using 'default'",
+        _warn_once(f"reinit {reinit!r}", "runstream.wandb: unknown reinit %r, using 'default'",
                   reinit)  # fmt: skip
         policy = "default"
     current = _current()
@@ -191,6 +197,8 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
         tags = fields.get("run_tags")
         if tags is None and _env("WANDB_TAGS"):
             tags = [t.strip() for t in os.environ["WANDB_TAGS"].split(",") if t.strip()]
+    config_include_keys = _as_list(config_include_keys)
+    config_exclude_keys = _as_list(config_exclude_keys)
     if resume is None:
         resume = fields.get("resume") or _env("WANDB_RESUME")
     if isinstance(config, Namespace):
@@ -201,14 +209,14 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
                   and k not in (config_exclude_keys or ())}  # fmt: skip
     resume_mode = _RESUME.get(resume) if resume not in (None, False) else None
     if resume not in (None, False) and resume_mode is None:
-        warn_once(f"resume {resume!r}", "runstream.wandb: unknown resume %r, ignored", resume)
+        _warn_once(f"resume {resume!r}", "runstream.wandb: unknown resume %r, ignored", resume)
     if resume_mode == "allow" and not id:
         resume_mode = None  # wandb 0.31: resume="allow"/True/"auto" without an id starts a new run
     started = _init(
         project=project,
         name=name,
         config=config,
-        tags=list(tags) if tags else None,
+        tags=_as_list(tags) or None,
         group=group,
         job_type=job_type,
         notes=notes,
@@ -224,6 +232,20 @@ def init(  # noqa: PLR0917 - positional like wandb.init, for scripts that call i
         # create_new leaves wandb.run alone (wandb 0.31); with none open it becomes the run.
         _run = started
     return started
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    """A parameter wandb documents as a list of strings: a lone ``str`` is one element (not its
+    characters, as ``list("best")`` would make it), ``None`` stays ``None``, another iterable
+    becomes a list; anything else is passed on as one element for the SDK to refuse."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
 
 
 def _current() -> Run | None:
@@ -251,14 +273,16 @@ def log(
     target.log(data, step, True if commit is None else commit, *args, **kwargs)
 
 
-def finish(exit_code: int | None = None, quiet: bool | None = None) -> FinishResult | None:
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> _FinishResult | None:
     """``wandb.finish``: finish ``wandb.run``; ``wandb.run`` is None afterwards (not an older
-    run). With no run open, a no-op (as in wandb)."""
+    run). With no run open, a no-op (as in wandb). Without ``exit_code`` while an exception is
+    in flight (a ``finally:`` it passes through), the run ends ``failed``/1 (``killed``/130
+    for KeyboardInterrupt), as :meth:`runstream.Run.finish` does; wandb records 0."""
     global _run
     current, _run = _current(), None
     if current is None:
         return None
-    return current.finish(exit_code=exit_code or 0)
+    return current.finish(exit_code=exit_code)
 
 
 def define_metric(  # noqa: PLR0917 - wandb's argument order
@@ -275,8 +299,7 @@ def define_metric(  # noqa: PLR0917 - wandb's argument order
     :meth:`runstream.Run.define_metric`. Before ``init()``, ignored with one warning."""
     current = _current()
     if current is None:
-        warn_once("define_metric before init", "runstream.wandb: define_metric() before "
-                  "init() is ignored (call wandb.init() first)")  # fmt: skip
+        _no_run("define_metric")
         return
     current.define_metric(name, summary, step_metric=step_metric, step_sync=step_sync,
                           goal=goal, hidden=hidden, overwrite=overwrite)  # fmt: skip
@@ -285,9 +308,13 @@ def define_metric(  # noqa: PLR0917 - wandb's argument order
 def alert(
     title: str, text: str = "", level: AlertLevel | str = AlertLevel.INFO, **ignored: Any
 ) -> None:
+    """``wandb.alert`` on ``wandb.run`` (:meth:`runstream.Run.alert`). Before ``init()``:
+    ignored, warned once and counted in ``runstream.no_run_calls["alert"]``."""
     current = _current()
-    if current is not None:
-        current.alert(title, text, level=level)
+    if current is None:
+        _no_run("alert")
+        return
+    current.alert(title, text, level=level)
 
 
 def login(*_: Any, **__: Any) -> bool:
@@ -305,7 +332,7 @@ def teardown(exit_code: int | None = None) -> None:
     global _run
     for run in list(_created):
         if not run.finished:
-            run.finish(exit_code=exit_code or 0)
+            run.finish(exit_code=exit_code)
     _created.clear()
     _run = None
 
@@ -345,21 +372,35 @@ def termerror(string: str, repeat: bool = True, prefix: bool = True, **_: Any) -
 
 # --- wandb.config and wandb.summary ------------------------------------------------------------
 class _CurrentMapping(MutableMapping[str, Any]):
-    """``wandb.config`` / ``wandb.summary``: ``wandb.run``'s, or a scratch dict before init."""
+    """``wandb.config`` / ``wandb.summary``: ``wandb.run``'s. Before ``init()``: ``config`` is a
+    scratch dict the run does not take over; writes to ``summary`` are ignored, warned about
+    once and counted in ``runstream.no_run_calls["wandb.summary"]`` (wandb raises)."""
 
     def __init__(self, attribute: str) -> None:
         object.__setattr__(self, "_attribute", attribute)
         object.__setattr__(self, "_scratch", {})
+        object.__setattr__(self, "_refusals", _Refusals())
 
     def _target(self) -> MutableMapping[str, Any]:
         current = _current()
         return getattr(current, self._attribute) if current is not None else self._scratch  # type: ignore[no-any-return]
 
+    def _writable(self) -> MutableMapping[str, Any] | None:
+        current = _current()
+        if current is not None:
+            return getattr(current, self._attribute)  # type: ignore[no-any-return]
+        if self._attribute == "summary":
+            _no_run("summary")
+            return None
+        return self._scratch  # type: ignore[no-any-return]
+
     def __getitem__(self, key: str) -> Any:
         return self._target()[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._target()[key] = value
+        target = self._writable()
+        if target is not None:
+            target[key] = value
 
     def __delitem__(self, key: str) -> None:
         del self._target()[key]
@@ -370,18 +411,32 @@ class _CurrentMapping(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._target())
 
-    def update(self, *args: Any, allow_val_change: bool | None = None, **kwargs: Any) -> None:
-        """Set several keys (``allow_val_change`` is wandb's keyword, not a key: runstream
-        always allows a change)."""
-        if args and isinstance(args[0], Namespace):
-            args = (vars(args[0]), *args[1:])
-        self._target().update(*args, **kwargs)
+    def update(  # type: ignore[override] # wandb's signature, a superset of dict's
+        self, d: Any = None, allow_val_change: bool | None = None, **kwargs: Any
+    ) -> None:
+        """Set several keys: wandb's ``config.update(d, allow_val_change=None)`` (by position
+        or keyword; ``allow_val_change`` is never a key: runstream always lets a value
+        change), ``summary.update(d)``; ``d`` as :func:`runstream.producers.mappings.
+        read_config` takes it."""
+        target = self._writable()
+        if target is None:
+            return
+        if isinstance(target, _RunConfig):
+            target.update(d, allow_val_change, **kwargs)
+            return
+        values = _read_config(d, self._refusals)
+        values.update(kwargs)
+        target.update(values)
 
-    def setdefaults(self, defaults: Mapping[str, Any] | Namespace) -> None:
-        """Set the keys of ``defaults`` not set yet (wandb's ``config.setdefaults``)."""
-        if isinstance(defaults, Namespace):
-            defaults = vars(defaults)
-        missing = {k: v for k, v in dict(defaults).items() if k not in self._target()}
+    def update_locked(self, d: Any, user: Any = None, _allow_val_change: Any = None) -> None:
+        """wandb's ``config.update_locked``: as :meth:`update`."""
+        self.update(d)
+
+    def setdefaults(self, d: Mapping[str, Any] | Namespace) -> None:
+        """Set the keys of ``d`` not set yet (wandb's ``config.setdefaults(d)``)."""
+        defaults = _read_config(d, self._refusals)
+        target = self._target()
+        missing = {k: v for k, v in defaults.items() if k not in target}
         if missing:
             self.update(missing)
 
@@ -395,7 +450,7 @@ class _CurrentMapping(MutableMapping[str, Any]):
             raise AttributeError(key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        self._target()[key] = value
+        self[key] = value
 
     def __repr__(self) -> str:
         return repr(dict(self._target()))
@@ -416,7 +471,19 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AlertLevel",
     "Artifact",
+    "Audio",
+    "Error",
+    "Graph",
+    "Histogram",
+    "Html",
+    "Image",
+    "Molecule",
+    "Object3D",
+    "Plotly",
+    "Run",
     "Settings",
+    "Table",
+    "Video",
     "__version__",
     "alert",
     "config",
@@ -429,8 +496,10 @@ __all__ = [
     "installed",
     "log",
     "log_artifact",
+    "log_code",
     "login",
     "require",
+    "save",
     "sdk",
     "setup",
     "summary",
@@ -439,6 +508,7 @@ __all__ = [
     "termlog",
     "termwarn",
     "uninstall",
+    "unwatch",
     "use_artifact",
     "util",
     "wandb_run",

@@ -1,7 +1,8 @@
 """wandb's artifact calls on runstream: ``wandb.Artifact`` (it is :class:`runstream.Artifact`),
 ``wandb.log_artifact``, ``wandb.use_artifact``, ``wandb.save``, ``wandb.log_code``, each on the
 current run (``producers/artifacts.py``; docs/sdk.md "Artifacts"). Without a run: one warning,
-nothing recorded, never an exception.
+nothing recorded, never an exception (counted in ``runstream.no_run_calls``). ``aliases`` given as
+one ``str`` is one alias.
 """
 
 from __future__ import annotations
@@ -11,22 +12,17 @@ from typing import Any
 
 from runstream.producers import active
 from runstream.producers.artifacts import Artifact
+from runstream.wandb._norun import no_run
 
 logger = logging.getLogger("runstream")
 
 __all__ = ["Artifact", "log_artifact", "log_code", "save", "use_artifact"]
 
-_warned: set[str] = set()
-
 
 def _run(call: str) -> Any:
     current = active.run
-    if current is None and call not in _warned:
-        _warned.add(call)
-        logger.warning(
-            "runstream.wandb: %s() with no run: call wandb.init() first; ignored (warned once)",
-            call,
-        )
+    if current is None:
+        no_run(call)
     return current
 
 
@@ -34,20 +30,36 @@ def log_artifact(
     artifact_or_path: Any,
     name: str | None = None,
     type: str | None = None,
-    aliases: list[str] | None = None,
+    aliases: list[str] | str | None = None,
     **_: Any,
 ) -> Any:
     """``wandb.log_artifact``: :meth:`runstream.Run.log_artifact` on the current run."""
     current = _run("log_artifact")
-    return None if current is None else current.log_artifact(artifact_or_path, name, type, aliases)
+    return (
+        None
+        if current is None
+        else current.log_artifact(artifact_or_path, name, type, as_aliases(aliases))
+    )
 
 
 def use_artifact(
-    artifact_or_name: Any, type: str | None = None, aliases: list[str] | None = None, **_: Any
+    artifact_or_name: Any,
+    type: str | None = None,
+    aliases: list[str] | str | None = None,
+    **_: Any,
 ) -> Any:
     """``wandb.use_artifact``: :meth:`runstream.Run.use_artifact` on the current run."""
     current = _run("use_artifact")
-    return None if current is None else current.use_artifact(artifact_or_name, type, aliases)
+    return (
+        None
+        if current is None
+        else current.use_artifact(artifact_or_name, type, as_aliases(aliases))
+    )
+
+
+def as_aliases(aliases: Any) -> Any:
+    """A lone ``str`` is one alias (``aliases="best"``), not its characters."""
+    return [aliases] if isinstance(aliases, str) else aliases
 
 
 def save(glob_str: Any = None, base_path: Any = None, policy: str = "live") -> bool:

@@ -1,6 +1,6 @@
-"""wandb's media types on runstream: ``wandb.Histogram`` is stored (it is
-:class:`runstream.Histogram`); ``Image``, ``Audio``, ``Video``, ``Table``, ``Html``,
-``Object3D``, ``Molecule``, ``Plotly`` and ``Graph`` are not yet.
+"""wandb's media types on runstream: ``wandb.Histogram`` is stored (a subclass of
+:class:`runstream.Histogram` that never raises when built); ``Image``, ``Audio``, ``Video``,
+``Table``, ``Html``, ``Object3D``, ``Molecule``, ``Plotly`` and ``Graph`` are not yet.
 
 Each of those is built with whatever arguments wandb takes (any, in fact: building one never
 raises, so a wandb script runs on), and when logged it is refused with one warning per key
@@ -19,6 +19,7 @@ from runstream.producers import active
 from runstream.producers.histograms import DEFAULT_BINS
 from runstream.producers.histograms import Histogram as _Histogram
 from runstream.producers.values import Loggable
+from runstream.wandb._norun import no_run
 
 logger = logging.getLogger("runstream")
 
@@ -128,8 +129,8 @@ class Table(_Media):
             else:
                 given = data if data is not None else rows
                 self.data = [list(row) for row in given] if given is not None else []
-                if columns is not None:
-                    self.columns = list(columns)
+                if columns is not None:  # one str is one column, not its characters
+                    self.columns = [columns] if isinstance(columns, str) else list(columns)
                 elif self.data:
                     self.columns = [f"c{i}" for i in range(len(self.data[0]))]
         except Exception as exc:
@@ -185,9 +186,7 @@ def watch(  # noqa: PLR0917 - wandb's signature
     warning, nothing watched)."""
     current = active.run
     if current is None:
-        logger.warning(
-            "runstream.wandb: watch() with no run: call wandb.init() first; nothing is watched"
-        )
+        no_run("watch")  # nothing is watched
         return
     current.watch(models, criterion, log=log, log_freq=log_freq, idx=idx, log_graph=log_graph)
 
@@ -195,5 +194,7 @@ def watch(  # noqa: PLR0917 - wandb's signature
 def unwatch(models: Any = None) -> None:
     """``wandb.unwatch``: remove the hooks :func:`watch` added."""
     current = active.run
-    if current is not None:
-        current.unwatch(models)
+    if current is None:
+        no_run("unwatch")
+        return
+    current.unwatch(models)
