@@ -5,8 +5,9 @@ worker).
 ``run.log({"w": runstream.Histogram(values)}, step=s)`` sends a ``histogram_logged`` event at
 step ``s`` next to the step's ``metrics_logged`` (docs/schemas.md); the sink's view
 ``histograms_mv`` turns it into one row per histogram of the ``histograms`` table (migration
-0012). The limits are wandb's (``wandb.Histogram``: 64 bins by default, at most 512), so the
-shim's ``wandb.Histogram`` is this class.
+0012). The limits are wandb's (``wandb.Histogram``: 64 bins by default, at most 512); the shim's
+``wandb.Histogram`` is a subclass that never raises when built: what this class refuses with
+:class:`~runstream.errors.HistogramError` is refused there when logged (counted as ``media``).
 """
 
 from __future__ import annotations
