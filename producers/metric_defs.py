@@ -130,14 +130,14 @@ def step_or_reason(value: Any) -> tuple[int | None, str]:
     integral value, from 0 to 2**63-1), else ``(None, why not)``: the kind of value, for one
     warning per kind."""
     if isinstance(value, (bool, str, bytes)):  # float("3") would take a string
-        return None, f"a {type(value).__name__} is not a number"
+        return None, f"not a number but a {type(value).__name__}"
     try:
         step = operator.index(value)
     except TypeError:
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            return None, f"a {type(value).__name__} is not a number"
+            return None, f"not a number but a {type(value).__name__}"
         if not number.is_integer():
             return None, "not a whole number (a fraction, nan or infinity)"
         step = int(number)

@@ -117,6 +117,10 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     from runstream.producers.sync import ProgressBar, render, sync
 
     root = args.dir or settings.dir
+    if args.dir is not None and not Path(args.dir).is_dir():  # a typo must not look like success
+        print(f"runstream sync: {args.dir} is not a directory (the spool is {settings.dir})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.dir is None and Path("runstream", "runs").is_dir() and Path(root) != Path("runstream"):
         # The spool's default used to be ./runstream, a name that shadows the package.
         print(

@@ -108,3 +108,13 @@ def test_sync_points_at_a_spool_left_under_the_old_default(
     assert "`runstream sync runstream`" in err
     assert main(["sync", "runstream", "--kafka", "127.0.0.1:19092", "--timeout", "1"]) == 0
     assert "old default" not in capsys.readouterr().err
+
+
+def test_sync_of_a_directory_that_does_not_exist_fails_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runstream.cli import main
+
+    missing = tmp_path / "no-such-spool"
+    assert main(["sync", str(missing), "--kafka", "127.0.0.1:19092", "--timeout", "1"]) == 2
+    assert f"{missing} is not a directory" in capsys.readouterr().err
