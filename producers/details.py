@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runstream.producers.inputs import is_name, safe_str, text_or_none
+from runstream.producers.inputs import is_name, safe_str, short_repr, text_or_none
 from runstream.producers.metric_defs import (
     StepMetrics,
     ignored,
@@ -69,9 +69,9 @@ class RunDetails:
     @name.setter
     def name(self, value: str) -> None:
         text = text_or_none(value, "name", self._refusals)
-        if not text:
-            warn_once("empty name", "runstream: run.name = %r ignored: a name is non-empty text",
-                      value)  # fmt: skip
+        if not text:  # refused like every input the run cannot keep: warned once, counted
+            self._refusals.note("run.name", f"run.name = {short_repr(value)} ignored: a name is "
+                                "non-empty text", "name", key="empty name")  # fmt: skip
             return
         self._name = text
         self._emit("run_updated", {"name": text})

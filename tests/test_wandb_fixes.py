@@ -259,3 +259,20 @@ def test_check_arguments_names_the_call_once() -> None:
         check_arguments(owner, {"bogus": 1}, None)
     with pytest.raises(TypeError, match=r"^RunstreamLogger\(\) got 'bogus'"):
         check_arguments("RunstreamLogger", {"bogus": 1}, None)
+
+
+def test_an_empty_run_name_is_refused_once_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_sdk_local import offline_settings
+
+    run = runstream.init(settings=offline_settings(tmp_path), name="kept")
+    with caplog.at_level(logging.WARNING, logger="runstream"):
+        run.name = ""
+        run.name = None  # type: ignore[assignment]
+    assert run.name == "kept"
+    assert run.refused_by_kind == {"name": 2}
+    assert [r.getMessage() for r in caplog.records] == [
+        "runstream: run.name = '' ignored: a name is non-empty text (warned once)"
+    ]
+    assert run.finish().refused == 2
