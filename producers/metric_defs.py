@@ -25,6 +25,7 @@ import operator
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from runstream.producers.inputs import short_repr
 from runstream.producers.mappings import SummaryKind
 from runstream.producers.values import INT64_MAX
 
@@ -212,7 +213,7 @@ class StepMetrics:
                     bad.add(name)
                     refusals.note(
                         "step metric",
-                        f"step metric {name[:60]!r} = {short_value(value)} is {why}: not a "
+                        f"step metric {name[:60]!r} = {short_repr(value, 40)} is {why}: not a "
                         "step (0 to 2**63-1); the metrics plotted against it in that call are "
                         "stored at runstream's step, as a log() without step=",
                         "step",
@@ -245,11 +246,3 @@ class StepMetrics:
         if loose:
             next(iter(groups.values())).update(loose)
         return list(groups.items())
-
-
-def short_value(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
-    return text[:40]
