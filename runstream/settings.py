@@ -134,8 +134,7 @@ class Settings(BaseModel):
         30.0,
         gt=0,
         le=86_400,
-        description="Seconds a read query may run before ClickHouse stops it "
-        "(max_execution_time).",
+        description="Seconds a read query may run before ClickHouse stops it (max_execution_time).",
     )
     read_max_memory_usage: int = Field(
         2 * 1024**3,

@@ -8,4 +8,12 @@ from runstream.errors import QueryError, QueryLimitError, ReadRefusedError
 from runstream.read.reader import Limits, Reader, Result
 from runstream.read.screen import screen
 
-__all__ = ["Limits", "QueryError", "QueryLimitError", "ReadRefusedError", "Reader", "Result", "screen"]
+__all__ = [
+    "Limits",
+    "QueryError",
+    "QueryLimitError",
+    "ReadRefusedError",
+    "Reader",
+    "Result",
+    "screen",
+]

@@ -29,7 +29,11 @@ from runstream.read.screen import placeholders, screen
 from runstream.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SERVER_ERROR = re.compile(r"Code: (\d+)\. DB::Exception: (.*?)(?: \(([A-Z_]+)\))?(?: \(version [^)]*\))?\s*(?:\(for url [^)]*\))?\s*$", re.S)  # fmt: skip
+_SERVER_ERROR = re.compile(
+    r"Code: (\d+)\. DB::Exception: (.*?)(?: \(([A-Z_]+)\))?(?: \(version [^)]*\))?\s*"
+    r"(?:\(for url [^)]*\))?\s*$",
+    re.S,
+)
 # ClickHouse error codes of the limits: TOO_MANY_ROWS_OR_BYTES, TIMEOUT_EXCEEDED,
 # MEMORY_LIMIT_EXCEEDED, QUOTA_EXCEEDED (docs "Restrictions on query complexity", "Quotas").
 _LIMIT_CODES = frozenset({396, 159, 241, 201})
@@ -90,6 +94,35 @@ def query_error(exc: Exception) -> QueryError:
     elif code == 241:
         hint = " (raise RUNSTREAM_READ_MAX_MEMORY_USAGE, or narrow the query)"
     return kind(f"ClickHouse: {message}{hint}", code=code, name=name)
+
+
+class Stream:
+    """Blocks of rows as ClickHouse sends them (:meth:`Reader.open_stream`). ``columns`` and
+    ``types`` are known before the first block; errors while reading (a limit hit half-way)
+    raise :class:`QueryError` / :class:`QueryLimitError`."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.columns: list[str] = list(context.source.column_names)
+        self.types: list[str] = [t.name for t in context.source.column_types]
+
+    def __iter__(self) -> Iterator[Sequence[Sequence[Any]]]:
+        try:
+            yield from self._context
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise query_error(exc) from exc
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+
+    def __enter__(self) -> Stream:
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class Reader:
@@ -211,27 +244,30 @@ class Reader:
         ClickHouse cancels the query); ``Result.truncated`` says whether there were more."""
         if limit is not None and limit < 0:
             raise ReadRefusedError(f"limit must be 0 or more, not {limit}")
-        checked, params = self.prepare(sql, parameters)
-        client = self.client()
         rows: list[tuple[Any, ...]] = []
         truncated = False
+        with self.open_stream(sql, parameters) as stream:
+            for block in stream:
+                if limit is not None and len(rows) + len(block) > limit:
+                    rows.extend(tuple(r) for r in block[: limit - len(rows)])
+                    truncated = True
+                    break
+                rows.extend(tuple(r) for r in block)
+        columns, types = stream.columns, stream.types
+        return Result(columns, types, rows, truncated)
+
+    def open_stream(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Stream:
+        """A :class:`Stream` of the result's blocks, with its column names and types; use it as a
+        context manager (leaving it early cancels the query)."""
+        checked, params = self.prepare(sql, parameters)
+        client = self.client()
         try:
-            with client.query_row_block_stream(
+            context = client.query_row_block_stream(
                 checked, parameters=params or None, settings=self.limits.clickhouse_settings()
-            ) as stream:
-                columns = list(stream.source.column_names)
-                types = [t.name for t in stream.source.column_types]
-                for block in stream:
-                    if limit is not None and len(rows) + len(block) > limit:
-                        rows.extend(tuple(r) for r in block[: limit - len(rows)])
-                        truncated = True
-                        break
-                    rows.extend(tuple(r) for r in block)
-        except (ReadRefusedError, QueryError):
-            raise
+            )
         except Exception as exc:
             raise query_error(exc) from exc
-        return Result(columns, types, rows, truncated)
+        return Stream(context)
 
     def stream(
         self, sql: str, parameters: Mapping[str, Any] | None = None
@@ -239,17 +275,8 @@ class Reader:
         """Blocks of rows (each a sequence of row sequences, ClickHouse's block size), read as
         they arrive: memory holds one block at a time. Close the iterator (or leave the ``for``
         loop) to stop the query early."""
-        checked, params = self.prepare(sql, parameters)
-        client = self.client()
-        try:
-            with client.query_row_block_stream(
-                checked, parameters=params or None, settings=self.limits.clickhouse_settings()
-            ) as stream:
-                yield from stream
-        except GeneratorExit:
-            raise
-        except Exception as exc:
-            raise query_error(exc) from exc
+        with self.open_stream(sql, parameters) as stream:
+            yield from stream
 
     def arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
         """The result as a ``pyarrow.Table`` built from ClickHouse's Arrow output (strings as
@@ -290,7 +317,7 @@ class Reader:
     def table(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
         """A ``pyarrow.Table`` when pyarrow is installed, else a list of dicts (one per row)."""
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow  # type: ignore[import-untyped]  # noqa: F401
         except ImportError:
             return self.records(sql, parameters)
         return self.arrow(sql, parameters)

@@ -14,6 +14,7 @@ ever hidden from the screen by a quote the server reads differently.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -139,7 +140,7 @@ def screen(sql: str) -> str:
             f"only read statements run here (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS), "
             f"not {first.text.upper()!r}: the read side cannot change the database"
         )
-    for here, after in zip(toks, toks[1:], strict=False):
+    for here, after in itertools.pairwise(toks):
         if here.kind != "word":
             continue
         word = here.text.upper()
@@ -168,9 +169,12 @@ def placeholders(sql: str) -> set[str]:
     names: set[str] = set()
     toks = tokens(sql)
     for i, tok in enumerate(toks[:-2]):
-        if tok == Token("punct", "{") and toks[i + 1].kind == "word":
-            if toks[i + 2] == Token("punct", ":"):
-                names.add(toks[i + 1].text)
+        if (tok, toks[i + 1].kind, toks[i + 2]) == (
+            Token("punct", "{"),
+            "word",
+            Token("punct", ":"),
+        ):
+            names.add(toks[i + 1].text)
     return names
 
 
