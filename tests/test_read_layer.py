@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from runstream.errors import (
     ClickHouseError,
@@ -221,7 +223,7 @@ def test_an_endless_query_is_stopped_by_max_execution_time(untouched: Settings) 
     with Reader(untouched, max_execution_time=1) as reader:
         started = time.monotonic()
         with pytest.raises(
-            QueryLimitError, match="Timeout exceeded.*RUNSTREAM_READ_MAX_EXECUTION_TIME"
+            QueryLimitError, match=r"Timeout exceeded.*RUNSTREAM_READ_MAX_EXECUTION_TIME"
         ) as stopped:
             reader.query(endless)
         assert time.monotonic() - started < 10
@@ -378,7 +380,7 @@ def test_read_settings_come_from_the_environment() -> None:
 
 def test_an_unknown_reader_user_says_so(read_settings: Settings) -> None:
     settings = read_settings.with_overrides(read_clickhouse_user="no_such_reader")
-    with pytest.raises(ClickHouseError, match="no_such_reader|Authentication|AUTHENTICATION"):
+    with pytest.raises(ClickHouseError, match=r"no_such_reader|Authentication|AUTHENTICATION"):
         Reader(settings).query("SELECT 1")
 
 
