@@ -195,6 +195,8 @@ def _json_value(value: Any) -> Any:
         return [_json_value(v) for v in value]
     if isinstance(value, dict):
         return {_text(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # Int128/UInt256...: past what JSON readers (and orjson) hold exactly
     if isinstance(value, (str, int, float, bool, datetime, date)) or value is None:
         return value
     return str(value)  # Decimal, UUID, IP addresses: their ClickHouse text

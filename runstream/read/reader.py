@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from runstream._extras import require
 from runstream.errors import ClickHouseError, QueryError, QueryLimitError, ReadRefusedError
-from runstream.read.screen import placeholders, screen
+from runstream.read.screen import placeholders, screen, tokens
 from runstream.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,10 +101,10 @@ class Stream:
     ``types`` are known before the first block; errors while reading (a limit hit half-way)
     raise :class:`QueryError` / :class:`QueryLimitError`."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, columns: list[str], types: list[str]) -> None:
         self._context = context
-        self.columns: list[str] = list(context.source.column_names)
-        self.types: list[str] = [t.name for t in context.source.column_types]
+        self.columns = columns
+        self.types = types
 
     def __iter__(self) -> Iterator[Sequence[Sequence[Any]]]:
         try:
@@ -267,7 +267,23 @@ class Reader:
             )
         except Exception as exc:
             raise query_error(exc) from exc
-        return Stream(context)
+        columns = list(context.source.column_names)
+        types = [t.name for t in context.source.column_types]
+        if not columns and _is_select(checked):
+            # No rows, no block: ClickHouse sent no header. Ask it for the result's columns,
+            # without running the query again (DESCRIBE only analyses it).
+            try:
+                described = client.query(
+                    f"DESCRIBE ({checked})",
+                    parameters=params or None,
+                    settings=self.limits.clickhouse_settings(),
+                ).result_rows
+            except Exception as exc:
+                context.source.close()
+                raise query_error(exc) from exc
+            columns = [str(row[0]) for row in described]
+            types = [str(row[1]) for row in described]
+        return Stream(context, columns, types)
 
     def stream(
         self, sql: str, parameters: Mapping[str, Any] | None = None
@@ -327,6 +343,11 @@ class Reader:
     ) -> list[dict[str, Any]]:
         """Rows as dicts keyed by column name."""
         return self.query(sql, parameters).records()
+
+
+def _is_select(sql: str) -> bool:
+    first = next((t for t in tokens(sql) if t.text != "("), None)
+    return first is not None and first.kind == "word" and first.text.upper() in ("SELECT", "WITH")
 
 
 def _connection_error(settings: Settings, exc: Exception) -> ClickHouseError:
