@@ -176,9 +176,10 @@ def test_limits_apply(
         "SELECT count() FROM numbers(1000000000000) WHERE cityHash64(number) = 0",
         capsys=capsys,
     )
+    assert out == ""
     assert code == 1 and "Timeout exceeded" in err and "RUNSTREAM_READ_MAX_EXECUTION_TIME" in err
     monkeypatch.setenv("RUNSTREAM_READ_MAX_RESULT_ROWS", "10")
-    code, out, err = run(query_settings, "SELECT x FROM guard", "--format", "csv", capsys=capsys)
+    code, _, err = run(query_settings, "SELECT x FROM guard", "--format", "csv", capsys=capsys)
     assert code == 1 and "RUNSTREAM_READ_MAX_RESULT_ROWS" in err
 
 
@@ -225,7 +226,8 @@ def test_every_result_shape_renders(
         assert "\x1b" not in out  # a value cannot drive the terminal
         lines = out.splitlines()
         assert len(lines) == 4 and lines[-1] == "(1 row)"
-        row = dict(zip([c.strip() for c in lines[0].split(" | ")], [c.strip() for c in lines[2].split(" | ")], strict=True))  # fmt: skip
+        names = [c.strip() for c in lines[0].split(" | ")]
+        row = dict(zip(names, [c.strip() for c in lines[2].split(" | ")], strict=True))
         assert row["null_text"] == "NULL"
         assert row["nested"] == "[[1,2],[],[3]]"
         assert row["a_map"] == '{"a":[1.5,"nan"],"b":[]}'
