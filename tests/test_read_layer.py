@@ -399,3 +399,40 @@ def test_a_client_that_dropped_readonly_is_refused(read_settings: Settings) -> N
 
     with pytest.raises(ClickHouseError, match="did not apply the read-only settings"):
         Reader(read_settings, client=Careless()).query("SELECT 1")
+
+
+def test_deploy_ships_a_reader_user_separate_from_the_sinks() -> None:
+    """deploy/compose/clickhouse/users.xml: runstream_reader is read-only with runstream's
+    limits as its defaults, constraints that keep them from being lifted, a quota, and SELECT on
+    the runstream database only (no source grant: file() and url() are the server's to refuse)."""
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parent.parent / "deploy" / "compose"
+    users = ET.parse(root / "clickhouse" / "users.xml").getroot()
+    profile = users.find("profiles/runstream_reader")
+    user = users.find("users/runstream_reader")
+    assert profile is not None and user is not None
+    defaults = Settings.load(env={})
+    assert profile.findtext("readonly") == "2"
+    assert float(profile.findtext("max_execution_time") or 0) == defaults.read_max_execution_time
+    assert int(profile.findtext("max_memory_usage") or 0) == defaults.read_max_memory_usage
+    assert int(profile.findtext("max_result_rows") or 0) == defaults.read_max_result_rows
+    assert profile.findtext("result_overflow_mode") == "throw"
+    for name in ("max_execution_time", "max_memory_usage", "max_result_rows"):
+        bounds = profile.find(f"constraints/{name}")
+        assert bounds is not None and float(bounds.findtext("min") or 0) > 0, name  # 0: no limit
+        assert float(bounds.findtext("max") or 0) >= float(profile.findtext(name) or 0), name
+    assert user.findtext("profile") == user.findtext("quota") == "runstream_reader"
+    assert users.find("quotas/runstream_reader/interval/queries") is not None
+    password = user.find("password")
+    assert password is not None and password.get("from_env") == "CLICKHOUSE_READER_PASSWORD"
+    grants = [q.text for q in user.findall("grants/query")]
+    assert grants == ["GRANT SELECT ON runstream.*", "GRANT CREATE TEMPORARY TABLE ON *.*"]
+    assert users.find("users/runstream") is None  # the sink's user is the image's, not a reader
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    env = compose["x-clickhouse-env"]
+    assert env["CLICKHOUSE_READER_PASSWORD"].startswith("${CLICKHOUSE_READER_PASSWORD:?")
+    assert env["CLICKHOUSE_USER"] == "runstream"
