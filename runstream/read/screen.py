@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runstream.errors import ReadRefusedError
 
@@ -47,6 +47,7 @@ class Token:
     kind: str  # "word", "string", "punct", "number"
     text: str
     quoted: bool = False
+    end: int = field(default=0, compare=False)  # offset just past the token in the SQL
 
 
 def tokens(sql: str) -> list[Token]:
@@ -88,26 +89,26 @@ def tokens(sql: str) -> list[Token]:
                 else:
                     j += 1
             body = sql[i + 1 : j]
-            out.append(Token("string" if ch == "'" else "word", body, quoted=ch != "'"))
             i = j + 1
+            out.append(Token("string" if ch == "'" else "word", body, quoted=ch != "'", end=i))
         elif ch == "$" and (match := _HEREDOC.match(sql, i)):
             close = sql.find(match.group(0), match.end())
             if close < 0:
                 raise ReadRefusedError(f"the SQL has a heredoc {match.group(0)} never closed")
-            out.append(Token("string", sql[match.end() : close]))
             i = close + len(match.group(0))
+            out.append(Token("string", sql[match.end() : close], end=i))
         elif match := _WORD.match(sql, i):
-            out.append(Token("word", match.group(0)))
             i = match.end()
+            out.append(Token("word", match.group(0), end=i))
         elif ch.isdigit():
             j = i
             while j < n and (sql[j].isalnum() or sql[j] in "._"):
                 j += 1
-            out.append(Token("number", sql[i:j]))
+            out.append(Token("number", sql[i:j], end=j))
             i = j
         else:
-            out.append(Token("punct", ch))
             i += 1
+            out.append(Token("punct", ch, end=i))
     return out
 
 
@@ -117,7 +118,8 @@ def _reaches_outside(name: str) -> bool:
 
 
 def screen(sql: str) -> str:
-    """``sql`` (stripped of surrounding blanks) if it is one read statement the read layer may send.
+    """``sql`` up to its last token (no trailing ``;`` or comment: the client appends a
+    ``FORMAT`` clause) if it is one read statement the read layer may send.
 
     Raises :class:`ReadRefusedError` (saying what to do) for: an empty statement, more than one
     statement, a statement that is not SELECT/WITH/SHOW/DESCRIBE/EXPLAIN/EXISTS, a table
@@ -161,7 +163,7 @@ def screen(sql: str) -> str:
             raise ReadRefusedError(
                 "INTO OUTFILE cannot be used here: use `runstream query --format csv > FILE`"
             )
-    return sql.strip()
+    return sql[: toks[-1].end].strip()
 
 
 def placeholders(sql: str) -> set[str]:
