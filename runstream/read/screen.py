@@ -27,13 +27,16 @@ READ_STATEMENTS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPL
 # object stores, other servers and databases, programs, the request body.
 _OUTSIDE = frozenset(
     {
-        "file", "filecluster", "url", "urlcluster", "remote", "remotesecure", "cluster",
-        "clusterallreplicas", "mysql", "postgresql", "mongodb", "redis", "sqlite", "odbc", "jdbc",
-        "executable", "input", "gcs", "oss", "cosn", "paimon", "arrowflight", "ytsaurus",
-        "prometheusquery", "prometheusqueryrange", "hdfs", "hdfscluster",
+        "url", "urlcluster", "remote", "remotesecure", "cluster", "clusterallreplicas", "sqlite",
+        "mongodb", "redis", "odbc", "jdbc", "executable", "input", "gcs", "oss", "cosn",
+        "arrowflight", "ytsaurus", "prometheusquery", "prometheusqueryrange",
+        "catboostevaluate",  # reads a model file from the server's disk
     }
 )  # fmt: skip
-_OUTSIDE_PREFIXES = ("s3", "azureblob", "iceberg", "deltalake", "hudi", "paimon", "hdfs")
+_OUTSIDE_PREFIXES = (
+    "file", "s3", "azureblob", "iceberg", "deltalake", "hudi", "paimon", "hdfs", "mysql",
+    "postgres",
+)  # fmt: skip
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEREDOC = re.compile(r"\$([A-Za-z0-9_]*)\$")
@@ -146,7 +149,8 @@ def screen(sql: str) -> str:
         if here.kind != "word":
             continue
         word = here.text.upper()
-        if not here.quoted and after == Token("punct", "(") and _reaches_outside(here.text):
+        # Quoted names too: ClickHouse calls `file`(...) and "file"(...) like file(...).
+        if after == Token("punct", "(") and _reaches_outside(here.text):
             raise ReadRefusedError(
                 f"the table function {here.text}() reads outside the runstream database "
                 "(files, URLs, other servers): the read side only reads runstream's tables"
