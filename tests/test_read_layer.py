@@ -445,3 +445,34 @@ def test_deploy_ships_a_reader_user_separate_from_the_sinks() -> None:
     env = compose["x-clickhouse-env"]
     assert env["CLICKHOUSE_READER_PASSWORD"].startswith("${CLICKHOUSE_READER_PASSWORD:?")
     assert env["CLICKHOUSE_USER"] == "runstream"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "code", "says"),
+    [
+        (
+            "Received ClickHouse exception, code: 201, server response: Code: 201. DB::Exception: "
+            "Quota for user `r` for 3600s has been exceeded: queries: 20001/20000. "
+            "(QUOTA_EXCEEDED) (version 26.9.2.1) (for url http://h:8123)",
+            QueryLimitError,
+            201,
+            "quota",
+        ),
+        (
+            "Code: 164. DB::Exception: Cannot modify 'max_execution_time' setting in readonly "
+            "mode. (READONLY) (for url http://h:8123)",
+            QueryError,
+            164,
+            "readonly=2",
+        ),
+        ("connection refused", QueryError, 0, "connection refused"),
+    ],
+)
+def test_clickhouse_errors_are_told_plainly(
+    text: str, kind: type[QueryError], code: int, says: str
+) -> None:
+    from runstream.read.reader import query_error
+
+    error = query_error(RuntimeError(text))
+    assert type(error) is kind and error.code == code
+    assert says in str(error) and "for url" not in str(error)

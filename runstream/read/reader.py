@@ -93,6 +93,13 @@ def query_error(exc: Exception) -> QueryError:
         hint = " (raise RUNSTREAM_READ_MAX_EXECUTION_TIME, or narrow the query)"
     elif code == 241:
         hint = " (raise RUNSTREAM_READ_MAX_MEMORY_USAGE, or narrow the query)"
+    elif code == 201:
+        hint = " (the reader user's quota: wait for its interval to end, or raise it in users.xml)"
+    elif code == 164 and "readonly" in message and "modify" in message:
+        hint = (
+            " (the reader user's profile has readonly=1, which refuses the limits runstream sends "
+            "with each query: give it readonly=2, as deploy/compose/clickhouse/users.xml does)"
+        )
     return kind(f"ClickHouse: {message}{hint}", code=code, name=name)
 
 
