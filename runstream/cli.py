@@ -154,9 +154,34 @@ def add_sink_parsers(
     )
     sink.set_defaults(handler=_sink)
 
-    query = sub.add_parser("query", help="run SQL against ClickHouse and print the result")
+    query = sub.add_parser(
+        "query",
+        help="run read-only SQL against ClickHouse and print the result",
+        description="Run one read statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS) "
+        "read-only, under the read limits (RUNSTREAM_READ_MAX_EXECUTION_TIME, "
+        "RUNSTREAM_READ_MAX_MEMORY_USAGE, RUNSTREAM_READ_MAX_RESULT_ROWS). Values go in "
+        "{name:Type} placeholders, given with --param name=value. docs/read.md.",
+    )
     add_common(query)
-    query.add_argument("sql", help='the SQL statement, e.g. "SELECT count() FROM metrics"')
+    query.add_argument(
+        "sql",
+        nargs="?",
+        help='the SQL statement, e.g. "SELECT count() FROM metrics"; - reads it from stdin',
+    )
+    query.add_argument("-f", "--file", type=Path, help="read the SQL statement from FILE")
+    query.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="value of the placeholder {NAME:Type} (repeatable); ClickHouse parses it as Type",
+    )
+    query.add_argument(
+        "--limit",
+        type=_count,
+        metavar="N",
+        help="print at most N rows (default: 1000 for the table, all for csv and json)",
+    )
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.set_defaults(handler=_query)
 
@@ -261,11 +286,60 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _query(args: argparse.Namespace, settings: Settings) -> int:
-    from runstream.sinks.query import render, run_query
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value!r}")
+    return count
 
-    columns, rows = run_query(settings, args.sql)
-    sys.stdout.write(render(columns, rows, args.format))
+
+def _query_text(args: argparse.Namespace) -> str | None:
+    """The SQL of ``runstream query``: the argument, ``-f FILE`` or stdin (``-``); None (with
+    the reason on stderr) when there is none or more than one."""
+    if args.file is not None and args.sql is not None:
+        print("runstream query: give the SQL as an argument or with -f FILE, not both",
+              file=sys.stderr)  # fmt: skip
+        return None
+    if args.file is not None:
+        try:
+            return str(args.file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            print(f"runstream query: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return None
+    if args.sql == "-":
+        return sys.stdin.read()
+    if args.sql is None:
+        print("runstream query: give the SQL as an argument, with -f FILE, or - to read stdin",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return str(args.sql)
+
+
+def _query(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit status: 0 with the result printed, 1 when ClickHouse refused the query or a limit
+    stopped it (ClickHouse's message on stderr), 2 when it was refused before sending (not one
+    read statement, a table function reaching outside, a bad --param)."""
+    from runstream.errors import ReadRefusedError
+    from runstream.read import Reader
+    from runstream.sinks.query import parse_params, write_result
+
+    sql = _query_text(args)
+    if sql is None:
+        return 2
+    try:
+        params = parse_params(args.param)
+        with Reader(settings) as reader:
+            reader.prepare(sql, params)  # refuse before connecting
+            write_result(reader, sql, params, args.format, sys.stdout, limit=args.limit)
+    except ReadRefusedError as exc:
+        print(f"runstream query: refused: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # | head: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     return 0
 
 

@@ -57,6 +57,29 @@ class ClickHouseError(RunstreamError):
     """ClickHouse rejected a statement or could not be reached."""
 
 
+class ReadRefusedError(RunstreamError, ValueError):
+    """The read layer (:mod:`runstream.read`) refused a statement before sending it: not a single
+    read statement, a table function that reaches outside the database, a ``SETTINGS`` clause, or a
+    value pasted where a ``{name:Type}`` parameter belongs. The message says what to write instead.
+    """
+
+
+class QueryError(ClickHouseError):
+    """ClickHouse refused a read query. ``message`` is ClickHouse's own text (the part after
+    ``DB::Exception:``), ``code`` its error code (62 syntax error, 60 unknown table, ...), or 0
+    when the server was not reached."""
+
+    def __init__(self, message: str, *, code: int = 0, name: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = name
+
+
+class QueryLimitError(QueryError):
+    """A read query ran into one of the read layer's limits (``read_max_execution_time``,
+    ``read_max_memory_usage``, ``read_max_result_rows``) or the reader user's quota."""
+
+
 class HistogramError(RunstreamError, ValueError):
     """A :class:`runstream.Histogram` cannot be built from what it was given (bins out of
     range, edges not ascending, counts negative...): the message says which and how to fix it."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from runstream.errors import SettingsError
 
@@ -127,6 +127,34 @@ class Settings(BaseModel):
     )
     sink_metrics_port: int = Field(
         9465, ge=0, le=65535, description="Port of the sink's /metrics endpoint; 0 turns it off."
+    )
+
+    # --- the read side (runstream.read: the Python API, runstream query, the UI) -----------
+    read_max_execution_time: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="Seconds a read query may run before ClickHouse stops it (max_execution_time).",
+    )
+    read_max_memory_usage: int = Field(
+        2 * 1024**3,
+        ge=1024**2,
+        description="Bytes of memory a read query may use on one server (max_memory_usage).",
+    )
+    read_max_result_rows: int = Field(
+        10_000_000,
+        ge=1,
+        description="Most rows a read query may return (max_result_rows); past it the query fails "
+        "and says so. Streams (history, export) are bounded by this too: raise it for them.",
+    )
+    read_clickhouse_user: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description="ClickHouse user of the read side (deploy/ ships `runstream_reader`, read-only "
+        "with a quota); default: the user of clickhouse_url.",
+    )
+    read_clickhouse_password: SecretStr | None = Field(
+        None, description="Password of read_clickhouse_user (default: that of clickhouse_url)."
     )
 
     # --- the local stack (runstream dev) ----------------------------------------------------
