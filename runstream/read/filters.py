@@ -131,7 +131,9 @@ def _tokens(expression: str) -> list[_Token]:
             out.append(_Token("string", expression[i:end], i, text))
             i = end
             continue
-        m = _NUMBER.match(expression, i)
+        # '.' after a name or a key starts a key (config.lr, config["a"].b), never a number.
+        key_dot = c == "." and bool(out) and (out[-1].kind in ("name", "segment") or out[-1].text == "]")
+        m = None if key_dot else _NUMBER.match(expression, i)
         if m and (c != "-" or not out or out[-1].kind in ("op", "punct", "keyword")):
             value = float(m.group())
             if not math.isfinite(value):
@@ -466,10 +468,9 @@ class _Parser:
             raise self.fail('tags holds a list: write "x" in tags or tags =~ "re"', subject.token)
         raw = self.raw(subject)
         if kind == "number":
-            number = (
-                f"multiIf({raw} = '\"NaN\"', nan, {raw} = '\"Infinity\"', inf, "
-                f"{raw} = '\"-Infinity\"', -inf, toFloat64OrNull({raw}))"
-            )
+            # The event schema spells NaN and the infinities as JSON strings; unquoted, they
+            # are what toFloat64OrNull reads. Any other string (quoted) reads as NULL.
+            number = f"toFloat64OrNull(replaceRegexpOne({raw}, '^\"(NaN|-?Infinity)\"$', '\\\\1'))"
             return f"ifNull({number} {_SQL_OP[op]} {bind(literal.value, 'Float64')}, 0)"
         if kind == "string":
             text = self.text(raw)
