@@ -59,6 +59,8 @@ def test_string_escapes() -> None:
     assert params_of(r'name == "a\"b\\c\n\u00e9"')["f0"] == 'a"b\\c\né'
     assert params_of(r"name == 'it\'s'")["f0"] == "it's"
     assert params_of("""name == 'say "hi"'""")["f0"] == 'say "hi"'
+    # Other backslashes stay, so that regular expressions read as written.
+    assert params_of(r'name =~ "^run-\d+\.$"')["f0"] == r"^run-\d+\.$"
 
 
 def test_config_keys_dotted_nested_and_bracketed_are_parameters() -> None:
@@ -156,8 +158,8 @@ def test_the_parameter_prefix_is_the_callers_choice() -> None:
         ("status == 'a' && name == 'b'", "'&' is not an operator: write 'and'", 14),
         ("1 in tags", "tags are strings", 0),
         ("config.x > 1e999", "number out of range", 11),
-        (r"name == 'a\q'", "unknown escape", 10),
         ("status == 'a' and", "expected a condition", 17),
+        ('name =~ "(x"', "not a regular expression: missing ), unterminated subpattern", 8),
     ],
 )
 def test_errors_say_what_was_expected_with_a_caret(expression: str, reason: str, caret: int) -> None:
@@ -243,7 +245,7 @@ def comparisons(draw: st.DrawFn) -> tuple[str, list[str]]:
         value = draw(_text)
         return f"{quote(value)} {draw(st.sampled_from(['in', 'not in']))} tags", [value]
     if shape == "regex" and kind != "time":
-        value = draw(_text)
+        value = re.escape(draw(_text))
         marks.append(value)
         return f"{field} {draw(st.sampled_from(['=~', '!~']))} {quote(value)}", marks
     if kind == "time":
@@ -333,3 +335,173 @@ def test_garbage_either_parses_or_raises_filter_error(expression: str) -> None:
         assert "^" in str(error)
         return
     assert set(re.findall(r"\{(f[0-9]+):", sql)) == set(params)
+
+
+# Against ClickHouse: what a filter selects from runs_current.
+
+HOSTILE = "'; DROP TABLE events --"
+RUNS: dict[str, dict[str, Any]] = {
+    "r-alpha": {
+        "name": "alpha",
+        "config": {
+            "lr": 0.01,
+            "batch": 32,
+            "optimizer": {"name": "adam", "lr": 0.001},
+            "odd key": "x y",
+            "amp": True,
+        },
+        "tags": ["baseline", "gpu-a100"],
+        "group": "g1",
+        "job_type": "train",
+        "log": {"val/loss": [0.5, 0.1], "acc": [0.9]},
+        "exit_code": 0,
+    },
+    "r-beta": {
+        "name": "beta",
+        "config": {"lr": 0.0001, "optimizer": {"name": "sgd"}, "optimizer.lr": 0.5, "amp": False},
+        "tags": ["sweep"],
+        "group": "g2",
+        "job_type": "eval",
+        "log": {"val/loss": [0.7, 0.4]},
+        "exit_code": 1,
+    },
+    "r-gamma": {
+        "name": "gamma 'quoted' \"double\" back\\slash ünïcødé",
+        "config": {"lr": "0.01", "note": 'it\'s "odd" \\ ünï'},
+        "tags": ["baseline", "ünï"],
+        "group": "g1",
+        "job_type": "train",
+        "log": {},
+        "exit_code": 0,
+    },
+    "r-delta": {
+        "name": HOSTILE,
+        "config": {"lr": None, HOSTILE: 1},
+        "tags": [],
+        "group": "",
+        "job_type": "",
+        "log": {"val/loss": [float("nan")]},
+        "exit_code": 0,
+    },
+}
+
+# (filter, the runs it selects)
+CASES: list[tuple[str, set[str]]] = [
+    ('status == "finished"', {"r-alpha", "r-gamma", "r-delta"}),
+    ('status == "failed" or name == "alpha"', {"r-alpha", "r-beta"}),
+    ('not (status == "failed" or name == "alpha")', {"r-gamma", "r-delta"}),
+    ('"baseline" in tags and not group == "g2"', {"r-alpha", "r-gamma"}),
+    ('"baseline" not in tags', {"r-beta", "r-delta"}),
+    ('"ünï" in tags', {"r-gamma"}),
+    ('tags =~ "^gpu-"', {"r-alpha"}),
+    ('name =~ "^(alpha|beta)$"', {"r-alpha", "r-beta"}),
+    ('name !~ "a"', {"r-delta"}),  # its name has no lower-case a
+    ('name in ["beta", "alpha", "nope"]', {"r-alpha", "r-beta"}),
+    ("config.lr > 1e-3", {"r-alpha"}),  # r-gamma's lr is a string, r-delta's null
+    ("config.lr <= 0.01", {"r-alpha", "r-beta"}),
+    ('config.lr == "0.01"', {"r-gamma"}),
+    ("config.lr == null", {"r-delta"}),  # null, or no key at all
+    ("config.missing == null", set(RUNS)),
+    ("config.lr != null", {"r-alpha", "r-beta", "r-gamma"}),
+    ("not config.lr > 1e-3", {"r-beta", "r-gamma", "r-delta"}),
+    ("config.batch == 32 and config.amp == true", {"r-alpha"}),
+    ("config.amp == false", {"r-beta"}),
+    ("config.amp != true", {"r-beta"}),  # a missing key is not != either
+    ('config.optimizer.name == "adam"', {"r-alpha"}),
+    ('config["optimizer"]["name"] in ["adam", "sgd"]', {"r-alpha", "r-beta"}),
+    ("config.optimizer.lr < 0.01", {"r-alpha"}),  # r-beta's top-level "optimizer.lr" is 0.5
+    ("config.optimizer.lr == 0.5", {"r-beta"}),
+    ('config["optimizer.lr"] == 0.5', {"r-beta"}),
+    ('config["odd key"] == "x y"', {"r-alpha"}),
+    ('config.note == "it\'s \\"odd\\" \\\\ ünï"', {"r-gamma"}),
+    ('config.note =~ "^it.s"', {"r-gamma"}),
+    ('summary["val/loss"] < 0.2', {"r-alpha"}),
+    ("summary.val/loss >= 0.2", {"r-beta"}),  # NaN (r-delta) is neither
+    ('summary["val/loss"] < 0.2 or summary.acc > 0.5', {"r-alpha"}),
+    ('summary["val/loss"] == "NaN"', {"r-delta"}),
+    ("(summary.acc > 0.5 or config.amp == false) and group == 'g2'", {"r-beta"}),
+    ('started_at > "2000-01-01" and finished_at < "2999-01-01T00:00:00Z"', set(RUNS)),
+    ('created_at < "2000-01-01"', set()),
+    ("finished_at == null", set()),
+    # Hostile text is a value like any other: it selects the run that has it, or nothing.
+    (f'name == "{HOSTILE}"', {"r-delta"}),
+    (f'config["{HOSTILE}"] == 1', {"r-delta"}),
+    ('name == "\'); DROP TABLE events; --"', set()),
+    ('name == "x\' OR 1=1 --"', set()),
+    (r"""name =~ ".*'\) OR \(1=1" """, set()),
+    ('name == "gamma \'quoted\' \\"double\\" back\\\\slash ünïcødé"', {"r-gamma"}),
+    ('"}\' , tags) OR has(tags, \'" in tags', set()),
+    ('config["lr\'), 1) OR (1"] > 0', set()),
+    ('name == "\\u0000\\n\\t{f0:String}"', set()),
+]
+
+# Hostile text outside a string is no filter at all.
+REFUSED = [
+    HOSTILE,
+    "name == '\\'' or 1 == 1",
+    "status == 'a'; DROP TABLE events",
+    "status == 'a' -- comment",
+    "file('/etc/passwd') == 'x'",
+    "config.lr > 1) OR (1 = 1",
+    "status == 'a' /* */",
+    'name =~ ".*\') OR (1=1"',
+]
+
+
+def _write_runs(settings: Any) -> None:
+    import runstream
+    from tests.helpers import sink_until
+
+    for run_id, spec in RUNS.items():
+        run = runstream.init(
+            settings=settings,
+            id=run_id,
+            project="filters",
+            name=spec["name"],
+            config=spec["config"],
+            tags=spec["tags"],
+            group=spec["group"] or None,
+            job_type=spec["job_type"] or None,
+        )
+        for metric, values in spec["log"].items():
+            for value in values:
+                run.log({metric: value})
+        assert run.finish(exit_code=spec["exit_code"]).ok
+
+    def landed(client: Any) -> bool:
+        done = client.query(
+            "SELECT count() FROM runs_current WHERE status != 'running' AND config != '{}'"
+        ).result_rows[0][0]
+        return bool(done == len(RUNS))
+
+    sink_until(settings, landed)
+
+
+@pytest.mark.integration
+def test_filters_select_exactly_the_expected_runs_in_clickhouse(settings: Any) -> None:
+    from runstream.sinks.clickhouse import connect
+
+    _write_runs(settings)
+    client = connect(settings)
+    tables = client.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
+    before = (sorted(r[0] for r in tables.result_rows), client.command("SELECT count() FROM events"))
+    assert client.command("SELECT count() FROM runs_current") == len(RUNS)
+
+    wrong = []
+    for expression, expected in CASES:
+        sql, params = compile_filter(expression)
+        result = client.query(
+            f"SELECT run_id FROM runs_current WHERE project = {{project:String}} AND {sql}",
+            parameters={**params, "project": "filters"},
+        )
+        got = {r[0] for r in result.result_rows}
+        if got != expected:
+            wrong.append((expression, sorted(got), sorted(expected)))
+    assert not wrong, "\n".join(map(str, wrong))
+    for expression in REFUSED:
+        with pytest.raises(FilterError):
+            compile_filter(expression)
+
+    tables = client.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
+    after = (sorted(r[0] for r in tables.result_rows), client.command("SELECT count() FROM events"))
+    assert after == before

@@ -195,11 +195,11 @@ def _string(expression: str, start: int) -> tuple[str, int]:
                     i += 6
                     continue
                 raise FilterError("expected four hex digits after '\\u'", expression, i)
-            raise FilterError(
-                "unknown escape in a string: use \\\\, \\\", \\', \\n, \\t, \\r, \\0 or \\uXXXX",
-                expression,
-                i,
-            )
+            # Any other backslash is kept with its character, so that a regular expression
+            # reads as written: "^run-\d+$" is the pattern ^run-\d+$.
+            chars.append(c)
+            i += 1
+            continue
         chars.append(c)
         i += 1
     raise FilterError(f"string not closed: expected {quote} before the end", expression, start)
@@ -487,6 +487,13 @@ class _Parser:
         return f"({raw} != '' AND {raw} != {value})"
 
     def regex(self, subject: _Field, pattern: _Token, negate: bool) -> str:
+        # ClickHouse's match() is RE2. Python's re reads a superset of RE2's syntax, so what it
+        # refuses RE2 refuses too and the user gets a caret rather than a server error; what
+        # only RE2 refuses (lookarounds, backreferences) comes back as ClickHouse's message.
+        try:
+            re.compile(pattern.value)
+        except (re.error, OverflowError, RecursionError) as error:
+            raise self.fail(f"not a regular expression: {error}", pattern) from None
         p = self.sql.bind(pattern.value, "String")
         if subject.kind == "tags":
             sql = f"arrayExists(t -> match(t, {p}), tags)"
