@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from runstream.errors import FilterError
@@ -132,7 +132,9 @@ def _tokens(expression: str) -> list[_Token]:
             i = end
             continue
         # '.' after a name or a key starts a key (config.lr, config["a"].b), never a number.
-        key_dot = c == "." and bool(out) and (out[-1].kind in ("name", "segment") or out[-1].text == "]")
+        key_dot = (
+            c == "." and bool(out) and (out[-1].kind in ("name", "segment") or out[-1].text == "]")
+        )
         m = None if key_dot else _NUMBER.match(expression, i)
         if m and (c != "-" or not out or out[-1].kind in ("op", "punct", "keyword")):
             value = float(m.group())
@@ -163,7 +165,7 @@ def _tokens(expression: str) -> list[_Token]:
             continue
         if c == "=":
             raise FilterError("'=' is not an operator: compare with '=='", expression, i)
-        if c == "&" or c == "|":
+        if c in "&|":
             word = "and" if c == "&" else "or"
             raise FilterError(f"'{c}' is not an operator: write '{word}'", expression, i)
         if c == "!":
@@ -271,7 +273,7 @@ class _Parser:
 
     def parse(self) -> str:
         if self.at("end"):
-            raise self.fail("empty filter: expected a condition such as status == \"finished\"")
+            raise self.fail('empty filter: expected a condition such as status == "finished"')
         sql = self.or_expr()
         if not self.at("end"):
             raise self.expected("'and', 'or' or the end of the filter")
@@ -349,7 +351,7 @@ class _Parser:
                 else:
                     break
             if not keys:
-                raise self.expected(f"a key, as in {name}.lr or {name}[\"val/loss\"]")
+                raise self.expected(f'a key, as in {name}.lr or {name}["val/loss"]')
             return _Field("json", name, token, tuple(keys), dotted and len(keys) > 1)
         known = ", ".join(FIELDS)
         raise self.fail(f"unknown name '{name}': expected one of {known}", token)
@@ -398,7 +400,7 @@ class _Parser:
         if self.at("keyword", "in"):
             self.advance()
             if not (self.at("name") and self.token.text == "tags"):
-                raise self.expected("tags (\"x\" in tags)")
+                raise self.expected('tags ("x" in tags)')
             self.advance()
             if literal.kind != "string":
                 raise self.fail('tags are strings: write "x" in tags', literal)
@@ -442,7 +444,7 @@ class _Parser:
         if subject.kind == "text":
             if kind != "string":
                 raise self.fail(
-                    f'{subject.label} holds text: compare it with a quoted string, as in '
+                    f"{subject.label} holds text: compare it with a quoted string, as in "
                     f'{subject.label} == "x"',
                     literal,
                 )
@@ -457,7 +459,7 @@ class _Parser:
                 return f"({column} IS {'NOT ' if op == '!=' else ''}NULL)"
             if kind != "string":
                 raise self.fail(
-                    f'{subject.label} is a time: compare it with an ISO 8601 string, as in '
+                    f"{subject.label} is a time: compare it with an ISO 8601 string, as in "
                     f'{subject.label} > "2026-01-31T12:00:00Z"',
                     literal,
                 )
@@ -522,16 +524,26 @@ class _Parser:
         return f"if(startsWith({raw}, '\"'), JSONExtractString({raw}), NULL)"
 
     def time(self, literal: _Token) -> str:
+        text = str(literal.value)
+        if text[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not read Z
+            text = text[:-1] + "+00:00"
         try:
-            when = datetime.fromisoformat(literal.value)
+            when = datetime.fromisoformat(text)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            when = when.astimezone(timezone.utc)
         except ValueError:
             raise self.fail(
                 'expected an ISO 8601 time, as in "2026-01-31" or "2026-01-31T12:00:00Z"',
                 literal,
             ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+            raise self.fail("time out of range", literal) from None
+        # Not strftime: its %Y does not pad years below 1000 on every platform.
+        return (
+            f"{when.year:04d}-{when.month:02d}-{when.day:02d} "
+            f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}.{when.microsecond:06d}"
+        )
 
 
 def compile_filter(expression: str, prefix: str = "f") -> tuple[str, dict[str, Any]]:
