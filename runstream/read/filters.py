@@ -381,7 +381,8 @@ class _Parser:
             items = self.literal_list(in_token)
             if not items:
                 return "1" if negate else "0"
-            parts = [self.compare(subject, "==", item) for item in items]
+            raw = self.raw(subject) if subject.kind == "json" else ""  # its keys bound once
+            parts = [self.compare(subject, "==", item, raw) for item in items]
             sql = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
             return f"(NOT {sql})" if negate else sql
         found = "" if self.at("end") else f", found '{self.token.text}'"
@@ -438,7 +439,9 @@ class _Parser:
 
     # SQL of one comparison.
 
-    def compare(self, subject: _Field, op: str, literal: _Token) -> str:
+    def compare(self, subject: _Field, op: str, literal: _Token, raw: str = "") -> str:
+        """SQL of ``subject op literal``; ``raw``: the SQL of a config or summary value's JSON
+        text when the caller has it already."""
         kind = literal.kind if literal.kind != "keyword" else literal.text
         bind = self.sql.bind
         if subject.kind == "text":
@@ -468,7 +471,7 @@ class _Parser:
             return f"ifNull({column} {_SQL_OP[op]} {value}, 0)"
         if subject.kind == "tags":
             raise self.fail('tags holds a list: write "x" in tags or tags =~ "re"', subject.token)
-        raw = self.raw(subject)
+        raw = raw or self.raw(subject)
         if kind == "number":
             # The event schema spells NaN and the infinities as JSON strings; unquoted, they
             # are what toFloat64OrNull reads. Any other string (quoted) reads as NULL.
