@@ -90,5 +90,15 @@ def _point_at(reason: str, expression: str, position: int, width: int = 72) -> s
     prefix = "..." if start > 0 else ""
     suffix = "..." if start + width < len(expression) else ""
     line = "".join(" " if not c.isprintable() else c for c in shown)
-    caret = " " * (len(prefix) + position - start) + "^"
+    caret = " " * (len(prefix) + sum(map(_columns, line[: position - start]))) + "^"
     return f"{reason}\n  {prefix}{line}{suffix}\n  {caret}"
+
+
+def _columns(char: str) -> int:
+    """Terminal columns of one printable character: 2 for wide East Asian characters, 0 for
+    combining marks, else 1 (so that the caret stays under its token)."""
+    import unicodedata
+
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1

@@ -194,6 +194,12 @@ def test_errors_say_what_was_expected_with_a_caret(
     assert isinstance(error, ValueError)
 
 
+def test_the_caret_stays_under_its_token_after_wide_characters_and_tabs() -> None:
+    lines = str(error_of('name == "日本"\tand = 1')).split("\n")
+    assert lines[1] == '  name == "日本" and = 1'
+    assert lines[2] == "  " + " " * (17 + 2) + "^"  # 日 and 本 take two columns each
+
+
 def test_the_example_of_the_issue_reads_as_expected() -> None:
     assert str(error_of("config.lr > ")).startswith("expected a value")
     assert "after '>'" in str(error_of("config.lr > "))
