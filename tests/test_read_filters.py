@@ -146,6 +146,22 @@ def test_the_parameter_prefix_is_the_callers_choice() -> None:
         compile_filter('name == "a"', prefix="x}")
 
 
+def test_the_module_is_pure_it_needs_no_clickhouse_driver() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['clickhouse_connect'] = None\n"
+        "from runstream.read.filters import compile_filter\n"
+        "print(compile_filter('status == \"x\"')[1])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'f0': 'x'}"
+
+
 # Errors point at the offending token.
 
 

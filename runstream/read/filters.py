@@ -1,4 +1,4 @@
-"""The ``where`` filter language of ``api.runs(where=...)`` and ``runstream runs ls --where``.
+r"""The ``where`` filter language of ``api.runs(where=...)`` and ``runstream runs ls --where``.
 
 ``compile_filter(expression)`` turns an expression such as ::
 
@@ -27,6 +27,8 @@ Grammar (keywords are case-insensitive, names are not)::
     key        := "." segment | "[" string "]"
     segment    := one or more of A-Z a-z 0-9 _ / -
     literal    := number | string | true | false | null
+    string     := '...' | "..."  (escapes \\ \" \' \n \t \r \0 \uXXXX; any other
+                  backslash stays, so that regular expressions read as written)
 
 Rules (what a comparison means, docs/read.md "Filters"):
 
