@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -492,7 +493,7 @@ CASES: list[tuple[str, set[str]]] = [
     ('summary["val/loss"] < 0.2', {"r-alpha"}),
     ("summary.val/loss >= 0.2", {"r-beta"}),  # NaN (r-delta) is neither
     ('summary["val/loss"] < 0.2 or summary.acc > 0.5', {"r-alpha"}),
-    ('summary["val/loss"] == "NaN"', {"r-delta"}),
+    ('summary["val/loss"] == "NaN"', {"r-delta"}),  # NaN is also the string "NaN"
     ("(summary.acc > 0.5 or config.amp == false) and group == 'g2'", {"r-beta"}),
     ('started_at > "2000-01-01" and finished_at < "2999-01-01T00:00:00Z"', set(RUNS)),
     ('created_at < "2000-01-01"', set()),
@@ -588,6 +589,142 @@ def test_filters_select_exactly_the_expected_runs_in_clickhouse(settings: Any) -
 
     runs_in_clickhouse()
 
+    # And they select what a model of the rules in Python says, over the runs written above.
+    @hsettings(max_examples=150, deadline=None)
+    @given(modelled())
+    def agrees_with_the_model(case: tuple[str, Any]) -> None:
+        expression, predicate = case
+        sql, params = compile_filter(expression)
+        result = client.query(
+            f"SELECT run_id FROM runs_current WHERE {sql}", parameters=params
+        ).result_rows
+        expected = {run_id for run_id in RUNS if predicate(run_id)}
+        assert {r[0] for r in result} == expected, expression
+
+    agrees_with_the_model()
+
     tables = client.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
     after = (sorted(r[0] for r in tables.result_rows), client.command("SELECT count() FROM events"))
     assert after == before
+
+
+# A model of the comparison rules (docs/read.md, "How config and summary values compare"), to
+# check generated filters against: each generated filter comes with a Python predicate on a run.
+
+_MISSING = object()
+
+
+def _value(run_id: str, field: str) -> Any:
+    spec = RUNS[run_id]
+    if field.startswith("summary."):
+        points = spec["log"].get(field.removeprefix("summary."))
+        return points[-1] if points else _MISSING  # the summary kind is last
+    if field.startswith("config."):
+        config, path = spec["config"], field.removeprefix("config.")
+        if path in config:  # a dotted path is a top-level key first
+            return config[path]
+        value: Any = config
+        for key in path.split("."):
+            if not isinstance(value, dict) or key not in value:
+                return _MISSING
+            value = value[key]
+        return value
+    return {"status": "failed" if spec["exit_code"] else "finished"}.get(field, spec.get(field))
+
+
+_PY_OP = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _holds(value: Any, op: str, literal: Any) -> bool:
+    if literal is None or isinstance(literal, bool):  # null, true, false: == and != only
+        if literal is None:
+            is_null = value is _MISSING or value is None
+            return is_null if op == "==" else not is_null
+        if op == "==":
+            return value is literal
+        return value is not _MISSING and value is not literal
+    if isinstance(literal, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return bool(_PY_OP[op](float(value), literal))
+    if isinstance(value, float) and not math.isfinite(value):  # the schema writes "NaN"...
+        value = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return isinstance(value, str) and bool(_PY_OP[op](value, literal))
+
+
+_NUMBER_POOL = [0.0001, 0.001, 0.01, 0.1, 0.4, 0.5, 0.7, 32.0, -1.0]
+_STRING_POOL = ["adam", "sgd", "0.01", "finished", "failed", "alpha", "beta", "g1", "g2", "x y"]
+
+
+@st.composite
+def _modelled_comparison(draw: st.DrawFn) -> tuple[str, Any]:
+    kind = draw(st.sampled_from(["text", "json", "tag"]))
+    if kind == "tag":
+        tag = draw(st.sampled_from(["baseline", "sweep", "gpu-a100", "ünï", "none"]))
+        return f"{quote(tag)} in tags", lambda r: tag in RUNS[r]["tags"]
+    if kind == "text":
+        field = draw(st.sampled_from(["status", "name", "group", "job_type"]))
+        literal: Any = draw(st.sampled_from(_STRING_POOL))
+        text = quote(literal)
+    else:
+        field = draw(
+            st.sampled_from(
+                [
+                    "config.lr",
+                    "config.batch",
+                    "config.amp",
+                    "config.optimizer.name",
+                    "config.optimizer.lr",
+                    "summary.val/loss",
+                    "summary.acc",
+                ]
+            )
+        )
+        literal = draw(
+            st.one_of(
+                st.sampled_from(_NUMBER_POOL),
+                st.sampled_from(_STRING_POOL),
+                st.sampled_from([True, False, None]),
+            )
+        )
+        if literal is None or isinstance(literal, bool):
+            text = {None: "null", True: "true", False: "false"}[literal]
+        elif isinstance(literal, float):
+            text = repr(literal)
+        else:
+            text = quote(literal)
+    ops = ["==", "!="] if literal is None or isinstance(literal, bool) else list(_PY_OP)
+    op = draw(st.sampled_from(ops))
+    return f"{field} {op} {text}", lambda r: _holds(_value(r, field), op, literal)
+
+
+def _modelled_combine(
+    children: st.SearchStrategy[tuple[str, Any]],
+) -> st.SearchStrategy[tuple[str, Any]]:
+    def both(p: tuple[tuple[str, Any], tuple[str, Any]]) -> tuple[str, Any]:
+        (a, fa), (b, fb) = p
+        return f"({a} and {b})", lambda r: fa(r) and fb(r)
+
+    def either(p: tuple[tuple[str, Any], tuple[str, Any]]) -> tuple[str, Any]:
+        (a, fa), (b, fb) = p
+        return f"({a} or {b})", lambda r: fa(r) or fb(r)
+
+    def negated(c: tuple[str, Any]) -> tuple[str, Any]:
+        return f"not {c[0]}", lambda r: not c[1](r)
+
+    return st.one_of(
+        st.tuples(children, children).map(both),
+        st.tuples(children, children).map(either),
+        children.map(negated),
+    )
+
+
+def modelled() -> st.SearchStrategy[tuple[str, Any]]:
+    return st.recursive(_modelled_comparison(), _modelled_combine, max_leaves=5)

@@ -43,7 +43,8 @@ Rules (what a comparison means, docs/read.md "Filters"):
   else the nested key ``lr`` of ``optimizer``; ``config["odd key"]["x"]`` names keys exactly.
   Against a number a value compares numerically and must be a JSON number (the schema's
   ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` count as numbers, so a summary that is NaN is
-  never ``< 0.2``); against a string it must be a JSON string; ``true``/``false``/``null`` with
+  never ``< 0.2``, and stay strings: ``summary.loss == "NaN"``); against a string it must be a
+  JSON string; ``true``/``false``/``null`` with
   ``==`` and ``!=`` only, ``== null`` also holds for a missing key.
 - A comparison whose value is missing or of another type is false, ``!=`` included; ``not``
   is the plain complement (``not config.lr > 0.1`` holds for a run without ``lr``), and so is
