@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -576,6 +577,24 @@ def test_filters_select_exactly_the_expected_runs_in_clickhouse(settings: Any) -
         if got != expected:
             wrong.append((expression, sorted(got), sorted(expected)))
     assert not wrong, "\n".join(map(str, wrong))
+    # Times to the microsecond, in any offset.
+    started = client.query(
+        "SELECT started_at, finished_at FROM runs_current WHERE run_id = 'r-beta'"
+    ).result_rows[0]
+    at = started[0].replace(tzinfo=timezone.utc)
+    for expression, expected_beta in [
+        (f'started_at == "{at.isoformat()}"', True),
+        (f'created_at == "{at.astimezone(timezone(timedelta(hours=-5))).isoformat()}"', True),
+        (f'started_at < "{at.isoformat()}"', False),
+        (f'started_at <= "{at.isoformat()}" and finished_at >= "{at.isoformat()}"', True),
+        (f'started_at > "{(at - timedelta(microseconds=1)).isoformat()}"', True),
+    ]:
+        sql, params = compile_filter(expression)
+        got = client.query(
+            f"SELECT run_id FROM runs_current WHERE {sql}", parameters=params
+        ).result_rows
+        assert ("r-beta" in {r[0] for r in got}) is expected_beta, expression
+
     for expression in REFUSED:
         with pytest.raises(FilterError):
             compile_filter(expression)
