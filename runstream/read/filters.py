@@ -27,7 +27,7 @@ Grammar (keywords are case-insensitive, names are not)::
     key        := "." segment | "[" string "]"
     segment    := one or more of A-Z a-z 0-9 _ / -
     literal    := number | string | true | false | null
-    string     := '...' | "..."  (escapes \\ \" \' \n \t \r \0 \uXXXX; any other
+    string     := '...' | "..."  (escapes \\ \" \' \/ \n \t \r \0 \uXXXX; any other
                   backslash stays, so that regular expressions read as written)
 
 Rules (what a comparison means, docs/read.md "Filters"):
@@ -44,8 +44,8 @@ Rules (what a comparison means, docs/read.md "Filters"):
   Against a number a value compares numerically and must be a JSON number (the schema's
   ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` count as numbers, so a summary that is NaN is
   never ``< 0.2``, and stay strings: ``summary.loss == "NaN"``); against a string it must be a
-  JSON string; ``true``/``false``/``null`` with
-  ``==`` and ``!=`` only, ``== null`` also holds for a missing key.
+  JSON string; ``true``/``false``/``null`` with ``==`` and ``!=`` only, ``== null`` also holds
+  for a missing key.
 - A comparison whose value is missing or of another type is false, ``!=`` included; ``not``
   is the plain complement (``not config.lr > 0.1`` holds for a run without ``lr``), and so is
   ``not in``.
@@ -102,12 +102,12 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEGMENT = re.compile(r"[A-Za-z0-9_/\-]+")
 _OPERATOR = re.compile(r"==|!=|<=|>=|=~|!~|<|>")
 
-TokenKind = Literal["name", "keyword", "number", "string", "op", "punct", "segment", "end"]
+_TokenKind = Literal["name", "keyword", "number", "string", "op", "punct", "segment", "end"]
 
 
 @dataclass(frozen=True)
 class _Token:
-    kind: TokenKind
+    kind: _TokenKind
     text: str  # as typed (keywords lower-cased)
     pos: int
     value: Any = None  # the number or the unescaped string
