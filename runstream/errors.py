@@ -88,3 +88,40 @@ class HistogramError(RunstreamError, ValueError):
 class ArtifactError(RunstreamError):
     """An artifact's content is asked for (``Artifact.download()``) where runstream has none: it
     records artifacts' names, digests and where they lie, not their bytes."""
+
+
+class FilterError(RunstreamError, ValueError):
+    """A ``where`` filter expression (``api.runs(where=...)``, ``runstream runs ls --where``)
+    cannot be read. The message names what was expected and shows the expression with a caret
+    under the offending token; ``expression``, ``position`` (0-based character offset) and
+    ``reason`` hold the parts."""
+
+    def __init__(self, reason: str, expression: str, position: int) -> None:
+        super().__init__(_point_at(reason, expression, position))
+        self.reason = reason
+        self.expression = expression
+        self.position = position
+
+
+def _point_at(reason: str, expression: str, position: int, width: int = 72) -> str:
+    """``reason``, then the expression on one line with a caret under ``position``.
+
+    A long expression is cut to a window of ``width`` characters around the position; control
+    characters print as spaces so that the caret stays under its character."""
+    start = max(0, min(position - width // 2, len(expression) - width))
+    shown = expression[start : start + width]
+    prefix = "..." if start > 0 else ""
+    suffix = "..." if start + width < len(expression) else ""
+    line = "".join(" " if not c.isprintable() else c for c in shown)
+    caret = " " * (len(prefix) + sum(map(_columns, line[: position - start]))) + "^"
+    return f"{reason}\n  {prefix}{line}{suffix}\n  {caret}"
+
+
+def _columns(char: str) -> int:
+    """Terminal columns of one printable character: 2 for wide East Asian characters, 0 for
+    combining marks, else 1 (so that the caret stays under its token)."""
+    import unicodedata
+
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1

@@ -4,16 +4,19 @@ read-only under limits. docs/read.md says what is guaranteed and how."""
 
 from __future__ import annotations
 
-from runstream.errors import QueryError, QueryLimitError, ReadRefusedError
+from runstream.errors import FilterError, QueryError, QueryLimitError, ReadRefusedError
+from runstream.read.filters import compile_filter
 from runstream.read.reader import Limits, Reader, Result
 from runstream.read.screen import screen
 
 __all__ = [
+    "FilterError",
     "Limits",
     "QueryError",
     "QueryLimitError",
     "ReadRefusedError",
     "Reader",
     "Result",
+    "compile_filter",
     "screen",
 ]
