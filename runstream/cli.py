@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sink_parsers(sub, _add_common)
 
+    from runstream.ui.cli import add_ui_parser
+
+    add_ui_parser(sub, _add_common)
+
     sync = sub.add_parser(
         "sync", help="deliver what runs left in a local spool (offline runs, dead processes)"
     )
