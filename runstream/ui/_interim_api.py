@@ -94,14 +94,14 @@ class Run:
             )
             return t
         params["b"] = samples
-        xb = {"step": "max(step)", "time": "max(ts)", "relative_time": f"max({xcol})"}[x]
+        inner = xcol.replace("ts", "t") if x != "step" else "s"
         return _table(
             self._reader,
             f"WITH (SELECT (min(step), max(step)) FROM metrics WHERE {where}) AS bounds "
-            f"SELECT {xb} AS `{x}`, argMax(value, (step, seq)) AS `{key}`, "
-            f"min(value) AS `{key}.min`, max(value) AS `{key}.max` "
-            f"FROM metrics WHERE {where} "
-            "GROUP BY intDiv(toInt128(step - bounds.1) * {b:UInt32}, "
+            f"SELECT max({inner}) AS `{x}`, argMax(v, (s, q)) AS `{key}`, "
+            f"min(v) AS `{key}.min`, max(v) AS `{key}.max` FROM (SELECT step AS s, "
+            f"value AS v, seq AS q, ts AS t FROM metrics WHERE {where}) "
+            "GROUP BY intDiv(toInt128(s - bounds.1) * {b:UInt32}, "
             "toInt128(bounds.2 - bounds.1) + 1) AS bucket ORDER BY bucket",
             params,
         )
@@ -167,18 +167,20 @@ class Api:
             params.update(fp)
         cond = " AND ".join(conds)
         orders = [order_by] if isinstance(order_by, str) else list(order_by or ["-started_at"])
-        parts = []
+        parts: list[str] = []
+        oparams: dict[str, Any] = {}
         for i, o in enumerate(orders):
             desc = o.startswith("-")
             o = o.lstrip("-")
             if o.startswith(("config.", "summary.")):
                 doc, key = o.split(".", 1)
-                params[f"o{i}"] = key
+                oparams[f"o{i}"] = key
                 parts.append(f"JSONExtractFloat({doc}, {{o{i}:String}})")
             else:
                 parts.append(f"`{o}`")
             parts[-1] += " DESC" if desc else ""
         total = self._reader.query(f"SELECT count() FROM runs_current WHERE {cond}", params).rows
+        params.update(oparams)
         params["lim"] = limit if limit is not None else 10**9
         params["off"] = offset
         rows = self._reader.query(
