@@ -1,0 +1,64 @@
+// The single page: a hash router over the pages in pages/. Each page is
+// `export async function render(root, params, query) -> cleanup?`.
+import { errorBox, clear } from "./lib/dom.js";
+
+const routes = [
+  [/^\/?$/, "projects", () => import("./pages/projects.js")],
+  [/^\/p\/([^/]+)$/, "projects", () => import("./pages/runs.js"), ["project"]],
+  [/^\/run\/([^/]+)$/, "projects", () => import("./pages/run.js"), ["run_id"]],
+  [/^\/compare$/, "projects", () => import("./pages/compare.js")],
+  [/^\/alerts$/, "alerts", () => import("./pages/alerts.js")],
+  [/^\/sql$/, "sql", () => import("./pages/sql.js")],
+];
+
+let cleanup = null;
+let current = 0;
+
+async function route() {
+  const root = document.getElementById("app");
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, search = ""] = hash.split("?");
+  const query = new URLSearchParams(search);
+  const version = ++current;
+  if (typeof cleanup === "function") { try { cleanup(); } catch { /* the page is gone */ } }
+  cleanup = null;
+  for (const [pattern, nav, load, names = []] of routes) {
+    const m = path.match(pattern);
+    if (!m) continue;
+    document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === nav));
+    const params = Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(m[i + 1])]));
+    try {
+      const page = await load();
+      if (version !== current) return;
+      clear(root);
+      cleanup = await page.render(root, params, query);
+    } catch (err) {
+      if (version === current) clear(root, errorBox(err));
+    }
+    return;
+  }
+  clear(root, errorBox(`no page ${path}`));
+}
+
+// Setting the hash of the same page with new query (filter, sort, page) re-renders it.
+export function go(path, query) {
+  const q = query && [...query].length ? `?${query}` : "";
+  location.hash = `#${path}${q}`;
+}
+
+function theme() {
+  const stored = localStorage.getItem("runstream.theme");
+  const dark = stored ? stored === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
+  document.documentElement.dataset.theme = dark ? "dark" : "light";
+}
+
+document.getElementById("theme").addEventListener("click", () => {
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+  localStorage.setItem("runstream.theme", next);
+  theme();
+  route(); // charts read their colours when drawn
+});
+
+theme();
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,331 @@
+// Metric charts on uPlot: one or more series of bucketed points ({x, y, min, max}), with
+//  - the min/max band of each bucket, so that no spike among millions of points is hidden;
+//  - EMA smoothing with the raw line kept faint;
+//  - log y; x = step, time, relative time or a step metric;
+//  - NaN and ±inf points drawn as markers at the edge of the plot (they have no place on a scale);
+//  - zoom (drag) that asks the server for buckets of the visible step range; double-click resets;
+//  - refresh() for live runs, keeping the zoom.
+import uPlot from "../vendor/uplot/uPlot.esm.js";
+import { num } from "./api.js";
+import { fmtNum, h } from "./dom.js";
+
+export const PALETTE = [
+  "#3d63dd", "#e5484d", "#30a46c", "#f76b15", "#8e4ec6",
+  "#12a594", "#d6409f", "#ad7f58", "#0090ff", "#978365",
+  "#5b5bd6", "#46a758", "#e54666", "#ffba18", "#3e63dd",
+];
+
+// --- shared settings (the toolbar of a page changes them; every chart listens) -----------------
+const STORE = "runstream.chart";
+const defaults = { x: "step", log: false, smoothing: 0, samples: 1000 };
+export const settings = { ...defaults, ...safeLoad() };
+const listeners = new Set();
+
+function safeLoad() {
+  try { return JSON.parse(localStorage.getItem(STORE) || "{}"); } catch { return {}; }
+}
+
+export function setSettings(change) {
+  Object.assign(settings, change);
+  try { localStorage.setItem(STORE, JSON.stringify(settings)); } catch { /* private mode */ }
+  for (const fn of listeners) fn(change);
+}
+
+export function onSettings(fn) { listeners.add(fn); return () => listeners.delete(fn); }
+
+// Every live chart, for the browser tests and for pages that tear down.
+export const registry = new Set();
+window.__runstreamCharts = registry;
+
+// --- maths ----------------------------------------------------------------------------------
+export function ema(values, weight) {
+  if (!weight) return values;
+  const out = new Array(values.length);
+  let last = 0, n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null || !Number.isFinite(v)) { out[i] = null; continue; }
+    last = last * weight + (1 - weight) * v;
+    n++;
+    out[i] = last / (1 - Math.pow(weight, n)); // debiased, as TensorBoard does
+  }
+  return out;
+}
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
+}
+
+function alpha(hex, a) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
+}
+
+export function fmtSeconds(s) {
+  if (s === null || s === undefined || !Number.isFinite(s)) return "";
+  const sign = s < 0 ? "-" : "";
+  s = Math.abs(s);
+  if (s < 60) return `${sign}${Number(s.toFixed(s < 10 ? 1 : 0))}s`;
+  if (s < 3600) return `${sign}${Math.floor(s / 60)}m${Math.round(s % 60) ? ` ${Math.round(s % 60)}s` : ""}`;
+  const hh = Math.floor(s / 3600), mm = Math.round((s % 3600) / 60);
+  return `${sign}${hh}h${mm ? ` ${mm}m` : ""}`;
+}
+
+// Series of {label, color, points} on one x axis: uPlot's columns and the series options.
+export function build(input, opts) {
+  const { log, smoothing, x } = opts;
+  const xs = new Set();
+  for (const s of input) for (const v of s.points.x) { const n = num(v); if (n !== null && Number.isFinite(n)) xs.add(n); }
+  const xAxis = Float64Array.from(xs).sort();
+  const index = new Map();
+  xAxis.forEach((v, i) => index.set(v, i));
+  const columns = [Array.from(xAxis)];
+  const series = [{ label: labelOfX(x), value: (u, v) => fmtX(v, x) }];
+  const bands = [];
+  const hidden = []; // series indexes whose legend rows are noise (bands, raw lines)
+  const nonFinite = new Array(xAxis.length).fill(null); // "NaN" | "Infinity" | "-Infinity"
+  let lo = Infinity, hi = -Infinity;
+  const usable = (v) => v !== null && Number.isFinite(v) && (!log || v > 0);
+
+  input.forEach((s, k) => {
+    const color = s.color || PALETTE[k % PALETTE.length];
+    const col = () => new Array(xAxis.length).fill(null);
+    const y = col(), mn = col(), mx = col();
+    const p = s.points;
+    const hasBand = Array.isArray(p.min) && Array.isArray(p.max);
+    for (let i = 0; i < p.x.length; i++) {
+      const xi = index.get(num(p.x[i]));
+      if (xi === undefined) continue;
+      const v = num(p.y[i]);
+      if (v !== null && !Number.isFinite(v)) nonFinite[xi] = p.y[i];
+      y[xi] = usable(v) ? v : null;
+      if (hasBand) {
+        const a = num(p.min[i]), b = num(p.max[i]);
+        mn[xi] = usable(a) ? a : null;
+        mx[xi] = usable(b) ? b : null;
+        if (b === Infinity || a === -Infinity) nonFinite[xi] = b === Infinity ? "Infinity" : "-Infinity";
+      }
+      for (const v2 of [y[xi], mn[xi], mx[xi]]) if (v2 !== null) { lo = Math.min(lo, v2); hi = Math.max(hi, v2); }
+    }
+    const smoothed = smoothing > 0 ? ema(y, smoothing) : null;
+    const width = input.length > 8 ? 1.25 : 1.6;
+    if (hasBand) {
+      const maxIdx = columns.length;
+      columns.push(mx, mn);
+      series.push(
+        { label: `${s.label} max`, stroke: alpha(color, 0.35), width: 0, points: { show: false }, spanGaps: true, value: (u, v) => fmtNum(v) },
+        { label: `${s.label} min`, stroke: alpha(color, 0.35), width: 0, points: { show: false }, spanGaps: true, value: (u, v) => fmtNum(v) },
+      );
+      hidden.push(maxIdx, maxIdx + 1);
+      bands.push({ series: [maxIdx, maxIdx + 1], fill: alpha(color, input.length > 4 ? 0.08 : 0.16) });
+    }
+    columns.push(y);
+    series.push({
+      label: smoothed ? `${s.label} (raw)` : s.label,
+      stroke: smoothed ? alpha(color, 0.28) : color,
+      width: smoothed ? 1 : width,
+      spanGaps: true,
+      points: { show: false },
+      value: (u, v) => fmtNum(v),
+    });
+    if (smoothed) {
+      hidden.push(columns.length - 1);
+      columns.push(smoothed);
+      series.push({ label: s.label, stroke: color, width, spanGaps: true, points: { show: false }, value: (u, v) => fmtNum(v) });
+    }
+  });
+
+  // NaN and infinities: markers at the top (NaN, +inf) or bottom (-inf) of the finite range.
+  if (nonFinite.some((v) => v !== null)) {
+    if (!Number.isFinite(lo)) { lo = log ? 1 : 0; hi = log ? 10 : 1; }
+    const top = hi, bottom = lo;
+    columns.push(nonFinite.map((v) => (v === null ? null : v === "-Infinity" ? bottom : top)));
+    const bad = cssVar("--bad");
+    series.push({
+      label: "NaN / inf",
+      stroke: bad,
+      fill: bad,
+      width: 0,
+      paths: () => null,
+      points: { show: true, size: 8, width: 1.5, stroke: bad, fill: bad, space: 0 },
+      value: (u, v, si, i) => (i === null || i === undefined ? "" : nonFinite[i] || ""),
+    });
+  }
+  return { columns, series, bands, hidden, nonFinite };
+}
+
+function labelOfX(x) {
+  return { step: "step", time: "time", relative_time: "relative time" }[x] || x;
+}
+
+function fmtX(v, x) {
+  if (v === null || v === undefined) return "";
+  if (x === "time") return new Date(v * 1000).toISOString().replace("T", " ").slice(0, 19);
+  if (x === "relative_time") return fmtSeconds(v);
+  return fmtNum(v);
+}
+
+// --- the chart ------------------------------------------------------------------------------
+// load({min_step, max_step}) -> Promise<[{label, color?, points: {x, y, min?, max?}}]>
+export class MetricChart {
+  constructor(container, { load, height = 230, x = null, zoomFetch = true, name = "" }) {
+    this.container = container;
+    this.load = load;
+    this.height = height;
+    this.fixedX = x !== null; // system metrics: always time
+    this.x = x ?? settings.x;
+    this.zoomFetch = zoomFetch;
+    this.name = name;
+    this.zoom = null; // {min, max} in x units while zoomed
+    this.u = null;
+    this.input = null;
+    this.version = 0;
+    this.note = h("div", { class: "chart-note" }, "loading…");
+    this.body = h("div", { class: "chart-body" });
+    container.append(this.body, this.note);
+    container.__chart = this;
+    registry.add(this);
+    this.resize = new ResizeObserver(() => {
+      if (this.u) this.u.setSize({ width: this.width(), height: this.height });
+    });
+    this.resize.observe(container);
+    this.unlisten = onSettings((change) => {
+      if ("x" in change) { if (!this.fixedX) { this.x = settings.x; this.zoom = null; this.reload(); } }
+      else if ("samples" in change) this.reload();
+      else this.redraw();
+    });
+    this.reload();
+  }
+
+  width() { return Math.max(200, this.container.clientWidth - 24); }
+
+  // Data for the drawn chart, for tests: the uPlot columns and the series labels.
+  drawn() {
+    if (!this.u) return null;
+    return { labels: this.u.series.map((s) => s.label), data: this.u.data.map((c) => Array.from(c)) };
+  }
+
+  async reload() {
+    const version = ++this.version;
+    const range = this.zoom && this.x === "step" && this.zoomFetch
+      ? { min_step: Math.floor(this.zoom.min), max_step: Math.ceil(this.zoom.max) }
+      : {};
+    try {
+      const input = await this.load({ x: this.x, ...range });
+      if (version !== this.version) return;
+      this.input = input;
+      this.redraw();
+    } catch (err) {
+      if (version !== this.version) return;
+      this.note.textContent = err.message || String(err);
+      this.note.style.display = "flex";
+    }
+  }
+
+  refresh() { return this.reload(); }
+
+  redraw() {
+    if (!this.input) return;
+    const built = build(this.input, { log: settings.log, smoothing: settings.smoothing, x: this.x });
+    const empty = built.columns[0].length === 0;
+    this.note.textContent = empty ? "no points yet" : "";
+    this.note.style.display = empty ? "flex" : "none";
+    const shape = JSON.stringify([built.series.map((s) => s.label), settings.log, this.x]);
+    if (this.u && this.shape === shape) {
+      this.settingData = true;
+      this.u.setData(built.columns, !this.zoom);
+      if (this.zoom) this.u.setScale("x", this.zoom);
+      this.settingData = false;
+      return;
+    }
+    this.shape = shape;
+    if (this.u) this.u.destroy();
+    const grid = { stroke: cssVar("--grid"), width: 1 };
+    const axisStroke = cssVar("--muted");
+    const font = "11px system-ui, sans-serif";
+    const time = this.x === "time";
+    const opts = {
+      width: this.width(),
+      height: this.height,
+      series: built.series,
+      bands: built.bands,
+      scales: {
+        x: { time },
+        y: settings.log ? { distr: 3 } : { auto: true },
+      },
+      axes: [
+        {
+          stroke: axisStroke, grid, ticks: grid, font, size: 32,
+          values: this.x === "relative_time" ? (u, vals) => vals.map(fmtSeconds) : time ? undefined : (u, vals) => vals.map(fmtNum),
+        },
+        { stroke: axisStroke, grid, ticks: grid, font, size: 56, values: (u, vals) => vals.map(fmtNum) },
+      ],
+      cursor: {
+        drag: { x: true, y: false, setScale: true },
+        bind: { dblclick: () => null },
+        points: { size: 6 },
+      },
+      legend: { live: true },
+      hooks: {
+        setScale: [(u, key) => { if (key === "x") this.scaled(u); }],
+      },
+    };
+    this.settingData = true;
+    this.u = new uPlot(opts, built.columns, this.body);
+    if (this.zoom) this.u.setScale("x", this.zoom);
+    this.settingData = false;
+    // Legend rows of the band edges and of the raw line under a smoothed one: noise.
+    const rows = this.u.root.querySelectorAll(".u-legend .u-series");
+    for (const i of built.hidden) if (rows[i]) rows[i].style.display = "none";
+    this.u.over.addEventListener("dblclick", () => this.resetZoom());
+  }
+
+  scaled(u) {
+    if (this.settingData) return;
+    const { min, max } = u.scales.x;
+    if (min === null || max === null) return;
+    this.zoom = { min, max };
+    if (this.x === "step" && this.zoomFetch) {
+      clearTimeout(this.zoomTimer);
+      this.zoomTimer = setTimeout(() => this.reload(), 200);
+    }
+  }
+
+  resetZoom() {
+    this.zoom = null;
+    if (this.x === "step" && this.zoomFetch) this.reload();
+    else if (this.u) { this.settingData = true; this.u.setData(this.u.data, true); this.settingData = false; }
+  }
+
+  destroy() {
+    this.version++;
+    clearTimeout(this.zoomTimer);
+    this.resize.disconnect();
+    this.unlisten();
+    registry.delete(this);
+    if (this.u) this.u.destroy();
+    this.u = null;
+  }
+}
+
+// The toolbar that sets the shared chart settings: x axis, log y, smoothing.
+export function settingsBar(xChoices = []) {
+  const xSelect = h("select", {
+    onchange: (e) => setSettings({ x: e.target.value }),
+  },
+  ["step", "time", "relative_time", ...xChoices].map((v) =>
+    h("option", { value: v, selected: v === settings.x }, labelOfX(v))));
+  if (![...xSelect.options].some((o) => o.value === settings.x)) { xSelect.value = "step"; settings.x = "step"; }
+  const smoothValue = h("span", { class: "value" }, settings.smoothing.toFixed(2));
+  const smooth = h("input", {
+    type: "range", min: 0, max: 0.99, step: 0.01, value: settings.smoothing,
+    oninput: (e) => { smoothValue.textContent = Number(e.target.value).toFixed(2); setSettings({ smoothing: Number(e.target.value) }); },
+  });
+  const log = h("input", { type: "checkbox", checked: settings.log, onchange: (e) => setSettings({ log: e.target.checked }) });
+  return h("div", { class: "settings-bar panel" },
+    h("label", { class: "inline" }, "x axis", xSelect),
+    h("label", { class: "inline" }, log, "log y"),
+    h("label", { class: "inline" }, "smoothing", smooth, smoothValue),
+    h("span", { class: "hint" }, "drag to zoom (fetches the visible range) · double-click to reset"),
+  );
+}

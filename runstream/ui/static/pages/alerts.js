@@ -1,0 +1,37 @@
+// Recent alerts: rule, run, episode (fired, resolved) and the delivery state per webhook.
+import { get } from "../lib/api.js";
+import { fmtAgo, fmtDuration, fmtNum, fmtTime, h } from "../lib/dom.js";
+
+export function alertsTable(alerts, { showRun = true } = {}) {
+  if (!alerts.length) return h("div", { class: "empty" }, "No alerts.");
+  return h("div", { class: "table-wrap" }, h("table", { class: "data" },
+    h("thead", {}, h("tr", {},
+      h("th", {}, "Fired"), h("th", {}, "Level"), h("th", {}, "Alert"), h("th", {}, "Rule"),
+      showRun ? h("th", {}, "Run") : null, h("th", {}, "Metric"), h("th", {}, "Episode"), h("th", {}, "Delivery"))),
+    h("tbody", {}, alerts.map((a) => h("tr", {},
+      h("td", { title: a.fired_at }, fmtTime(a.fired_at), h("div", { class: "hint" }, fmtAgo(a.fired_at))),
+      h("td", {}, h("span", { class: `level ${a.level}` }, a.level)),
+      h("td", { class: "wrap", style: "max-width: 420px" }, h("div", {}, a.title), a.text ? h("div", { class: "hint" }, a.text) : null),
+      h("td", {}, h("code", {}, a.rule)),
+      showRun ? h("td", {}, h("a", { href: `#/run/${encodeURIComponent(a.run_id)}` }, a.run_id), h("div", { class: "hint" }, a.project)) : null,
+      h("td", {}, a.metric ? h("span", {}, h("code", {}, a.metric), a.value !== null ? ` = ${fmtNum(a.value)}` : "", a.step !== null ? h("div", { class: "hint" }, `step ${a.step}`) : null) : ""),
+      h("td", {}, a.resolved_at ? h("span", {}, "resolved", h("div", { class: "hint" }, `after ${fmtDuration(a.fired_at, a.resolved_at)}`)) : h("span", { class: "status running" }, "open")),
+      h("td", {},
+        h("div", {}, a.delivery_state, a.attempts ? h("span", { class: "hint" }, ` · ${a.attempts} attempt${a.attempts === 1 ? "" : "s"}`) : null),
+        (a.deliveries || []).map((d) => h("span", { class: "chip", title: d.last_error || "" }, `${d.webhook}: ${d.state}`)),
+        a.last_error ? h("div", { class: "hint", title: a.last_error }, a.last_error.slice(0, 80)) : null),
+    )))));
+}
+
+export async function render(root, _params, query) {
+  const project = query.get("project") || "";
+  const { alerts } = await get("/api/alerts", { project, limit: 200 });
+  const { projects } = await get("/api/projects");
+  const pick = h("select", { onchange: (e) => { location.hash = e.target.value ? `#/alerts?project=${encodeURIComponent(e.target.value)}` : "#/alerts"; } },
+    h("option", { value: "" }, "all projects"),
+    projects.map((p) => h("option", { value: p.project, selected: p.project === project }, p.project)));
+  root.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Alerts"), h("span", { class: "sub" }, `${alerts.length} most recent`), h("span", { style: "flex:1" }), pick),
+    h("div", { class: "panel" }, alertsTable(alerts)),
+  );
+}

@@ -1,0 +1,81 @@
+// Chosen runs overlaid, one chart per metric; or grouped by a config key: the mean of each group
+// with the min/max band across its runs.
+import { go } from "../app.js";
+import { get } from "../lib/api.js";
+import { MetricChart, PALETTE, settings, settingsBar } from "../lib/chart.js";
+import { clear, h, statusBadge } from "../lib/dom.js";
+
+export async function render(root, _params, query) {
+  const ids = (query.get("runs") || "").split(",").filter(Boolean);
+  const groupBy = query.get("group_by") || "";
+  const project = query.get("project") || "";
+  const meta = await get("/api/compare", { runs: ids.join(",") });
+  const charts = [];
+  const color = new Map(meta.runs.map((r, i) => [r.id, PALETTE[i % PALETTE.length]]));
+  const reroute = (change) => {
+    const q = new URLSearchParams({ runs: ids.join(","), ...(project ? { project } : {}), ...(groupBy ? { group_by: groupBy } : {}), ...change });
+    for (const [k, v] of [...q]) if (!v) q.delete(k);
+    go("/compare", q);
+  };
+
+  const back = project || (meta.runs[0] && meta.runs[0].project);
+  root.append(
+    h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Projects"), " / ",
+      back ? h("a", { href: `#/p/${encodeURIComponent(back)}` }, back) : null, " / "),
+    h("div", { class: "page-head" }, h("h1", {}, "Compare"), h("span", { class: "sub" }, `${meta.runs.length} runs · ${meta.metrics.length} metrics`)),
+  );
+  if (!meta.runs.length) {
+    root.append(h("div", { class: "panel empty" }, "Select runs in a project's runs table, then Compare."));
+    return;
+  }
+  root.append(h("div", { class: "panel pad", style: "margin-bottom: 12px" },
+    h("div", { style: "display: flex; flex-wrap: wrap; gap: 8px 18px" }, meta.runs.map((r) =>
+      h("span", { style: "display: inline-flex; align-items: center; gap: 6px" },
+        h("span", { style: `width: 12px; height: 3px; border-radius: 2px; background: ${groupBy ? "var(--muted)" : color.get(r.id)}` }),
+        h("a", { href: `#/run/${encodeURIComponent(r.id)}` }, r.name || r.id), statusBadge(r.status),
+        ids.length > 1 ? h("button", { class: "ghost", title: "remove", style: "padding: 0 4px", onclick: () => { ids.splice(ids.indexOf(r.id), 1); reroute({ runs: ids.join(",") }); } }, "×") : null)))));
+
+  const group = h("select", { onchange: (e) => reroute({ group_by: e.target.value }) },
+    h("option", { value: "" }, "no grouping"),
+    meta.config_keys.map((k) => h("option", { value: k, selected: k === groupBy }, `group by config.${k}`)));
+  const search = h("input", { type: "search", placeholder: "search metrics (regex)", style: "width: 280px" });
+  const grid = h("div", { class: "chart-grid" });
+  root.append(settingsBar(meta.metrics), h("div", { class: "toolbar" }, search, group,
+    groupBy ? h("span", { class: "hint" }, "line: mean of the group · band: min to max across its runs") : null), grid);
+
+  const observer = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (!e.isIntersecting || e.target.__chart) continue;
+      observer.unobserve(e.target);
+      const metric = e.target.dataset.metric;
+      charts.push(new MetricChart(e.target, {
+        name: metric,
+        load: async ({ x, min_step, max_step }) => {
+          const res = await get("/api/compare/history", {
+            runs: ids.join(","), key: metric, x, group_by: groupBy, samples: Math.min(settings.samples, 1000), min_step, max_step,
+          });
+          return res.series.map((s, i) => ({ label: s.label, color: groupBy ? PALETTE[i % PALETTE.length] : color.get(s.run_ids[0]), points: s.points }));
+        },
+      }));
+    }
+  }, { rootMargin: "300px" });
+
+  const fill = () => {
+    for (const c of charts.splice(0)) c.destroy();
+    observer.disconnect();
+    let pattern;
+    try { pattern = new RegExp(search.value, "i"); } catch { pattern = null; }
+    const names = meta.metrics.filter((m) => (pattern ? pattern.test(m) : true));
+    clear(grid, names.slice(0, 60).map((m) => {
+      const card = h("div", { class: "panel chart-card", dataset: { metric: m } }, h("div", { class: "chart-head" }, h("h3", {}, m)));
+      observer.observe(card);
+      return card;
+    }));
+  };
+  let t;
+  search.addEventListener("input", () => { clearTimeout(t); t = setTimeout(fill, 150); });
+  fill();
+  const live = meta.runs.some((r) => r.status === "running");
+  const timer = live ? setInterval(() => { if (!document.hidden) for (const c of charts) if (!c.zoom) c.refresh(); }, 5000) : null;
+  return () => { clearInterval(timer); observer.disconnect(); for (const c of charts) c.destroy(); };
+}

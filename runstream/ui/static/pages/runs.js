@@ -1,0 +1,211 @@
+// The runs table of a project: filter (the filter language of the Python API), sort, paging by
+// ClickHouse, chosen config and summary columns, live status, selection for compare.
+import { go } from "../app.js";
+import { get } from "../lib/api.js";
+import { clear, errorBox, fmtAgo, fmtDuration, fmtTime, fmtValue, h, statusBadge } from "../lib/dom.js";
+
+const REFRESH_MS = 5000;
+
+function stored(key, fallback) {
+  try { return JSON.parse(localStorage.getItem(key)) ?? fallback; } catch { return fallback; }
+}
+
+function configValue(config, dotted) {
+  if (config && dotted in config) return config[dotted];
+  let v = config;
+  for (const part of dotted.split(".")) {
+    if (v === null || typeof v !== "object" || !(part in v)) return undefined;
+    v = v[part];
+  }
+  return v;
+}
+
+export async function render(root, { project }, query) {
+  const colsKey = `runstream.columns.${project}`;
+  const selKey = `runstream.selected.${project}`;
+  const state = {
+    where: query.get("where") || "",
+    order: (query.get("order") || "").split(",").filter(Boolean),
+    offset: Number(query.get("offset") || 0),
+    limit: Number(query.get("limit") || stored("runstream.pagesize", 50)),
+    columns: stored(colsKey, null),
+    selected: new Set(stored(selKey, [])),
+  };
+  let page = null;
+  let headDrawn = false;
+
+  const save = () => sessionStorage.setItem(selKey, JSON.stringify([...state.selected]));
+  const navigate = (change) => {
+    const next = { ...state, ...change };
+    const q = new URLSearchParams();
+    if (next.where) q.set("where", next.where);
+    if (next.order.length) q.set("order", next.order.join(","));
+    if (next.offset) q.set("offset", String(next.offset));
+    if (next.limit !== 50) q.set("limit", String(next.limit));
+    go(`/p/${encodeURIComponent(project)}`, q);
+  };
+  // Selection survives paging and filtering (sessionStorage), not a new browser session.
+  state.selected = new Set(JSON.parse(sessionStorage.getItem(selKey) || "[]"));
+
+  const filter = h("input", {
+    type: "search", value: state.where, spellcheck: "false",
+    placeholder: 'filter: config.lr > 1e-3 and summary["val/loss"] < 0.2 and "baseline" in tags',
+    onkeydown: (e) => { if (e.key === "Enter") navigate({ where: filter.value.trim(), offset: 0 }); },
+  });
+  const compareBtn = h("button", {
+    class: "primary",
+    onclick: () => go("/compare", new URLSearchParams({ runs: [...state.selected].join(","), project })),
+  });
+  const clearSel = h("button", { class: "ghost", onclick: () => { state.selected.clear(); save(); drawBody(); } }, "clear");
+  const chooser = h("details", { class: "menu" }, h("summary", { class: "btn" }, "Columns"), h("div", { class: "menu-body" }));
+  const errorSlot = h("div");
+  const table = h("table", { class: "data" });
+  const pager = h("div", { class: "pager" });
+  const count = h("span", { class: "sub" });
+
+  root.append(
+    h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Projects"), " / "),
+    h("div", { class: "page-head" }, h("h1", {}, project), count),
+    h("div", { class: "toolbar" },
+      h("div", { class: "grow" }, filter),
+      h("button", { onclick: () => navigate({ where: filter.value.trim(), offset: 0 }) }, "Filter"),
+      state.where ? h("button", { class: "ghost", onclick: () => navigate({ where: "", offset: 0 }) }, "reset") : null,
+      chooser,
+      clearSel,
+      compareBtn,
+    ),
+    errorSlot,
+    h("div", { class: "panel" }, h("div", { class: "table-wrap" }, table), pager),
+  );
+
+  function chosen() {
+    if (state.columns) return state.columns;
+    // First visit: a few config keys that differ between runs, and every summary metric (up to 6).
+    const cfg = page.config_keys.filter((k) => {
+      const seen = new Set(page.runs.map((r) => JSON.stringify(configValue(r.config, k))));
+      return seen.size > 1;
+    }).slice(0, 4);
+    return [...cfg.map((k) => `config.${k}`), ...page.summary_keys.slice(0, 6).map((k) => `summary.${k}`)];
+  }
+
+  function drawChooser() {
+    const body = chooser.querySelector(".menu-body");
+    const cols = new Set(chosen());
+    const toggle = (name, on) => {
+      const list = chosen().filter((c) => c !== name);
+      if (on) list.push(name);
+      state.columns = list;
+      localStorage.setItem(colsKey, JSON.stringify(list));
+      drawHead(); drawBody();
+    };
+    const group = (title, prefix, keys) => [
+      h("h3", {}, title),
+      keys.length ? keys.map((k) => h("label", {},
+        h("input", { type: "checkbox", checked: cols.has(`${prefix}.${k}`), onchange: (e) => toggle(`${prefix}.${k}`, e.target.checked) }),
+        k)) : h("div", { class: "hint" }, "none on this page"),
+    ];
+    clear(body, group("Config", "config", page.config_keys), group("Summary", "summary", page.summary_keys));
+  }
+
+  function orderOf(col) {
+    if (state.order.includes(col)) return "asc";
+    if (state.order.includes(`-${col}`)) return "desc";
+    return null;
+  }
+
+  function sortBy(col) {
+    const now = orderOf(col);
+    const order = now === "desc" ? [col] : now === "asc" ? [] : [`-${col}`];
+    navigate({ order, offset: 0 });
+  }
+
+  function th(label, col, cls = "") {
+    const o = col ? orderOf(col) : null;
+    return h("th", { class: `${col ? "sortable" : ""} ${cls}`, onclick: col ? () => sortBy(col) : null, title: col || "" },
+      label, o ? h("span", { class: "arrow" }, o === "desc" ? "↓" : "↑") : null);
+  }
+
+  function drawHead() {
+    const allBox = h("input", {
+      type: "checkbox",
+      checked: page.runs.length > 0 && page.runs.every((r) => state.selected.has(r.id)),
+      onchange: (e) => { for (const r of page.runs) e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id); save(); drawBody(); },
+    });
+    const extra = chosen().map((c) => {
+      const [doc, ...rest] = c.split(".");
+      return th(h("span", {}, h("span", { class: "hint" }, `${doc}.`), rest.join(".")), c, "num");
+    });
+    table.replaceChildren(h("thead", {}, h("tr", {},
+      h("th", { style: "width: 28px" }, allBox),
+      th("Status", "status"), th("Name", "name"), th("Group", "group"), th("Tags"),
+      th("Started", "started_at"), th("Runtime"), th("Step", "last_step", "num"),
+      extra)), h("tbody"));
+  }
+
+  function drawBody() {
+    const tbody = table.querySelector("tbody");
+    const cols = chosen();
+    clear(tbody, page.runs.length ? page.runs.map((r) => {
+      const box = h("input", {
+        type: "checkbox", checked: state.selected.has(r.id),
+        onchange: (e) => { e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id); save(); drawBody(); },
+      });
+      return h("tr", { class: state.selected.has(r.id) ? "selected" : "", dataset: { run: r.id } },
+        h("td", {}, box),
+        h("td", {}, statusBadge(r.status)),
+        h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.id)}`, title: r.id }, r.name || r.id)),
+        h("td", {}, r.group || ""),
+        h("td", {}, (r.tags || []).map((t) => h("span", { class: "chip" }, t))),
+        h("td", { title: fmtAgo(r.started_at) }, fmtTime(r.started_at)),
+        h("td", {}, fmtDuration(r.started_at, r.status === "running" ? null : (r.finished_at || r.last_event_at))),
+        h("td", { class: "num" }, r.last_step ?? ""),
+        cols.map((c) => {
+          const [doc, ...rest] = c.split(".");
+          const key = rest.join(".");
+          const v = doc === "config" ? configValue(r.config, key) : (r.summary || {})[key];
+          return h("td", { class: "num", title: v === undefined ? "" : JSON.stringify(v) }, v === undefined ? "" : fmtValue(v));
+        }),
+      );
+    }) : h("tr", {}, h("td", { colspan: 8 + cols.length, class: "empty" }, state.where ? "No run matches the filter." : "No runs.")));
+    const n = state.selected.size;
+    compareBtn.textContent = `Compare ${n ? `(${n})` : ""}`;
+    compareBtn.disabled = n < 1;
+    clearSel.style.display = n ? "" : "none";
+    const allBox = table.querySelector("thead input");
+    if (allBox) allBox.checked = page.runs.length > 0 && page.runs.every((r) => state.selected.has(r.id));
+  }
+
+  function drawPager() {
+    const from = page.total ? page.offset + 1 : 0;
+    const to = page.offset + page.runs.length;
+    const size = h("select", { onchange: (e) => { localStorage.setItem("runstream.pagesize", e.target.value); navigate({ limit: Number(e.target.value), offset: 0 }); } },
+      [25, 50, 100, 250, 500].map((n) => h("option", { value: n, selected: n === state.limit }, `${n} / page`)));
+    clear(pager,
+      h("span", {}, `${from.toLocaleString("en-US")}–${to.toLocaleString("en-US")} of ${page.total.toLocaleString("en-US")}`),
+      h("span", { class: "spacer" }),
+      size,
+      h("button", { disabled: page.offset === 0, onclick: () => navigate({ offset: Math.max(0, page.offset - state.limit) }) }, "← Prev"),
+      h("button", { disabled: to >= page.total, onclick: () => navigate({ offset: page.offset + state.limit }) }, "Next →"),
+    );
+    count.textContent = `${page.total.toLocaleString("en-US")} run${page.total === 1 ? "" : "s"}${state.where ? " match" : ""}`;
+  }
+
+  async function load(first) {
+    try {
+      page = await get("/api/runs", {
+        project, where: state.where, order_by: state.order.join(","), limit: state.limit, offset: state.offset,
+      });
+      clear(errorSlot);
+      if (!headDrawn) { drawHead(); drawChooser(); headDrawn = true; }
+      drawBody();
+      drawPager();
+    } catch (err) {
+      if (first) clear(errorSlot, errorBox(err));
+    }
+  }
+
+  await load(true);
+  // Live status: the page's runs are read again every few seconds (a cheap, paged query).
+  const timer = setInterval(() => { if (!document.hidden) load(false); }, REFRESH_MS);
+  return () => clearInterval(timer);
+}
