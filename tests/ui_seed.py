@@ -102,8 +102,11 @@ def _s(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def seed(settings: Settings) -> list[SeedRun]:
-    """Insert the seed project into the (migrated) database of ``settings``."""
+def seed(
+    settings: Settings, big_points: int = BIG_POINTS, spike_step: int = SPIKE_STEP
+) -> list[SeedRun]:
+    """Insert the seed project into the (migrated) database of ``settings``; the big run has
+    ``big_points`` points of ``loss``, flat but for SPIKE_VALUE at ``spike_step``."""
     client = connect(settings)
     runs = seed_runs()
     for k, run in enumerate(runs):
@@ -158,10 +161,10 @@ def seed(settings: Settings) -> list[SeedRun]:
             client.command(
                 "INSERT INTO metrics (project, run_id, name, step, value, ts, seq) "
                 f"SELECT {_s(run.project)}, {_s(run.run_id)}, 'loss', number, "
-                f"if(number = {SPIKE_STEP}, {SPIKE_VALUE}, 1 + sin(number / 5000) / 10), "
-                f"{t0} + INTERVAL number MILLISECOND, {seq} + number FROM numbers({BIG_POINTS})"
+                f"if(number = {spike_step}, {SPIKE_VALUE}, 1 + sin(number / 5000) / 10), "
+                f"{t0} + INTERVAL number MILLISECOND, {seq} + number FROM numbers({big_points})"
             )
-            seq += BIG_POINTS
+            seq += big_points
         if run.run_id in ("r000abc", LIVE_RUN):
             client.command(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT generateUUIDv4(), 1, "

@@ -344,12 +344,12 @@ def compare_history(
     samples = max(1, min(int(samples), MAX_SAMPLES))
     per_run: list[tuple[Any, dict[str, list[Any]]]] = []
     for run in runs:
-        if key not in run.metric_names():
-            continue
         table = run.history(
             keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step
         )
         records = _records(table)
+        if not records:
+            continue  # the run has no such metric (or no point in the range)
         xs = _column(records, x)
         if x == "time":
             xs = [_seconds(v) for v in xs]

@@ -110,11 +110,13 @@ export function build(input, opts) {
     const smoothed = smoothing > 0 ? ema(y, smoothing) : null;
     const width = input.length > 8 ? 1.25 : 1.6;
     if (hasBand) {
+      const edge = input.length > 4 ? 0.25 : 0.45;
       const maxIdx = columns.length;
       columns.push(mx, mn);
       series.push(
-        { label: `${s.label} max`, stroke: alpha(color, 0.35), width: 0, points: { show: false }, spanGaps: true, value: (u, v) => fmtNum(v) },
-        { label: `${s.label} min`, stroke: alpha(color, 0.35), width: 0, points: { show: false }, spanGaps: true, value: (u, v) => fmtNum(v) },
+        // The edges are drawn too, thin: a one-bucket spike is a sliver of band, but a line.
+        { label: `${s.label} max`, stroke: alpha(color, edge), width: 1, points: { show: false }, spanGaps: true, value: (u, v) => fmtNum(v) },
+        { label: `${s.label} min`, stroke: alpha(color, edge), width: 1, points: { show: false }, spanGaps: true, value: (u, v) => fmtNum(v) },
       );
       hidden.push(maxIdx, maxIdx + 1);
       bands.push({ series: [maxIdx, maxIdx + 1], fill: alpha(color, input.length > 4 ? 0.08 : 0.16) });
@@ -152,6 +154,16 @@ export function build(input, opts) {
     });
   }
   return { columns, series, bands, hidden, nonFinite };
+}
+
+// The y axis as wide as its longest label (uPlot's axis-size recipe).
+function axisWidth(u, values, axisIdx, cycleNum) {
+  const axis = u.axes[axisIdx];
+  if (cycleNum > 1) return axis._size;
+  let size = axis.ticks.size + axis.gap;
+  const longest = (values || []).reduce((acc, v) => (v.length > acc.length ? v : acc), "");
+  if (longest) { u.ctx.font = axis.font[0]; size += u.ctx.measureText(longest).width / devicePixelRatio; }
+  return Math.ceil(size) + 4;
 }
 
 function labelOfX(x) {
@@ -258,7 +270,7 @@ export class MetricChart {
           stroke: axisStroke, grid, ticks: grid, font, size: 32,
           values: this.x === "relative_time" ? (u, vals) => vals.map(fmtSeconds) : time ? undefined : (u, vals) => vals.map(fmtNum),
         },
-        { stroke: axisStroke, grid, ticks: grid, font, size: 56, values: (u, vals) => vals.map(fmtNum) },
+        { stroke: axisStroke, grid, ticks: grid, font, size: axisWidth, values: (u, vals) => vals.map(fmtNum) },
       ],
       cursor: {
         drag: { x: true, y: false, setScale: true },

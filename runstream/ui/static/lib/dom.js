@@ -35,7 +35,10 @@ export function fmtNum(v) {
   if (typeof v !== "number") return JSON.stringify(v);
   if (Number.isInteger(v) && Math.abs(v) < 1e15) return v.toLocaleString("en-US");
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) {
+    const [mantissa, exp] = v.toExponential(3).split("e");
+    return `${Number(mantissa)}e${exp.replace("+", "")}`;
+  }
   return Number(v.toPrecision(5)).toString();
 }
 

@@ -133,7 +133,7 @@ export async function render(root, { project }, query) {
     });
     const extra = chosen().map((c) => {
       const [doc, ...rest] = c.split(".");
-      return th(h("span", {}, h("span", { class: "hint" }, `${doc}.`), rest.join(".")), c, "num");
+      return th(h("span", {}, h("span", { class: "hint" }, `${doc}.`), rest.join(".")), c);
     });
     table.replaceChildren(h("thead", {}, h("tr", {},
       h("th", { style: "width: 28px" }, allBox),
@@ -163,7 +163,8 @@ export async function render(root, { project }, query) {
           const [doc, ...rest] = c.split(".");
           const key = rest.join(".");
           const v = doc === "config" ? configValue(r.config, key) : (r.summary || {})[key];
-          return h("td", { class: "num", title: v === undefined ? "" : JSON.stringify(v) }, v === undefined ? "" : fmtValue(v));
+          const numeric = typeof v === "number" || v === "NaN" || v === "Infinity" || v === "-Infinity";
+          return h("td", { class: numeric ? "num" : "mono", title: v === undefined ? "" : JSON.stringify(v) }, v === undefined ? "" : fmtValue(v));
         }),
       );
     }) : h("tr", {}, h("td", { colspan: 8 + cols.length, class: "empty" }, state.where ? "No run matches the filter." : "No runs.")));

@@ -4,10 +4,12 @@ import { get } from "../lib/api.js";
 import { MetricChart } from "../lib/chart.js";
 import { clear, errorBox, fmtValue, h } from "../lib/dom.js";
 
-const EXAMPLE = `SELECT run_id, name, status, JSONExtractFloat(summary, 'loss') AS loss
-FROM runs_current
-ORDER BY started_at DESC
-LIMIT 100`;
+const EXAMPLE = `-- the mean loss of every run of every project, step by step
+SELECT step, avg(value) AS mean_loss, count() AS runs
+FROM metrics
+WHERE name = 'loss' AND step < 5000
+GROUP BY step
+ORDER BY step`;
 
 export async function render(root, _params, query) {
   const initial = query.get("q") || sessionStorage.getItem("runstream.sql") || EXAMPLE;

@@ -1,0 +1,242 @@
+"""The web UI's JSON endpoints (runstream/ui) against the real ClickHouse, through Starlette's
+TestClient: shapes, paging and sorting done by ClickHouse, filters, the bucketed history that keeps
+a spike, NaN and infinities, compare and grouping, the SQL console, read-only methods and the
+optional token (issue 13, "Tests")."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from runstream.settings import Settings
+from tests import ui_seed
+from tests.conftest import Services, isolated_settings
+from tests.helpers import scalar
+
+pytestmark = pytest.mark.integration
+
+starlette_testclient = pytest.importorskip("starlette.testclient")
+BIG = 100_000  # points of the big run here (the browser test draws a million)
+SPIKE = 65_432
+
+
+@pytest.fixture(scope="module")
+def seeded(services: Services) -> Settings:
+    settings = isolated_settings(services, prefix="uh")
+    ui_seed.seed(settings, big_points=BIG, spike_step=SPIKE)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def client(seeded: Settings) -> Iterator[Any]:
+    from runstream.ui import create_app
+
+    with starlette_testclient.TestClient(create_app(seeded)) as c:
+        yield c
+
+
+def get(client: Any, path: str, status: int = 200, **params: Any) -> Any:
+    response = client.get(path, params=params)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def vision_runs() -> list[ui_seed.SeedRun]:
+    return [r for r in ui_seed.seed_runs() if r.project == ui_seed.PROJECT]
+
+
+def test_projects_count_runs_and_running(client: Any) -> None:
+    body = get(client, "/api/projects")
+    by_name = {p["project"]: p for p in body["projects"]}
+    assert set(by_name) == {ui_seed.PROJECT, ui_seed.OTHER_PROJECT}
+    assert by_name[ui_seed.PROJECT]["runs"] == len(vision_runs())
+    assert by_name[ui_seed.PROJECT]["running"] == 1
+    assert by_name[ui_seed.OTHER_PROJECT]["runs"] == 1
+    assert by_name[ui_seed.PROJECT]["last_activity"].endswith("Z")
+
+
+def test_runs_pages_cover_every_run_once_newest_first(client: Any) -> None:
+    seen: list[str] = []
+    for offset in range(0, 20, 4):
+        page = get(client, "/api/runs", project=ui_seed.PROJECT, limit=4, offset=offset)
+        assert page["total"] == len(vision_runs())
+        assert page["offset"] == offset and page["limit"] == 4
+        assert len(page["runs"]) == min(4, max(0, len(vision_runs()) - offset))
+        seen += [r["id"] for r in page["runs"]]
+    assert sorted(seen) == sorted(r.run_id for r in vision_runs())
+    # Seeded an hour apart in list order: newest first is the reverse.
+    assert seen == [r.run_id for r in reversed(vision_runs())]
+    first = get(client, "/api/runs", project=ui_seed.PROJECT, limit=1)["runs"][0]
+    assert set(first) >= {"id", "name", "status", "group", "tags", "config", "summary"}
+    assert set(page["config_keys"]) <= {
+        "lr", "batch_size", "optimizer.name", "optimizer.momentum", "seed", "model",
+    }
+
+
+def test_runs_filter_sort_and_a_bad_filter(client: Any) -> None:
+    where = 'config.lr > 2e-3 and status == "finished"'
+    page = get(client, "/api/runs", project=ui_seed.PROJECT, where=where, order_by="summary.loss")
+    expected = {
+        r.name for r in vision_runs() if float(r.config["lr"]) > 2e-3 and r.status == "finished"
+    }
+    assert page["total"] == len(expected) == len(page["runs"])
+    assert {r["name"] for r in page["runs"]} == expected
+    losses = [r["summary"]["loss"] for r in page["runs"]]
+    assert losses == sorted(losses)
+    page = get(client, "/api/runs", project=ui_seed.PROJECT, where='"live" in tags')
+    assert [r["id"] for r in page["runs"]] == [ui_seed.LIVE_RUN]
+    assert page["runs"][0]["status"] == "running"
+    bad = get(client, "/api/runs", 400, project=ui_seed.PROJECT, where="config.lr >")
+    assert "config.lr" in bad["error"]
+    # A filter that tries to be SQL selects nothing and changes nothing.
+    page = get(client, "/api/runs", where="name == \"'; DROP TABLE events --\"")
+    assert page["total"] == 0
+
+
+def test_run_page_has_config_metrics_and_alerts(client: Any) -> None:
+    run = get(client, "/api/runs/r000abc")
+    assert run["name"] == "resnet-adam-lr0.001-s0"
+    assert run["config"]["optimizer"] == {"name": "adam", "momentum": 0.9}
+    assert run["metrics"] == ["acc", "epoch", "loss", "lr", "val/loss"]
+    assert run["status"] == "finished" and run["last_step"] == 1999
+    assert get(client, f"/api/runs/{ui_seed.NAN_RUN}")["alerts"][0]["level"] == "ERROR"
+    missing = get(client, "/api/runs/no-such-run", 404)
+    assert "no-such-run" in missing["error"]
+
+
+def test_history_buckets_keep_the_spike_and_zoom_fetches_the_range(client: Any) -> None:
+    body = get(client, f"/api/runs/{ui_seed.BIG_RUN}/history", key="loss", samples=500)
+    points = body["points"]
+    assert body["bucketed"] and len(points["x"]) == 500
+    assert max(points["max"]) == ui_seed.SPIKE_VALUE
+    assert sum(1 for v in points["max"] if v == ui_seed.SPIKE_VALUE) == 1
+    assert all(v < 2 for v in points["y"])  # the spike is not a bucket's last value...
+    assert max(points["min"]) < 2  # ...nor its minimum: only the max keeps it
+    zoom = get(
+        client,
+        f"/api/runs/{ui_seed.BIG_RUN}/history",
+        key="loss",
+        samples=100,
+        min_step=SPIKE - 1000,
+        max_step=SPIKE + 1000,
+    )["points"]
+    assert all(SPIKE - 1000 <= x <= SPIKE + 1000 for x in zoom["x"])
+    assert max(zoom["max"]) == ui_seed.SPIKE_VALUE and len(zoom["x"]) == 100
+    bad = get(client, f"/api/runs/{ui_seed.BIG_RUN}/history", 400, key="loss", samples="many")
+    assert "samples" in bad["error"]
+
+
+def test_history_of_every_point_keeps_nan_and_infinity(client: Any) -> None:
+    body = get(client, f"/api/runs/{ui_seed.NAN_RUN}/history", key="loss", samples=0)
+    points = body["points"]
+    assert not body["bucketed"]
+    assert points["x"][-3:] == [300, 301, 302]
+    assert points["y"][-3:] == ["NaN", "Infinity", 1.5]
+    timed = get(client, f"/api/runs/{ui_seed.NAN_RUN}/history", key="loss", x="time", samples=0)
+    xs = timed["points"]["x"]
+    assert all(isinstance(v, float) for v in xs) and xs == sorted(xs)
+
+
+def test_system_metrics_and_histograms(client: Any) -> None:
+    series = get(client, "/api/runs/r000abc/system")["series"]
+    assert set(series) == {"cpu.percent", "memory.rss_mb"}
+    assert series["memory.rss_mb"]["y"] == [1200.0 + 3 * i for i in range(12)]
+    hists = get(client, "/api/runs/r000abc/histograms")["histograms"]
+    items = hists["gradients/fc.weight"]
+    assert [h["step"] for h in items] == [0, 400, 800, 1200, 1600]
+    assert all(len(h["bins"]) == len(h["counts"]) + 1 == 21 for h in items)
+
+
+def test_compare_overlays_runs_and_groups_by_a_config_key(client: Any) -> None:
+    ids = ["r000abc", "r001abc", "r002abc", "r003abc"]
+    meta = get(client, "/api/compare", runs=",".join([*ids, "nope"]))
+    assert [r["id"] for r in meta["runs"]] == ids
+    assert meta["metrics"] == ["acc", "epoch", "loss", "lr", "val/loss"]
+    assert "optimizer.name" in meta["config_keys"]
+    body = get(client, "/api/compare/history", runs=",".join(ids), key="loss", samples=200)
+    assert [s["run_ids"] for s in body["series"]] == [[i] for i in ids]
+    grouped = get(
+        client, "/api/compare/history", runs=",".join(ids), key="lr", group_by="lr", samples=50
+    )
+    labels = {s["label"]: s for s in grouped["series"]}
+    assert set(labels) == {"lr=0.001 (n=2)", "lr=0.003 (n=2)"}
+    group = labels["lr=0.003 (n=2)"]["points"]
+    # Both runs of a group logged the same lr schedule: mean == min == max, 0.003 at the start.
+    assert math.isclose(group["y"][0], 0.003, rel_tol=0.02)
+    assert all(
+        math.isclose(a, b) and math.isclose(b, c)
+        for a, b, c in zip(group["min"], group["y"], group["max"], strict=True)
+    )
+
+
+def test_alerts_newest_first_and_by_project(client: Any) -> None:
+    alerts = get(client, "/api/alerts")["alerts"]
+    assert [a["run_id"] for a in alerts] == [ui_seed.NAN_RUN, "r007abc"]
+    assert alerts[0]["delivery_state"] == "pending" and alerts[0]["rule"] == "user"
+    assert get(client, "/api/alerts", project=ui_seed.OTHER_PROJECT)["alerts"] == []
+
+
+def test_sql_console_reads_and_refuses_writes(client: Any, seeded: Settings) -> None:
+    body = get(client, "/api/sql", q="SELECT name, count() AS n FROM metrics GROUP BY name ORDER BY name")
+    assert body["columns"] == ["name", "n"] and body["types"][1].startswith("UInt")
+    assert ["loss", BIG + 12 * 2000 + 500 + 300 + 3 + 100] in body["rows"]
+    big = get(client, "/api/sql", q="SELECT number FROM numbers(100000)")
+    assert big["truncated"] and len(big["rows"]) == 5000
+    events = scalar(seeded, "SELECT count() FROM events")
+    for sql in (
+        "INSERT INTO events (run_id) VALUES ('x')",
+        "DROP TABLE events",
+        "SELECT 1; DROP TABLE events",
+        "ALTER TABLE events DELETE WHERE 1",
+        "SELECT * FROM file('/etc/passwd')",
+        "SELECT 1 SETTINGS readonly = 0",
+        "",
+    ):
+        refused = get(client, "/api/sql", 400, q=sql)
+        assert refused["error"]
+    assert scalar(seeded, "SELECT count() FROM events") == events
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_every_write_method_is_refused(client: Any, method: str) -> None:
+    for path in ("/", "/api/runs", "/api/sql", "/api/runs/r000abc"):
+        response = client.request(method, path, json={"q": "DROP TABLE events"})
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_front_end_is_served_with_a_strict_policy(client: Any) -> None:
+    index = client.get("/")
+    assert index.status_code == 200 and '<script type="module" src="/static/app.js">' in index.text
+    assert "default-src 'self'" in index.headers["content-security-policy"]
+    uplot = client.get("/static/vendor/uplot/uPlot.esm.js")
+    assert uplot.status_code == 200 and "export { uPlot as default }" in uplot.text
+    assert client.get("/static/vendor/uplot/LICENSE").status_code == 200
+    assert client.get("/api/nothing").status_code == 404
+
+
+def test_a_token_guards_every_request(seeded: Settings) -> None:
+    from runstream.ui import create_app
+
+    token = "s3cret-token"
+    with starlette_testclient.TestClient(create_app(seeded, token=token)) as c:
+        assert c.get("/api/projects").status_code == 401
+        assert c.get("/").status_code == 401
+        assert "Basic" in c.get("/").headers["www-authenticate"]
+        wrong = {"Authorization": "Bearer nope"}
+        assert c.get("/api/projects", headers=wrong).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert c.get("/api/projects", headers=bearer).status_code == 200
+        basic = base64.b64encode(f"anyone:{token}".encode()).decode()
+        assert c.get("/api/projects", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+        # The link with ?token= sets the cookie and drops the token from the address.
+        link = c.get(f"/?token={token}", follow_redirects=False)
+        assert link.status_code == 303 and link.headers["location"] == "/"
+        assert token not in link.headers["set-cookie"]
+        assert "httponly" in link.headers["set-cookie"].lower()
+        assert c.get("/api/projects").status_code == 200  # the cookie jar has it now
+        assert c.post("/api/projects", headers=bearer).status_code == 405
