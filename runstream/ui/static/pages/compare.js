@@ -35,7 +35,7 @@ export async function render(root, _params, query) {
         h("a", { href: `#/run/${encodeURIComponent(r.id)}` }, r.name || r.id), statusBadge(r.status),
         ids.length > 1 ? h("button", { class: "ghost", title: "remove", style: "padding: 0 4px", onclick: () => { ids.splice(ids.indexOf(r.id), 1); reroute({ runs: ids.join(",") }); } }, "×") : null)))));
 
-  const group = h("select", { onchange: (e) => reroute({ group_by: e.target.value }) },
+  const group = h("select", { id: "group-by", onchange: (e) => reroute({ group_by: e.target.value }) },
     h("option", { value: "" }, "no grouping"),
     meta.config_keys.map((k) => h("option", { value: k, selected: k === groupBy }, `group by config.${k}`)));
   const search = h("input", { type: "search", placeholder: "search metrics (regex)", style: "width: 280px" });

@@ -57,7 +57,7 @@ export async function render(root, _params, query) {
       const card = h("div", { class: "panel chart-card wide", style: "margin-top: 12px" }, h("div", { class: "chart-head" }, h("h3", {}, `${ySel.value} by ${xSel.value}`)));
       clear(chartSlot, card);
       chart = new MetricChart(card, {
-        x: /Date/.test(res.types[xi]) ? "time" : xSel.value, zoomFetch: false, height: 260,
+        name: "sql", x: /Date/.test(res.types[xi]) ? "time" : xSel.value, zoomFetch: false, height: 260,
         load: async () => [{ label: ySel.value, points: { x: pairs.map((p) => p[0]), y: pairs.map((p) => p[1]) } }],
       });
     };

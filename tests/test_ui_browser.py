@@ -1,0 +1,179 @@
+"""The web UI end to end in a real browser: Debian's chromium driven by Playwright (no browser
+download: ``executable_path`` points at /usr/bin/chromium) against a uvicorn server this test
+starts on a free port. Seeds a project, opens the runs table, filters it, opens a run and checks
+that the drawn chart of a 1,000,000-point metric holds its one-step spike, compares two runs, and
+saves a screenshot of each page under tests/artifacts/ui/ (issue 13, "Tests")."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runstream.settings import Settings
+from tests import ui_seed
+from tests.conftest import Services, free_port, isolated_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("RUNSTREAM_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
+
+sync_api = pytest.importorskip("playwright.sync_api")
+uvicorn = pytest.importorskip("uvicorn")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no chromium at {CHROMIUM} (apt install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(services: Services) -> Iterator[str]:
+    """The UI over a seeded database, served by uvicorn in a thread; its base URL."""
+    from runstream.ui import create_app
+
+    settings: Settings = isolated_settings(services, prefix="ub")
+    ui_seed.seed(settings)
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[Any]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        # Script errors fail the test; the browser's own log of the refused requests the test
+        # makes on purpose (a bad filter, DROP TABLE: 400) does not.
+        pg.on(
+            "console",
+            lambda m: errors.append(m.text)
+            if m.type == "error" and "status of 400" not in m.text
+            else None,
+        )
+        pg.goto(server)
+        yield pg
+        context.close()
+        browser.close()
+        assert errors == [], errors
+
+
+def shot(page: Any, name: str) -> None:
+    page.wait_for_timeout(300)  # let uPlot paint after the data arrived
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def drawn(page: Any, metric: str) -> Any:
+    """Labels and columns of the uPlot chart of ``metric`` once it has data."""
+    page.wait_for_function(
+        "m => [...(window.__runstreamCharts || [])].some(c => c.name === m && c.drawn())",
+        arg=metric,
+    )
+    return page.evaluate(
+        "m => [...window.__runstreamCharts].find(c => c.name === m).drawn()", metric
+    )
+
+
+def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> None:
+    vision = [r for r in ui_seed.seed_runs() if r.project == ui_seed.PROJECT]
+
+    # Projects
+    page.wait_for_selector(".project-card")
+    assert page.locator(".project-card").count() == 2
+    shot(page, "1-projects")
+
+    # Runs table: every run of the project, the live one marked running.
+    page.click(f"text={ui_seed.PROJECT}")
+    page.wait_for_selector("table.data tbody tr[data-run]")
+    rows = page.locator("tbody tr[data-run]")
+    assert rows.count() == len(vision)
+    live = page.locator(f'tr[data-run="{ui_seed.LIVE_RUN}"] .status')
+    assert live.inner_text() == "running"
+    shot(page, "2-runs")
+
+    # Filter with the filter language: only adam runs with lr above 2e-3.
+    page.fill('input[type="search"]', 'config.optimizer.name == "adam" and config.lr > 2e-3')
+    page.keyboard.press("Enter")
+    expected = {
+        r.run_id for r in vision
+        if r.config.get("optimizer", {}).get("name") == "adam" and float(r.config["lr"]) > 2e-3
+    }
+    page.wait_for_function(
+        "n => document.querySelectorAll('tbody tr[data-run]').length === n", arg=len(expected)
+    )
+    shown = set(page.eval_on_selector_all("tbody tr[data-run]", "rs => rs.map(r => r.dataset.run)"))
+    assert shown == expected
+    assert "match" in page.inner_text(".page-head")
+    shot(page, "3-runs-filtered")
+
+    # A bad filter says why, in place.
+    page.fill('input[type="search"]', "config.lr >")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".error")
+    assert "config.lr" in page.inner_text(".error")
+
+    # The run page of the million-point run: the drawn chart holds the one-step spike.
+    page.goto(f"{server}/#/run/{ui_seed.BIG_RUN}")
+    chart = drawn(page, "loss")
+    labels, columns = chart["labels"], chart["data"]
+    top = columns[labels.index("loss max")]
+    assert max(v for v in top if v is not None) == ui_seed.SPIKE_VALUE
+    xs = columns[0]
+    spike_at = xs[top.index(ui_seed.SPIKE_VALUE)]
+    assert abs(spike_at - ui_seed.SPIKE_STEP) <= ui_seed.BIG_POINTS / len(xs)
+    assert len(xs) <= 1000  # buckets, not a million points
+    shot(page, "4-run-big")
+
+    # A diverged run: NaN and inf are markers, not dropped.
+    page.goto(f"{server}/#/run/{ui_seed.NAN_RUN}")
+    chart = drawn(page, "loss")
+    markers = chart["data"][chart["labels"].index("NaN / inf")]
+    assert sum(1 for v in markers if v is not None) == 2
+    shot(page, "5-run-nan")
+
+    # Compare two runs picked in the runs table.
+    page.goto(f"{server}/#/p/{ui_seed.PROJECT}")
+    page.wait_for_selector("tbody tr[data-run]")
+    for run_id in ("r000abc", "r004abc"):
+        page.check(f'tr[data-run="{run_id}"] input[type="checkbox"]')
+    page.click("button.primary:has-text('Compare')")
+    chart = drawn(page, "val/loss")
+    assert {"resnet-adam-lr0.001-s0", "resnet-adam-lr0.01-s0"} <= set(chart["labels"])
+    shot(page, "6-compare")
+
+    # Grouped by a config key: one mean line and band per value.
+    page.select_option("#group-by", "optimizer.name")
+    page.wait_for_timeout(200)
+    chart = drawn(page, "loss")
+    assert any(label.startswith('optimizer.name="adam"') for label in chart["labels"])
+
+    # Alerts and the SQL console.
+    page.goto(f"{server}/#/alerts")
+    page.wait_for_selector("table.data tbody tr")
+    assert page.locator("tbody tr").count() == 2
+    shot(page, "7-alerts")
+    page.goto(f"{server}/#/sql")
+    page.wait_for_selector(".result-meta:has-text('rows')")
+    drawn(page, "sql")  # the quick chart of two columns
+    shot(page, "8-sql")
+    page.fill("textarea", "DROP TABLE events")
+    page.click("button:has-text('Run')")
+    page.wait_for_selector(".error")
+    shot(page, "9-sql-refused")
