@@ -64,9 +64,11 @@ def page(server: str) -> Iterator[Any]:
         # makes on purpose (a bad filter, DROP TABLE: 400) does not.
         pg.on(
             "console",
-            lambda m: errors.append(m.text)
-            if m.type == "error" and "status of 400" not in m.text
-            else None,
+            lambda m: (
+                errors.append(m.text)
+                if m.type == "error" and "status of 400" not in m.text
+                else None
+            ),
         )
         pg.goto(server)
         yield pg
@@ -112,7 +114,8 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     page.fill('input[type="search"]', 'config.optimizer.name == "adam" and config.lr > 2e-3')
     page.keyboard.press("Enter")
     expected = {
-        r.run_id for r in vision
+        r.run_id
+        for r in vision
         if r.config.get("optimizer", {}).get("name") == "adam" and float(r.config["lr"]) > 2e-3
     }
     page.wait_for_function(

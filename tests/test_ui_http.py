@@ -73,7 +73,12 @@ def test_runs_pages_cover_every_run_once_newest_first(client: Any) -> None:
     first = get(client, "/api/runs", project=ui_seed.PROJECT, limit=1)["runs"][0]
     assert set(first) >= {"id", "name", "status", "group", "tags", "config", "summary"}
     assert set(page["config_keys"]) <= {
-        "lr", "batch_size", "optimizer.name", "optimizer.momentum", "seed", "model",
+        "lr",
+        "batch_size",
+        "optimizer.name",
+        "optimizer.momentum",
+        "seed",
+        "model",
     }
 
 
@@ -93,7 +98,7 @@ def test_runs_filter_sort_and_a_bad_filter(client: Any) -> None:
     bad = get(client, "/api/runs", 400, project=ui_seed.PROJECT, where="config.lr >")
     assert "config.lr" in bad["error"]
     # A filter that tries to be SQL selects nothing and changes nothing.
-    page = get(client, "/api/runs", where="name == \"'; DROP TABLE events --\"")
+    page = get(client, "/api/runs", where='name == "\'; DROP TABLE events --"')
     assert page["total"] == 0
 
 
@@ -181,7 +186,9 @@ def test_alerts_newest_first_and_by_project(client: Any) -> None:
 
 
 def test_sql_console_reads_and_refuses_writes(client: Any, seeded: Settings) -> None:
-    body = get(client, "/api/sql", q="SELECT name, count() AS n FROM metrics GROUP BY name ORDER BY name")
+    body = get(
+        client, "/api/sql", q="SELECT name, count() AS n FROM metrics GROUP BY name ORDER BY name"
+    )
     assert body["columns"] == ["name", "n"] and body["types"][1].startswith("UInt")
     assert ["loss", BIG + 12 * 2000 + 500 + 300 + 3 + 100] in body["rows"]
     big = get(client, "/api/sql", q="SELECT number FROM numbers(100000)")
@@ -232,7 +239,9 @@ def test_a_token_guards_every_request(seeded: Settings) -> None:
         bearer = {"Authorization": f"Bearer {token}"}
         assert c.get("/api/projects", headers=bearer).status_code == 200
         basic = base64.b64encode(f"anyone:{token}".encode()).decode()
-        assert c.get("/api/projects", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+        assert (
+            c.get("/api/projects", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+        )
         # The link with ?token= sets the cookie and drops the token from the address.
         link = c.get(f"/?token={token}", follow_redirects=False)
         assert link.status_code == 303 and link.headers["location"] == "/"

@@ -63,21 +63,39 @@ def seed_runs() -> list[SeedRun]:
                 )
                 i += 1
     runs.append(
-        SeedRun(LIVE_RUN, "resnet-live", "sweep-adam", ["live"],
-                {"lr": 1e-3, "batch_size": 128, "optimizer": {"name": "adam"}, "seed": 9,
-                 "model": "resnet50"}, "running", 500)
+        SeedRun(
+            LIVE_RUN,
+            "resnet-live",
+            "sweep-adam",
+            ["live"],
+            {
+                "lr": 1e-3,
+                "batch_size": 128,
+                "optimizer": {"name": "adam"},
+                "seed": 9,
+                "model": "resnet50",
+            },
+            "running",
+            500,
+        )
     )
     runs.append(
-        SeedRun(NAN_RUN, "diverged", "", ["nan"], {"lr": 1.0, "model": "resnet18"},
-                "failed", 300)
+        SeedRun(NAN_RUN, "diverged", "", ["nan"], {"lr": 1.0, "model": "resnet18"}, "failed", 300)
     )
     runs.append(
-        SeedRun(BIG_RUN, "big-million", "", ["big"], {"lr": 1e-4, "model": "vit"},
-                "finished", 0)
+        SeedRun(BIG_RUN, "big-million", "", ["big"], {"lr": 1e-4, "model": "vit"}, "finished", 0)
     )
     runs.append(
-        SeedRun("nlp00001", "bert-base", "", [], {"lr": 5e-5, "model": "bert"}, "finished",
-                100, project=OTHER_PROJECT)
+        SeedRun(
+            "nlp00001",
+            "bert-base",
+            "",
+            [],
+            {"lr": 5e-5, "model": "bert"},
+            "finished",
+            100,
+            project=OTHER_PROJECT,
+        )
     )
     return runs
 
@@ -130,7 +148,7 @@ def seed(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT generateUUIDv4(), 1, "
                 f"'metrics_logged', {_s(run.project)}, {_s(run.run_id)}, {seq} + number, "
                 f"{t0} + INTERVAL (number + 1) * 50 MILLISECOND, 'python', '0', 'seed', 1, "
-                "concat('{\"step\":', toString(number), ',\"metrics\":{\"loss\":', "
+                'concat(\'{"step":\', toString(number), \',"metrics":{"loss":\', '
                 f"toString(2.5 * exp(-number / {speed}) + 0.1 + "
                 f"(cityHash64(number, {_s(run.run_id)}) % 1000) / 8000.0), "
                 f"',\"acc\":', toString(1 - exp(-number / {speed * 1.3}) * 0.9), "
@@ -142,16 +160,39 @@ def seed(
                 f"FROM numbers({run.steps})"
             )
             seq += run.steps
+        if run.run_id.startswith("r"):
+            # define_metric("val/loss", step_metric="epoch"): the charts may plot it by epoch.
+            body = json.dumps({"name": "val/loss", "step_metric": "epoch"})
+            _events(client, [("metric_defined", run.project, run.run_id, seq, t0, body)])
+            seq += 1
         if run.run_id == NAN_RUN:
             _events(
                 client,
                 [
-                    ("metrics_logged", run.project, run.run_id, seq, f"{t0} + INTERVAL 60 SECOND",
-                     '{"step":300,"metrics":{"loss":"NaN"}}'),
-                    ("metrics_logged", run.project, run.run_id, seq + 1,
-                     f"{t0} + INTERVAL 61 SECOND", '{"step":301,"metrics":{"loss":"Infinity"}}'),
-                    ("metrics_logged", run.project, run.run_id, seq + 2,
-                     f"{t0} + INTERVAL 62 SECOND", '{"step":302,"metrics":{"loss":1.5}}'),
+                    (
+                        "metrics_logged",
+                        run.project,
+                        run.run_id,
+                        seq,
+                        f"{t0} + INTERVAL 60 SECOND",
+                        '{"step":300,"metrics":{"loss":"NaN"}}',
+                    ),
+                    (
+                        "metrics_logged",
+                        run.project,
+                        run.run_id,
+                        seq + 1,
+                        f"{t0} + INTERVAL 61 SECOND",
+                        '{"step":301,"metrics":{"loss":"Infinity"}}',
+                    ),
+                    (
+                        "metrics_logged",
+                        run.project,
+                        run.run_id,
+                        seq + 2,
+                        f"{t0} + INTERVAL 62 SECOND",
+                        '{"step":302,"metrics":{"loss":1.5}}',
+                    ),
                 ],
             )
             seq += 3
@@ -170,7 +211,7 @@ def seed(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT generateUUIDv4(), 1, "
                 f"'system_metrics', {_s(run.project)}, {_s(run.run_id)}, {seq} + number, "
                 f"{t0} + INTERVAL number * 10 SECOND, 'python', '0', 'seed', 1, "
-                "concat('{\"metrics\":{\"cpu.percent\":', toString(40 + number % 30), "
+                'concat(\'{"metrics":{"cpu.percent":\', toString(40 + number % 30), '
                 "',\"memory.rss_mb\":', toString(1200 + number * 3), '}}'), 0, 0 "
                 "FROM numbers(12)"
             )
@@ -180,21 +221,53 @@ def seed(
             for j in range(5):
                 edges = [x / 10 - 1 for x in range(21)]
                 counts = [math.exp(-(((x - 10 + j) / 4) ** 2)) * 100 for x in range(20)]
-                body = {"step": j * 400, "histograms": {
-                    "gradients/fc.weight": {"bins": edges, "counts": counts}}}
-                hist.append(("histogram_logged", run.project, run.run_id, seq,
-                             f"{t0} + INTERVAL {j * 20} SECOND", json.dumps(body)))
+                body = {
+                    "step": j * 400,
+                    "histograms": {"gradients/fc.weight": {"bins": edges, "counts": counts}},
+                }
+                hist.append(
+                    (
+                        "histogram_logged",
+                        run.project,
+                        run.run_id,
+                        seq,
+                        f"{t0} + INTERVAL {j * 20} SECOND",
+                        json.dumps(body),
+                    )
+                )
                 seq += 1
             _events(client, hist)
         if run.run_id in (NAN_RUN, "r007abc"):
             alert = {"level": "ERROR", "title": f"{run.name} diverged", "text": "loss is NaN"}
-            _events(client, [("alert_raised", run.project, run.run_id, seq,
-                              f"{t0} + INTERVAL 63 SECOND", json.dumps(alert))])
+            _events(
+                client,
+                [
+                    (
+                        "alert_raised",
+                        run.project,
+                        run.run_id,
+                        seq,
+                        f"{t0} + INTERVAL 63 SECOND",
+                        json.dumps(alert),
+                    )
+                ],
+            )
             seq += 1
         if run.status != "running":
             body = {"status": run.status, "exit_code": 0 if run.status == "finished" else 1}
-            _events(client, [("run_finished", run.project, run.run_id, seq,
-                              f"{t0} + INTERVAL 30 MINUTE", json.dumps(body))])
+            _events(
+                client,
+                [
+                    (
+                        "run_finished",
+                        run.project,
+                        run.run_id,
+                        seq,
+                        f"{t0} + INTERVAL 30 MINUTE",
+                        json.dumps(body),
+                    )
+                ],
+            )
     return runs
 
 

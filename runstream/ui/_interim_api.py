@@ -65,6 +65,14 @@ class Run:
         )
         return [row[0] for row in r.rows]
 
+    def step_metrics(self) -> list[str]:
+        r = self._reader.query(
+            "SELECT DISTINCT step_metric FROM metric_definitions_current WHERE run_id = "
+            "{r:String} AND step_metric != '' ORDER BY step_metric",
+            {"r": self.id},
+        )
+        return [row[0] for row in r.rows]
+
     def history(
         self,
         keys: Sequence[str] | None = None,
@@ -84,7 +92,9 @@ class Run:
         }[x]
         if x == "relative_time":
             params["t0"] = self.started_at
-        where = "run_id = {r:String} AND name = {n:String} AND step BETWEEN {lo:Int64} AND {hi:Int64}"
+        where = (
+            "run_id = {r:String} AND name = {n:String} AND step BETWEEN {lo:Int64} AND {hi:Int64}"
+        )
         if samples is None:
             t = _table(
                 self._reader,
@@ -135,7 +145,10 @@ class Runs(list[Run]):
 
 class Api:
     def __init__(
-        self, clickhouse_url: str | None = None, *, database: str | None = None,
+        self,
+        clickhouse_url: str | None = None,
+        *,
+        database: str | None = None,
         settings: Settings | None = None,
     ) -> None:
         self.settings = settings or Settings.load()
@@ -157,7 +170,8 @@ class Api:
         limit: int | None = None,
         offset: int = 0,
     ) -> Runs:
-        conds, params = ["1"], {}
+        conds: list[str] = ["1"]
+        params: dict[str, Any] = {}
         if project:
             conds.append("project = {p:String}")
             params["p"] = project
@@ -169,9 +183,9 @@ class Api:
         orders = [order_by] if isinstance(order_by, str) else list(order_by or ["-started_at"])
         parts: list[str] = []
         oparams: dict[str, Any] = {}
-        for i, o in enumerate(orders):
-            desc = o.startswith("-")
-            o = o.lstrip("-")
+        for i, spec in enumerate(orders):
+            desc = spec.startswith("-")
+            o = spec.lstrip("-")
             if o.startswith(("config.", "summary.")):
                 doc, key = o.split(".", 1)
                 oparams[f"o{i}"] = key

@@ -178,7 +178,9 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
 
     def alerts(request: Request, api: Any) -> dict[str, Any]:
         q = request.query_params
-        return data.alerts(api, q.get("project"), q.get("run_id"), _int(request, "limit", 100) or 100)
+        return data.alerts(
+            api, q.get("project"), q.get("run_id"), _int(request, "limit", 100) or 100
+        )
 
     def compare(request: Request, api: Any) -> dict[str, Any]:
         return data.compare_meta(api, _list(request, "runs"))

@@ -7,8 +7,8 @@ one of three ways:
 - ``Authorization: Bearer T`` (scripts, curl);
 - HTTP basic auth with password ``T`` and any user name (the browser asks for it: a refused page
   answers ``WWW-Authenticate: Basic``, RFC 7617);
-- the cookie ``runstream_token`` (a digest of T) that ``/?token=T`` sets (HttpOnly, SameSite=Strict), so that a
-  link can be shared once and the address bar then drops the token.
+- the cookie ``runstream_token`` (a digest of T) that ``/?token=T`` sets (HttpOnly,
+  SameSite=Strict), so that a link can be shared once and the address bar then drops the token.
 
 Tokens are compared in constant time (:func:`hmac.compare_digest`).
 """
@@ -92,7 +92,11 @@ class Guard:
             # The token in a link: keep it in a cookie and take it out of the address bar.
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(
-                COOKIE, cookie_value(self.token), httponly=True, samesite="strict", max_age=30 * 86400
+                COOKIE,
+                cookie_value(self.token),
+                httponly=True,
+                samesite="strict",
+                max_age=30 * 86400,
             )
             return response
         if scope["path"].startswith("/api/"):

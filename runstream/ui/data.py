@@ -62,6 +62,13 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _document(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-ready response body (see :func:`jsonable`)."""
+    out = jsonable(value)
+    assert isinstance(out, dict)
+    return out
+
+
 def _records(table: Any) -> list[dict[str, Any]]:
     """Rows of an Api ``Table`` as dicts."""
     if hasattr(table, "to_records"):
@@ -74,7 +81,7 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return value.timestamp()
+        return float(value.timestamp())
     if value is None:
         return None
     return float(value)
@@ -119,6 +126,7 @@ def _flat_keys(doc: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iter
 
 def runs_page(
     api: Any,
+    *,
     project: str | None,
     where: str | None,
     order_by: Sequence[str] | None,
@@ -144,7 +152,7 @@ def runs_page(
     for row in rows:
         config_keys.update(dict.fromkeys(_flat_keys(row["config"] or {})))
         summary_keys.update(dict.fromkeys((row["summary"] or {}).keys()))
-    return jsonable(
+    return _document(
         {
             "total": int(getattr(runs, "total", len(rows))),
             "offset": offset,
@@ -162,8 +170,9 @@ def run_page(api: Any, run_id: str) -> dict[str, Any]:
     run = api.run(run_id)
     row = run_row(run)
     row["metrics"] = list(run.metric_names())
+    row["step_metrics"] = list(run.step_metrics())
     row["alerts"] = _records(run.alerts())
-    return jsonable(row)
+    return _document(row)
 
 
 # --- series -----------------------------------------------------------------------------------
@@ -175,6 +184,7 @@ def history(
     api: Any,
     run_id: str,
     key: str,
+    *,
     x: str = "step",
     samples: int | None = 1000,
     min_step: int | None = None,
@@ -188,9 +198,7 @@ def history(
     run = api.run(run_id)
     if samples is not None:
         samples = max(1, min(int(samples), MAX_SAMPLES))
-    table = run.history(
-        keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step
-    )
+    table = run.history(keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step)
     records = _records(table)
     columns = list(getattr(table, "columns", records[0].keys() if records else []))
     xs = _column(records, x)
@@ -203,9 +211,7 @@ def history(
         points["max"] = _column(records, f"{key}.max")
     if x != "step" and "step" in columns:
         points["step"] = _column(records, "step")
-    return jsonable(
-        {"run_id": run_id, "key": key, "x": x, "bucketed": bucketed, "points": points}
-    )
+    return _document({"run_id": run_id, "key": key, "x": x, "bucketed": bucketed, "points": points})
 
 
 def system_metrics(api: Any, run_id: str) -> dict[str, Any]:
@@ -216,7 +222,7 @@ def system_metrics(api: Any, run_id: str) -> dict[str, Any]:
         s = series.setdefault(str(row["name"]), {"x": [], "y": []})
         s["x"].append(_seconds(row["ts"]))
         s["y"].append(row["value"])
-    return jsonable({"series": series})
+    return _document({"series": series})
 
 
 def histograms(api: Any, run_id: str) -> dict[str, Any]:
@@ -231,7 +237,7 @@ def histograms(api: Any, run_id: str) -> dict[str, Any]:
     for name, items in found.items():
         items.sort(key=lambda h: h["step"])
         found[name] = items[-50:]
-    return jsonable({"histograms": found})
+    return _document({"histograms": found})
 
 
 def alerts(api: Any, project: str | None, run_id: str | None, limit: int) -> dict[str, Any]:
@@ -257,15 +263,23 @@ def compare_runs(api: Any, run_ids: Sequence[str]) -> list[Any]:
 
 
 def compare_meta(api: Any, run_ids: Sequence[str]) -> dict[str, Any]:
-    """``{"runs": [run rows], "metrics": [names, union over the runs], "config_keys"}``."""
+    """``{"runs": [run rows], "metrics", "config_keys", "step_metrics"}`` (names: the union
+    over the runs; a step metric is an x axis a chart may use, define_metric(step_metric=))."""
     runs = compare_runs(api, run_ids)
     names: dict[str, None] = {}
     keys: dict[str, None] = {}
+    steps: dict[str, None] = {}
     for run in runs:
         names.update(dict.fromkeys(run.metric_names()))
         keys.update(dict.fromkeys(_flat_keys(run.config or {})))
-    return jsonable(
-        {"runs": [run_row(r) for r in runs], "metrics": sorted(names), "config_keys": sorted(keys)}
+        steps.update(dict.fromkeys(run.step_metrics()))
+    return _document(
+        {
+            "runs": [run_row(r) for r in runs],
+            "metrics": sorted(names),
+            "config_keys": sorted(keys),
+            "step_metrics": sorted(steps),
+        }
     )
 
 
@@ -329,6 +343,7 @@ def compare_history(
     api: Any,
     run_ids: Sequence[str],
     key: str,
+    *,
     x: str = "step",
     samples: int = 500,
     group_by: str | None = None,
@@ -344,9 +359,14 @@ def compare_history(
     samples = max(1, min(int(samples), MAX_SAMPLES))
     per_run: list[tuple[Any, dict[str, list[Any]]]] = []
     for run in runs:
-        table = run.history(
-            keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step
-        )
+        try:
+            table = run.history(
+                keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step
+            )
+        except ValueError:
+            if len(runs) == 1:
+                raise
+            continue  # x is a step metric this run did not define: the others still show
         records = _records(table)
         if not records:
             continue  # the run has no such metric (or no point in the range)
@@ -361,9 +381,7 @@ def compare_history(
     series: list[dict[str, Any]] = []
     if not group_by:
         for run, points in per_run:
-            series.append(
-                {"label": run.name or run.id, "run_ids": [run.id], "points": points}
-            )
+            series.append({"label": run.name or run.id, "run_ids": [run.id], "points": points})
     else:
         groups: dict[str, list[tuple[Any, dict[str, list[Any]]]]] = {}
         for run, points in per_run:
@@ -371,10 +389,7 @@ def compare_history(
             groups.setdefault(label, []).append((run, points))
         for label, members in groups.items():
             stats = _grid_stats(
-                [
-                    ([_number(v) for v in p["x"]], [_number(v) for v in p["y"]])
-                    for _, p in members
-                ],
+                [([_number(v) for v in p["x"]], [_number(v) for v in p["y"]]) for _, p in members],
                 samples,
             )
             series.append(
@@ -384,7 +399,7 @@ def compare_history(
                     "points": stats,
                 }
             )
-    return jsonable({"key": key, "x": x, "group_by": group_by or None, "series": series})
+    return _document({"key": key, "x": x, "group_by": group_by or None, "series": series})
 
 
 # --- SQL console ------------------------------------------------------------------------------
@@ -394,7 +409,7 @@ def sql(reader: Any, query: str, limit: int = SQL_ROWS) -> dict[str, Any]:
     if not query.strip():
         raise ReadRefusedError("write a query, e.g. SELECT run_id, name FROM runs_current LIMIT 10")
     result = reader.query(query, limit=max(1, min(limit, SQL_ROWS)))
-    return jsonable(
+    return _document(
         {
             "columns": list(result.columns),
             "types": list(result.types),

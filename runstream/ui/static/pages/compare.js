@@ -40,7 +40,7 @@ export async function render(root, _params, query) {
     meta.config_keys.map((k) => h("option", { value: k, selected: k === groupBy }, `group by config.${k}`)));
   const search = h("input", { type: "search", placeholder: "search metrics (regex)", style: "width: 280px" });
   const grid = h("div", { class: "chart-grid" });
-  root.append(settingsBar(meta.metrics), h("div", { class: "toolbar" }, search, group,
+  root.append(settingsBar(meta.step_metrics || []), h("div", { class: "toolbar" }, search, group,
     groupBy ? h("span", { class: "hint" }, "line: mean of the group · band: min to max across its runs") : null), grid);
 
   const observer = new IntersectionObserver((entries) => {

@@ -118,7 +118,7 @@ export async function render(root, { run_id }) {
     };
     let t;
     search.addEventListener("input", () => { clearTimeout(t); t = setTimeout(() => { limit = FIRST_CHARTS; fill(); }, 150); });
-    body.append(settingsBar(run.metrics), h("div", { class: "toolbar" }, search), grid, more);
+    body.append(settingsBar(run.step_metrics || []), h("div", { class: "toolbar" }, search), grid, more);
     fill();
   }
 
