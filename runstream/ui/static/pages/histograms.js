@@ -8,7 +8,7 @@ function cssVar(name) { return getComputedStyle(document.documentElement).getPro
 export function histogramPanel(name, items, charts) {
   const body = h("div", { class: "chart-body" });
   const label = h("span", { class: "meta" });
-  const slider = h("input", { type: "range", min: 0, max: items.length - 1, step: 1, value: items.length - 1, style: "width: 100%" });
+  const slider = h("input", { type: "range", min: 0, max: items.length - 1, step: 1, value: items.length - 1, style: "width: 100%; accent-color: var(--accent)", title: "step" });
   const strip = h("canvas", { class: "hist-strip", width: 600, height: 60 });
   const card = h("div", { class: "panel chart-card", dataset: { histogram: name } },
     h("div", { class: "chart-head" }, h("h3", { title: name }, name), label), body, slider, strip);
@@ -30,7 +30,7 @@ export function histogramPanel(name, items, charts) {
         { stroke: cssVar("--muted"), grid: { stroke: cssVar("--grid") }, values: (_, v) => v.map(fmtNum) },
         { stroke: cssVar("--muted"), grid: { stroke: cssVar("--grid") }, values: (_, v) => v.map(fmtNum), size: 50 },
       ],
-      series: [{}, { label: "count", stroke: accent, fill: accent + "55", paths: uPlot.paths.bars({ size: [1, Infinity] }) }],
+      series: [{}, { label: "count", stroke: accent, fill: accent + "55", paths: uPlot.paths.bars({ size: [1, Infinity] }), points: { show: false } }],
     }, data, body);
   };
 

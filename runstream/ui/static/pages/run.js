@@ -190,7 +190,8 @@ function metricChart(card, runId, metric) {
         key: metric, x, samples: settings.samples, min_step, max_step,
       });
       const meta = card.querySelector(".meta") || card.querySelector(".chart-head").appendChild(h("span", { class: "meta" }));
-      meta.textContent = res.bucketed ? `${res.points.x.length} buckets` : `${res.points.x.length} points`;
+      const n = res.points.x.length;
+      meta.textContent = res.bucketed && n >= settings.samples / 2 ? `${n.toLocaleString("en-US")} buckets · min/max band` : `${n.toLocaleString("en-US")} points`;
       return [{ label: metric, points: res.points }];
     },
   });

@@ -7,7 +7,7 @@ import { clear, errorBox, fmtValue, h } from "../lib/dom.js";
 const EXAMPLE = `-- the mean loss of every run of every project, step by step
 SELECT step, avg(value) AS mean_loss, count() AS runs
 FROM metrics
-WHERE name = 'loss' AND step < 5000
+WHERE name = 'loss' AND step < 2000
 GROUP BY step
 ORDER BY step`;
 
@@ -54,7 +54,7 @@ export async function render(root, _params, query) {
       const xi = res.columns.indexOf(xSel.value), yi = res.columns.indexOf(ySel.value);
       const asNum = (v, t) => (/Date/.test(t) && typeof v === "string" ? new Date(v).getTime() / 1000 : typeof v === "number" ? v : (["NaN", "Infinity", "-Infinity"].includes(v) ? v : Number(v)));
       const pairs = res.rows.map((r) => [asNum(r[xi], res.types[xi]), asNum(r[yi], res.types[yi])]).filter(([x]) => Number.isFinite(x)).sort((a, b) => a[0] - b[0]);
-      const card = h("div", { class: "panel chart-card wide", style: "margin-top: 12px" }, h("div", { class: "chart-head" }, h("h3", {}, `${ySel.value} by ${xSel.value}`)));
+      const card = h("div", { class: "panel chart-card wide", style: "margin-top: 8px" }, h("div", { class: "chart-head" }, h("h3", {}, `${ySel.value} by ${xSel.value}`)));
       clear(chartSlot, card);
       chart = new MetricChart(card, {
         name: "sql", x: /Date/.test(res.types[xi]) ? "time" : xSel.value, zoomFetch: false, height: 260,
@@ -63,15 +63,16 @@ export async function render(root, _params, query) {
     };
     xSel.addEventListener("change", plot);
     ySel.addEventListener("change", plot);
+    const chartBar = res.columns.length >= 2 && res.rows.length ? h("div", { class: "toolbar", style: "margin: 12px 0 0" }, h("span", { class: "hint" }, "Chart"),
+      h("label", { class: "inline" }, "x", xSel), h("label", { class: "inline" }, "y", ySel), h("button", { onclick: plot }, "Plot")) : null;
     clear(out,
-      h("div", { class: "result-meta" }, `${res.rows.length.toLocaleString("en-US")} row${res.rows.length === 1 ? "" : "s"}${res.truncated ? " (first rows only: the result has more)" : ""} · ${ms} ms`),
-      h("div", { class: "panel" }, h("div", { class: "table-wrap", style: "max-height: 460px" }, h("table", { class: "data" },
+      h("div", { class: "result-meta" }, `${res.rows.length.toLocaleString("en-US")} row${res.rows.length === 1 ? "" : "s"}${res.truncated ? " (the first ones: the result has more)" : ""} · ${ms} ms`),
+      chartBar,
+      chartSlot,
+      h("div", { class: "panel", style: "margin-top: 12px" }, h("div", { class: "table-wrap", style: "max-height: 420px" }, h("table", { class: "data" },
         h("thead", {}, h("tr", {}, res.columns.map((c, i) => h("th", { title: res.types[i], class: /Int|Float|Decimal/.test(res.types[i]) ? "num" : "" }, c)))),
         h("tbody", {}, res.rows.map((r) => h("tr", {}, r.map((v, i) =>
           h("td", { class: /Int|Float|Decimal/.test(res.types[i]) ? "num" : "", title: typeof v === "string" ? v : JSON.stringify(v) }, fmtValue(v))))))))),
-      res.columns.length >= 2 && res.rows.length ? h("div", { class: "toolbar", style: "margin-top: 12px" }, h("span", { class: "hint" }, "Chart:"),
-        h("label", { class: "inline" }, "x", xSel), h("label", { class: "inline" }, "y", ySel), h("button", { onclick: plot }, "Plot")) : null,
-      chartSlot,
     );
     if (numeric.length >= 2 && res.rows.length) plot();
   }
