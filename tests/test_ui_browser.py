@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from runstream.settings import Settings
+from runstream.sinks.clickhouse import connect
 from tests import ui_seed
 from tests.conftest import Services, free_port, isolated_settings
 
@@ -31,14 +32,19 @@ if not Path(CHROMIUM).exists():
 
 
 @pytest.fixture(scope="module")
-def server(services: Services) -> Iterator[str]:
-    """The UI over a seeded database, served by uvicorn in a thread; its base URL."""
-    from runstream.ui import create_app
-
+def seeded(services: Services) -> Settings:
     settings: Settings = isolated_settings(services, prefix="ub")
     ui_seed.seed(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def server(seeded: Settings) -> Iterator[str]:
+    """The UI over the seeded database, served by uvicorn in a thread; its base URL."""
+    from runstream.ui import create_app
+
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(seeded), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -180,3 +186,64 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     page.click("button:has-text('Run')")
     page.wait_for_selector(".error")
     shot(page, "9-sql-refused")
+
+
+def test_zoom_fetches_the_buckets_of_the_visible_steps(page: Any, server: str) -> None:
+    page.goto(f"{server}/#/run/{ui_seed.BIG_RUN}")
+    drawn(page, "loss")
+    # A drag across the middle of the plot, as a reader zooms: the chart asks for that range.
+    box = page.locator(".chart-card[data-metric='loss'] .u-over").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.4, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => { const x = [...window.__runstreamCharts].find(c => c.name === 'loss').u.data[0];"
+        " return x.length > 500 && x[0] > 300000 && x[x.length - 1] < 700000; }"
+    )
+    lo, hi = ui_seed.SPIKE_STEP - 5000, ui_seed.SPIKE_STEP + 5000
+    page.evaluate(
+        "([lo, hi]) => [...window.__runstreamCharts].find(c => c.name === 'loss').zoomTo(lo, hi)",
+        [lo, hi],
+    )
+    # The chart asks for min_step..max_step: about 10 steps per bucket now, not 1,000.
+    page.wait_for_function(
+        "([lo, hi]) => { const c = [...window.__runstreamCharts].find(c => c.name === 'loss');"
+        " const x = c.u.data[0]; return x.length > 500 && x[0] >= lo && x[x.length - 1] <= hi; }",
+        arg=[lo, hi],
+    )
+    chart = drawn(page, "loss")
+    top = chart["data"][chart["labels"].index("loss max")]
+    assert ui_seed.SPIKE_VALUE in top
+    xs = chart["data"][0]
+    assert xs[top.index(ui_seed.SPIKE_VALUE)] == ui_seed.SPIKE_STEP  # within 10 steps: exact here
+    shot(page, "10-run-zoomed")
+    page.dblclick(".chart-card[data-metric='loss'] .u-over")
+    page.wait_for_function(
+        "() => [...window.__runstreamCharts].find(c => c.name === 'loss').u.data[0].at(-1) > 990000"
+    )
+
+
+def test_a_running_run_updates_without_reloading(page: Any, server: str, seeded: Settings) -> None:
+    page.goto(f"{server}/#/run/{ui_seed.LIVE_RUN}")
+    before = drawn(page, "loss")["data"][0]
+    assert before[-1] == 499
+    page.evaluate("() => { window.__sameDocument = true; }")
+    # The run logs 100 more steps (as the sink would write them).
+    client = connect(seeded)
+    client.command(
+        "INSERT INTO events (event_id, schema_version, type, project, run_id, seq, ts, "
+        "producer_sdk, producer_version, producer_host, producer_pid, body, kafka_partition, "
+        "kafka_offset) SELECT generateUUIDv4(), 1, 'metrics_logged', {p:String}, {r:String}, "
+        "10000 + number, now64(6), 'python', '0', 'seed', 1, "
+        'concat(\'{"step":\', toString(500 + number), \',"metrics":{"loss":0.5}}\'), 0, 0 '
+        "FROM numbers(100)",
+        parameters={"p": ui_seed.PROJECT, "r": ui_seed.LIVE_RUN},
+    )
+    page.wait_for_function(
+        "() => [...window.__runstreamCharts].find(c => c.name === 'loss').u.data[0].at(-1) === 599",
+        timeout=20_000,
+    )
+    assert page.evaluate("() => window.__sameDocument") is True  # no reload happened
+    shot(page, "11-run-live")

@@ -244,10 +244,8 @@ export class MetricChart {
     this.note.style.display = empty ? "flex" : "none";
     const shape = JSON.stringify([built.series.map((s) => s.label), settings.log, this.x]);
     if (this.u && this.shape === shape) {
-      this.settingData = true;
       this.u.setData(built.columns, !this.zoom);
       if (this.zoom) this.u.setScale("x", this.zoom);
-      this.settingData = false;
       return;
     }
     this.shape = shape;
@@ -273,40 +271,47 @@ export class MetricChart {
         { stroke: axisStroke, grid, ticks: grid, font, size: axisWidth, values: (u, vals) => vals.map(fmtNum) },
       ],
       cursor: {
-        drag: { x: true, y: false, setScale: true },
+        // The chart applies a drag's zoom itself (setSelect below): uPlot also sets the x scale
+        // on resizes and new data, which must not count as the reader zooming.
+        drag: { x: true, y: false, setScale: false },
         bind: { dblclick: () => null },
         points: { size: 6 },
       },
       legend: { live: true },
       hooks: {
-        setScale: [(u, key) => { if (key === "x") this.scaled(u); }],
+        setSelect: [(u) => {
+          if (u.select.width < 2) return;
+          const min = u.posToVal(u.select.left, "x");
+          const max = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          this.zoomTo(min, max);
+        }],
       },
     };
-    this.settingData = true;
     this.u = new uPlot(opts, built.columns, this.body);
     if (this.zoom) this.u.setScale("x", this.zoom);
-    this.settingData = false;
     // Legend rows of the band edges and of the raw line under a smoothed one: noise.
     const rows = this.u.root.querySelectorAll(".u-legend .u-series");
     for (const i of built.hidden) if (rows[i]) rows[i].style.display = "none";
     this.u.over.addEventListener("dblclick", () => this.resetZoom());
   }
 
-  scaled(u) {
-    if (this.settingData) return;
-    const { min, max } = u.scales.x;
-    if (min === null || max === null) return;
+  // Zoom to x in [min, max]: at once on what is loaded, then (x = step) with the buckets of
+  // that step range from the server.
+  zoomTo(min, max) {
+    if (!(max > min)) return;
     this.zoom = { min, max };
+    if (this.u) this.u.setScale("x", this.zoom);
     if (this.x === "step" && this.zoomFetch) {
       clearTimeout(this.zoomTimer);
-      this.zoomTimer = setTimeout(() => this.reload(), 200);
+      this.zoomTimer = setTimeout(() => this.reload(), 150);
     }
   }
 
   resetZoom() {
     this.zoom = null;
     if (this.x === "step" && this.zoomFetch) this.reload();
-    else if (this.u) { this.settingData = true; this.u.setData(this.u.data, true); this.settingData = false; }
+    else if (this.u) this.u.setData(this.u.data, true);
   }
 
   destroy() {

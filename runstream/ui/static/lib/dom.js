@@ -74,7 +74,7 @@ export function fmtDuration(startIso, endIso) {
   const mm = Math.floor(s / 60); s = Math.round(s - mm * 60);
   if (d) return `${d}d ${hh}h`;
   if (hh) return `${hh}h ${mm}m`;
-  if (mm) return `${mm}m ${s}s`;
+  if (mm) return s ? `${mm}m ${s}s` : `${mm}m`;
   return `${s}s`;
 }
 

@@ -84,8 +84,11 @@ export async function render(root, { project }, query) {
     const cfg = page.config_keys.filter((k) => {
       const seen = new Set(page.runs.map((r) => JSON.stringify(configValue(r.config, k))));
       return seen.size > 1;
-    }).slice(0, 4);
-    return [...cfg.map((k) => `config.${k}`), ...page.summary_keys.slice(0, 6).map((k) => `summary.${k}`)];
+    }).slice(0, 3);
+    const picked = [...cfg.map((k) => `config.${k}`), ...page.summary_keys.slice(0, 4).map((k) => `summary.${k}`)];
+    // Kept, so that filtering or paging does not change the columns under the reader's eyes.
+    if (page.runs.length) { state.columns = picked; localStorage.setItem(colsKey, JSON.stringify(picked)); }
+    return picked;
   }
 
   function drawChooser() {
