@@ -191,7 +191,7 @@ function metricChart(card, runId, metric) {
       });
       const meta = card.querySelector(".meta") || card.querySelector(".chart-head").appendChild(h("span", { class: "meta" }));
       const n = res.points.x.length;
-      meta.textContent = res.bucketed && n >= settings.samples / 2 ? `${n.toLocaleString("en-US")} buckets · min/max band` : `${n.toLocaleString("en-US")} points`;
+      meta.textContent = res.bucketed && n >= settings.samples ? `${n.toLocaleString("en-US")} buckets · min/max band` : `${n.toLocaleString("en-US")} points`;
       return [{ label: metric, points: res.points }];
     },
   });
