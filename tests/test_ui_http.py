@@ -249,3 +249,17 @@ def test_a_token_guards_every_request(seeded: Settings) -> None:
         assert "httponly" in link.headers["set-cookie"].lower()
         assert c.get("/api/projects").status_code == 200  # the cookie jar has it now
         assert c.post("/api/projects", headers=bearer).status_code == 405
+
+
+def test_history_against_a_step_metric_and_relative_time(client: Any) -> None:
+    run = get(client, "/api/runs/r000abc")
+    assert run["step_metrics"] == ["epoch"]
+    body = get(client, "/api/runs/r000abc/history", key="val/loss", x="epoch", samples=0)
+    # val/loss at steps 99, 199, ...; epoch logged every 50 steps: the latest epoch at or before.
+    assert body["points"]["x"] == [float(s // 50) for s in range(99, 2000, 100)]
+    refused = get(client, f"/api/runs/{ui_seed.NAN_RUN}/history", 400, key="loss", x="epoch")
+    assert "epoch" in refused["error"]
+    rel = get(client, "/api/runs/r000abc/history", key="loss", x="relative_time", samples=0)
+    xs = rel["points"]["x"]
+    assert len(xs) == 2000
+    assert math.isclose(xs[0], 0.05) and math.isclose(xs[-1], 100.0)  # a point every 50 ms
