@@ -263,3 +263,41 @@ def test_history_against_a_step_metric_and_relative_time(client: Any) -> None:
     xs = rel["points"]["x"]
     assert len(xs) == 2000
     assert math.isclose(xs[0], 0.05) and math.isclose(xs[-1], 100.0)  # a point every 50 ms
+
+
+def test_runstream_ui_serves_and_says_when_its_port_is_taken(seeded: Settings) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from runstream.deploy.local.workers import child_env, default_workers
+    from tests.conftest import free_port
+
+    assert "ui" in [w.name for w in default_workers()]  # runstream dev up starts it
+    port = free_port()
+    argv = [sys.executable, "-m", "runstream", "ui", "--port", str(port)]
+    argv += ["--database", seeded.clickhouse_database, "--clickhouse", seeded.clickhouse_url]
+    server = subprocess.Popen(argv, env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == f"runstream ui: http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                projects = httpx.get(f"http://127.0.0.1:{port}/api/projects").json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert len(projects["projects"]) == 2
+        taken = subprocess.run(argv, check=False, env=child_env(), capture_output=True, text=True)
+        assert taken.returncode == 1
+        assert f"port {port} on 127.0.0.1 is in use" in taken.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    with socket.socket() as s:  # the port is free again: the server really stopped
+        s.bind(("127.0.0.1", port))

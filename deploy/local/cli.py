@@ -78,6 +78,10 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  topics            {topics}")
     for status in statuses[2:]:
         print(f"  {status.name + ' worker':<17} {status.state}{_pid(status.pid)}")
+    if "ui" in by_name:
+        from runstream.ui.cli import ui_address
+
+        print(f"  {'web UI':<17} {ui_address()}")
     print(f"  logs              {stack.logs}")
     print(f"  data              {settings.home}")
     print("Stop it with: runstream dev down")

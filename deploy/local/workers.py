@@ -47,7 +47,17 @@ def default_workers() -> list[WorkerSpec]:
         WorkerSpec("sink", [*runstream_cli, "sink"]),
         WorkerSpec("processors", [*runstream_cli, "processors"]),
         WorkerSpec("notifier", [*runstream_cli, "notifier"]),
+        *_ui_worker(runstream_cli),
     ]
+
+
+def _ui_worker(runstream_cli: list[str]) -> list[WorkerSpec]:
+    """The web UI (``runstream ui``, on $RUNSTREAM_UI_PORT or 8080) when its extra is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("starlette") and importlib.util.find_spec("uvicorn"):
+        return [WorkerSpec("ui", [*runstream_cli, "ui"])]
+    return []
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from runstream.errors import RunstreamError
 from runstream.settings import Settings
 
 TOKEN_ENV = "RUNSTREAM_UI_TOKEN"
+PORT_ENV = "RUNSTREAM_UI_PORT"
+DEFAULT_PORT = 8080
+
+
+def ui_port() -> int:
+    """The port ``runstream ui`` (and the UI worker of ``runstream dev up``) binds by default:
+    ``$RUNSTREAM_UI_PORT``, else 8080."""
+    raw = os.environ.get(PORT_ENV, "")
+    try:
+        return int(raw) if raw else DEFAULT_PORT
+    except ValueError:
+        raise RunstreamError(f"{PORT_ENV} must be a port number, not {raw!r}") from None
+
+
+def ui_address(host: str = "127.0.0.1", port: int | None = None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{ui_port() if port is None else port}/"
 
 
 def add_ui_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -25,7 +45,9 @@ def add_ui_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None
     )
     add_common(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    ui.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    ui.add_argument(
+        "--port", type=int, default=None, help=f"port (default: ${PORT_ENV} or {DEFAULT_PORT})"
+    )
     ui.add_argument(
         "--token",
         default=None,
@@ -56,8 +78,25 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
             f"this port reads every run. Set --token or ${TOKEN_ENV}.",
             file=sys.stderr,
         )
+    port = ui_port() if args.port is None else args.port
+    _check_free(args.host, port)
     app = create_app(settings, token=token)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"runstream ui: http://{shown}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    print(f"runstream ui: {ui_address(args.host, port)}", flush=True)
+    uvicorn.run(app, host=args.host, port=port, log_level="warning")
     return 0
+
+
+def _check_free(host: str, port: int) -> None:
+    """A taken port said plainly (uvicorn would log an errno and exit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RunstreamError(
+                    f"port {port} on {host} is in use: choose another with --port "
+                    f"(runstream dev up: {PORT_ENV}=...)"
+                ) from None
+            raise RunstreamError(f"cannot bind {host}:{port}: {exc.strerror}") from None
