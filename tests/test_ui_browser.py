@@ -149,6 +149,10 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     assert abs(spike_at - ui_seed.SPIKE_STEP) <= ui_seed.BIG_POINTS / len(xs)
     assert len(xs) <= 1000  # buckets, not a million points
     shot(page, "4-run-big")
+    page.click("#theme")  # the dark palette, redrawn
+    drawn(page, "loss")
+    shot(page, "4-run-big-dark")
+    page.click("#theme")
 
     # A diverged run: NaN and inf are markers, not dropped.
     page.goto(f"{server}/#/run/{ui_seed.NAN_RUN}")

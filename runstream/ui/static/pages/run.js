@@ -51,7 +51,7 @@ export async function render(root, { run_id }) {
       h("div", { class: "page-head" }, h("h1", {}, run.name || run.id), statusBadge(run.status),
         h("span", { class: "mono sub" }, run.id),
         h("span", { class: "spacer", style: "flex:1" }),
-        h("a", { class: "btn", href: `#/compare?runs=${encodeURIComponent(run.id)}&project=${encodeURIComponent(run.project)}` }, "Compare with…")));
+        h("button", { onclick: compareWith, title: "pick the runs to compare with in the runs table" }, "Compare with…")));
     const card = (label, value, title) => h("div", { class: "panel card" }, h("div", { class: "label" }, label), h("div", { class: "value", title: title || "" }, value === "" || value === null || value === undefined ? "—" : value));
     const end = run.status === "running" ? null : (run.finished_at || run.last_event_at);
     clear(cards,
@@ -64,6 +64,15 @@ export async function render(root, { run_id }) {
       card("Job type", run.job_type || ""),
       h("div", { class: "panel card" }, h("div", { class: "label" }, "Tags"), h("div", {}, (run.tags || []).length ? run.tags.map((t) => h("span", { class: "chip" }, t)) : "—")),
     );
+  }
+
+  // To the project's runs table with this run ticked: the reader picks the others there.
+  function compareWith() {
+    const key = `runstream.selected.${run.project}`;
+    const selected = new Set(JSON.parse(sessionStorage.getItem(key) || "[]"));
+    selected.add(run.id);
+    sessionStorage.setItem(key, JSON.stringify([...selected]));
+    location.hash = `#/p/${encodeURIComponent(run.project)}`;
   }
 
   const tabs = {

@@ -29,7 +29,8 @@ export async function render(root, { project }, query) {
     offset: Number(query.get("offset") || 0),
     limit: Number(query.get("limit") || stored("runstream.pagesize", 50)),
     columns: stored(colsKey, null),
-    selected: new Set(stored(selKey, [])),
+    // Survives paging and filtering (sessionStorage), not a new browser session.
+    selected: new Set(JSON.parse(sessionStorage.getItem(selKey) || "[]")),
   };
   let page = null;
   let headDrawn = false;
@@ -44,8 +45,6 @@ export async function render(root, { project }, query) {
     if (next.limit !== 50) q.set("limit", String(next.limit));
     go(`/p/${encodeURIComponent(project)}`, q);
   };
-  // Selection survives paging and filtering (sessionStorage), not a new browser session.
-  state.selected = new Set(JSON.parse(sessionStorage.getItem(selKey) || "[]"));
 
   const filter = h("input", {
     type: "search", value: state.where, spellcheck: "false",
