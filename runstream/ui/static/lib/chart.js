@@ -88,7 +88,8 @@ export function build(input, opts) {
   const usable = (v) => v !== null && Number.isFinite(v) && (!log || v > 0);
 
   input.forEach((s, k) => {
-    const color = s.color || PALETTE[k % PALETTE.length];
+    // The first series takes the theme's accent (brighter on the dark background).
+    const color = s.color || (k === 0 ? cssVar("--accent") : PALETTE[k % PALETTE.length]);
     const col = () => new Array(xAxis.length).fill(null);
     const y = col(), mn = col(), mx = col();
     const p = s.points;

@@ -3,7 +3,7 @@
 // refreshes itself every few seconds.
 import { get } from "../lib/api.js";
 import { MetricChart, PALETTE, settings, settingsBar } from "../lib/chart.js";
-import { clear, fmtAgo, fmtDuration, fmtTime, fmtValue, h, statusBadge } from "../lib/dom.js";
+import { clear, fmtAgo, fmtDuration, fmtShortTime, fmtValue, h, statusBadge } from "../lib/dom.js";
 import { alertsTable } from "./alerts.js";
 import { histogramPanel } from "./histograms.js";
 
@@ -55,7 +55,7 @@ export async function render(root, { run_id }) {
     const card = (label, value, title) => h("div", { class: "panel card" }, h("div", { class: "label" }, label), h("div", { class: "value", title: title || "" }, value === "" || value === null || value === undefined ? "—" : value));
     const end = run.status === "running" ? null : (run.finished_at || run.last_event_at);
     clear(cards,
-      card("Started", fmtTime(run.started_at), run.started_at),
+      card("Started", fmtShortTime(run.started_at), run.started_at),
       card(run.status === "running" ? "Running for" : "Runtime", fmtDuration(run.started_at, end)),
       card("Last step", run.last_step === null ? "" : Number(run.last_step).toLocaleString("en-US")),
       card("Last event", fmtAgo(run.last_event_at), run.last_event_at),
