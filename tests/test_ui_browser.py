@@ -147,7 +147,9 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     xs = columns[0]
     spike_at = xs[top.index(ui_seed.SPIKE_VALUE)]
     assert abs(spike_at - ui_seed.SPIKE_STEP) <= ui_seed.BIG_POINTS / len(xs)
-    assert len(xs) <= 1000  # buckets, not a million points
+    assert len(xs) <= 1001  # buckets (and the step of the NaN), not a million points
+    markers = columns[labels.index("NaN / inf")]
+    assert [x for x, m in zip(xs, markers, strict=True) if m is not None] == [ui_seed.NAN_STEP]
     shot(page, "4-run-big")
     page.click("#theme")  # the dark palette, redrawn
     drawn(page, "loss")

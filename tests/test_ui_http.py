@@ -121,6 +121,11 @@ def test_history_buckets_keep_the_spike_and_zoom_fetches_the_range(client: Any) 
     assert sum(1 for v in points["max"] if v == ui_seed.SPIKE_VALUE) == 1
     assert all(v < 2 for v in points["y"])  # the spike is not a bucket's last value...
     assert max(points["min"]) < 2  # ...nor its minimum: only the max keeps it
+    # The NaN inside a bucket of 200 points is listed for the chart to mark.
+    assert points["nonfinite"] == {
+        "x": [ui_seed.NAN_STEP * BIG // ui_seed.BIG_POINTS],
+        "y": ["NaN"],
+    }
     zoom = get(
         client,
         f"/api/runs/{ui_seed.BIG_RUN}/history",
@@ -131,6 +136,7 @@ def test_history_buckets_keep_the_spike_and_zoom_fetches_the_range(client: Any) 
     )["points"]
     assert all(SPIKE - 1000 <= x <= SPIKE + 1000 for x in zoom["x"])
     assert max(zoom["max"]) == ui_seed.SPIKE_VALUE and len(zoom["x"]) == 100
+    assert zoom["nonfinite"] == {"x": [], "y": []}  # the NaN is outside the range
     bad = get(client, f"/api/runs/{ui_seed.BIG_RUN}/history", 400, key="loss", samples="many")
     assert "samples" in bad["error"]
 

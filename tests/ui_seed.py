@@ -21,6 +21,7 @@ BIG_RUN = "bigrun01"
 BIG_POINTS = 1_000_000
 SPIKE_STEP = 654_321
 SPIKE_VALUE = 1000.0
+NAN_STEP = 123_456  # one NaN inside the big run, in a bucket of a thousand points
 LIVE_RUN = "live0001"
 NAN_RUN = "nanrun01"
 START = "2026-11-28 10:00:00"
@@ -198,11 +199,13 @@ def seed(
             seq += 3
         if run.run_id == BIG_RUN:
             # A million points of one metric straight into `metrics` (what metrics_mv would
-            # write), flat at about 1 but for one spike.
+            # write), flat at about 1 but for one spike and one NaN.
+            nan_step = NAN_STEP * big_points // BIG_POINTS
             client.command(
                 "INSERT INTO metrics (project, run_id, name, step, value, ts, seq) "
                 f"SELECT {_s(run.project)}, {_s(run.run_id)}, 'loss', number, "
-                f"if(number = {spike_step}, {SPIKE_VALUE}, 1 + sin(number / 5000) / 10), "
+                f"multiIf(number = {spike_step}, {SPIKE_VALUE}, number = {nan_step}, nan, "
+                "1 + sin(number / 5000) / 10), "
                 f"{t0} + INTERVAL number MILLISECOND, {seq} + number FROM numbers({big_points})"
             )
             seq += big_points

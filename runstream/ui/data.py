@@ -194,7 +194,8 @@ def history(
     "y": [...], "min": [...], "max": [...]}}``. With ``samples`` the step range (or the visible
     part of it: ``min_step``..``max_step``, what a zoom asks for) is cut into that many buckets
     by ``run.history(samples=)``: ``y`` is a bucket's last value, ``min``/``max`` its exact
-    extremes, so no spike is hidden. ``x`` of a time axis is in seconds since the epoch."""
+    extremes, so no spike is hidden, and ``nonfinite`` (``{"x", "y"}``) the NaN and ±inf points
+    of the range, which the chart marks. ``x`` of a time axis is in seconds since the epoch."""
     run = api.run(run_id)
     if samples is not None:
         samples = max(1, min(int(samples), MAX_SAMPLES))
@@ -209,9 +210,50 @@ def history(
     if bucketed:
         points["min"] = _column(records, f"{key}.min")
         points["max"] = _column(records, f"{key}.max")
-    if x != "step" and "step" in columns:
-        points["step"] = _column(records, "step")
+    if bucketed and x in X_AXES:
+        points["nonfinite"] = _nonfinite(api, run, key, x=x, min_step=min_step, max_step=max_step)
     return _document({"run_id": run_id, "key": key, "x": x, "bucketed": bucketed, "points": points})
+
+
+#: Non-finite points a chart marks, at most (a run that went NaN for good has millions).
+MAX_MARKERS = 1000
+
+_NONFINITE_SQL = (
+    "SELECT step, toUnixTimestamp64Micro(ts) / 1e6 AS t, value FROM metrics "
+    "WHERE project = {project:String} AND run_id = {run:String} AND name = {name:String} "
+    "AND step BETWEEN {lo:Int64} AND {hi:Int64} AND NOT isFinite(value) "
+    "ORDER BY step, seq LIMIT {limit:UInt32}"
+)
+
+
+def _nonfinite(
+    api: Any, run: Any, key: str, *, x: str, min_step: int | None, max_step: int | None
+) -> dict[str, list[Any]]:
+    """The NaN and ±inf points of a bucketed metric: ``{"x": [...], "y": ["NaN", ...]}``.
+
+    A bucket's min and max leave NaN out and its last value is one point of many, so a NaN
+    inside a bucket would not show; the chart marks these points at their own x instead. One
+    query through ``api.sql`` (read-only, parameters bound), at most MAX_MARKERS points."""
+    table = api.sql(
+        _NONFINITE_SQL,
+        {
+            "project": run.project,
+            "run": run.id,
+            "name": key,
+            "lo": -(2**63) if min_step is None else min_step,
+            "hi": 2**63 - 1 if max_step is None else max_step,
+            "limit": MAX_MARKERS,
+        },
+    )
+    rows = _records(table)
+    if x == "step":
+        xs = [r["step"] for r in rows]
+    elif x == "time":
+        xs = [r["t"] for r in rows]
+    else:
+        start = _seconds(run.started_at) or 0.0
+        xs = [r["t"] - start for r in rows]
+    return {"x": xs, "y": [r["value"] for r in rows]}
 
 
 def system_metrics(api: Any, run_id: str) -> dict[str, Any]:

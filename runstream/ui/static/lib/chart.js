@@ -75,7 +75,8 @@ export function fmtSeconds(s) {
 export function build(input, opts) {
   const { log, smoothing, x } = opts;
   const xs = new Set();
-  for (const s of input) for (const v of s.points.x) { const n = num(v); if (n !== null && Number.isFinite(n)) xs.add(n); }
+  const xsOf = (s) => [...s.points.x, ...((s.points.nonfinite || {}).x || [])];
+  for (const s of input) for (const v of xsOf(s)) { const n = num(v); if (n !== null && Number.isFinite(n)) xs.add(n); }
   const xAxis = Float64Array.from(xs).sort();
   const index = new Map();
   xAxis.forEach((v, i) => index.set(v, i));
@@ -107,6 +108,12 @@ export function build(input, opts) {
         if (b === Infinity || a === -Infinity) nonFinite[xi] = b === Infinity ? "Infinity" : "-Infinity";
       }
       for (const v2 of [y[xi], mn[xi], mx[xi]]) if (v2 !== null) { lo = Math.min(lo, v2); hi = Math.max(hi, v2); }
+    }
+    // NaN and ±inf points inside buckets (the server lists them): markers at their own x.
+    const nf = p.nonfinite || { x: [], y: [] };
+    for (let i = 0; i < nf.x.length; i++) {
+      const xi = index.get(num(nf.x[i]));
+      if (xi !== undefined) nonFinite[xi] = nf.y[i];
     }
     const smoothed = smoothing > 0 ? ema(y, smoothing) : null;
     const width = input.length > 8 ? 1.25 : 1.6;
