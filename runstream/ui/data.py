@@ -205,7 +205,7 @@ def history(
     xs = _column(records, x)
     if x == "time":
         xs = [_seconds(v) for v in xs]
-    points: dict[str, list[Any]] = {"x": xs, "y": _column(records, key)}
+    points: dict[str, Any] = {"x": xs, "y": _column(records, key)}
     bucketed = f"{key}.min" in columns
     if bucketed:
         points["min"] = _column(records, f"{key}.min")
