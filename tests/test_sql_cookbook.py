@@ -20,7 +20,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,9 @@ class World:
         return next(r for r in self.runs if r.run_id == run_id)
 
 
-def _curve(rng: random.Random, run: Run, last: int, every: int, kind: str, overfit: float) -> None:
+def _curve(
+    rng: random.Random, run: Run, last: int, *, every: int, kind: str, overfit: float
+) -> None:
     """loss every `every` steps; val/loss, val/acc, lr and epoch at each epoch boundary."""
     lr, pts = run.config["lr"], run.points
     speed = {0.0003: 120.0, 0.001: 70.0, 0.003: 45.0}[lr]
@@ -182,7 +184,7 @@ def generate(now: datetime, seed: int = 12) -> World:
                     last = 150
                 if kind in ("stale", "silent", "fresh"):
                     last = {"stale": 200, "silent": 150, "fresh": 100}[kind]
-                _curve(rng, run, last, every, kind, rng.choice([0.0, 0.0, 0.3]))
+                _curve(rng, run, last, every=every, kind=kind, overfit=rng.choice([0.0, 0.0, 0.3]))
                 last_logged = max(run.points["loss"])
                 if kind in ("stale", "silent", "fresh"):
                     end = now - timedelta(minutes={"stale": 30, "silent": 20, "fresh": 1}[kind])
@@ -220,7 +222,7 @@ def generate(now: datetime, seed: int = 12) -> World:
             1.0,
             "finished",
         )
-        _curve(rng, run, 300, 10, "ok", 0.0)
+        _curve(rng, run, 300, every=10, kind="ok", overfit=0.0)
         run.finished_at = run.ts(300) + timedelta(seconds=1)
         run.artifacts.append(
             {"name": "m", "type": "model", "digest": "x", "size": 10**12, "uri": "file:///x"}
@@ -284,7 +286,14 @@ def _events(run: Run) -> Iterator[tuple[str, datetime, dict[str, Any]]]:
     yield (
         "artifact_logged",
         run.started,
-        {"name": "data", "type": "dataset", "digest": "ds", "size": 7, "uri": "s3://d", "use": True},
+        {
+            "name": "data",
+            "type": "dataset",
+            "digest": "ds",
+            "size": 7,
+            "uri": "s3://d",
+            "use": True,
+        },
     )
     if run.finished_at is not None:
         code = 0 if run.status == "finished" else 1
@@ -329,7 +338,7 @@ def seed(settings: Settings, world: World) -> None:
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return generate(datetime.now(UTC).replace(tzinfo=None))
+    return generate(datetime.now(timezone.utc).replace(tzinfo=None))
 
 
 @pytest.fixture(scope="module")
@@ -437,7 +446,11 @@ def test_alerts_per_rule(reader: Reader, world: World) -> None:
             latest[a["alert_id"]] = a
     for run in world.of():  # alert_raised events: rule 'user', one alert per event
         for i, _ in enumerate(run.user_alerts):
-            latest[f"{run.run_id}/{i}"] = {"rule": "user", "run_id": run.run_id, "resolved_at": None}
+            latest[f"{run.run_id}/{i}"] = {
+                "rule": "user",
+                "run_id": run.run_id,
+                "resolved_at": None,
+            }
     per_rule: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in latest.values():
         per_rule[a["rule"]].append(a)
@@ -456,8 +469,8 @@ def test_curves_side_by_side(reader: Reader, world: World) -> None:
     runs = world.of()
     a = next(r for r in runs if len(r.points["loss"]) > 20 and max(r.points["loss"]) == 300)
     b = next(r for r in runs if len(r.points["loss"]) < 15 and max(r.points["loss"]) < 300)
-    got = ask(reader, "curves_side_by_side", project=PROJECT, run_a=a.run_id, run_b=b.run_id,
-              metric="loss")  # fmt: skip
+    parameters = {"project": PROJECT, "run_a": a.run_id, "run_b": b.run_id, "metric": "loss"}
+    got = ask(reader, "curves_side_by_side", **parameters)
     steps = sorted(set(a.points["loss"]) | set(b.points["loss"]))
     assert [r["step"] for r in got] == steps
     for r in got:
@@ -498,8 +511,14 @@ def test_first_step_reaching_target(reader: Reader, world: World) -> None:
 def test_config_diff(reader: Reader, world: World) -> None:
     runs = world.of()
     a = next(r for r in runs if "warmup" in r.config)
-    b = next(r for r in runs if "warmup" not in r.config and r.config["optimizer"] != a.config["optimizer"])
-    keys = sorted(k for k in a.config.keys() | b.config.keys() if a.config.get(k) != b.config.get(k))
+    b = next(
+        r
+        for r in runs
+        if "warmup" not in r.config and r.config["optimizer"] != a.config["optimizer"]
+    )
+    keys = sorted(
+        k for k in a.config.keys() | b.config.keys() if a.config.get(k) != b.config.get(k)
+    )
     assert {"warmup", "optimizer"} <= set(keys)
     got = ask(reader, "config_diff", run_a=a.run_id, run_b=b.run_id)
     assert [r["key"] for r in got] == keys
@@ -634,7 +653,9 @@ def test_longest_runs(reader: Reader, world: World) -> None:
 
     def seconds(run: Run) -> int:  # dateDiff counts crossed second boundaries
         end = run.finished_at or run.last_event_at
-        return int(end.replace(microsecond=0).timestamp() - run.started.replace(microsecond=0).timestamp())
+        return int(
+            end.replace(microsecond=0).timestamp() - run.started.replace(microsecond=0).timestamp()
+        )
 
     expected = sorted(world.of(), key=lambda r: (-seconds(r), r.run_id))[:n]
     got = ask(reader, "longest_runs", project=PROJECT, n=n)
@@ -645,8 +666,8 @@ def test_moving_average(reader: Reader, world: World) -> None:
     window = 3
     run = next(r for r in world.of() if r.status == "finished" and len(r.points["loss"]) > 20)
     series = run.series("loss")
-    got = ask(reader, "moving_average", project=PROJECT, run=run.run_id, metric="loss",
-              window=window)  # fmt: skip
+    parameters = {"project": PROJECT, "run": run.run_id, "metric": "loss", "window": window}
+    got = ask(reader, "moving_average", **parameters)
     assert [r["step"] for r in got] == [s for s, _ in series]
     for i, r in enumerate(got):
         values = [v for _, v in series[max(0, i - window) : i + 1]]
@@ -671,12 +692,16 @@ def test_percentiles_at_step(reader: Reader, world: World) -> None:
             values.append(before[-1])
     got = ask(reader, "percentiles_at_step", project=PROJECT, step=step)
     assert len(got) == 1 and got[0]["runs"] == len(values)
-    assert got[0]["p10_p50_p90"] == [approx(_inclusive_quantile(values, q)) for q in (0.1, 0.5, 0.9)]
+    assert got[0]["p10_p50_p90"] == [
+        approx(_inclusive_quantile(values, q)) for q in (0.1, 0.5, 0.9)
+    ]
 
 
 def test_artifacts_per_run(reader: Reader, world: World) -> None:
     expected = sorted(
-        ((-sum(a["size"] for a in r.artifacts), r.run_id, len(r.artifacts)) for r in world.of() if r.artifacts)
+        (-sum(a["size"] for a in r.artifacts), r.run_id, len(r.artifacts))
+        for r in world.of()
+        if r.artifacts
     )
     got = ask(reader, "artifacts_per_run", project=PROJECT)
     assert [(-r["bytes"], r["run_id"], r["artifacts"]) for r in got] == expected
