@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,42 @@ def test_the_default_user_keeps_full_rights(untouched: Settings) -> None:
     admin.command("INSERT INTO scratch VALUES (1)")
     assert admin.query("SELECT count() FROM scratch").result_rows == [(1,)]
     admin.command("DROP TABLE scratch")
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+def _flatten(element: ET.Element, prefix: str, into: dict[str, list[str]]) -> None:
+    """users.xml as the clickhouse-operator's "name/setting" keys: one list of values a key."""
+    children = [child for child in element if isinstance(child.tag, str)]
+    if not children:
+        into.setdefault(prefix, []).append((element.text or "").strip())
+    for child in children:
+        _flatten(child, f"{prefix}/{child.tag}", into)
+
+
+def test_the_kubernetes_patch_says_what_compose_users_xml_says() -> None:
+    import yaml
+
+    users = ET.parse(reader_user.DEPLOY_USERS_XML).getroot()
+    patch_path = reader_user.DEPLOY_USERS_XML.parents[2] / "k8s" / "clickhouse" / "users-patch.yaml"
+    configuration = yaml.safe_load(patch_path.read_text())["spec"]["configuration"]
+    for section in ("profiles", "quotas", "users"):
+        wanted: dict[str, list[str]] = {}
+        found = users.find(section)
+        assert found is not None, section
+        for element in found:
+            if isinstance(element.tag, str):
+                _flatten(element, element.tag, wanted)
+        got = {
+            key: [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            for key, value in configuration[section].items()
+        }
+        if section == "users":
+            # The password: compose's from_env, the operator's Secret reference (rendered by
+            # the operator as from_env too).
+            assert wanted.pop(f"{READER_USER}/password") == [""]
+            password = users.find(f"users/{READER_USER}/password")
+            assert password is not None and password.get("from_env") == reader_user.PASSWORD_ENV
+            secret = configuration["users"][f"{READER_USER}/password"]["valueFrom"]["secretKeyRef"]
+            assert secret == {"name": "runstream-clickhouse-reader", "key": "password"}
+            del got[f"{READER_USER}/password"]
+        assert got == wanted, section
