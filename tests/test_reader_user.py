@@ -130,8 +130,10 @@ def test_the_local_reader_is_deploys_file_byte_for_byte(stack: LocalStack) -> No
 def test_the_database_file_is_left_out_for_runstream(tmp_path: Path) -> None:
     reader_user.write_users_config(tmp_path, "other_db")
     assert (tmp_path / reader_user.USERS_D / reader_user.DATABASE_XML).exists()
+    assert reader_user.granted_database(tmp_path) == "other_db"
     reader_user.write_users_config(tmp_path, "runstream")
     assert not (tmp_path / reader_user.USERS_D / reader_user.DATABASE_XML).exists()
+    assert reader_user.granted_database(tmp_path) == "runstream"
     assert "GRANT SELECT ON x_y.*" in reader_user.database_grants("x_y")
 
 
@@ -203,7 +205,7 @@ def test_a_configured_user_wins_over_the_local_reader(settings: Settings) -> Non
         assert reader.query("SELECT currentUser()").rows == [("default",)]
 
 
-def test_another_server_or_a_named_user_does_not_pick_the_local_reader(settings: Settings) -> None:
+def test_another_server_database_or_user_does_not_pick_the_local_reader(settings: Settings) -> None:
     assert local_reader(settings) is not None
     other_port = settings.with_overrides(clickhouse_url=f"http://127.0.0.1:{free_port()}")
     assert local_reader(other_port) is None
@@ -211,6 +213,7 @@ def test_another_server_or_a_named_user_does_not_pick_the_local_reader(settings:
     named = settings.with_overrides(clickhouse_url=f"http://default:@{host}:{port}")
     assert local_reader(named) is None
     assert local_reader(settings.with_overrides(home=settings.home / "nowhere")) is None
+    assert local_reader(settings.with_overrides(clickhouse_database="other")) is None
 
 
 def test_dev_status_tells_the_reader(stack: LocalStack) -> None:

@@ -114,16 +114,27 @@ def write_users_config(run_dir: Path, database: str) -> Path:
     return run_dir / USERS_XML
 
 
+def granted_database(run_dir: Path) -> str:
+    """The database the reader of the users configuration in ``run_dir`` may read."""
+    try:
+        text = (run_dir / USERS_D / DATABASE_XML).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return DEPLOY_DATABASE
+    match = re.search(r"GRANT SELECT ON ([A-Za-z0-9_]+)\.\*", text)
+    return match.group(1) if match else ""
+
+
 def local_reader(settings: Settings) -> tuple[str, str] | None:
     """``(user, password)`` of the reader of the local stack in ``settings.home`` when that
     stack serves ``settings.clickhouse_url`` with a reader (its config.xml names a users
-    configuration and has the URL's port); None otherwise (another server, or a stack started
-    before the reader existed)."""
+    configuration and has the URL's port) that may read ``settings.clickhouse_database``; None
+    otherwise (another server or database, or a stack started before the reader existed)."""
     parts = urlsplit(settings.clickhouse_url)
     if parts.username:
         return None  # the URL names its user: the caller asked for that one
+    run_dir = settings.home / "run" / "clickhouse"
     try:
-        config = (settings.home / "run" / "clickhouse" / "config.xml").read_text(encoding="utf-8")
+        config = (run_dir / "config.xml").read_text(encoding="utf-8")
         password = password_path(settings.home).read_text(encoding="utf-8").strip()
     except OSError:
         return None
@@ -132,4 +143,6 @@ def local_reader(settings: Settings) -> tuple[str, str] | None:
         return None
     if int(port.group(1)) != settings.clickhouse_host_port[1]:
         return None
+    if granted_database(run_dir) != settings.clickhouse_database:
+        return None  # e.g. the tests' own databases on the stack's server: `default` reads them
     return READER_USER, password
