@@ -12,6 +12,7 @@ it, and the database is the same after.
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 import uuid
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from runstream.deploy.local import reader_user
-from runstream.deploy.local.cli import _table
+from runstream.deploy.local.cli import _table, _up
 from runstream.deploy.local.reader_user import READER_USER, local_reader
 from runstream.deploy.local.stack import LocalStack
 from runstream.read import Reader
@@ -216,10 +217,18 @@ def test_another_server_database_or_user_does_not_pick_the_local_reader(settings
     assert local_reader(settings.with_overrides(clickhouse_database="other")) is None
 
 
-def test_dev_status_tells_the_reader(stack: LocalStack) -> None:
+def test_dev_up_and_status_tell_the_reader(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     table = _table(stack.status())
     assert f"reader {READER_USER}" in table
     assert str(reader_user.password_path(stack.home)) in table
+    # `dev up`'s summary, from what up() returns (this module's stack runs no Kafka).
+    monkeypatch.setattr(LocalStack, "up", lambda self, timeout: stack.status())
+    assert _up(argparse.Namespace(no_workers=True, timeout=1.0), stack.settings) == 0
+    out = capsys.readouterr().out
+    assert f"reader user       {READER_USER}, password in " in out
+    assert str(reader_user.password_path(stack.home)) in out
 
 
 # --- hostile input, straight to the server ------------------------------------------------------
