@@ -27,6 +27,7 @@ from runstream.deploy.local import reader_user
 from runstream.deploy.local.cli import _table, _up
 from runstream.deploy.local.reader_user import READER_USER, local_reader
 from runstream.deploy.local.stack import LocalStack
+from runstream.errors import QueryError
 from runstream.read import Reader
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
@@ -198,6 +199,15 @@ def test_the_read_side_reads_as_the_reader_by_default(untouched: Settings) -> No
         assert reader.query("SELECT currentUser()").rows == [(READER_USER,)]
         assert reader.query("SELECT count() FROM guard").rows == [(GUARD_ROWS,)]
         assert reader.query("SELECT count() FROM runs_current").rows == [(0,)]
+
+
+def test_limits_past_the_readers_constraints_are_refused_with_a_hint(untouched: Settings) -> None:
+    with (
+        Reader(untouched, max_execution_time=1000) as reader,
+        pytest.raises(QueryError, match=r"greater than 600.*RUNSTREAM_READ_") as refused,
+    ):
+        reader.query("SELECT 1")
+    assert refused.value.code == 452
 
 
 def test_a_configured_user_wins_over_the_local_reader(settings: Settings) -> None:

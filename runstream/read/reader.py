@@ -96,6 +96,11 @@ def query_error(exc: Exception) -> QueryError:
         hint = " (raise RUNSTREAM_READ_MAX_MEMORY_USAGE, or narrow the query)"
     elif code == 201:
         hint = " (the reader user's quota: wait for its interval to end, or raise it in users.xml)"
+    elif code == 452:
+        hint = (
+            " (the reader user's profile bounds this limit: keep RUNSTREAM_READ_* within its "
+            "constraints, or raise them in users.xml, deploy/compose/clickhouse/users.xml)"
+        )
     elif code == 164 and "readonly" in message and "modify" in message:
         hint = (
             " (the reader user's profile has readonly=1, which refuses the limits runstream sends "
