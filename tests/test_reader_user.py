@@ -39,8 +39,10 @@ GUARD_ROWS = 1000
 pytestmark = pytest.mark.integration
 
 
+# Named like the fixtures of tests/conftest.py's _OWN_STACK_FIXTURES: `make test` runs the tests
+# that start a stack of their own in its second lane.
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def own_clickhouse_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """ClickHouse alone, of this module, in a home of its own; a database other than
     `runstream` (the reader's grants follow the stack's database), migrated, with a table
     `guard` of GUARD_ROWS rows."""
@@ -64,6 +66,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
     finally:
         local.down()
+
+
+@pytest.fixture(scope="module")
+def stack(own_clickhouse_stack: LocalStack) -> LocalStack:
+    return own_clickhouse_stack
 
 
 @pytest.fixture(scope="module")
