@@ -389,3 +389,63 @@ def test_table_without_arrow_uses_rows(api: Api, monkeypatch: pytest.MonkeyPatch
     assert list(table.to_pandas()["loss"]) == [1.0, 0.5]
     assert table.to_polars()["step"].to_list() == [0, 1]
     assert table.to_arrow().column("step").to_pylist() == [0, 1]
+
+
+def test_no_keys_gives_the_x_column_alone(api: Api) -> None:
+    run = api.run("r1")
+    for x in ("step", "time", "relative_time", "epoch"):
+        table = run.history([], x=x)
+        assert table.columns == [x] and len(table) == 0
+    assert list(run.scan_history([])) == []
+    assert api.run("r4", project="audio").history().columns == ["step"]
+
+
+def test_history_frames_in_polars_and_arrow(api: Api) -> None:
+    table = api.run("r1").history(["loss", "acc"], x="time", max_step=3)
+    polars = table.to_polars()
+    assert polars.columns == ["time", "loss", "acc"]
+    assert str(polars["time"].dtype).startswith("Datetime") and polars["acc"].null_count() == 2
+    arrow = table.to_arrow()
+    assert str(arrow.schema.field("loss").type) == "double"
+    assert table.to_records()[1]["acc"] is None
+
+
+def test_a_missing_library_names_its_extra(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from runstream.errors import MissingExtraError
+
+    table = api.run("r1").history("loss", max_step=1)
+    monkeypatch.setitem(sys.modules, "polars", None)
+    with pytest.raises(MissingExtraError) as info:
+        table.to_polars()
+    assert info.value.extra == "polars" and "runstream[polars]" in str(info.value)
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(MissingExtraError) as info:
+        table.to_pandas()
+    assert info.value.extra == "pandas"
+
+
+def test_import_runstream_does_not_load_the_read_side() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runstream; "
+        "assert 'clickhouse_connect' not in sys.modules and 'runstream.read' not in sys.modules; "
+        "api = runstream.Api; from runstream.read import Api, Run, Table, Runs; "
+        "assert api is Api; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_sinks_queries_take_a_reader_or_a_client(api: Api, seeded: Settings) -> None:
+    from runstream.sinks import queries
+
+    db = seeded.clickhouse_database
+    by_reader = queries.metric_history(api.reader, db, "r1", "loss", max_step=2)
+    by_client = queries.metric_history(connect(seeded), db, "r1", "loss", max_step=2)
+    assert [p.value for p in by_reader] == [p.value for p in by_client] == [1.0, 0.5, 1 / 3]
+    latest = queries.latest_runs(api.reader, db, "vision")
+    assert {r["run_id"] for r in latest} == {"r1", "r2", "r3"}

@@ -192,11 +192,11 @@ class Run:
                 f"(define_metric(..., step_metric=...); this run's: {defined})"
             )
         where, parameters = self._where(min_step, max_step)
-        if not names:
+        if not names:  # a run without metrics (or keys=[]): the x column alone, no rows
+            bare: dict[str, Any] = {}
+            x_sql = _x_sql(x, "step", "ts", bare, self)
             return self._api.table(
-                "SELECT " + _x_sql(x, "step", "ts", parameters, self) + " AS x FROM metrics "
-                "WHERE 0 LIMIT 0",
-                parameters,
+                f"SELECT {x_sql} AS x FROM metrics WHERE 0 LIMIT 0", bare
             ).rename([x])
         parameters["keys"] = names
         values: list[str] = []
