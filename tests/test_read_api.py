@@ -185,6 +185,7 @@ def test_runs_of_a_project_with_total_newest_first(api: Api) -> None:
     assert [r.id for r in runs] == ["r1", "r2", "r3"]  # same started_at: by run id
     assert {r.id for r in runs} == {"r1", "r2", "r3"}
     assert api.runs().total == 4
+    assert api.runs(where=" ", order_by="").total == 4  # an empty search box
 
 
 def test_runs_where_and_order_by(api: Api) -> None:

@@ -108,7 +108,8 @@ class Api:
     ) -> Runs:
         """The runs of ``project`` (all projects when None) that match ``where`` (the filter
         language, docs/read.md "Filters"), sorted by ``order_by``, ``limit`` of them from
-        ``offset`` on: one query, paged by ClickHouse.
+        ``offset`` on: one query, paged by ClickHouse. A blank ``where`` or ``order_by`` is
+        none.
 
         ``order_by``: a filter name (``"summary.val_loss"``, ``"config.lr"``, ``"status"``,
         ``"started_at"``...) or a list of them, each with ``-`` in front for descending; runs
@@ -127,7 +128,7 @@ class Api:
         if project is not None:
             conditions.append("project = {project:String}")
             parameters["project"] = project
-        if where is not None:
+        if where is not None and where.strip():  # a blank filter (an empty search box): all
             sql, bound = compile_filter(where, prefix="w")
             conditions.append(sql)
             parameters.update(bound)
@@ -268,7 +269,8 @@ class Runs(Sequence[Run]):
 
 def _order_by(order_by: str | Sequence[str] | None) -> tuple[str, dict[str, Any]]:
     """``ORDER BY`` text (keys bound as ``o<i>_<j>`` parameters) for the names of ``order_by``."""
-    names = [order_by] if isinstance(order_by, str) else list(order_by or ["-started_at"])
+    names = [order_by] if isinstance(order_by, str) else list(order_by or [])
+    names = [n for n in names if not isinstance(n, str) or n.strip()] or ["-started_at"]
     parts: list[str] = []
     parameters: dict[str, Any] = {}
     for i, entry in enumerate(names):
