@@ -13,6 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 import runstream
 from runstream.errors import (
@@ -450,3 +453,29 @@ def test_sinks_queries_take_a_reader_or_a_client(api: Api, seeded: Settings) -> 
     assert [p.value for p in by_reader] == [p.value for p in by_client] == [1.0, 0.5, 1 / 3]
     latest = queries.latest_runs(api.reader, db, "vision")
     assert {r["run_id"] for r in latest} == {"r1", "r2", "r3"}
+
+
+def test_samples_agree_with_the_downsample_view(api: Api, seeded: Settings) -> None:
+    from runstream.sinks import queries
+
+    buckets = queries.downsample(api.reader, seeded.clickhouse_database, "r1", "loss", 7)
+    table = api.run("r1").history("loss", samples=7).to_records()
+    assert [r["step"] for r in table] == [b.last_step for b in buckets]
+    assert [r["loss"] for r in table] == [b.last for b in buckets]
+    assert [r["loss.min"] for r in table] == [b.min for b in buckets]
+    assert [r["loss.max"] for r in table] == [b.max for b in buckets]
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(key=st.text(max_size=30))
+def test_any_key_text_is_bound_never_pasted(api: Api, seeded: Settings, key: str) -> None:
+    db = seeded.clickhouse_database
+    run = api.run("r1")
+    table = run.history(["loss", key], max_step=1) if key != "loss" else run.history(key)
+    assert table.columns[-1] == key
+    quoted = orjson.dumps(key).decode()
+    assert len(api.runs(order_by=f"-config[{quoted}]")) == 4
+    assert api.runs(where=f"config[{quoted}] == {quoted}").total == 0
+    assert scalar(seeded, f"SELECT count() FROM {db}.events") == len(
+        run_one_events() + other_events()
+    )
