@@ -479,3 +479,21 @@ def test_any_key_text_is_bound_never_pasted(api: Api, seeded: Settings, key: str
     assert scalar(seeded, f"SELECT count() FROM {db}.events") == len(
         run_one_events() + other_events()
     )
+
+
+@pytest.mark.parametrize(
+    ("order_by", "reason", "caret"),
+    [
+        ("-tags", "tags is a list", 1),
+        ("config.", "expected a key name after '.'", 7),
+        ("-config.", "expected a key name after '.'", 8),
+        ("summary.loss desc", "'-name' sorts descending", 13),
+        (" -nme", "unknown name 'nme'", 2),
+    ],
+)
+def test_order_by_errors_point_at_the_name(
+    api: Api, order_by: str, reason: str, caret: int
+) -> None:
+    with pytest.raises(FilterError) as info:
+        api.runs(order_by=order_by)
+    assert reason in info.value.reason and info.value.position == caret

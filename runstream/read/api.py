@@ -276,12 +276,13 @@ def _order_by(order_by: str | Sequence[str] | None) -> tuple[str, dict[str, Any]
     for i, entry in enumerate(names):
         if not isinstance(entry, str):
             raise TypeError(f"order_by takes names (str), not {type(entry).__name__}")
-        descending = entry.startswith("-")
-        name = entry[1:] if descending or entry.startswith("+") else entry
+        stripped = entry.strip()
+        descending = stripped.startswith("-")
+        name = stripped[1:] if descending or stripped.startswith("+") else stripped
         try:
-            expressions, bound = compile_order(name.strip(), prefix=f"o{i}_")
+            expressions, bound = compile_order(name, prefix=f"o{i}_")
         except FilterError as exc:
-            shift = len(entry) - len(name)
+            shift = len(entry) - len(entry.lstrip()) + len(stripped) - len(name)
             raise FilterError(f"order_by: {exc.reason}", entry, exc.position + shift) from None
         direction = " DESC" if descending else ""
         parts += [f"{e}{direction} NULLS LAST" for e in expressions]

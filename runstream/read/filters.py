@@ -341,6 +341,8 @@ class _Parser:
             while True:
                 if self.at("punct", "."):
                     self.advance()
+                    if not self.at("segment"):  # the end came right after the dot
+                        raise self.expected("a key name")
                     keys.append(self.advance().text)  # the tokenizer made it a segment
                     dotted = True
                 elif self.at("punct", "["):
@@ -601,7 +603,7 @@ def compile_order(name: str, prefix: str = "o") -> tuple[list[str], dict[str, An
         raise parser.expected("a name such as summary.loss, config.lr or started_at")
     subject = parser.field()
     if not parser.at("end"):
-        raise parser.expected("the end of the name (one name per order_by entry)")
+        raise parser.expected("the end of the name (one name per entry; '-name' sorts descending)")
     if subject.kind in ("text", "time"):
         return [f"`{subject.column}`"], parser.sql.parameters
     if subject.kind == "tags":
