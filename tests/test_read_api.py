@@ -497,3 +497,18 @@ def test_order_by_errors_point_at_the_name(
     with pytest.raises(FilterError) as info:
         api.runs(order_by=order_by)
     assert reason in info.value.reason and info.value.position == caret
+
+
+def test_a_run_id_with_a_slash_is_no_project_path(settings: Settings) -> None:
+    rows = [
+        event("run_started", "x/y", 0, project="p1"),
+        event("run_started", "y", 0, project="x"),
+        event("run_started", "a/b", 0, project="p1"),
+    ]
+    connect(settings).insert(
+        "events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0}
+    )
+    with runstream.Api(settings=settings) as api:
+        assert (api.run("x/y").project, api.run("x/y").id) == ("x", "y")  # project/id first
+        assert api.run("x/y", project="p1").id == "x/y"
+        assert (api.run("a/b").project, api.run("a/b").id) == ("p1", "a/b")  # no project "a"

@@ -171,18 +171,11 @@ class Api:
         ``project`` says which."""
         if not isinstance(run_id, str):
             raise TypeError(f"a run id is a str, not {type(run_id).__name__}")
+        records: list[dict[str, Any]] = []
         if project is None and run_id.count("/") == 1:
-            project, run_id = run_id.split("/")
-        parameters: dict[str, Any] = {"run": run_id}
-        condition = "run_id = {run:String}"
-        if project is not None:
-            condition += " AND project = {project:String}"
-            parameters["project"] = project
-        table = self.table(
-            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs_current WHERE {condition} LIMIT 2",
-            parameters,
-        )
-        records = table.to_records()
+            records = self._run_records(*reversed(run_id.split("/")))
+        if not records:  # not "project/id", or an id that holds a "/" itself
+            records = self._run_records(run_id, project)
         if not records:
             raise RunNotFoundError(run_id, project)
         if len(records) > 1:
@@ -192,6 +185,17 @@ class Api:
                 f"pass project=, as in api.run({run_id!r}, project={projects[0]!r})"
             )
         return Run(self, records[0])
+
+    def _run_records(self, run_id: str, project: str | None) -> list[dict[str, Any]]:
+        parameters: dict[str, Any] = {"run": run_id}
+        condition = "run_id = {run:String}"
+        if project is not None:
+            condition += " AND project = {project:String}"
+            parameters["project"] = project
+        return self.table(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs_current WHERE {condition} LIMIT 2",
+            parameters,
+        ).to_records()
 
     def alerts(
         self, project: str | None = None, run_id: str | None = None, limit: int = 100
