@@ -512,3 +512,14 @@ def test_a_run_id_with_a_slash_is_no_project_path(settings: Settings) -> None:
         assert (api.run("x/y").project, api.run("x/y").id) == ("x", "y")  # project/id first
         assert api.run("x/y", project="p1").id == "x/y"
         assert (api.run("a/b").project, api.run("a/b").id) == ("p1", "a/b")  # no project "a"
+
+
+def test_sql_turns_datetime_seconds_back_into_times(api: Api) -> None:
+    table = api.sql(
+        "SELECT toStartOfMinute(ts) AS minute, toUInt32(count()) AS n FROM metrics "
+        "WHERE run_id = {run:String} GROUP BY minute ORDER BY minute",
+        {"run": "r1"},
+    )
+    assert str(table.to_arrow().schema.field("minute").type) == "timestamp[s, tz=UTC]"
+    assert str(table.to_arrow().schema.field("n").type) == "uint32"  # a number stays one
+    assert table.first("minute") == T0 and sum(table["n"]) == STEPS + STEPS // 2 + STEPS // 10 + 1

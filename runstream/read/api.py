@@ -16,6 +16,7 @@ value (a project, a run id, a filter's literals, a config key) a bound query par
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
@@ -26,6 +27,8 @@ from runstream.read.run import RUN_COLUMNS, Run
 from runstream.read.table import Table, has_arrow
 from runstream.settings import Settings
 
+# DateTime or DateTime('zone'), maybe Nullable or LowCardinality: sent as UInt32 in Arrow.
+_DATETIME = re.compile(r"(?:Nullable\()?DateTime(?:\('([^']+)'\))?\)?")
 # ClickHouse's CANNOT_COMPILE_REGEXP: a pattern Python's re reads but RE2 does not.
 _BAD_REGEXP = 427
 
@@ -84,8 +87,26 @@ class Api:
         """Any read query (docs/sql.md), values as ``{name:Type}`` placeholders bound from
         ``parameters``: ``api.sql("SELECT ... WHERE run_id = {run:String}", {"run": id})``.
         Refused before sending (:class:`~runstream.errors.ReadRefusedError`) when it is not one
-        read statement (docs/read.md, "What the read side guarantees")."""
-        return self.table(query, parameters)
+        read statement (docs/read.md, "What the read side guarantees").
+
+        ClickHouse's Arrow output sends ``DateTime`` (seconds, as ``toStartOfMinute`` returns)
+        as UInt32 (ClickHouse docs, "Arrow: data types matching"): such columns are turned back
+        into UTC timestamps (``timestamp[s, tz]``) here, from the result's types (a
+        ``DESCRIBE`` of the query, asked only when a UInt32 column came)."""
+        table = self.table(query, parameters)
+        arrow = table._arrow
+        if arrow is None or not any(str(t) == "uint32" for t in arrow.schema.types):
+            return table
+        import pyarrow as pa
+
+        described = self.reader.query(f"DESCRIBE ({query})", parameters).rows
+        columns = list(arrow.columns)
+        for i, row in enumerate(described[: len(columns)]):
+            match = _DATETIME.fullmatch(str(row[1]))
+            if match and str(columns[i].type) == "uint32":
+                zone = match.group(1) or "UTC"
+                columns[i] = columns[i].cast(pa.int64()).cast(pa.timestamp("s", tz=zone))
+        return Table.from_arrow(pa.table(columns, names=arrow.column_names))
 
     # --- projects and runs ------------------------------------------------------------------
     def projects(self) -> Table:
