@@ -168,8 +168,9 @@ class Run:
         step_metric="epoch")`` makes ``x="epoch"`` valid): its latest value at or before each
         step (an ASOF join, docs/sql.md), NULL before its first point.
 
-        Without ``samples`` every point: one key gives every stored point in (step, seq) order
-        (a step logged twice is two rows); several keys give one row per step, each column the
+        Without ``samples`` every point: one key (against step, time or relative_time) gives
+        every stored point in (step, seq) order (a step logged twice is two rows); several keys,
+        or a step metric as ``x``, give one row per step, each column the
         key's last value at that step (highest seq) or null, pivoted inside ClickHouse.
         ``samples=N``: the step range is cut into N equal buckets as the ``downsample`` view
         does (docs/sql.md, "Downsampling for charts"), common to all keys; each bucket that
@@ -185,8 +186,9 @@ class Run:
         if samples is not None and not 1 <= samples <= MAX_SAMPLES:
             raise ReadArgumentError(f"samples must be between 1 and {MAX_SAMPLES}, not {samples}")
         step_metric = x not in X_MODES
-        if step_metric and x not in self.step_metrics():
-            defined = ", ".join(self.step_metrics()) or "none"
+        defined_metrics = self.step_metrics() if step_metric else []
+        if step_metric and x not in defined_metrics:
+            defined = ", ".join(defined_metrics) or "none"
             raise ReadArgumentError(
                 f"x={x!r}: x is 'step', 'time', 'relative_time' or a step metric of the run "
                 f"(define_metric(..., step_metric=...); this run's: {defined})"
