@@ -91,11 +91,14 @@ def shot(page: Any, name: str) -> None:
 def drawn(page: Any, metric: str) -> Any:
     """Labels and columns of the uPlot chart of ``metric`` once it has data."""
     page.wait_for_function(
-        "m => [...(window.__runstreamCharts || [])].some(c => c.name === m && c.drawn())",
+        "m => [...(window.__runstreamCharts || [])]"
+        ".some(c => c.name === m && c.container.isConnected && c.drawn())",
         arg=metric,
     )
     return page.evaluate(
-        "m => [...window.__runstreamCharts].find(c => c.name === m).drawn()", metric
+        "m => [...window.__runstreamCharts]"
+        ".find(c => c.name === m && c.container.isConnected).drawn()",
+        metric,
     )
 
 
@@ -194,6 +197,10 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     shot(page, "9-sql-refused")
 
 
+# The chart of `loss` on the page shown (a page left behind may still hold one).
+LOSS = "[...window.__runstreamCharts].find(c => c.name === 'loss' && c.container.isConnected)"
+
+
 def test_zoom_fetches_the_buckets_of_the_visible_steps(page: Any, server: str) -> None:
     page.goto(f"{server}/#/run/{ui_seed.BIG_RUN}")
     drawn(page, "loss")
@@ -205,18 +212,18 @@ def test_zoom_fetches_the_buckets_of_the_visible_steps(page: Any, server: str) -
     page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
     page.mouse.up()
     page.wait_for_function(
-        "() => { const x = [...window.__runstreamCharts].find(c => c.name === 'loss').u.data[0];"
+        "() => { const x = " + LOSS + ".u.data[0];"
         " return x.length > 500 && x[0] > 300000 && x[x.length - 1] < 700000; }"
     )
     lo, hi = ui_seed.SPIKE_STEP - 5000, ui_seed.SPIKE_STEP + 5000
     page.evaluate(
-        "([lo, hi]) => [...window.__runstreamCharts].find(c => c.name === 'loss').zoomTo(lo, hi)",
+        "([lo, hi]) => " + LOSS + ".zoomTo(lo, hi)",
         [lo, hi],
     )
     # The chart asks for min_step..max_step: about 10 steps per bucket now, not 1,000.
     page.wait_for_function(
-        "([lo, hi]) => { const c = [...window.__runstreamCharts].find(c => c.name === 'loss');"
-        " const x = c.u.data[0]; return x.length > 500 && x[0] >= lo && x[x.length - 1] <= hi; }",
+        "([lo, hi]) => { const x = " + LOSS + ".u.data[0];"
+        " return x.length > 500 && x[0] >= lo && x[x.length - 1] <= hi; }",
         arg=[lo, hi],
     )
     chart = drawn(page, "loss")
@@ -226,9 +233,7 @@ def test_zoom_fetches_the_buckets_of_the_visible_steps(page: Any, server: str) -
     assert xs[top.index(ui_seed.SPIKE_VALUE)] == ui_seed.SPIKE_STEP  # within 10 steps: exact here
     shot(page, "10-run-zoomed")
     page.dblclick(".chart-card[data-metric='loss'] .u-over")
-    page.wait_for_function(
-        "() => [...window.__runstreamCharts].find(c => c.name === 'loss').u.data[0].at(-1) > 990000"
-    )
+    page.wait_for_function("() => " + LOSS + ".u.data[0].at(-1) > 990000")
 
 
 def test_a_running_run_updates_without_reloading(page: Any, server: str, seeded: Settings) -> None:
@@ -248,7 +253,7 @@ def test_a_running_run_updates_without_reloading(page: Any, server: str, seeded:
         parameters={"p": ui_seed.PROJECT, "r": ui_seed.LIVE_RUN},
     )
     page.wait_for_function(
-        "() => [...window.__runstreamCharts].find(c => c.name === 'loss').u.data[0].at(-1) === 599",
+        "() => " + LOSS + ".u.data[0].at(-1) === 599",
         timeout=20_000,
     )
     assert page.evaluate("() => window.__sameDocument") is True  # no reload happened

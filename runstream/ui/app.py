@@ -12,7 +12,7 @@ import contextlib
 import queue
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from starlette.applications import Starlette
@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from runstream.errors import ClickHouseError, FilterError, QueryError, ReadRefusedError
-from runstream.read import Reader
+from runstream.read import Api, Reader
 from runstream.settings import Settings
 from runstream.ui import data
 from runstream.ui.auth import Guard
@@ -42,23 +42,22 @@ _SECURITY_HEADERS = {
 }
 
 
-def _new_api(settings: Settings) -> Any:
-    try:
-        from runstream import Api  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # until runstream.Api lands (branch i12-api)
-        from runstream.ui._interim_api import Api
+def _new_api(settings: Settings) -> Api:
     return Api(settings=settings)
 
 
-class Pool:
+T = TypeVar("T", Api, Reader)
+
+
+class Pool(Generic[T]):
     """Api and Reader objects, one in use per thread at a time (see the module doc)."""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make: Callable[[], T] = make
+        self._idle: queue.LifoQueue[T] = queue.LifoQueue()
 
     @contextlib.contextmanager
-    def borrow(self) -> Iterator[Any]:
+    def borrow(self) -> Iterator[T]:
         try:
             item = self._idle.get_nowait()
         except queue.Empty:
@@ -74,10 +73,8 @@ class Pool:
                 item = self._idle.get_nowait()
             except queue.Empty:
                 return
-            close = getattr(item, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+            with contextlib.suppress(Exception):
+                item.close()
 
 
 class JSON(JSONResponse):
@@ -118,10 +115,10 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
     ``settings``: Settings.load() when None. ``token``: with one, every request must carry it
     (runstream/ui/auth.py); every method but GET and HEAD is refused either way."""
     settings = settings or Settings.load()
-    apis = Pool(lambda: _new_api(settings))
-    readers = Pool(lambda: Reader(settings))
+    apis: Pool[Api] = Pool(lambda: _new_api(settings))
+    readers: Pool[Reader] = Pool(lambda: Reader(settings))
 
-    def endpoint(work: Callable[[Request, Any], dict[str, Any]]) -> Callable[[Request], Response]:
+    def endpoint(work: Callable[[Request, Api], dict[str, Any]]) -> Callable[[Request], Response]:
         def handle(request: Request) -> Response:
             try:
                 with apis.borrow() as api:
@@ -138,10 +135,10 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
 
         return handle
 
-    def projects(request: Request, api: Any) -> dict[str, Any]:
+    def projects(request: Request, api: Api) -> dict[str, Any]:
         return data.projects(api)
 
-    def runs(request: Request, api: Any) -> dict[str, Any]:
+    def runs(request: Request, api: Api) -> dict[str, Any]:
         q = request.query_params
         return data.runs_page(
             api,
@@ -152,10 +149,10 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
             offset=_int(request, "offset", 0) or 0,
         )
 
-    def run(request: Request, api: Any) -> dict[str, Any]:
+    def run(request: Request, api: Api) -> dict[str, Any]:
         return data.run_page(api, request.path_params["run_id"])
 
-    def history(request: Request, api: Any) -> dict[str, Any]:
+    def history(request: Request, api: Api) -> dict[str, Any]:
         key = request.query_params.get("key")
         if not key:
             raise ValueError("name the metric: ?key=loss")
@@ -170,22 +167,22 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
             max_step=_int(request, "max_step", None),
         )
 
-    def system(request: Request, api: Any) -> dict[str, Any]:
+    def system(request: Request, api: Api) -> dict[str, Any]:
         return data.system_metrics(api, request.path_params["run_id"])
 
-    def histograms(request: Request, api: Any) -> dict[str, Any]:
+    def histograms(request: Request, api: Api) -> dict[str, Any]:
         return data.histograms(api, request.path_params["run_id"])
 
-    def alerts(request: Request, api: Any) -> dict[str, Any]:
+    def alerts(request: Request, api: Api) -> dict[str, Any]:
         q = request.query_params
         return data.alerts(
             api, q.get("project"), q.get("run_id"), _int(request, "limit", 100) or 100
         )
 
-    def compare(request: Request, api: Any) -> dict[str, Any]:
+    def compare(request: Request, api: Api) -> dict[str, Any]:
         return data.compare_meta(api, _list(request, "runs"))
 
-    def compare_history(request: Request, api: Any) -> dict[str, Any]:
+    def compare_history(request: Request, api: Api) -> dict[str, Any]:
         key = request.query_params.get("key")
         if not key:
             raise ValueError("name the metric: ?key=loss")
@@ -200,7 +197,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
             max_step=_int(request, "max_step", None),
         )
 
-    def sql(request: Request, api: Any) -> dict[str, Any]:
+    def sql(request: Request, api: Api) -> dict[str, Any]:
         with readers.borrow() as reader:
             return data.sql(
                 reader,

@@ -15,9 +15,15 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runstream.errors import ReadRefusedError
+
+if TYPE_CHECKING:
+    from runstream.read import Reader
+    from runstream.read.api import Api
+    from runstream.read.run import Run
+    from runstream.read.table import Table
 
 #: Runs per page of the runs table, at most.
 MAX_PAGE = 500
@@ -69,7 +75,7 @@ def _document(value: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _records(table: Any) -> list[dict[str, Any]]:
+def _records(table: Table) -> list[dict[str, Any]]:
     """Rows of an Api ``Table`` as dicts."""
     if hasattr(table, "to_records"):
         return list(table.to_records())
@@ -88,12 +94,12 @@ def _seconds(value: Any) -> float | None:
 
 
 # --- projects and runs ------------------------------------------------------------------------
-def projects(api: Any) -> dict[str, Any]:
+def projects(api: Api) -> dict[str, Any]:
     """``{"projects": [{project, runs, running, last_activity}]}``, newest activity first."""
     return {"projects": jsonable(_records(api.projects()))}
 
 
-def run_row(run: Any) -> dict[str, Any]:
+def run_row(run: Run) -> dict[str, Any]:
     """One run as the runs table and the run page show it."""
     return {
         "id": run.id,
@@ -125,7 +131,7 @@ def _flat_keys(doc: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iter
 
 
 def runs_page(
-    api: Any,
+    api: Api,
     *,
     project: str | None,
     where: str | None,
@@ -164,7 +170,7 @@ def runs_page(
     )
 
 
-def run_page(api: Any, run_id: str) -> dict[str, Any]:
+def run_page(api: Api, run_id: str) -> dict[str, Any]:
     """Everything of one run but its series: the run, its metric names, its alerts and the names
     (and steps) of its histograms. Raises ``LookupError`` (RunNotFoundError) for an unknown id."""
     run = api.run(run_id)
@@ -181,7 +187,7 @@ def _column(records: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
 
 
 def history(
-    api: Any,
+    api: Api,
     run_id: str,
     key: str,
     *,
@@ -227,7 +233,7 @@ _NONFINITE_SQL = (
 
 
 def _nonfinite(
-    api: Any, run: Any, key: str, *, x: str, min_step: int | None, max_step: int | None
+    api: Api, run: Run, key: str, *, x: str, min_step: int | None, max_step: int | None
 ) -> dict[str, list[Any]]:
     """The NaN and ±inf points of a bucketed metric: ``{"x": [...], "y": ["NaN", ...]}``.
 
@@ -256,7 +262,7 @@ def _nonfinite(
     return {"x": xs, "y": [r["value"] for r in rows]}
 
 
-def system_metrics(api: Any, run_id: str) -> dict[str, Any]:
+def system_metrics(api: Api, run_id: str) -> dict[str, Any]:
     """``{"series": {name: {"x": [seconds since epoch], "y": [...]}}}``."""
     run = api.run(run_id)
     series: dict[str, dict[str, list[Any]]] = {}
@@ -267,7 +273,7 @@ def system_metrics(api: Any, run_id: str) -> dict[str, Any]:
     return _document({"series": series})
 
 
-def histograms(api: Any, run_id: str) -> dict[str, Any]:
+def histograms(api: Api, run_id: str) -> dict[str, Any]:
     """``{"histograms": {name: [{step, bins, counts}]}}``, steps ascending (at most the last 50
     of each name: the page draws the latest one and a heat strip of the rest)."""
     run = api.run(run_id)
@@ -282,7 +288,7 @@ def histograms(api: Any, run_id: str) -> dict[str, Any]:
     return _document({"histograms": found})
 
 
-def alerts(api: Any, project: str | None, run_id: str | None, limit: int) -> dict[str, Any]:
+def alerts(api: Api, project: str | None, run_id: str | None, limit: int) -> dict[str, Any]:
     """``{"alerts": [...]}``: rows of ``alerts_current``, newest first."""
     limit = max(1, min(limit, 1000))
     table = api.alerts(project=project or None, run_id=run_id or None, limit=limit)
@@ -294,7 +300,7 @@ def _quoted(value: str) -> str:
     return json.dumps(value)  # a filter string literal: \" and \uXXXX are filter escapes
 
 
-def compare_runs(api: Any, run_ids: Sequence[str]) -> list[Any]:
+def compare_runs(api: Api, run_ids: Sequence[str]) -> list[Run]:
     """The runs of a comparison, in the order given (unknown ids left out)."""
     ids = list(dict.fromkeys(run_ids))[:MAX_COMPARE]
     if not ids:
@@ -304,7 +310,7 @@ def compare_runs(api: Any, run_ids: Sequence[str]) -> list[Any]:
     return [found[i] for i in ids if i in found]
 
 
-def compare_meta(api: Any, run_ids: Sequence[str]) -> dict[str, Any]:
+def compare_meta(api: Api, run_ids: Sequence[str]) -> dict[str, Any]:
     """``{"runs": [run rows], "metrics", "config_keys", "step_metrics"}`` (names: the union
     over the runs; a step metric is an x axis a chart may use, define_metric(step_metric=))."""
     runs = compare_runs(api, run_ids)
@@ -382,7 +388,7 @@ def _grid_stats(
 
 
 def compare_history(
-    api: Any,
+    api: Api,
     run_ids: Sequence[str],
     key: str,
     *,
@@ -399,7 +405,7 @@ def compare_history(
     band across them, on a common grid of ``samples`` cells."""
     runs = compare_runs(api, run_ids)
     samples = max(1, min(int(samples), MAX_SAMPLES))
-    per_run: list[tuple[Any, dict[str, list[Any]]]] = []
+    per_run: list[tuple[Run, dict[str, list[Any]]]] = []
     for run in runs:
         try:
             table = run.history(
@@ -425,7 +431,7 @@ def compare_history(
         for run, points in per_run:
             series.append({"label": run.name or run.id, "run_ids": [run.id], "points": points})
     else:
-        groups: dict[str, list[tuple[Any, dict[str, list[Any]]]]] = {}
+        groups: dict[str, list[tuple[Run, dict[str, list[Any]]]]] = {}
         for run, points in per_run:
             label = json.dumps(config_value(run.config or {}, group_by))
             groups.setdefault(label, []).append((run, points))
@@ -445,7 +451,7 @@ def compare_history(
 
 
 # --- SQL console ------------------------------------------------------------------------------
-def sql(reader: Any, query: str, limit: int = SQL_ROWS) -> dict[str, Any]:
+def sql(reader: Reader, query: str, limit: int = SQL_ROWS) -> dict[str, Any]:
     """The console's query, read-only through the Reader: ``{"columns", "types", "rows",
     "truncated"}`` (at most ``limit`` rows). ReadRefusedError / QueryError say why not."""
     if not query.strip():

@@ -30,8 +30,14 @@ async function route() {
     try {
       const page = await load();
       if (version !== current) return;
-      clear(root);
-      cleanup = await page.render(root, params, query);
+      // Each page renders into a node of its own: a render still loading when the reader moves
+      // on writes into a node that is no longer in the document.
+      const mount = document.createElement("div");
+      clear(root, mount);
+      const done = await page.render(mount, params, query);
+      // Navigated away while this page was loading: it must not keep timers or charts.
+      if (version !== current) { if (typeof done === "function") done(); return; }
+      cleanup = done;
     } catch (err) {
       if (version === current) clear(root, errorBox(err));
     }
