@@ -1,5 +1,6 @@
 # The two commands of the README:
 #   make demo   start the local stack, run examples/train.py, print what ClickHouse knows about it
+#               and the run's page in the web UI
 #   make test   lint, type-check, and run the whole test suite against real Kafka and ClickHouse
 # Both create .venv and install everything on first use; nothing needs to be installed by hand
 # beyond Python 3.10+, a JDK 17+ and Maven (for the Kafka jars).
@@ -48,6 +49,9 @@ test: lint
 demo: install
 	$(PY) -m runstream dev up
 	$(PY) examples/train.py
+	@$(PY) -c 'import runstream; from runstream.ui.cli import ui_address; \
+	run = runstream.Api().runs("examples", order_by="-started_at", limit=1)[0]; \
+	print(f"\nThe run in the web UI: {ui_address()}#/run/{run.id}")'
 
 # Benchmarks print tables and ratios (docs/benchmarks.md); the peers are installed for them only.
 bench: install
