@@ -152,7 +152,7 @@ def test_history_of_every_point_keeps_nan_and_infinity(client: Any) -> None:
     assert all(isinstance(v, float) for v in xs) and xs == sorted(xs)
 
 
-def test_system_metrics_and_histograms(client: Any) -> None:
+def test_system_metrics_and_histograms(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     series = get(client, "/api/runs/r000abc/system")["series"]
     assert set(series) == {"cpu.percent", "memory.rss_mb"}
     assert series["memory.rss_mb"]["y"] == [1200.0 + 3 * i for i in range(12)]
@@ -160,6 +160,12 @@ def test_system_metrics_and_histograms(client: Any) -> None:
     items = hists["gradients/fc.weight"]
     assert [h["step"] for h in items] == [0, 400, 800, 1200, 1600]
     assert all(len(h["bins"]) == len(h["counts"]) + 1 == 21 for h in items)
+    assert items[-1]["counts"][6] == pytest.approx(100.0)  # step 1600: the peak moved to bin 6
+    from runstream.ui import data
+
+    monkeypatch.setattr(data, "HISTOGRAM_STEPS", 2)  # the latest steps only, cut by ClickHouse
+    items = get(client, "/api/runs/r000abc/histograms")["histograms"]["gradients/fc.weight"]
+    assert [h["step"] for h in items] == [1200, 1600]
 
 
 def test_compare_overlays_runs_and_groups_by_a_config_key(client: Any) -> None:
