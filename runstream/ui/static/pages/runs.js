@@ -187,8 +187,11 @@ export async function render(root, { project }, query) {
       h("span", {}, `${from.toLocaleString("en-US")}–${to.toLocaleString("en-US")} of ${page.total.toLocaleString("en-US")}`),
       h("span", { class: "spacer" }),
       size,
+      h("button", { disabled: page.offset === 0, onclick: () => navigate({ offset: 0 }), title: "first page" }, "«"),
       h("button", { disabled: page.offset === 0, onclick: () => navigate({ offset: Math.max(0, page.offset - state.limit) }) }, "← Prev"),
+      h("span", {}, `page ${Math.floor(page.offset / state.limit) + 1} of ${Math.max(1, Math.ceil(page.total / state.limit)).toLocaleString("en-US")}`),
       h("button", { disabled: to >= page.total, onclick: () => navigate({ offset: page.offset + state.limit }) }, "Next →"),
+      h("button", { disabled: to >= page.total, onclick: () => navigate({ offset: Math.max(0, (Math.ceil(page.total / state.limit) - 1) * state.limit) }), title: "last page" }, "»"),
     );
     count.textContent = `${page.total.toLocaleString("en-US")} run${page.total === 1 ? "" : "s"}${state.where ? " match" : ""}`;
   }
