@@ -118,7 +118,8 @@ export function build(input, opts) {
     const smoothed = smoothing > 0 ? ema(y, smoothing) : null;
     const width = input.length > 8 ? 1.25 : 1.6;
     if (hasBand) {
-      const edge = input.length > 4 ? 0.25 : 0.45;
+      // Fainter under a smoothed line, which is then what the eye should follow.
+      const edge = smoothing > 0 ? 0.16 : input.length > 4 ? 0.25 : 0.45;
       const maxIdx = columns.length;
       columns.push(mx, mn);
       series.push(
@@ -127,12 +128,12 @@ export function build(input, opts) {
         { label: `${s.label} min`, stroke: alpha(color, edge), width: 1, points: { show: false }, spanGaps: true, value: (u, v) => fmtNum(v) },
       );
       hidden.push(maxIdx, maxIdx + 1);
-      bands.push({ series: [maxIdx, maxIdx + 1], fill: alpha(color, input.length > 4 ? 0.08 : 0.16) });
+      bands.push({ series: [maxIdx, maxIdx + 1], fill: alpha(color, smoothing > 0 || input.length > 4 ? 0.07 : 0.16) });
     }
     columns.push(y);
     series.push({
       label: smoothed ? `${s.label} (raw)` : s.label,
-      stroke: smoothed ? alpha(color, 0.28) : color,
+      stroke: smoothed ? alpha(color, 0.22) : color,
       width: smoothed ? 1 : width,
       spanGaps: true,
       points: { show: false },

@@ -48,7 +48,7 @@ export async function render(root, { project }, query) {
 
   const filter = h("input", {
     type: "search", value: state.where, spellcheck: "false",
-    placeholder: 'filter: config.lr > 1e-3 and summary["val/loss"] < 0.2 and "baseline" in tags',
+    placeholder: 'filter:  config.lr > 1e-3 and summary["val/loss"] < 0.2 and "baseline" in tags', title: "the filter language (?); press / to come here",
     onkeydown: (e) => { if (e.key === "Enter") navigate({ where: filter.value.trim(), offset: 0 }); },
   });
   const compareBtn = h("button", {
@@ -57,6 +57,17 @@ export async function render(root, { project }, query) {
   });
   const clearSel = h("button", { class: "ghost", onclick: () => { state.selected.clear(); save(); drawBody(); } }, "clear");
   const chooser = h("details", { class: "menu" }, h("summary", { class: "btn" }, "Columns"), h("div", { class: "menu-body" }));
+  // The filter language in brief (docs/read.md, "Filters", has all of it).
+  const example = (text, what) => h("div", { style: "margin: 6px 0" }, h("code", {}, text), h("div", { class: "hint" }, what));
+  const help = h("details", { class: "menu" }, h("summary", { class: "btn", title: "filter syntax" }, "?"),
+    h("div", { class: "menu-body", style: "width: 420px" },
+      h("h3", {}, "Filter"),
+      example('config.lr > 1e-3 and summary["val/loss"] < 0.2', "config and summary values; brackets for keys with odd characters"),
+      example('"baseline" in tags or group == "sweep-3"', "tags, group, name, status, job_type, run_id"),
+      example('status in ["failed", "crashed"]', "one of several values"),
+      example('name =~ "^bert-\\d+$"', "a regular expression (RE2)"),
+      example('started_at > "2026-01-31" and finished_at == null', "times in UTC; null: still running"),
+      h("div", { class: "hint" }, "and, or, not, ( ); every value is a bound parameter: a filter can only select.")));
   const errorSlot = h("div");
   const table = h("table", { class: "data" });
   const pager = h("div", { class: "pager" });
@@ -69,6 +80,7 @@ export async function render(root, { project }, query) {
       h("div", { class: "grow" }, filter),
       h("button", { onclick: () => navigate({ where: filter.value.trim(), offset: 0 }) }, "Filter"),
       state.where ? h("button", { class: "ghost", onclick: () => navigate({ where: "", offset: 0 }) }, "reset") : null,
+      help,
       chooser,
       clearSel,
       compareBtn,
@@ -210,8 +222,17 @@ export async function render(root, { project }, query) {
     }
   }
 
+  // "/" jumps to the filter, as in most tools with a search box.
+  const slash = (e) => {
+    if (e.key === "/" && !["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName)) {
+      e.preventDefault();
+      filter.focus();
+    }
+  };
+  document.addEventListener("keydown", slash);
+
   await load(true);
   // Live status: the page's runs are read again every few seconds (a cheap, paged query).
   const timer = setInterval(() => { if (!document.hidden) load(false); }, REFRESH_MS);
-  return () => clearInterval(timer);
+  return () => { clearInterval(timer); document.removeEventListener("keydown", slash); };
 }
