@@ -181,6 +181,7 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     page.wait_for_timeout(200)
     chart = drawn(page, "loss")
     assert any(label.startswith('optimizer.name="adam"') for label in chart["labels"])
+    shot(page, "6b-compare-grouped")
 
     # Alerts and the SQL console.
     page.goto(f"{server}/#/alerts")
