@@ -181,6 +181,15 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     page.wait_for_timeout(200)
     chart = drawn(page, "loss")
     assert any(label.startswith('optimizer.name="adam"') for label in chart["labels"])
+    # Twelve runs grouped by optimizer: two mean lines, each with its band across six runs.
+    ids = ",".join(f"r{i:03d}abc" for i in range(12))
+    page.goto(f"{server}/#/compare?runs={ids}&group_by=optimizer.name")
+    page.wait_for_function(
+        "() => [...(window.__runstreamCharts || [])].some(c => c.name === 'loss'"
+        " && c.container.isConnected && c.drawn() && c.drawn().labels.length > 4)"
+    )
+    labels = drawn(page, "loss")["labels"]
+    assert {'optimizer.name="adam" (n=6)', 'optimizer.name="sgd" (n=6)'} <= set(labels)
     shot(page, "6b-compare-grouped")
 
     # Alerts and the SQL console.
