@@ -1,6 +1,6 @@
 // Recent alerts: rule, run, episode (fired, resolved) and the delivery state per webhook.
 import { get } from "../lib/api.js";
-import { fmtAgo, fmtDuration, fmtNum, fmtTime, h } from "../lib/dom.js";
+import { clear, fmtAgo, fmtDuration, fmtNum, fmtTime, h } from "../lib/dom.js";
 
 export function alertsTable(alerts, { showRun = true } = {}) {
   if (!alerts.length) return h("div", { class: "empty" }, "No alerts.");
@@ -25,13 +25,20 @@ export function alertsTable(alerts, { showRun = true } = {}) {
 
 export async function render(root, _params, query) {
   const project = query.get("project") || "";
-  const { alerts } = await get("/api/alerts", { project, limit: 200 });
+  const load = async () => (await get("/api/alerts", { project, limit: 200 })).alerts;
   const { projects } = await get("/api/projects");
   const pick = h("select", { onchange: (e) => { location.hash = e.target.value ? `#/alerts?project=${encodeURIComponent(e.target.value)}` : "#/alerts"; } },
     h("option", { value: "" }, "all projects"),
     projects.map((p) => h("option", { value: p.project, selected: p.project === project }, p.project)));
-  root.append(
-    h("div", { class: "page-head" }, h("h1", {}, "Alerts"), h("span", { class: "sub" }, `${alerts.length} most recent`), h("span", { style: "flex:1" }), pick),
-    h("div", { class: "panel" }, alertsTable(alerts)),
-  );
+  const count = h("span", { class: "sub" });
+  const panel = h("div", { class: "panel" });
+  const draw = (alerts) => {
+    count.textContent = `${alerts.length} most recent`;
+    clear(panel, alertsTable(alerts));
+  };
+  root.append(h("div", { class: "page-head" }, h("h1", {}, "Alerts"), count, h("span", { style: "flex:1" }), pick), panel);
+  draw(await load());
+  // New alerts and delivery states appear without a reload.
+  const timer = setInterval(async () => { if (!document.hidden) { try { draw(await load()); } catch { /* next time */ } } }, 10000);
+  return () => clearInterval(timer);
 }
