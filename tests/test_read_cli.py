@@ -188,7 +188,17 @@ def test_export_lifts_max_result_rows_for_itself_only(
     monkeypatch.setenv("RUNSTREAM_READ_MAX_RESULT_ROWS", "10")
     assert export(seeded, "--project", "exp", "--tables", "metrics", "--out", str(tmp_path)) == 0
     assert pq.read_metadata(tmp_path / "metrics.parquet").num_rows == 2 * 3 * STEPS
-    # A limit still stops it, with ClickHouse's message and no file left behind.
-    assert export(seeded, "--project", "exp", "--tables", "metrics", "--timeout", "0.000001",
-                  "--out", str(tmp_path / "t")) in (0, 1)  # fmt: skip
-    assert not list((tmp_path / "t").glob(".*partial")) if (tmp_path / "t").exists() else True
+
+
+@pytest.mark.parametrize("fmt", ["Parquet", "CSVWithNames"])
+def test_a_query_failing_half_way_leaves_no_file(
+    seeded: dict[str, Any], tmp_path: Path, fmt: str
+) -> None:
+    from runstream.errors import QueryError
+    from runstream.read import Reader
+    from runstream.read.cli.export import _write
+
+    sql = "SELECT number, throwIf(number = 3000000, 'boom') FROM numbers(5000000)"
+    with Reader(seeded["settings"]) as reader, pytest.raises(QueryError):
+        _write(reader.raw_stream(sql, fmt=fmt), tmp_path / "x", lambda n: None)
+    assert list(tmp_path.iterdir()) == []
