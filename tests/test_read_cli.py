@@ -5,6 +5,7 @@ test_read_cli_tail.py, ``runs ls/show`` and ``tail`` (issue 12, "CLI")."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from datetime import datetime, timezone
@@ -52,7 +53,7 @@ def seeded(services: Services, tmp_path_factory: pytest.TempPathFactory) -> dict
         lambda c: (
             scalar(settings, f"SELECT count() FROM {db}.runs_current WHERE status != 'running'")
             == 3
-        ),  # fmt: skip
+        ),
     )
     assert scalar(settings, f"SELECT count() FROM {db}.metrics") == 3 * 3 * STEPS
     at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
@@ -202,3 +203,77 @@ def test_a_query_failing_half_way_leaves_no_file(
     with Reader(seeded["settings"]) as reader, pytest.raises(QueryError):
         _write(reader.raw_stream(sql, fmt=fmt), tmp_path / "x", lambda n: None)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- runs ls / runs show (through runstream.Api) ------------------------------------------------
+def runs_cmd(
+    seeded: dict[str, Any], capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    settings: Settings = seeded["settings"]
+    code = cli.main(
+        ["runs", args[0], "--clickhouse", settings.clickhouse_url, "--database",
+         settings.clickhouse_database, *args[1:]]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_runs_ls(seeded: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    ids = seeded["ids"]
+    code, out, err = runs_cmd(seeded, capsys, "ls", "--project", "exp")
+    assert (code, err) == (0, "")
+    records = list(csv.DictReader(out.splitlines()))  # piped: csv
+    assert list(records[0]) == ["id", "name", "status", "started_at", "runtime", "last_step"]
+    assert [(r["id"], r["name"], r["status"], r["last_step"]) for r in records] == [
+        (ids["b"], "b", "failed", str(STEPS - 1)),
+        (ids["a"], "a", "finished", str(STEPS - 1)),
+    ]  # fmt: skip newest first
+    assert all(float(r["runtime"]) >= 0 for r in records)
+    code, out, _ = runs_cmd(
+        seeded, capsys, "ls", "--where", "config.lr > 0.05", "--sort", "-config.lr",
+        "--columns", "id,project,config.lr,summary.loss", "--format", "json",
+    )  # fmt: skip
+    assert code == 0
+    got = json.loads(out)
+    assert [(r["id"], r["project"], r["config.lr"]) for r in got] == [
+        (ids["c"], "other", 0.5), (ids["a"], "exp", 0.1),
+    ]  # fmt: skip
+    assert got[0]["summary.loss"] == pytest.approx(0.5 / STEPS)
+    code, out, _ = runs_cmd(seeded, capsys, "ls", "--limit", "1", "--format", "table")
+    assert code == 0 and out.splitlines()[-1].startswith("(1 of 3 runs")
+    assert out.splitlines()[0].split(" | ")[:3] == ["id", "project", "name"]
+
+
+def test_runs_ls_refuses_bad_input(
+    seeded: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = runs_cmd(seeded, capsys, "ls", "--where", "config.lr >> 1")
+    assert (code, out) == (2, "") and "^" in err
+    code, _, err = runs_cmd(seeded, capsys, "ls", "--columns", "id,bogus")
+    assert code == 2 and "bogus" in err and "config.KEY" in err
+    code, out, err = runs_cmd(seeded, capsys, "ls", "--project", "nope")
+    assert (code, out) == (0, "id,name,status,started_at,runtime,last_step\n")
+
+
+def test_runs_show(seeded: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    ids = seeded["ids"]
+    code, out, err = runs_cmd(seeded, capsys, "show", ids["a"])
+    assert (code, err) == (0, "")
+    report = json.loads(out)  # piped: json
+    assert report["run"]["status"] == "finished" and report["run"]["exit_code"] == 0
+    assert report["run"]["last_step"] == STEPS - 1 and report["config"] == {"lr": 0.1}
+    metrics = {m["name"]: m for m in report["metrics"]}
+    assert sorted(metrics) == ["acc", "loss", "odd"]
+    loss, acc = metrics["loss"]["sparkline"], metrics["acc"]["sparkline"]
+    assert len(loss) == len(acc) == 40
+    assert (loss[0], loss[-1], acc[0], acc[-1]) == ("█", "▁", "▁", "█")
+    assert metrics["loss"]["max"] == 0.1 and metrics["loss"]["min"] == pytest.approx(0.1 / STEPS)
+    assert metrics["odd"]["sparkline"].strip() == ""
+    assert report["last_events"][-1]["type"] == "run_finished"
+    code, out, err = runs_cmd(seeded, capsys, "show", ids["b"], "--format", "table")
+    assert code == 0
+    for section in ("run:", "config:", "summary:", "metrics:", "last events:"):
+        assert section in out.splitlines()
+    assert "failed" in out and "lr | 0.01" in out
+    code, out, err = runs_cmd(seeded, capsys, "show", "no-such-run")
+    assert (code, out) == (1, "") and "no-such-run" in err

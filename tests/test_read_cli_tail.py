@@ -80,7 +80,7 @@ def test_a_run_clickhouse_holds_prints_its_last_steps_first(
         lambda c: (
             scalar(settings, f"SELECT count() FROM {db}.runs_current WHERE status = 'finished'")
             == 1
-        ),  # fmt: skip
+        ),
     )
     assert cli.main(tail_args(settings, run.id, "-n", "3")) == 0
     out = capsys.readouterr().out

@@ -106,7 +106,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"runstream export: no runs match ({what}): nothing written", file=sys.stderr)
             return 1
         out.mkdir(parents=True, exist_ok=True)
-        written = _export(settings, selection, targets, counts, fmt, args.timeout)
+        written = _export(settings, selection, targets, counts, fmt=fmt, timeout=args.timeout)
     except ReadRefusedError as exc:
         print(f"runstream export: refused: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +142,7 @@ def _export(
     selection: Selection,
     targets: dict[str, Path],
     counts: dict[str, int],
+    *,
     fmt: str,
     timeout: float,
 ) -> list[Written]:

@@ -63,12 +63,14 @@ def table_text(
     terminal: bool = False,
     width: int | None = None,
     title: str | None = None,
+    count: bool = True,
 ) -> str:
-    """``rows`` as a rich table, ending with ``(N rows)``. ``terminal``: coloured, with rich's
-    box, fitted to ``width`` columns (long cells shrink with ``…``); otherwise plain text."""
-    count = f"({len(rows)} row{'s' if len(rows) != 1 else ''})"
+    """``rows`` as a rich table, ending with ``(N rows)`` unless not ``count``. ``terminal``:
+    coloured, with rich's box, fitted to ``width`` columns (long cells shrink with ``…``);
+    otherwise plain text."""
+    footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n" if count else ""
     if not columns:
-        return count + "\n"
+        return footer
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -108,7 +110,7 @@ def table_text(
     text = out.getvalue()
     if not terminal:
         text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
-    return text + count + "\n"
+    return text + footer
 
 
 def _styled(value: Any, terminal: bool) -> Any:
@@ -126,6 +128,7 @@ def print_table(
     out: IO[str] | None = None,
     *,
     title: str | None = None,
+    count: bool = True,
 ) -> None:
     """:func:`table_text` on ``out`` (stdout), coloured and fitted when it is a terminal."""
     stream = out if out is not None else sys.stdout
@@ -135,7 +138,9 @@ def print_table(
         import shutil
 
         width = shutil.get_terminal_size().columns
-    stream.write(table_text(columns, rows, terminal=terminal, width=width, title=title))
+    stream.write(
+        table_text(columns, rows, terminal=terminal, width=width, title=title, count=count)
+    )
 
 
 def write_rows(
@@ -148,12 +153,12 @@ def write_rows(
 ) -> int:
     """``rows`` in ``fmt`` (``table``, ``csv``, ``json``) on ``out``; returns the row count."""
     stream = out if out is not None else sys.stdout
+    listed = list(rows)
     if fmt == "table":
-        listed = list(rows)
         print_table(columns, listed, stream, title=title)
-        return len(listed)
-    stream.write(render(list(columns), list(rows), fmt))
-    return -1
+    else:
+        stream.write(render(list(columns), listed, fmt))
+    return len(listed)
 
 
 def render(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:

@@ -78,11 +78,13 @@ def tail_command(args: argparse.Namespace, settings: Settings) -> int:
         exit_code = known[0][2]
         print(f"run {run_id} {known[0][1]} (exit code {exit_code})", flush=True)
         return 0
-    return _follow(settings, run_id, last_step, bool(known), args.lookback, args.wait)
+    return _follow(
+        settings, run_id, last_step, known=bool(known), lookback=args.lookback, wait=args.wait
+    )
 
 
 def _follow(
-    settings: Settings, run_id: str, last_step: int, known: bool, lookback: float, wait: float
+    settings: Settings, run_id: str, last_step: int, *, known: bool, lookback: float, wait: float
 ) -> int:
     from runstream._extras import require
     from runstream.schemas.codec import decode
@@ -138,7 +140,7 @@ def _follow(
                 continue
             deadline = None
             try:
-                event = decode(message.value())
+                event: Any = decode(message.value())
             except EventDecodeError as exc:
                 print(f"runstream tail: skipped an event it cannot read: {exc}", file=sys.stderr)
                 continue
