@@ -108,7 +108,7 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
     ls.add_argument("--where", metavar="EXPR", help="filter expression (docs/read.md, Filters)")
     ls.add_argument(
         "--sort", action="append", metavar="KEY",
-        help="order by KEY (-KEY descending; e.g. -summary.val_loss, config.lr); repeatable; "
+        help="order by KEY, descending with a minus written as --sort=-KEY (e.g. --sort=-summary.acc, --sort config.lr); repeatable; "
         "default: newest first",
     )  # fmt: skip
     ls.add_argument("--limit", type=_positive, default=50, metavar="N",
