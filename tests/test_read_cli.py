@@ -266,7 +266,7 @@ def test_runs_show(seeded: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
     metrics = {m["name"]: m for m in report["metrics"]}
     assert sorted(metrics) == ["acc", "loss", "odd"]
     loss, acc = metrics["loss"]["sparkline"], metrics["acc"]["sparkline"]
-    assert len(loss) == len(acc) == 40
+    assert len(loss) == len(acc) == 30
     assert (loss[0], loss[-1], acc[0], acc[-1]) == ("█", "▁", "▁", "█")
     assert metrics["loss"]["max"] == 0.1 and metrics["loss"]["min"] == pytest.approx(0.1 / STEPS)
     assert metrics["odd"]["sparkline"].strip() == ""

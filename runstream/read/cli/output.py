@@ -96,9 +96,13 @@ def table_text(
             box=box.Box(_PLAIN_BOX), show_edge=False, pad_edge=False, padding=(0, 1),
             header_style="", title=title,
         )  # fmt: skip
-    for name, num in zip(columns, numeric, strict=True):
+    for i, (name, num) in enumerate(zip(columns, numeric, strict=True)):
+        # In a narrow terminal rich shrinks the widest columns first; no column below 12
+        # characters (or its own width), so that names stay readable.
+        own = max([_width(_cell(name))] + [_width(_styled(row[i], terminal).plain) for row in rows])
         table.add_column(
             Text(_cell(name)),
+            min_width=min(own, 12) if terminal else None,
             justify="right" if num else "left",
             no_wrap=True,
             overflow="ellipsis" if terminal else "ignore",
@@ -116,7 +120,11 @@ def table_text(
 def _styled(value: Any, terminal: bool) -> Any:
     from rich.text import Text
 
-    text = Text(_cell(value))
+    if terminal and isinstance(value, float) and math.isfinite(value):
+        # On screen 6 significant digits keep columns narrow; csv and json give every digit.
+        text = Text(f"{value:.6g}")
+    else:
+        text = Text(_cell(value))
     if terminal and value is None:
         text.stylize("dim")
     return text
@@ -260,3 +268,6 @@ def json_value(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool, datetime, date)) or value is None:
         return value
     return str(value)
+
+
+_width = width  # table_text has a parameter of that name

@@ -35,7 +35,7 @@ PLAIN_COLUMNS = (
     "id", "project", "name", "status", "tags", "group", "job_type", "started_at", "finished_at",
     "runtime", "last_step", "exit_code",
 )  # fmt: skip
-SPARK_BUCKETS = 40
+SPARK_BUCKETS = 30
 SPARK_METRICS = 50
 LAST_EVENTS = 5
 _BARS = "▁▂▃▄▅▆▇█"
