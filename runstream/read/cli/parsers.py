@@ -108,8 +108,8 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
     ls.add_argument("--where", metavar="EXPR", help="filter expression (docs/read.md, Filters)")
     ls.add_argument(
         "--sort", action="append", metavar="KEY",
-        help="order by KEY, descending with a minus written as --sort=-KEY (e.g. --sort=-summary.acc, --sort config.lr); repeatable; "
-        "default: newest first",
+        help="order by KEY (a filter name: config.lr, summary.loss, started_at...); "
+        "descending with a minus, written --sort=-KEY; repeatable; default: newest first",
     )  # fmt: skip
     ls.add_argument("--limit", type=_positive, default=50, metavar="N",
                     help="at most N runs (default: %(default)s; 0: all)")  # fmt: skip

@@ -75,7 +75,8 @@ def runtime(run: Any) -> float | None:
     end = run.finished_at or run.last_event_at
     if run.started_at is None or end is None:
         return None
-    return round((end - run.started_at).total_seconds(), 3)
+    seconds: float = (end - run.started_at).total_seconds()
+    return round(seconds, 3)
 
 
 def human_seconds(seconds: float | None) -> str | None:
