@@ -202,7 +202,7 @@ def test_a_query_failing_half_way_leaves_no_file(
 
     sql = "SELECT number, throwIf(number = 3000000, 'boom') FROM numbers(5000000)"
     with Reader(seeded["settings"]) as reader, pytest.raises(QueryError):
-        _write(reader.raw_stream(sql, fmt=fmt), tmp_path / "x", lambda n: None)
+        _write(reader.raw_stream(sql, fmt=fmt), tmp_path / "x", lambda chunk: None)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -109,3 +109,25 @@ def test_unknown_run_and_ctrl_c(settings: Settings, capsys: pytest.CaptureFixtur
         tail.kill()
         run.finish()
     assert (tail.returncode, out, err) == (130, "", "")
+
+
+def test_a_running_run_continues_after_clickhouses_steps_without_repeating_them(
+    settings: Settings,
+) -> None:
+    run = runstream.init(project="tail", settings=sdk(settings))
+    for step in range(5):
+        run.log({"x": float(step)}, step=step)
+    db = settings.clickhouse_database
+    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.metrics") == 5)
+    tail = start_tail(settings, run.id, "-n", "2")  # ClickHouse: 3, 4; Kafka replays 0-4 too
+    try:
+        assert tail.stdout is not None
+        assert [tail.stdout.readline(), tail.stdout.readline()] == ["3  x=3\n", "4  x=4\n"]
+        time.sleep(1.0)
+        run.log({"x": 5.5}, step=5)
+        assert run.finish().ok
+        out, err = tail.communicate(timeout=30)
+    finally:
+        tail.kill()
+    assert tail.returncode == 0, err
+    assert out.splitlines() == ["5  x=5.5", f"run {run.id} finished (exit code 0)"]

@@ -29,7 +29,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,15 +155,16 @@ def _export(
     columns = (
         progress_mod.TextColumn("{task.description:<15}"),
         progress_mod.BarColumn(),
-        progress_mod.TextColumn("{task.fields[rows]}"),
-        progress_mod.DownloadColumn(),
-        progress_mod.TransferSpeedColumn(),
+        progress_mod.TextColumn("{task.fields[rows]:>25}"),
+        progress_mod.TextColumn("{task.fields[size]:>10}"),
         progress_mod.TimeElapsedColumn(),
     )
     written: list[Written] = []
     with progress_mod.Progress(*columns, console=err, disable=not err.is_terminal) as bar:
         tasks = {
-            table: bar.add_task(table, total=None, start=False, rows=f"{counts[table]:,} rows")
+            table: bar.add_task(
+                table, total=None, start=False, rows=f"{counts[table]:,} rows", size=""
+            )
             for table in targets
         }
         for table, path in targets.items():
@@ -171,16 +172,48 @@ def _export(
             bar.start_task(task)
             limit = result_rows_for(counts[table], settings.read_max_result_rows)
             sql = TABLES[table].format(where=selection.condition)
+            meter = _Meter(bar, task, counts[table], rows_known=fmt != "Parquet")
             with Reader(settings, max_execution_time=timeout, max_result_rows=limit) as reader:
-                size = _write(reader.raw_stream(sql, selection.parameters, fmt=fmt), path,
-                              lambda n, t=task: bar.advance(t, n))  # fmt: skip
+                size = _write(reader.raw_stream(sql, selection.parameters, fmt=fmt), path, meter)
             rows = _rows_of(path, fmt, counts[table])
-            bar.update(task, total=size, completed=size, rows=f"{rows:,} rows")
+            bar.update(
+                task, total=max(rows, 1), completed=max(rows, 1), rows=f"{rows:,} rows",
+                size=_size(size),
+            )  # fmt: skip
             written.append(Written(table, path, rows, size))
     return written
 
 
-def _write(chunks: Iterator[bytes], path: Path, advance: Any) -> int:
+def _size(count: int) -> str:
+    from rich.filesize import decimal
+
+    return str(decimal(count))
+
+
+class _Meter:
+    """Progress of one file. CSV: rows as its newlines arrive (a value with a newline in it
+    counts twice, so it is capped at the counted rows), bar of rows; Parquet: its rows are
+    known only from the footer at the end, so bytes, with a pulsing bar until then."""
+
+    def __init__(self, bar: Any, task: Any, total: int, *, rows_known: bool) -> None:
+        self.bar, self.task, self.total, self.rows_known = bar, task, total, rows_known
+        self.bytes = 0
+        self.lines = 0
+
+    def __call__(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        if not self.rows_known:
+            self.bar.update(self.task, size=_size(self.bytes))
+            return
+        self.lines += chunk.count(b"\n")
+        done = min(max(self.lines - 1, 0), self.total)  # the first line is the header
+        self.bar.update(
+            self.task, total=max(self.total, 1), completed=done,
+            rows=f"{done:,}/{self.total:,} rows", size=_size(self.bytes),
+        )  # fmt: skip
+
+
+def _write(chunks: Iterator[bytes], path: Path, advance: Callable[[bytes], None]) -> int:
     """``chunks`` into ``path`` through a ``.partial`` file; the size written. Raises
     :class:`QueryError` with ClickHouse's message when the body ends with an exception."""
     partial = path.with_name(f".{path.name}.partial")
@@ -192,7 +225,7 @@ def _write(chunks: Iterator[bytes], path: Path, advance: Any) -> int:
                 file.write(chunk)
                 size += len(chunk)
                 tail = (tail + chunk)[-_TAIL:]
-                advance(len(chunk))
+                advance(chunk)
         found = _EXCEPTION.search(tail)
         if found:
             message = tail[found.start() :].decode("utf-8", "replace")
