@@ -278,3 +278,40 @@ def test_runs_show(seeded: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
     assert "failed" in out and re.search(r"^lr +\| 0.01$", out, re.M)
     code, out, err = runs_cmd(seeded, capsys, "show", "no-such-run")
     assert (code, out) == (1, "") and "no-such-run" in err
+
+
+def test_export_memory_stays_flat(seeded: dict[str, Any], tmp_path: Path) -> None:
+    """2M points as ~100 MB of CSV, exported by a subprocess whose peak RSS stays far below the
+    file's size above the interpreter's own (the chunks go straight to disk)."""
+    import resource
+    import subprocess
+    import sys
+
+    settings: Settings = seeded["settings"]
+    run_id = seeded["ids"]["c"]
+    points = 2_000_000
+    connect(settings).command(
+        "INSERT INTO metrics (project, run_id, name, step, ts, value, seq) "
+        f"SELECT 'other', '{run_id}', 'big', number + 1000, now64(6), number / 7, number "
+        f"FROM numbers({points})"
+    )
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "runstream", "export", "--clickhouse", settings.clickhouse_url,
+             "--database", settings.clickhouse_database, "--project", "other", "--format",
+             "csv", "--tables", "metrics", "--out", str(tmp_path)],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        size = (tmp_path / "metrics.csv").stat().st_size
+        assert size > 80_000_000
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        assert peak_kib >= before  # the largest child so far; ours unless an earlier one was bigger
+        assert peak_kib * 1024 < 200_000_000, f"peak RSS {peak_kib} KiB for a {size} byte file"
+    finally:
+        connect(settings).command(
+            "ALTER TABLE metrics DELETE WHERE name = 'big' SETTINGS mutations_sync = 1"
+        )
