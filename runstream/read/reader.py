@@ -440,6 +440,10 @@ def _connect(settings: Settings) -> Any:
             password=password,
             secure=parts.scheme == "https",
             database=settings.clickhouse_database,
+            # No HTTP session: read queries need none (their settings travel with each), and a
+            # session lets only one query run at a time, so a query sent right after a stream
+            # ended could be refused with SESSION_IS_LOCKED (373) before the server released it.
+            autogenerate_session_id=False,
         )
     except Exception as exc:
         if "UNKNOWN_DATABASE" in str(exc):
