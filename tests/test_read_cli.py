@@ -250,6 +250,8 @@ def test_runs_ls_refuses_bad_input(
 ) -> None:
     code, out, err = runs_cmd(seeded, capsys, "ls", "--where", "config.lr >> 1")
     assert (code, out) == (2, "") and "^" in err
+    code, out, err = runs_cmd(seeded, capsys, "ls", "--sort", "bogus")
+    assert (code, out) == (2, "") and err.startswith("runstream runs ls: --sort: unknown name")
     code, _, err = runs_cmd(seeded, capsys, "ls", "--columns", "id,bogus")
     assert code == 2 and "bogus" in err and "config.KEY" in err
     code, out, err = runs_cmd(seeded, capsys, "ls", "--project", "nope")

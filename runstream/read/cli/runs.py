@@ -140,7 +140,10 @@ def ls_command(args: argparse.Namespace, settings: Settings) -> int:
             )  # fmt: skip
             rows = [[column_value(r, c, table=fmt == "table") for c in columns] for r in runs]
     except FilterError as exc:
-        print(f"runstream runs ls: {exc}", file=sys.stderr)
+        message = str(exc)
+        if message.startswith("order_by:"):  # the API's name for what the CLI calls --sort
+            message = "--sort:" + message[len("order_by:") :]
+        print(f"runstream runs ls: {message}", file=sys.stderr)
         return 2
     except ReadArgumentError as exc:
         print(f"runstream runs ls: {exc}", file=sys.stderr)
