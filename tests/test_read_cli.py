@@ -178,6 +178,10 @@ def test_existing_files_bad_filters_and_nothing_to_export(
     err = capsys.readouterr().err
     assert "bad --where" in err and "^" in err
     assert not (tmp_path / "bad").exists()
+    assert (
+        export(seeded, "--project", "other", "--tables", "runs,bogus", "--out", str(tmp_path)) == 2
+    )
+    assert "unknown --tables bogus" in capsys.readouterr().err
     assert export(seeded, "--project", "nope", "--out", str(tmp_path / "none")) == 1
     assert "no runs match" in capsys.readouterr().err
     assert not list(tmp_path.glob(".*partial"))

@@ -82,6 +82,14 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     fmt, suffix = FORMATS[args.format]
     out = Path(args.out)
     tables = args.tables or list(TABLES)
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown:
+        print(
+            f"runstream export: unknown --tables {', '.join(unknown)}: choose from "
+            f"{', '.join(TABLES)}",
+            file=sys.stderr,
+        )
+        return 2
     targets = {table: out / f"{table}{suffix}" for table in tables}
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not args.force:
@@ -96,8 +104,8 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         with Reader(settings) as reader:
-            counts = _counts(reader, selection, tables)
-        if counts.get("runs", 1) == 0 or _no_runs(settings, selection):
+            counts = _counts(reader, selection, sorted({*tables, "runs"}))
+        if counts["runs"] == 0:
             what = f"project {args.project!r}"
             if args.run:
                 what += f", run(s) {', '.join(args.run)}"
@@ -116,14 +124,6 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     for item in written:
         print(f"{item.path}\t{item.rows} rows\t{item.bytes} bytes")
     return 0
-
-
-def _no_runs(settings: Settings, selection: Selection) -> bool:
-    with Reader(settings) as reader:
-        result = reader.query(
-            f"SELECT count() FROM runs_current WHERE {selection.condition}", selection.parameters
-        )
-    return int(result.rows[0][0]) == 0
 
 
 def _counts(reader: Reader, selection: Selection, tables: list[str]) -> dict[str, int]:
