@@ -71,6 +71,9 @@ def table_text(
     footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n" if count else ""
     if not columns:
         return footer
+    from runstream._extras import require
+
+    require("rich", part="the read commands' tables", extra="read")  # csv and json need none
     from rich import box
     from rich.console import Console
     from rich.table import Table
