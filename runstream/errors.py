@@ -125,3 +125,10 @@ def _columns(char: str) -> int:
     if unicodedata.combining(char):
         return 0
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+class WandbFilterError(RunstreamError, ValueError):
+    """A wandb-style ``filters`` or ``order`` of ``runstream.wandb.Api().runs(...)`` (MongoDB
+    query operators, wandb's field names) that runstream cannot translate into its ``where``
+    language: an operator or field it does not support, or a value of the wrong type. The
+    message names the operator or field and the path to it inside the filter."""
