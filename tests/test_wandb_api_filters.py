@@ -296,7 +296,7 @@ def test_translated_filters_select_what_mongodb_rules_say_in_clickhouse(settings
             wrong.append((filters, sorted(got), sorted(expected)))
     assert not wrong, "\n".join(map(str, wrong))
 
-    @hsettings(max_examples=200, deadline=None)
+    @hsettings(max_examples=80, deadline=None)
     @given(modelled())
     def agrees_with_the_model(case: tuple[dict[str, Any], Any]) -> None:
         filters, predicate = case
