@@ -349,10 +349,6 @@ def to_where(filters: Mapping[str, Any] | None) -> str | None:
 _ORDER = {
     "created_at": "started_at",
     "createdAt": "started_at",
-    "heartbeat_at": "last_event_at",
-    "heartbeatAt": "last_event_at",
-    "updated_at": "last_event_at",
-    "updatedAt": "last_event_at",
     "display_name": "name",
     "displayName": "name",
     "name": "run_id",
@@ -363,7 +359,8 @@ _ORDER = {
 def to_order_by(order: str | None) -> str:
     """runstream's ``order_by`` for wandb's ``order``: ``"+created_at"`` (the default, oldest
     first), ``"-summary_metrics.val_loss"``, ``"config.lr.value"``, ``"config.lr"``,
-    ``"heartbeat_at"``: a ``+`` or no sign ascending, ``-`` descending.
+    ``"display_name"``, ``"state"``: a ``+`` or no sign ascending, ``-`` descending. Not
+    ``heartbeat_at`` (runstream orders runs by the fields of its filter language).
 
     Raises :class:`WandbFilterError` for a field it cannot order by."""
     order = (order or "+created_at").strip()
@@ -380,7 +377,7 @@ def to_order_by(order: str | None) -> str:
         if all(keys):
             return f"{sign}{_DOCS[head]}.{'.'.join(keys)}"
     raise WandbFilterError(
-        f"runstream cannot order runs by {order!r}: it orders by created_at, heartbeat_at, "
+        f"runstream cannot order runs by {order!r}: it orders by created_at, "
         "display_name, name, state, config.<key> and summary_metrics.<key> (+ ascending, "
         "- descending)"
     )

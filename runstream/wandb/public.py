@@ -20,8 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from runstream.errors import RunNotFoundError
-from runstream.wandb.mongo import quote, to_order_by, to_where
+from runstream.wandb.mongo import to_order_by, to_where
 
 if TYPE_CHECKING:
     from runstream.read.api import Api as ReadApi
@@ -195,9 +194,9 @@ class Run:
 
     @property
     def lastHistoryStep(self) -> int:  # noqa: N802 - wandb's name
-        """The highest step of the run's metrics; -1 for none."""
-        step = self._run.last_step
-        return -1 if step is None else int(step)
+        """The highest step of the run (0 also when it logged nothing: runs_current's
+        ``last_step``; wandb says -1 then)."""
+        return int(self._run.last_step)
 
     @property
     def summary_metrics(self) -> dict[str, Any]:
@@ -206,8 +205,7 @@ class Run:
     @property
     def summary(self) -> Summary:
         values = dict(self._run.summary)
-        if self._run.last_step is not None:
-            values.setdefault("_step", int(self._run.last_step))
+        values.setdefault("_step", int(self._run.last_step))
         started, last = self._run.started_at, self._run.last_event_at
         end = self._run.finished_at or last
         if started is not None and end is not None:
@@ -387,7 +385,7 @@ class _History:
 class Runs(Sequence[Run]):
     """The runs of ``api.runs(...)``, as wandb's ``Runs``: ``len()`` is the number of runs the
     filters select, iteration and indexing (ints and slices) read ``per_page`` runs at a time
-    (``LIMIT``/``OFFSET`` pages, ties in ``order`` broken by run id), ``histories()`` gives the
+    (``LIMIT``/``OFFSET`` pages; ties in ``order`` broken by project and run id), ``histories()`` gives the
     history of every run with a ``run_id`` column."""
 
     def __init__(
@@ -408,7 +406,7 @@ class Runs(Sequence[Run]):
         self.order = order or "+created_at"
         self.per_page = per_page
         self._where = to_where(self.filters)
-        self._order_by = [to_order_by(self.order), "run_id"]
+        self._order_by = to_order_by(self.order)  # ties: by project and run id (runstream.Api)
         self._pages: dict[int, list[Run]] = {}
         self._total: int | None = None
 
@@ -556,13 +554,7 @@ class Api:
 
         Raises :class:`runstream.errors.RunNotFoundError` (a ``LookupError``) naming the run."""
         entity, project, run_id = _split_run(path, self.settings.get("project"))
-        entity = entity or self.default_entity
-        if project is None:
-            return Run(self._api, self._api.run(run_id), entity)
-        found = self._api.runs(project=project, where=f"run_id == {quote(run_id)}", limit=1)
-        if not found:
-            raise RunNotFoundError(f"no run {run_id!r} in project {project!r}")
-        return Run(self._api, found[0], entity)
+        return Run(self._api, self._api.run(run_id, project=project), entity or self.default_entity)
 
     def flush(self) -> None:
         """Nothing to forget: every call reads ClickHouse afresh."""
