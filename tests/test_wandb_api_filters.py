@@ -71,9 +71,10 @@ def test_translation(filters: Any, where: str | None) -> None:
 def test_the_examples_of_wandbs_docs_translate() -> None:
     # wandb/apis/public/api.py, Api.runs.
     assert to_where({"config.experiment_name": "foo"}) == 'config.experiment_name == "foo"'
-    assert to_where(
-        {"$or": [{"config.experiment_name": "foo"}, {"config.experiment_name": "bar"}]}
-    ) == '(config.experiment_name == "foo" or config.experiment_name == "bar")'
+    assert (
+        to_where({"$or": [{"config.experiment_name": "foo"}, {"config.experiment_name": "bar"}]})
+        == '(config.experiment_name == "foo" or config.experiment_name == "bar")'
+    )
     assert to_where({"config.experiment_name": {"$regex": "b.*"}}) == (
         'config.experiment_name =~ "b.*"'
     )

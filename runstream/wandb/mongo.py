@@ -108,8 +108,7 @@ def _field(key: str, where: str) -> _Field:
     if head in _DOCS and rest:
         return _Field(key, "doc", doc_path(_DOCS[head], rest, where))
     raise WandbFilterError(
-        f"runstream cannot filter on {key!r} (at {where}): it filters on "
-        + ", ".join(FIELDS)
+        f"runstream cannot filter on {key!r} (at {where}): it filters on " + ", ".join(FIELDS)
     )
 
 
@@ -248,8 +247,10 @@ def _operator(field: _Field, op: str, argument: Any, spec: Mapping[str, Any], wh
             raise WandbFilterError(f"{op} does not apply to tags (at {at}): use $in or $regex")
         if field.kind == "time":
             return f"{field.name} {_COMPARE[op]} {_time(argument, at)}"
-        if argument is None or isinstance(argument, bool) or not isinstance(
-            argument, (int, float, str)
+        if (
+            argument is None
+            or isinstance(argument, bool)
+            or not isinstance(argument, (int, float, str))
         ):
             raise WandbFilterError(f"{op} compares with a number or a string, not {argument!r} "
                                    f"(at {at})")  # fmt: skip

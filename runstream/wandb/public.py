@@ -193,7 +193,7 @@ class Run:
         return _iso(self._run.last_event_at)
 
     @property
-    def lastHistoryStep(self) -> int:  # noqa: N802 - wandb's name
+    def lastHistoryStep(self) -> int:
         """The highest step of the run (0 also when it logged nothing: runs_current's
         ``last_step``; wandb says -1 then)."""
         return int(self._run.last_step)
@@ -385,12 +385,13 @@ class _History:
 class Runs(Sequence[Run]):
     """The runs of ``api.runs(...)``, as wandb's ``Runs``: ``len()`` is the number of runs the
     filters select, iteration and indexing (ints and slices) read ``per_page`` runs at a time
-    (``LIMIT``/``OFFSET`` pages; ties in ``order`` broken by project and run id), ``histories()`` gives the
-    history of every run with a ``run_id`` column."""
+    (``LIMIT``/``OFFSET`` pages; ties in ``order`` broken by project and run id),
+    ``histories()`` gives the history of every run with a ``run_id`` column."""
 
     def __init__(
         self,
         api: ReadApi,
+        *,
         entity: str | None,
         project: str | None,
         filters: Mapping[str, Any] | None,
@@ -528,7 +529,7 @@ class Api:
         """The :class:`runstream.Api` this reads through, for what wandb has no name for."""
         return self._api
 
-    def runs(
+    def runs(  # noqa: PLR0917 - positional like wandb's Api.runs
         self,
         path: str | None = None,
         filters: Mapping[str, Any] | None = None,
@@ -545,7 +546,14 @@ class Api:
         Raises :class:`runstream.errors.WandbFilterError` for a filter or order runstream does
         not read."""
         entity, project = _split_project(path, self.settings.get("project"))
-        return Runs(self._api, entity or self.default_entity, project, filters, order, per_page)
+        return Runs(
+            self._api,
+            entity=entity or self.default_entity,
+            project=project,
+            filters=filters,
+            order=order,
+            per_page=per_page,
+        )
 
     def run(self, path: str = "") -> Run:
         """The run of ``path``: ``entity/project/run_id``, ``project/run_id``,
