@@ -246,7 +246,7 @@ class Run:
             return rows
         from runstream._extras import require
 
-        pd = require("pandas", "run.history(pandas=True)", "pandas")
+        pd = require("pandas", part="run.history(pandas=True)", extra="pandas")
         return pd.DataFrame.from_records(rows)
 
     def scan_history(
@@ -482,10 +482,10 @@ class Runs(Sequence[Run]):
         from runstream._extras import require
 
         if format == "pandas":
-            pd = require("pandas", "runs.histories(format='pandas')", "pandas")
+            pd = require("pandas", part="runs.histories(format='pandas')", extra="pandas")
             frame = pd.DataFrame.from_records(rows)
             return frame[sorted(frame.columns)]
-        pl = require("polars", "runs.histories(format='polars')", "polars")
+        pl = require("polars", part="runs.histories(format='polars')", extra="polars")
         frame = pl.from_dicts(rows) if rows else pl.DataFrame()
         return frame.select(sorted(frame.columns))
 
