@@ -220,6 +220,16 @@ def test_runs_len_indexing_slices_and_pages(api: wandb.Api) -> None:
     assert len(api.runs()) == 4  # no project: every project
 
 
+@pytest.mark.parametrize("order", ["+created_at", "-summary_metrics.val_loss", "config.lr"])
+def test_pages_of_any_size_read_the_same_runs_in_the_same_order(api: wandb.Api, order: str) -> None:
+    whole = [r.id for r in api.runs(PROJECT, order=order, per_page=50)]
+    assert sorted(whole) == sorted(RUNS)
+    for per_page in (1, 3):
+        runs = api.runs(PROJECT, order=order, per_page=per_page)
+        assert [runs[i].id for i in reversed(range(len(runs)))] == whole[::-1]
+        assert [r.id for r in api.runs(PROJECT, order=order, per_page=per_page)] == whole
+
+
 def test_filters_select_through_the_api(api: wandb.Api) -> None:
     def ids(filters: dict[str, Any]) -> list[str]:
         return [r.id for r in api.runs(f"e/{PROJECT}", filters=filters)]
