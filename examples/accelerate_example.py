@@ -50,16 +50,18 @@ def report(settings: Settings, run_id: str) -> None:
     from runstream.sinks.query import render, run_query
 
     questions = {
-        "The loop's metrics, at its steps": f"""
+        "The loop's metrics, at its steps": """
             SELECT name, count() AS points, min(step) AS first_step, max(step) AS last_step,
                    round(argMax(value, step), 5) AS last
-            FROM metrics WHERE run_id = '{run_id}' GROUP BY name ORDER BY name""",
-        "Status and config": f"""
-            SELECT project, name, status, config FROM runs_current WHERE run_id = '{run_id}'""",
+            FROM metrics WHERE run_id = {run:String} GROUP BY name ORDER BY name""",
+        "Status and config": """
+            SELECT project, name, status, config FROM runs_current WHERE run_id = {run:String}""",
     }
     for title, sql in questions.items():
         print(f"\n{title}:\n  {' '.join(sql.split())}\n")
-        print(render(*run_query(settings, sql), "table"))
+        # The run id travels as a query parameter ({run:String}), never pasted into the SQL.
+        params = {"run": run_id} if "{run:String}" in sql else None
+        print(render(*run_query(settings, sql, params), "table"))
 
 
 def main() -> None:

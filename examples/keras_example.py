@@ -67,21 +67,23 @@ def show(run_id: str, since: float) -> None:
     # The metrics printed, not only the events: the sink writes the events first and the
     # tables derived from them after; the run's row in runs_current (status no longer
     # running) comes with the last of them.
-    landed = f"""SELECT (SELECT argMax(type, seq) = 'run_finished'
-                                AND toUnixTimestamp64Micro(max(ts)) >= {int(since * 1e6)}
-                         FROM events WHERE run_id = '{run_id}')
+    # Values travel as query parameters ({name:Type}), never pasted into the SQL.
+    params = {"run": run_id, "since": int(since * 1e6)}
+    landed = """SELECT (SELECT argMax(type, seq) = 'run_finished'
+                                AND toUnixTimestamp64Micro(max(ts)) >= {since:Int64}
+                         FROM events WHERE run_id = {run:String})
                         AND (SELECT count() FROM runs_current
-                             WHERE run_id = '{run_id}' AND status != 'running') = 1
-                        AND (SELECT count() FROM metrics WHERE run_id = '{run_id}') > 0"""
+                             WHERE run_id = {run:String} AND status != 'running') = 1
+                        AND (SELECT count() FROM metrics WHERE run_id = {run:String}) > 0"""
     deadline = time.monotonic() + 60
-    while not run_query(settings, landed)[1][0][0]:
+    while not run_query(settings, landed, params)[1][0][0]:
         if time.monotonic() > deadline:
             raise SystemExit("the run did not reach ClickHouse in 60s: is the sink running?")
         time.sleep(0.5)
-    sql = f"""SELECT name, count() AS points, min(step) AS first_step, max(step) AS last_step,
-                     argMax(value, step) AS last FROM metrics WHERE run_id = '{run_id}'
+    sql = """SELECT name, count() AS points, min(step) AS first_step, max(step) AS last_step,
+                     argMax(value, step) AS last FROM metrics WHERE run_id = {run:String}
               GROUP BY name ORDER BY name"""
-    print(render(*run_query(settings, sql), "table"))
+    print(render(*run_query(settings, sql, {"run": run_id}), "table"))
 
 
 if __name__ == "__main__":

@@ -59,13 +59,13 @@ def report(settings: Settings, run_id: str) -> None:
     from runstream.sinks.query import render, run_query
 
     questions = {
-        "Each metric of this run": f"""
+        "Each metric of this run": """
             SELECT name, count() AS points, min(value) AS min, max(value) AS max,
                    argMax(value, step) AS last
-            FROM metrics WHERE run_id = '{run_id}' GROUP BY name ORDER BY name""",
-        "Loss every 100 steps": f"""
+            FROM metrics WHERE run_id = {run:String} GROUP BY name ORDER BY name""",
+        "Loss every 100 steps": """
             SELECT intDiv(step, 100) * 100 AS from_step, round(avg(value), 5) AS mean_loss
-            FROM metrics WHERE run_id = '{run_id}' AND name = 'loss'
+            FROM metrics WHERE run_id = {run:String} AND name = 'loss'
             GROUP BY from_step ORDER BY from_step""",
         "Runs of the project, best loss first": """
             SELECT run_id, min(value) AS best_loss, max(step) + 1 AS steps
@@ -74,7 +74,9 @@ def report(settings: Settings, run_id: str) -> None:
     }
     for title, sql in questions.items():
         print(f"\n{title}:\n  {' '.join(sql.split())}\n")
-        print(render(*run_query(settings, sql), "table"))
+        # The run id travels as a query parameter ({run:String}), never pasted into the SQL.
+        params = {"run": run_id} if "{run:String}" in sql else None
+        print(render(*run_query(settings, sql, params), "table"))
 
 
 def main() -> None:

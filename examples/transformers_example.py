@@ -70,20 +70,22 @@ def report(settings: Settings, run_id: str) -> None:
     from runstream.sinks.query import render, run_query
 
     questions = {
-        "The trainer's metrics, at its global steps": f"""
+        "The trainer's metrics, at its global steps": """
             SELECT name, groupArray(step) AS steps, round(argMax(value, step), 6) AS last
-            FROM (SELECT * FROM metrics WHERE run_id = '{run_id}' ORDER BY step)
+            FROM (SELECT * FROM metrics WHERE run_id = {run:String} ORDER BY step)
             GROUP BY name ORDER BY name""",
-        "Status, some config and the summary": f"""
+        "Status, some config and the summary": """
             SELECT status, JSONExtractFloat(config, 'learning_rate') AS lr,
                    JSONExtractInt(config, 'hidden_size') AS hidden_size,
                    JSONExtractFloat(summary, 'train_runtime') AS train_runtime,
                    JSONExtractFloat(summary, 'train_loss') AS train_loss
-            FROM runs_current WHERE run_id = '{run_id}'""",
+            FROM runs_current WHERE run_id = {run:String}""",
     }
     for title, sql in questions.items():
         print(f"\n{title}:\n  {' '.join(sql.split())}\n")
-        print(render(*run_query(settings, sql), "table"))
+        # The run id travels as a query parameter ({run:String}), never pasted into the SQL.
+        params = {"run": run_id} if "{run:String}" in sql else None
+        print(render(*run_query(settings, sql, params), "table"))
 
 
 def main() -> None:

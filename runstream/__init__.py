@@ -22,6 +22,8 @@ from runstream.producers.histograms import Histogram
 from runstream.settings import Settings
 
 if TYPE_CHECKING:
+    from runstream.read.api import Api
+
     run: Run | None
 
 
@@ -78,10 +80,15 @@ def __getattr__(name: str) -> Any:
         from runstream.producers import active
 
         return active.run
+    if name == "Api":  # the read side (clickhouse-connect) only when asked for
+        from runstream.read.api import Api
+
+        return Api
     raise AttributeError(f"module 'runstream' has no attribute {name!r}")
 
 
 __all__ = [
+    "Api",
     "Artifact",
     "FinishResult",
     "Histogram",

@@ -127,6 +127,27 @@ def _columns(char: str) -> int:
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
+class RunNotFoundError(RunstreamError, LookupError):
+    """``runstream.Api().run(run_id)`` found no such run. The message names the id and says how
+    to list the runs there are; ``run_id`` (and ``project`` when one was given) hold them."""
+
+    def __init__(self, run_id: str, project: str | None = None) -> None:
+        where = f" in project {project!r}" if project is not None else ""
+        super().__init__(
+            f"no run {run_id!r}{where}: list the runs with runstream.Api().runs(project=...) "
+            "or 'runstream runs ls --project NAME' (the run may also not have landed yet: "
+            "is the sink running?)"
+        )
+        self.run_id = run_id
+        self.project = project
+
+
+class ReadArgumentError(RunstreamError, ValueError):
+    """An argument of the Python read API (:mod:`runstream.read.api`) cannot be used: an ``x``
+    the run does not have, ``samples`` or a ``limit`` out of range, a run id found in several
+    projects. The message says what to pass instead."""
+
+
 class WandbFilterError(RunstreamError, ValueError):
     """A wandb-style ``filters`` or ``order`` of ``runstream.wandb.Api().runs(...)`` (MongoDB
     query operators, wandb's field names) that runstream cannot translate into its ``where``

@@ -1,7 +1,9 @@
 """Python access to the views of the ``runstream`` database (docs/sql.md).
 
-Each helper takes a clickhouse-connect client (:func:`runstream.sinks.clickhouse.connect`) and the
-database name, and sends user values only as server-side query parameters. The database name is
+Each helper takes a :class:`runstream.read.Reader` (or, as before, a clickhouse-connect client,
+which is then used through a Reader: read-only, under the read limits) and the database name, and
+sends user values only as server-side query parameters. For new code prefer ``runstream.Api``
+(docs/read.md, "Python API"). The database name is
 an identifier, which a parametrized view call cannot take as a parameter (``{db:Identifier}.v(...)``
 is a syntax error in ClickHouse 26.9), so it is checked against the identifier pattern of
 ``Settings.clickhouse_database`` and quoted instead.
@@ -10,11 +12,13 @@ is a syntax error in ClickHouse 26.9), so it is checked against the identifier p
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from runstream.errors import ClickHouseError
+from runstream.read.reader import Reader
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_BUCKETS = 1_000_000
@@ -56,9 +60,24 @@ def _db(database: str) -> str:
     return f"`{database}`"
 
 
-def _records(result: Any) -> list[dict[str, Any]]:
-    names = list(result.column_names)
-    return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+_READERS: weakref.WeakKeyDictionary[Any, Reader] = weakref.WeakKeyDictionary()
+
+
+def _reader(client: Any) -> Reader:
+    """``client`` itself when it is a Reader, else the (cached) Reader around the client."""
+    if isinstance(client, Reader):
+        return client
+    try:
+        reader = _READERS.get(client)
+    except TypeError:  # not weak-referenceable: a Reader per call
+        return Reader(client=client)
+    if reader is None:
+        reader = _READERS[client] = Reader(client=client)
+    return reader
+
+
+def _query(client: Any, sql: str, parameters: dict[str, Any]) -> Any:
+    return _reader(client).query(sql, parameters)
 
 
 def metric_history(
@@ -88,12 +107,13 @@ def metric_history(
     if max_step is not None:
         conditions.append("step <= {max_step:Int64}")
         parameters["max_step"] = max_step
-    result = client.query(
+    result = _query(
+        client,
         f"SELECT step, value, ts FROM {_db(database)}.metrics "
         f"WHERE {' AND '.join(conditions)} ORDER BY step, seq",
-        parameters=parameters,
+        parameters,
     )
-    return [Point(int(step), float(value), ts) for step, value, ts in result.result_rows]
+    return [Point(int(step), float(value), ts) for step, value, ts in result.rows]
 
 
 def downsample(
@@ -106,25 +126,27 @@ def downsample(
     """
     if not 1 <= buckets <= MAX_BUCKETS:
         raise ValueError(f"buckets must be between 1 and {MAX_BUCKETS}, not {buckets}")
-    result = client.query(
+    result = _query(
+        client,
         f"SELECT bucket, first_step, last_step, count, first, last, min, max, step_of_min, "
         f"step_of_max, nan_count FROM {_db(database)}.downsample("
         "run = {run:String}, name = {name:String}, buckets = {buckets:UInt32})",
-        parameters={"run": run_id, "name": name, "buckets": buckets},
+        {"run": run_id, "name": name, "buckets": buckets},
     )
-    return [Bucket(*row) for row in result.result_rows]
+    return [Bucket(*row) for row in result.rows]
 
 
 def latest_runs(client: Any, database: str, project: str, limit: int = 50) -> list[dict[str, Any]]:
     """The project's most recently started runs, newest first, one dict per run: its state
     (``status``, ``config`` as a JSON string, ``tags``, ...) and its metric summaries as dicts
     ``last``, ``min``, ``max``, ``mean``, ``points`` keyed by metric name."""
-    result = client.query(
+    result = _query(
+        client,
         f"SELECT * FROM {_db(database)}.latest_runs WHERE project = {{project:String}} "
         "ORDER BY started_at DESC, run_id LIMIT {limit:UInt32}",
-        parameters={"project": project, "limit": limit},
+        {"project": project, "limit": limit},
     )
-    return _records(result)
+    return list(result.records())
 
 
 def best_runs(
@@ -134,10 +156,11 @@ def best_runs(
     highest (``"max"``) value reached, with the step it was reached at, one dict per group."""
     if goal not in ("min", "max"):
         raise ValueError(f"goal must be 'min' or 'max', not {goal!r}")
-    result = client.query(
+    result = _query(
+        client,
         f"SELECT * FROM {_db(database)}.best_runs("
         "project = {project:String}, metric = {metric:String}, goal = {goal:String}) "
         "ORDER BY `group`",
-        parameters={"project": project, "metric": metric, "goal": goal},
+        {"project": project, "metric": metric, "goal": goal},
     )
-    return _records(result)
+    return list(result.records())

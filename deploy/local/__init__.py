@@ -14,11 +14,13 @@ Modules, one job each:
 - :mod:`.kafka`: the broker's jars, configuration, storage format, command line and health
 - :mod:`.clickhouse`: the launcher's side of ClickHouse: paths, command line, health, stop
 - :mod:`.clickhouse_server`: the process that serves ClickHouse from chdb-core
+- :mod:`.reader_user`: its users: ``default`` and the read side's ``runstream_reader`` (the
+  definition of ``deploy/compose/clickhouse/users.xml``, a password kept in the home)
 - :mod:`.workers`: which workers run and with which environment
 - :mod:`.admin`: topic creation (also used by the tests and by anyone pointing at a real Kafka)
 - :mod:`.processes`, :mod:`.ports`: pid files, detached processes, locks, ports
 - :mod:`.cli`: the ``runstream dev`` sub-commands
 
-This is for development and tests only: nothing is authenticated, so both services refuse to
-listen beyond loopback.
+This is for development and tests only: nothing is authenticated but the reader (ClickHouse's
+``default`` has no password), so both services refuse to listen beyond loopback.
 """

@@ -62,6 +62,7 @@ def add_dev_parser(
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from runstream.deploy.local.reader_user import READER_USER, local_reader, password_path
     from runstream.deploy.local.stack import LocalStack
     from runstream.schemas.topics import Topics
 
@@ -75,6 +76,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  Kafka bootstrap   {settings.kafka_bootstrap}{_pid(by_name['kafka'].pid)}")
     print(f"  ClickHouse        {settings.clickhouse_url}{_pid(by_name['clickhouse'].pid)}")
     print(f"  database          {settings.clickhouse_database}")
+    if local_reader(settings) is not None:
+        # The read side (runstream query, runstream.Api, the UI) finds it by itself.
+        print(f"  reader user       {READER_USER}, password in {password_path(settings.home)}")
     print(f"  topics            {topics}")
     for status in statuses[2:]:
         print(f"  {status.name + ' worker':<17} {status.state}{_pid(status.pid)}")

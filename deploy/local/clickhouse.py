@@ -14,7 +14,7 @@ import sys
 import urllib.request
 
 from runstream._extras import require_installed
-from runstream.deploy.local import clickhouse_server
+from runstream.deploy.local import clickhouse_server, reader_user
 from runstream.deploy.local.processes import terminate, wait_gone
 from runstream.settings import Settings
 
@@ -73,6 +73,12 @@ class ClickHouseLayout:
             os.close(fd)  # also releases the lock this check may have taken
         return None
 
+    def prepare_users(self) -> dict[str, str]:
+        """Write the users configuration (``default`` and the reader, :mod:`.reader_user`) into
+        the run directory; the environment the server needs for it (the reader's password)."""
+        reader_user.write_users_config(self.run_dir, self.settings.clickhouse_database)
+        return {reader_user.PASSWORD_ENV: reader_user.ensure_password(self.settings.home)}
+
     def argv(self, tcp_port: int) -> list[str]:
         return [
             sys.executable,
@@ -88,6 +94,8 @@ class ClickHouseLayout:
             str(self.http_port),
             "--tcp-port",
             str(tcp_port),
+            "--users-config",
+            str(self.run_dir / reader_user.USERS_XML),
         ]
 
     # --- health and stop ------------------------------------------------------------------------

@@ -11,7 +11,9 @@ shuts down cleanly. SIGTERM and SIGINT do the same. This relies on chdb internal
 pinned to 26.9.0 (the ``local`` extra) and the launcher is covered by the test suite.
 
 The user ``default`` has no password and ``file()`` reads any path the process can: listen on
-loopback only.
+loopback only. ``--users-config`` names the users configuration (``<users_config>``; see
+:mod:`.reader_user`, which writes it with the read-only ``runstream_reader``); without it
+clickhouse-local knows ``default`` only.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ STOP_FIFO = "stop.fifo"
 CONFIG = "config.xml"
 
 
-def write_config(run_dir: Path, host: str, http_port: int, tcp_port: int) -> None:
+def write_config(
+    run_dir: Path, host: str, http_port: int, tcp_port: int, users_config: Path | None = None
+) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     tcp = f"  <tcp_port>{tcp_port}</tcp_port>\n" if tcp_port else ""
+    users = f"  <users_config>{escape(str(users_config))}</users_config>\n" if users_config else ""
     (run_dir / CONFIG).write_text(
         "<clickhouse>\n"
         f"  <listen_host>{escape(host)}</listen_host>\n"
         f"  <http_port>{http_port}</http_port>\n"
         f"{tcp}"
+        f"{users}"
         "</clickhouse>\n",
         encoding="utf-8",
     )
@@ -57,14 +63,24 @@ def stop(run_dir: Path) -> bool:
     return True
 
 
-def serve(data_dir: Path, run_dir: Path, host: str, http_port: int, tcp_port: int) -> int:
+def serve(
+    data_dir: Path,
+    run_dir: Path,
+    host: str,
+    http_port: int,
+    tcp_port: int,
+    *,
+    users_config: Path | None = None,
+) -> int:
     from runstream._extras import require
 
     engine = require("chdb._chdb", part="runstream dev (its ClickHouse server)", extra="local")
 
     data_dir = data_dir.resolve()
     run_dir = run_dir.resolve()
-    write_config(run_dir, host, http_port, tcp_port)
+    if users_config is not None:
+        users_config = users_config.resolve()  # the server runs from run_dir
+    write_config(run_dir, host, http_port, tcp_port, users_config)
     data_dir.mkdir(parents=True, exist_ok=True)
     fifo = run_dir / STOP_FIFO
     fifo.unlink(missing_ok=True)  # a FIFO left by a server that was killed
@@ -125,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (keep it loopback)")
     parser.add_argument("--http-port", type=int, default=8123)
     parser.add_argument("--tcp-port", type=int, default=0, help="native protocol port; 0: off")
+    parser.add_argument(
+        "--users-config", type=Path, default=None, help="users.xml (default: user default only)"
+    )
     args = parser.parse_args(argv)
     print(
         f"clickhouse server (pid {os.getpid()}) starting: http {args.host}:{args.http_port}, "
@@ -134,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     from runstream.errors import RunstreamError
 
     try:
-        return serve(args.data_dir, args.run_dir, args.host, args.http_port, args.tcp_port)
+        return serve(
+            args.data_dir,
+            args.run_dir,
+            args.host,
+            args.http_port,
+            args.tcp_port,
+            users_config=args.users_config,
+        )
     except RunstreamError as exc:  # e.g. chdb-core missing: its message says what to install
         print(f"clickhouse server failed: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -31,6 +31,7 @@ from runstream.deploy.local.processes import (
     terminate,
 )
 from runstream.deploy.local.processes import kill as kill_process
+from runstream.deploy.local.reader_user import READER_USER, local_reader, password_path
 from runstream.deploy.local.workers import WorkerSpec, child_env, default_workers, settings_env
 from runstream.errors import StackError
 from runstream.settings import Settings
@@ -201,7 +202,8 @@ class LocalStack:
             tcp = ch.derived_tcp_port
             if tcp in (self.kafka.port, self.kafka.controller_port) or not port_free(ch.host, tcp):
                 tcp = 0
-            pid = spawn(ch.argv(tcp), log=ch.log, cwd=self.home, env=child_env())
+            env = child_env(ch.prepare_users())
+            pid = spawn(ch.argv(tcp), log=ch.log, cwd=self.home, env=env)
             self._pidfile("clickhouse").write(pid, self._address("clickhouse"))
         self._wait_healthy("clickhouse", pid, ch.healthy, [ch.log], deadline)
 
@@ -286,6 +288,8 @@ class LocalStack:
         tcp_port = self._running_ch_tcp_port()
         if tcp_port:
             ch_detail += f", native protocol {ch.host}:{tcp_port}"
+        if local_reader(self.settings) is not None:
+            ch_detail += f", reader {READER_USER} (password in {password_path(self.home)})"
         statuses = [
             self._service_status(
                 "kafka",

@@ -68,7 +68,7 @@ from typing import Any, Literal
 
 from runstream.errors import FilterError
 
-__all__ = ["FIELDS", "MAX_DEPTH", "MAX_LENGTH", "compile_filter"]
+__all__ = ["FIELDS", "MAX_DEPTH", "MAX_LENGTH", "compile_filter", "compile_order"]
 
 # Text columns of runs_current a filter may name, and the column each reads.
 _TEXT = {
@@ -341,6 +341,8 @@ class _Parser:
             while True:
                 if self.at("punct", "."):
                     self.advance()
+                    if not self.at("segment"):  # the end came right after the dot
+                        raise self.expected("a key name")
                     keys.append(self.advance().text)  # the tokenizer made it a segment
                     dotted = True
                 elif self.at("punct", "["):
@@ -476,9 +478,7 @@ class _Parser:
             raise self.fail('tags holds a list: write "x" in tags or tags =~ "re"', subject.token)
         raw = raw or self.raw(subject)
         if kind == "number":
-            # The event schema spells NaN and the infinities as JSON strings; unquoted, they
-            # are what toFloat64OrNull reads. Any other string (quoted) reads as NULL.
-            number = f"toFloat64OrNull(replaceRegexpOne({raw}, '^\"(NaN|-?Infinity)\"$', '\\\\1'))"
+            number = self.number(raw)
             return f"ifNull({number} {_SQL_OP[op]} {bind(literal.value, 'Float64')}, 0)"
         if kind == "string":
             text = self.text(raw)
@@ -523,6 +523,13 @@ class _Parser:
             return nested
         joined = self.sql.bind(".".join(subject.keys), "String")
         return f"if(JSONHas({doc}, {joined}), JSONExtractRaw({doc}, {joined}), {nested})"
+
+    @staticmethod
+    def number(raw: str) -> str:
+        """SQL of a JSON value as a Float64 (NULL when the value is not a number)."""
+        # The event schema spells NaN and the infinities as JSON strings; unquoted, they
+        # are what toFloat64OrNull reads. Any other string (quoted) reads as NULL.
+        return f"toFloat64OrNull(replaceRegexpOne({raw}, '^\"(NaN|-?Infinity)\"$', '\\\\1'))"
 
     @staticmethod
     def text(raw: str) -> str:
@@ -573,3 +580,33 @@ def compile_filter(expression: str, prefix: str = "f") -> tuple[str, dict[str, A
     parser = _Parser(expression, prefix)
     sql = parser.parse()
     return sql, parser.sql.parameters
+
+
+def compile_order(name: str, prefix: str = "o") -> tuple[list[str], dict[str, Any]]:
+    """``(expressions, parameters)``: ascending SQL sort expressions over ``runs_current`` for
+    one field name of the filter language (``status``, ``started_at``, ``config.lr``,
+    ``summary["val/loss"]``...), without the ``-`` of a descending order.
+
+    Text and time fields sort by their column. A config or summary value sorts first by its
+    number (JSON numbers and the schema's ``"NaN"``/``"Infinity"`` strings; NULL for anything
+    else), then by its text when it is a JSON string: write ``NULLS LAST`` after each so that
+    runs without the key come last. The keys are parameters named ``{prefix}0``, ... as in
+    :func:`compile_filter`. ``tags`` has no order. Raises :class:`FilterError` with a caret."""
+    if not isinstance(name, str):
+        raise TypeError(f"an order_by name is a str, not {type(name).__name__}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise ValueError(f"parameter prefix {prefix!r} must be an identifier")
+    if len(name) > MAX_LENGTH:
+        raise FilterError(f"name longer than {MAX_LENGTH} characters", name, MAX_LENGTH)
+    parser = _Parser(name, prefix)
+    if not parser.at("name"):
+        raise parser.expected("a name such as summary.loss, config.lr or started_at")
+    subject = parser.field()
+    if not parser.at("end"):
+        raise parser.expected("the end of the name (one name per entry; '-name' sorts descending)")
+    if subject.kind in ("text", "time"):
+        return [f"`{subject.column}`"], parser.sql.parameters
+    if subject.kind == "tags":
+        raise parser.fail("tags is a list and has no order: sort by another name", subject.token)
+    raw = parser.raw(subject)
+    return [parser.number(raw), parser.text(raw)], parser.sql.parameters

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runstream._extras import require
+from runstream.deploy.local.reader_user import local_reader
 from runstream.errors import ClickHouseError, QueryError, QueryLimitError, ReadRefusedError
 from runstream.read.screen import placeholders, screen, tokens
 from runstream.settings import Settings
@@ -95,6 +96,11 @@ def query_error(exc: Exception) -> QueryError:
         hint = " (raise RUNSTREAM_READ_MAX_MEMORY_USAGE, or narrow the query)"
     elif code == 201:
         hint = " (the reader user's quota: wait for its interval to end, or raise it in users.xml)"
+    elif code == 452:
+        hint = (
+            " (the reader user's profile bounds this limit: keep RUNSTREAM_READ_* within its "
+            "constraints, or raise them in users.xml, deploy/compose/clickhouse/users.xml)"
+        )
     elif code == 164 and "readonly" in message and "modify" in message:
         hint = (
             " (the reader user's profile has readonly=1, which refuses the limits runstream sends "
@@ -369,12 +375,17 @@ def _connection_error(settings: Settings, exc: Exception) -> ClickHouseError:
 
 def _connect(settings: Settings) -> Any:
     """A clickhouse-connect client as the reader user; no settings of its own (each query
-    carries the read settings)."""
+    carries the read settings). The reader user: read_clickhouse_user when set; else the local
+    stack's ``runstream_reader`` when ``settings.home`` runs the server of clickhouse_url
+    (:func:`~runstream.deploy.local.reader_user.local_reader`); else the URL's user."""
     clickhouse_connect = require("clickhouse_connect", part="the read side", extra="sinks")
     parts = urlsplit(settings.clickhouse_url)
     host, port = settings.clickhouse_host_port
     user = settings.read_clickhouse_user or parts.username or "default"
-    if settings.read_clickhouse_password is not None:
+    local = None if settings.read_clickhouse_user else local_reader(settings)
+    if local is not None:  # the local stack's read-only user (runstream dev up)
+        user, password = local
+    elif settings.read_clickhouse_password is not None:
         password = settings.read_clickhouse_password.get_secret_value()
     elif settings.read_clickhouse_user and settings.read_clickhouse_user != parts.username:
         password = ""  # another user than the URL's: its password is not the URL's
@@ -388,6 +399,10 @@ def _connect(settings: Settings) -> Any:
             password=password,
             secure=parts.scheme == "https",
             database=settings.clickhouse_database,
+            # No HTTP session: read queries need none (their settings travel with each), and a
+            # session lets only one query run at a time, so a query sent right after a stream
+            # ended could be refused with SESSION_IS_LOCKED (373) before the server released it.
+            autogenerate_session_id=False,
         )
     except Exception as exc:
         if "UNKNOWN_DATABASE" in str(exc):

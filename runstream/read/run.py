@@ -1,0 +1,368 @@
+"""One run of the Python read API (``api.run(id)``, ``api.runs(...)[i]``): its state as
+``runs_current`` has it (docs/sql.md) and its history, events, system metrics, alerts and
+histograms, each read on demand through the :class:`runstream.read.Reader` of its
+:class:`runstream.read.Api`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from runstream.errors import ReadArgumentError
+from runstream.read.table import Table
+
+if TYPE_CHECKING:
+    from runstream.read.api import Api
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "project",
+    "run_id",
+    "name",
+    "status",
+    "tags",
+    "`group`",
+    "job_type",
+    "notes",
+    "config",
+    "summary",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "last_step",
+    "last_event_at",
+)
+"""The columns of ``runs_current`` a :class:`Run` and a frame of runs have (``group`` quoted)."""
+
+X_MODES = ("step", "time", "relative_time")
+MAX_SAMPLES = 1_000_000
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def parse_document(text: str | None) -> dict[str, Any]:
+    """A config or summary JSON text as a dict, exactly: integers stay ``int`` (any size),
+    numbers with a fraction or exponent are ``float``, and the strings ``"NaN"``, ``"Infinity"``
+    and ``"-Infinity"`` (how the event schema writes those floats, docs/sdk.md) read back as
+    ``float('nan')``, ``inf`` and ``-inf`` at any depth. An empty text is ``{}``."""
+    if not text:
+        return {}
+    value = json.loads(text)
+    return _floats(value) if isinstance(value, dict) else {}
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class Run:
+    """A run: ``id``, ``project``, ``name``, ``status`` (``running``, ``finished``, ``failed``,
+    ``crashed``, ``killed``), ``tags`` (list), ``group``, ``job_type``, ``notes``, ``config`` and
+    ``summary`` (dicts, parsed when first read: :func:`parse_document`), ``config_json`` and
+    ``summary_json`` (the stored text), ``started_at``, ``finished_at`` (None while running),
+    ``last_event_at`` (``datetime`` in UTC), ``exit_code`` (None while running), ``last_step``.
+    The fields are those of ``runs_current`` when the run was read; read it again
+    (``api.run(run.id)``) for news."""
+
+    def __init__(self, api: Api, record: Mapping[str, Any]) -> None:
+        self._api = api
+        self.project: str = record["project"]
+        self.id: str = record["run_id"]
+        self.name: str = record["name"]
+        self.status: str = record["status"]
+        self.tags: list[str] = list(record["tags"] or [])
+        self.group: str = record["group"]
+        self.job_type: str = record["job_type"]
+        self.notes: str = record["notes"]
+        self.config_json: str = record["config"] or "{}"
+        self.summary_json: str = record["summary"] or "{}"
+        self.started_at: datetime = _utc(record["started_at"])
+        self.finished_at: datetime | None = _utc(record["finished_at"])
+        self.exit_code: int | None = record["exit_code"]
+        self.last_step: int = int(record["last_step"] or 0)
+        self.last_event_at: datetime = _utc(record["last_event_at"])
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return parse_document(self.config_json)
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        return parse_document(self.summary_json)
+
+    def __repr__(self) -> str:
+        return f"Run({self.project}/{self.id} {self.name!r} {self.status})"
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _where(
+        self, min_step: int | None = None, max_step: int | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        sql = "project = {project:String} AND run_id = {run:String}"
+        parameters: dict[str, Any] = {"project": self.project, "run": self.id}
+        if min_step is not None:
+            sql += " AND step >= {min_step:Int64}"
+            parameters["min_step"] = int(min_step)
+        if max_step is not None:
+            sql += " AND step <= {max_step:Int64}"
+            parameters["max_step"] = int(max_step)
+        return sql, parameters
+
+    def _keys(self, keys: str | Sequence[str] | None) -> list[str]:
+        if keys is None:
+            return self.metric_names()
+        names = [keys] if isinstance(keys, str) else list(keys)
+        for k in names:
+            if not isinstance(k, str):
+                raise TypeError(f"metric names are str, not {type(k).__name__}")
+        return list(dict.fromkeys(names))  # duplicates once
+
+    # --- reads --------------------------------------------------------------------------------
+    def metric_names(self) -> list[str]:
+        """The names of the run's metrics (``run_summaries_current``), sorted."""
+        sql, parameters = self._where()
+        rows = self._api.reader.query(
+            f"SELECT name FROM run_summaries_current WHERE {sql} ORDER BY name", parameters
+        ).rows
+        return [str(r[0]) for r in rows]
+
+    def step_metrics(self) -> list[str]:
+        """The step metrics the run defined (``define_metric(..., step_metric=...)``): the names
+        ``history(x=...)`` takes besides ``step``, ``time`` and ``relative_time``."""
+        sql, parameters = self._where()
+        rows = self._api.reader.query(
+            f"SELECT DISTINCT step_metric FROM metric_definitions_current WHERE {sql} "
+            "AND step_metric != '' ORDER BY step_metric",
+            parameters,
+        ).rows
+        return [str(r[0]) for r in rows]
+
+    def history(
+        self,
+        keys: str | Sequence[str] | None = None,
+        x: str = "step",
+        samples: int | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> Table:
+        """The run's metrics as a wide table: column ``x`` first, then one column per key (all
+        the run's metrics when ``keys`` is None), in step order.
+
+        ``x``: ``"step"`` (Int64), ``"time"`` (the point's ``ts``, DateTime64 UTC; with several
+        keys the newest ts at that step), ``"relative_time"`` (seconds since the run's
+        ``started_at``, Float64), or a step metric the run defined (``define_metric("loss",
+        step_metric="epoch")`` makes ``x="epoch"`` valid): its latest value at or before each
+        step (an ASOF join, docs/sql.md), NULL before its first point.
+
+        Without ``samples`` every point: one key (against step, time or relative_time) gives
+        every stored point in (step, seq) order (a step logged twice is two rows); several keys,
+        or a step metric as ``x``, give one row per step, each column the
+        key's last value at that step (highest seq) or null, pivoted inside ClickHouse.
+        ``samples=N``: the step range is cut into N equal buckets as the ``downsample`` view
+        does (docs/sql.md, "Downsampling for charts"), common to all keys; each bucket that
+        holds a point gives one row: ``x`` of its last point, and per key ``<key>`` (the value
+        at the bucket's last step of that key), ``<key>.min`` and ``<key>.max`` (exact, NaN
+        left out, null when every point is NaN), so a single spike is never hidden.
+        ``min_step`` / ``max_step`` (inclusive) keep the steps in that range (a chart's zoom).
+        A key the run does not have is a column of nulls (or, alone, no rows). Raises
+        :class:`~runstream.errors.ReadArgumentError` for an ``x`` the run has no step metric
+        of, or ``samples`` outside 1..1,000,000.
+        """
+        names = self._keys(keys)
+        if samples is not None and not 1 <= samples <= MAX_SAMPLES:
+            raise ReadArgumentError(f"samples must be between 1 and {MAX_SAMPLES}, not {samples}")
+        step_metric = x not in X_MODES
+        defined_metrics = self.step_metrics() if step_metric else []
+        if step_metric and x not in defined_metrics:
+            defined = ", ".join(defined_metrics) or "none"
+            raise ReadArgumentError(
+                f"x={x!r}: x is 'step', 'time', 'relative_time' or a step metric of the run "
+                f"(define_metric(..., step_metric=...); this run's: {defined})"
+            )
+        where, parameters = self._where(min_step, max_step)
+        if not names:  # a run without metrics (or keys=[]): the x column alone, no rows
+            bare: dict[str, Any] = {}
+            x_sql = _x_sql(x, "step", "ts", bare, self)
+            return self._api.table(
+                f"SELECT {x_sql} AS x FROM metrics WHERE 0 LIMIT 0", bare
+            ).rename([x])
+        parameters["keys"] = names
+        values: list[str] = []
+        columns: list[str] = [x]
+        for i, key in enumerate(names):
+            parameters[f"k{i}"] = key
+            if samples is None:
+                values.append(f"argMaxIfOrNull(value, seq, name = {{k{i}:String}}) AS v{i}")
+                columns.append(key)
+            else:
+                match = f"name = {{k{i}:String}}"
+                finite = f"{match} AND NOT isNaN(value)"
+                values += [
+                    f"argMaxIfOrNull(value, (step, seq), {match}) AS v{i}",
+                    f"minIfOrNull(value, {finite}) AS v{i}_min",
+                    f"maxIfOrNull(value, {finite}) AS v{i}_max",
+                ]
+                columns += [key, f"{key}.min", f"{key}.max"]
+        value_columns = [v.rsplit(" AS ", 1)[1] for v in values]
+        scope = f"{where} AND name IN {{keys:Array(String)}}"
+        if samples is None and len(names) == 1 and not step_metric:
+            del parameters["k0"]  # plain rows of the one key: no pivot
+            sql = (
+                f"SELECT {_x_sql(x, 'step', 'ts', parameters, self)} AS x, value AS v0 "
+                f"FROM metrics WHERE {scope} ORDER BY step, seq"
+            )
+        else:
+            one = "1 AS _one, " if step_metric else ""  # the ASOF join's equality
+            if samples is None:
+                inner = (
+                    f"SELECT {one}step AS _step, max(ts) AS _ts, {', '.join(values)} "
+                    f"FROM metrics WHERE {scope} GROUP BY step"
+                )
+            else:
+                parameters["samples"] = samples
+                # The bucket of the downsample view (migration 0006), over the steps of all keys.
+                inner = (
+                    f"WITH (SELECT (min(step), max(step)) FROM metrics WHERE {scope}) AS bounds "
+                    f"SELECT {one}"
+                    "toUInt32(intDiv(toInt128(step - bounds.1) * {samples:UInt32}, "
+                    "toInt128(bounds.2 - bounds.1) + 1)) AS _bucket, max(step) AS _step, "
+                    f"max(ts) AS _ts, {', '.join(values)} "
+                    f"FROM metrics WHERE {scope} GROUP BY _bucket"
+                )
+            outer_values = ", ".join(f"p.{c} AS {c}" for c in value_columns)
+            if step_metric:
+                # The step metric's latest value at or before each step: its points before
+                # min_step count too, so its own scope has no step range.
+                parameters["xkey"] = x
+                sql = (
+                    f"SELECT xm.value AS x, {outer_values} FROM ({inner}) AS p "
+                    "ASOF LEFT JOIN (SELECT 1 AS _one, step, toNullable(value) AS value "
+                    "FROM metrics WHERE project = {project:String} AND run_id = {run:String} "
+                    "AND name = {xkey:String}) AS xm ON p._one = xm._one AND p._step >= xm.step "
+                    "ORDER BY p._step"
+                )
+            else:
+                x_sql = _x_sql(x, "p._step", "p._ts", parameters, self)
+                sql = f"SELECT {x_sql} AS x, {outer_values} FROM ({inner}) AS p ORDER BY p._step"
+        return self._api.table(sql, parameters).rename(columns)
+
+    def scan_history(
+        self,
+        keys: str | Sequence[str] | None = None,
+        page_size: int = 10_000,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """One dict per step, ``{"step": s, key: value or None, ...}`` (each key's last value at
+        that step), in step order, read ``page_size`` points at a time: memory stays flat for a
+        run of any size. Keys as in :meth:`history`."""
+        if page_size < 1:
+            raise ReadArgumentError(f"page_size must be 1 or more, not {page_size}")
+        names = self._keys(keys)
+        if not names:
+            return
+        where, parameters = self._where(min_step, max_step)
+        parameters["keys"] = names
+        values = []
+        for i, key in enumerate(names):
+            parameters[f"k{i}"] = key
+            values.append(f"argMaxIfOrNull(value, seq, name = {{k{i}:String}}) AS v{i}")
+        scope = f"{where} AND name IN {{keys:Array(String)}}"
+        reader = self._api.reader
+        after: int | None = None
+        while True:
+            page = dict(parameters, page=page_size)
+            condition = scope
+            if after is not None:
+                condition += " AND step > {after:Int64}"
+                page["after"] = after
+            # The last step of the next page_size points (the table is sorted by step within a
+            # run and name, so ClickHouse reads only what the page needs), then that page.
+            count, upto = reader.query(
+                f"SELECT count(), max(step) FROM (SELECT step FROM metrics WHERE {condition} "
+                "ORDER BY step LIMIT {page:UInt64})",
+                {k: v for k, v in page.items() if not k.startswith("k") or k == "keys"},
+            ).rows[0]
+            if not count:
+                return
+            page.pop("page")
+            page["upto"] = int(upto)
+            rows = reader.query(
+                f"SELECT step, {', '.join(values)} FROM metrics "
+                f"WHERE {condition} AND step <= {{upto:Int64}} GROUP BY step ORDER BY step",
+                page,
+            ).rows
+            for row in rows:
+                record: dict[str, Any] = {"step": row[0]}
+                record.update(zip(names, row[1:], strict=True))
+                yield record
+            after = int(upto)
+
+    def events(self) -> Table:
+        """Every stored event of the run in ``seq`` order: ``seq``, ``ts``, ``type``, ``body``
+        (the JSON text as sent), ``event_id`` (text), ``producer_sdk``, ``producer_version``,
+        ``producer_host``, ``producer_pid``."""
+        sql, parameters = self._where()
+        return self._api.table(
+            "SELECT seq, ts, type, body, toString(event_id) AS event_id, producer_sdk, "
+            f"producer_version, producer_host, producer_pid FROM events WHERE {sql} "
+            "ORDER BY seq",
+            parameters,
+        )
+
+    def system_metrics(self, names: str | Sequence[str] | None = None) -> Table:
+        """Host metrics (``system_metrics``), long: ``ts``, ``name``, ``value`` (NaN and
+        infinities as floats), in time then name order; only ``names`` when given."""
+        sql, parameters = self._where()
+        if names is not None:
+            parameters["names"] = [names] if isinstance(names, str) else list(names)
+            sql += " AND name IN {names:Array(String)}"
+        return self._api.table(
+            f"SELECT ts, name, value FROM system_metrics WHERE {sql} ORDER BY ts, name, seq",
+            parameters,
+        )
+
+    def alerts(self) -> Table:
+        """The run's alerts (``alerts_current``, every column), newest first."""
+        return self._api.alerts(project=self.project, run_id=self.id, limit=1_000_000)
+
+    def histograms(self, name: str | None = None) -> Table:
+        """Histograms (``histograms``): ``name``, ``step``, ``bins`` (edges), ``counts``, ``ts``,
+        by name then step; only ``name`` when given."""
+        sql, parameters = self._where()
+        if name is not None:
+            sql += " AND name = {name:String}"
+            parameters["name"] = name
+        return self._api.table(
+            f"SELECT name, step, bins, counts, ts FROM histograms WHERE {sql} "
+            "ORDER BY name, step, seq",
+            parameters,
+        )
+
+
+def _x_sql(x: str, step: str, ts: str, parameters: dict[str, Any], run: Run) -> str:
+    """SQL of the x column from a step and a ts expression."""
+    if x == "step":
+        return step
+    if x == "time":
+        return ts
+    if x == "relative_time":
+        started = run.started_at
+        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        parameters["t0"] = (started - epoch) // timedelta(microseconds=1)
+        return f"(toUnixTimestamp64Micro({ts}) - {{t0:Int64}}) / 1e6"
+    return step  # a step metric: joined by the caller
