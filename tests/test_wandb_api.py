@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("runstream.read.api", reason="runstream.Api (branch i12-api) not merged")
-
 from runstream import wandb
 from runstream.errors import RunNotFoundError, WandbFilterError
 from runstream.settings import Settings
