@@ -4,8 +4,10 @@ wandb's names, defaults and shapes."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import pickle
 import re
 import textwrap
 import time
@@ -272,6 +274,7 @@ def test_run_paths_and_attributes(api: wandb.Api) -> None:
     assert 0 <= summary["_runtime"] < 600
     assert abs(summary["_timestamp"] - time.time()) < 3600
     assert summary._json_dict == dict(summary) == run.summary_metrics
+    assert copy.deepcopy(summary) == summary and pickle.loads(pickle.dumps(summary)) == summary
     assert "run" in repr(run).lower() and "r1" in repr(run)
 
     gamma = api.run("wapi/r3")
@@ -313,7 +316,10 @@ def test_history_rows_keys_samples_and_x_axis(api: wandb.Api) -> None:
     assert [r["_step"] for r in beta.history(samples=3, keys=["train_loss"], pandas=False)] == [
         0, 10, 19,
     ]  # fmt: skip
-    assert len(beta.history(samples=7, pandas=False)) == 7
+    for samples in (1, 2, 5, 7, 19, 20, 21):
+        steps = [r["_step"] for r in beta.history(samples=samples, pandas=False)]
+        assert len(steps) == min(samples, 20) and steps == sorted(set(steps)), samples
+        assert steps[0] == 0 and (samples == 1 or steps[-1] == 19), samples
     assert len(beta.history(samples=500, pandas=False)) == 20
     frame = beta.history(keys=["val_loss"])
     assert list(frame.columns) == ["_step", "val_loss"] and list(frame["_step"]) == [9, 19]

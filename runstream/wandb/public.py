@@ -103,7 +103,7 @@ class Summary(Mapping[str, Any]):
         return len(self._values)
 
     def __getattr__(self, key: str) -> Any:
-        if key.startswith("__"):
+        if key.startswith("__") or key == "_values":  # copy and pickle ask before __init__
             raise AttributeError(key)
         try:
             return self._values[key]
@@ -225,8 +225,8 @@ class Run:
         stream: Literal["default", "system"] = "default",
     ) -> Any:
         """At most ``samples`` rows of the run's history, evenly spaced over its steps (the
-        first and the last included): a pandas ``DataFrame`` (``pandas=True``, wandb's default)
-        or a list of dicts.
+        first and the last included; ``samples=1``: the first): a pandas ``DataFrame``
+        (``pandas=True``, wandb's default) or a list of dicts.
 
         Without ``keys`` each row is ``_step``, ``_runtime`` (seconds since the run started),
         ``_timestamp`` (Unix seconds) and every metric logged at that step; with ``keys`` it is
@@ -368,7 +368,10 @@ class _History:
         if total <= samples:
             return self.rows(low, high)
         # Evenly spaced row numbers, the first and the last included.
-        picks = sorted({round(i * (total - 1) / (samples - 1)) + 1 for i in range(samples)})
+        if samples == 1:
+            picks = [1]
+        else:
+            picks = sorted({round(i * (total - 1) / (samples - 1)) + 1 for i in range(samples)})
         sql = f"""
             SELECT * FROM (
                 SELECT step, at, names, vals, row_number() OVER (ORDER BY step) AS n
