@@ -409,3 +409,22 @@ def test_signatures_are_wandbs() -> None:
     for name, method in ours.items():
         got = [[p.name, repr(p.default)] for p in inspect.signature(method).parameters.values()]
         assert got[: len(theirs[name])] == theirs[name], name
+
+
+def test_a_point_logged_twice_at_a_step_reads_as_the_later_one(settings: Settings) -> None:
+    import runstream
+    from tests.helpers import sink_until
+
+    run = runstream.init(settings=settings, id="twice", project="dup")
+    run.log({"x": 1.0, "y": 5.0}, step=3)
+    run.log({"x": 2.0}, step=3)
+    run.log({"x": 3.0}, step=4)
+    assert run.finish().ok
+    sink_until(settings, lambda c: c.command("SELECT count() FROM metrics") == 4)
+    api = wandb.Api(settings=settings)
+    one = api.run("dup/twice")
+    assert one.history(pandas=False, keys=["x"]) == [{"_step": 3, "x": 2.0}, {"_step": 4, "x": 3.0}]
+    assert [(r["_step"], r["x"], r.get("y")) for r in one.scan_history()] == [
+        (3, 2.0, 5.0),
+        (4, 3.0, None),
+    ]
