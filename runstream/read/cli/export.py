@@ -16,8 +16,9 @@ Limits: each export query runs read-only with the read limits, except two it nee
 itself: ``max_result_rows`` is raised to the counted rows plus a margin for rows logged while the
 export runs (:func:`result_rows_for`), never below ``read_max_result_rows``; ``max_execution_time``
 is ``--timeout`` (600 s by default, the most the shipped reader profile allows). A reader user
-whose profile caps either (``deploy/compose/clickhouse/users.xml``: 10 billion rows, 600 s) refuses a
-bigger export with ClickHouse's message: export it in parts with ``--run`` or ``--where``.
+whose profile caps either (``deploy/compose/clickhouse/users.xml``: 10 billion rows, 600 s)
+refuses a bigger export with ClickHouse's message: export it in parts with ``--run`` or
+``--where``.
 
 A file is written as ``.NAME.partial`` and renamed when ClickHouse has sent all of it; a query
 that fails half-way (its body then ends with ClickHouse's exception) leaves no file behind.
