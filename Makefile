@@ -64,6 +64,7 @@ bench: install
 	$(PY) -m bench.query_latency
 	$(PY) -m bench.processors
 	$(PY) -m bench.integrations
+	$(PY) -m bench.read_api
 
 down:
 	$(PY) -m runstream dev down

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sink_parsers(sub, _add_common)
 
+    from runstream.read.cli.parsers import add_read_parsers
+
+    add_read_parsers(sub, _add_common)  # export, tail, runs ls/show
+
     from runstream.ui.cli import add_ui_parser
 
     add_ui_parser(sub, _add_common)
@@ -186,7 +190,11 @@ def add_sink_parsers(
         metavar="N",
         help="print at most N rows (default: 1000 for the table, all for csv and json)",
     )
-    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        help="default: table on a terminal, csv otherwise",
+    )
     query.set_defaults(handler=_query)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the ClickHouse tables")
@@ -328,6 +336,7 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
     read statement, a table function reaching outside, a bad --param)."""
     from runstream.errors import ReadRefusedError
     from runstream.read import Reader
+    from runstream.read.cli.output import choose_format
     from runstream.sinks.query import parse_params, write_result
 
     sql = _query_text(args)
@@ -337,7 +346,8 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
         params = parse_params(args.param)
         with Reader(settings) as reader:
             reader.prepare(sql, params)  # refuse before connecting
-            write_result(reader, sql, params, args.format, sys.stdout, limit=args.limit)
+            fmt = choose_format(args.format, sys.stdout)
+            write_result(reader, sql, params, fmt, sys.stdout, limit=args.limit)
     except ReadRefusedError as exc:
         print(f"runstream query: refused: {exc}", file=sys.stderr)
         return 2

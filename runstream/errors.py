@@ -146,3 +146,10 @@ class ReadArgumentError(RunstreamError, ValueError):
     """An argument of the Python read API (:mod:`runstream.read.api`) cannot be used: an ``x``
     the run does not have, ``samples`` or a ``limit`` out of range, a run id found in several
     projects. The message says what to pass instead."""
+
+
+class WandbFilterError(RunstreamError, ValueError):
+    """A wandb-style ``filters`` or ``order`` of ``runstream.wandb.Api().runs(...)`` (MongoDB
+    query operators, wandb's field names) that runstream cannot translate into its ``where``
+    language: an operator or field it does not support, or a value of the wrong type. The
+    message names the operator or field and the path to it inside the filter."""

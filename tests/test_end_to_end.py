@@ -197,7 +197,7 @@ def test_query_command_prints_table_csv_and_json(
 ) -> None:
     args = ["--clickhouse", settings.clickhouse_url, "--database", settings.clickhouse_database]
     sql = "SELECT number AS n, toString(number) AS s, nan AS v FROM numbers(3)"
-    assert main(["query", sql, *args]) == 0
+    assert main(["query", sql, "--format", "table", *args]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split("|")[0].strip() == "n"
     assert "(3 rows)" in table

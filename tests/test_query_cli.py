@@ -59,8 +59,9 @@ def guard_count(settings: Settings) -> int:
 
 def test_sql_from_an_argument(query_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
-        query_settings, "SELECT x, s FROM guard WHERE x < 3 ORDER BY x", capsys=capsys
-    )
+        query_settings, "SELECT x, s FROM guard WHERE x < 3 ORDER BY x", "--format", "table",
+        capsys=capsys,
+    )  # fmt: skip
     assert (code, err) == (0, "")
     assert out.splitlines() == ["x | s", "--+--", "0 | 0", "1 | 1", "2 | 2", "(3 rows)"]
 
@@ -118,8 +119,9 @@ def test_params_are_bound_by_clickhouse(
 
 def test_limit(query_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
-        query_settings, "SELECT x FROM guard ORDER BY x", "--limit", "2", capsys=capsys
-    )
+        query_settings, "SELECT x FROM guard ORDER BY x", "--limit", "2", "--format", "table",
+        capsys=capsys,
+    )  # fmt: skip
     assert code == 0
     assert out.splitlines() == [
         "x",
@@ -255,7 +257,9 @@ def test_every_result_shape_renders(
 def test_no_rows_and_metadata_statements(
     query_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(query_settings, "SELECT x, s FROM guard WHERE x > 1000", capsys=capsys)
+    code, out, _ = run(
+        query_settings, "SELECT x, s FROM guard WHERE x > 1000", "--format", "table", capsys=capsys
+    )
     assert (code, out) == (0, "x | s\n--+--\n(0 rows)\n")
     code, out, _ = run(
         query_settings, "SELECT x FROM guard WHERE 0", "--format", "json", capsys=capsys
@@ -265,7 +269,7 @@ def test_no_rows_and_metadata_statements(
         query_settings, "SELECT x FROM guard WHERE 0", "--format", "csv", capsys=capsys
     )
     assert (code, out) == (0, "x\n")
-    code, out, _ = run(query_settings, "DESCRIBE TABLE guard", capsys=capsys)
+    code, out, _ = run(query_settings, "DESCRIBE TABLE guard", "--format", "table", capsys=capsys)
     assert code == 0 and out.splitlines()[2].startswith("x    | UInt64")
     code, out, _ = run(query_settings, "SHOW TABLES", capsys=capsys)
     assert code == 0 and "guard" in out
@@ -306,3 +310,20 @@ def test_the_renderers_take_any_values(columns: tuple[list[str], list[list[Any]]
     assert all(ch.isprintable() or ch == "\n" for ch in table)
     assert len(json.loads(render(names, rows, "json"))) == len(rows) or not names
     render(names, rows, "csv")
+
+
+def test_piped_output_is_csv_and_a_terminal_gets_a_coloured_table(
+    query_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        query_settings, "SELECT x, s FROM guard WHERE x < 2 ORDER BY x", capsys=capsys
+    )
+    assert (code, out) == (0, "x,s\n0,0\n1,1\n")  # not a terminal: csv without --format
+    from runstream.read.cli.output import table_text
+
+    text = table_text(
+        ["n", "text"], [[1, "a\x1b[31mred\nx"], [None, "中文"]], terminal=True, width=80
+    )
+    assert "\x1b[" in text  # rich's colours
+    assert "\x1b[31mred" not in text and "a\\x1b[31mred\\nx" in text  # the value's are escaped
+    assert text.endswith("(2 rows)\n") and "中文" in text

@@ -343,6 +343,47 @@ class Reader:
         except Exception as exc:
             raise query_error(exc) from exc
 
+    def raw_stream(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        fmt: str,
+        chunk_size: int = 1 << 20,
+    ) -> Iterator[bytes]:
+        """The result in ClickHouse output format ``fmt`` (``Parquet``, ``CSVWithNames``, ...) as
+        byte chunks of up to ``chunk_size`` as they arrive: for exports of any size at flat
+        memory. Screened, read-only and under this reader's limits like every query; ``fmt`` must
+        be a format name (letters only) and is appended by the client as ``FORMAT fmt``.
+
+        ClickHouse cannot take back what it has sent: a limit or error half-way ends the body
+        with ClickHouse's exception text (after the marker ``__exception__`` on servers that tag
+        it). :func:`runstream.read.cli.export` checks the end of each file for it."""
+        if not fmt.isalpha():
+            raise ReadRefusedError(f"an output format is a name such as Parquet, not {fmt!r}")
+        checked, params = self.prepare(sql, parameters)
+        client = self.client()
+        try:
+            response = client.raw_stream(
+                checked,
+                parameters=params or None,
+                settings=self.limits.clickhouse_settings(),
+                fmt=fmt,
+            )
+        except Exception as exc:
+            raise query_error(exc) from exc
+        try:
+            while True:
+                try:
+                    chunk = response.read(chunk_size)
+                except Exception as exc:
+                    raise query_error(exc) from exc
+                if not chunk:
+                    return
+                yield bytes(chunk)
+        finally:
+            response.close()
+
     def table(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
         """A ``pyarrow.Table`` when pyarrow is installed, else a list of dicts (one per row)."""
         try:

@@ -28,7 +28,7 @@ from runstream.settings import Settings as _RunstreamSettings
 from runstream.wandb import _modules
 from runstream.wandb._install import install, installed, uninstall
 from runstream.wandb._modules import Error as Error
-from runstream.wandb._modules import env, errors, sdk, util, wandb_run
+from runstream.wandb._modules import apis, env, errors, sdk, util, wandb_run
 from runstream.wandb._norun import no_run as _no_run
 from runstream.wandb.artifacts import Artifact as Artifact
 from runstream.wandb.artifacts import log_artifact as log_artifact
@@ -47,6 +47,7 @@ from runstream.wandb.media import Table as Table
 from runstream.wandb.media import Video as Video
 from runstream.wandb.media import unwatch as unwatch
 from runstream.wandb.media import watch as watch
+from runstream.wandb.public import Api as Api
 
 logger = logging.getLogger("runstream")
 
@@ -470,6 +471,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AlertLevel",
+    "Api",
     "Artifact",
     "Audio",
     "Error",
@@ -486,6 +488,7 @@ __all__ = [
     "Video",
     "__version__",
     "alert",
+    "apis",
     "config",
     "define_metric",
     "env",

@@ -1,7 +1,7 @@
 """The wandb submodules libraries import, as small modules of the shim: ``wandb.sdk``,
 ``wandb.sdk.lib`` (``RunDisabled``, ``config_util.ConfigError``), ``wandb.sdk.wandb_run`` and
 ``wandb.wandb_run`` (``Run``), ``wandb.sdk.wandb_settings`` (``Settings``), ``wandb.util``,
-``wandb.env``, ``wandb.errors``.
+``wandb.env``, ``wandb.errors``, ``wandb.apis`` and ``wandb.apis.public`` (``Api``).
 
 What each holds is what transformers 5.23 (``integrations/integration_utils.py``), accelerate
 1.15 (``tracking.py``) and Lightning 2.6 (``loggers/wandb.py``) import from them, plus the
@@ -98,6 +98,23 @@ sdk = _module(
     wandb_settings=sdk_wandb_settings,
 )  # fmt: skip
 
+
+# --- wandb.apis.public (the public API: wandb.Api) -------------------------------------------
+def _public_api() -> tuple[types.ModuleType, types.ModuleType]:
+    from runstream.wandb import public
+
+    apis_public = _module(
+        "wandb.apis.public", "wandb.apis.public on runstream (docs/wandb.md, wandb.Api).",
+        Api=public.Api, Run=public.Run, Runs=public.Runs,
+    )  # fmt: skip
+    apis = _module(
+        "wandb.apis", "wandb.apis on runstream.", public=apis_public, PublicApi=public.Api
+    )
+    return apis, apis_public
+
+
+apis, apis_public = _public_api()
+
 SUBMODULES: dict[str, types.ModuleType] = {
     "wandb.sdk": sdk,
     "wandb.sdk.lib": sdk_lib,
@@ -108,5 +125,7 @@ SUBMODULES: dict[str, types.ModuleType] = {
     "wandb.util": util,
     "wandb.env": env,
     "wandb.errors": errors,
+    "wandb.apis": apis,
+    "wandb.apis.public": apis_public,
 }
 """Every submodule ``install()`` registers, by its wandb name."""

@@ -1,0 +1,269 @@
+"""``runstream runs ls`` and ``runstream runs show``: runs through :class:`runstream.Api`.
+
+``runs ls`` prints one row per run (newest first unless ``--sort``): ``--columns`` picks
+``id, project, name, status, tags, group, job_type, started_at, finished_at, runtime,
+last_step, exit_code`` and any ``config.KEY`` / ``summary.KEY`` (a dotted key is the top-level
+key of that name if there is one, else the nested path, as in filters). ``runtime`` is seconds
+from ``started_at`` to ``finished_at`` (to the last event while running).
+
+``runs show RUN_ID`` prints the run's fields, config, summary, its metrics with a unicode
+sparkline each (:data:`SPARK_BUCKETS` buckets of ``run.history(samples=...)``: the value at each
+bucket's last step) and its last :data:`LAST_EVENTS` events; as JSON when piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from runstream.errors import FilterError, ReadArgumentError, RunNotFoundError
+from runstream.read.cli.output import (
+    choose_format,
+    is_terminal,
+    json_value,
+    print_table,
+    write_rows,
+)
+from runstream.settings import Settings
+
+DEFAULT_COLUMNS = ("id", "name", "status", "started_at", "runtime", "last_step")
+PLAIN_COLUMNS = (
+    "id", "project", "name", "status", "tags", "group", "job_type", "started_at", "finished_at",
+    "runtime", "last_step", "exit_code",
+)  # fmt: skip
+SPARK_BUCKETS = 30
+SPARK_METRICS = 50
+LAST_EVENTS = 5
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """One character per value, ``▁`` (lowest) to ``█`` (highest); a blank for a missing or NaN
+    value; all ``▄`` when every value is the same."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return " " * len(values)
+    low, high = min(finite), max(finite)
+    out = []
+    for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(" ")
+        elif high == low:
+            out.append(_BARS[3])
+        else:
+            out.append(_BARS[round((v - low) / (high - low) * (len(_BARS) - 1))])
+    return "".join(out)
+
+
+def lookup(document: Mapping[str, Any], key: str) -> Any:
+    """``key`` of a config or summary: the top-level key of that name, else the dotted path."""
+    if key in document:
+        return document[key]
+    value: Any = document
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def runtime(run: Any) -> float | None:
+    end = run.finished_at or run.last_event_at
+    if run.started_at is None or end is None:
+        return None
+    seconds: float = (end - run.started_at).total_seconds()
+    return round(seconds, 3)
+
+
+def human_seconds(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{seconds:.1f}s"
+
+
+def column_value(run: Any, column: str, *, table: bool) -> Any:
+    if column.startswith("config."):
+        return lookup(run.config, column[len("config.") :])
+    if column.startswith("summary."):
+        return lookup(run.summary, column[len("summary.") :])
+    if column == "runtime":
+        seconds = runtime(run)
+        return human_seconds(seconds) if table else seconds
+    if column in ("tags",):
+        return ",".join(run.tags) if table else list(run.tags)
+    value = getattr(run, column)
+    if table and isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value
+
+
+def _api(settings: Settings) -> Any:
+    from runstream.read.api import Api
+
+    return Api(settings=settings)
+
+
+def ls_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit status: 0, 1 when ClickHouse refused, 2 for a bad ``--where``/``--sort``/
+    ``--columns`` (said before sending)."""
+    columns = list(args.columns or DEFAULT_COLUMNS)
+    if not args.columns and args.project is None:
+        columns.insert(1, "project")
+    bad = [
+        c for c in columns
+        if c not in PLAIN_COLUMNS and not c.startswith(("config.", "summary."))
+    ]  # fmt: skip
+    if bad:
+        print(
+            f"runstream runs ls: unknown column(s) {', '.join(bad)}: choose from "
+            f"{', '.join(PLAIN_COLUMNS)}, config.KEY, summary.KEY",
+            file=sys.stderr,
+        )
+        return 2
+    fmt = choose_format(args.format)
+    try:
+        with _api(settings) as api:
+            runs = api.runs(
+                project=args.project, where=args.where, order_by=args.sort,
+                limit=args.limit or None,
+            )  # fmt: skip
+            rows = [[column_value(r, c, table=fmt == "table") for c in columns] for r in runs]
+    except FilterError as exc:
+        message = str(exc)
+        if message.startswith("order_by:"):  # the API's name for what the CLI calls --sort
+            message = "--sort:" + message[len("order_by:") :]
+        print(f"runstream runs ls: {message}", file=sys.stderr)
+        return 2
+    except ReadArgumentError as exc:
+        print(f"runstream runs ls: {exc}", file=sys.stderr)
+        return 2
+    write_rows(columns, rows, fmt)
+    if fmt == "table" and runs.total > len(rows):
+        print(f"({len(rows)} of {runs.total} runs: raise --limit, or --limit 0 for all)")
+    return 0
+
+
+def show_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit status: 0, 1 for a run that does not exist (or ClickHouse refused), 2 for an id in
+    several projects without ``project/``."""
+    fmt = args.format or ("table" if is_terminal(sys.stdout) else "json")
+    try:
+        with _api(settings) as api:
+            run = api.run(args.run_id)
+            report = _report(api, run)
+    except RunNotFoundError as exc:
+        print(f"runstream runs show: {exc}", file=sys.stderr)
+        return 1
+    except ReadArgumentError as exc:
+        print(f"runstream runs show: {exc}", file=sys.stderr)
+        return 2
+    if fmt == "json":
+        import orjson
+
+        sys.stdout.write(
+            orjson.dumps(json_value_deep(report), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
+        return 0
+    _print_report(report)
+    return 0
+
+
+def json_value_deep(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): json_value_deep(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value_deep(v) for v in value]
+    return json_value(value)
+
+
+def _report(api: Any, run: Any) -> dict[str, Any]:
+    names = run.metric_names()
+    metrics = []
+    if names:
+        shown = names[:SPARK_METRICS]
+        history = run.history(shown, samples=SPARK_BUCKETS)
+        for name in shown:
+            values = [None if v is None else float(v) for v in history[name]]
+            lows = [v for v in history[f"{name}.min"] if v is not None]
+            highs = [v for v in history[f"{name}.max"] if v is not None]
+            metrics.append(
+                {
+                    "name": name,
+                    "last": lookup(run.summary, name) if name in run.summary else None,
+                    "min": min(lows) if lows else None,
+                    "max": max(highs) if highs else None,
+                    "sparkline": sparkline(values),
+                }
+            )
+    events = api.sql(
+        "SELECT seq, ts, type FROM events WHERE project = {project:String} AND "
+        "run_id = {run:String} ORDER BY seq DESC LIMIT {n:UInt32}",
+        {"project": run.project, "run": run.id, "n": LAST_EVENTS},
+    ).to_records()
+    return {
+        "run": {
+            "id": run.id, "project": run.project, "name": run.name, "status": run.status,
+            "exit_code": run.exit_code, "started_at": run.started_at,
+            "finished_at": run.finished_at, "runtime": runtime(run), "last_step": run.last_step,
+            "last_event_at": run.last_event_at, "tags": list(run.tags), "group": run.group,
+            "job_type": run.job_type, "notes": run.notes,
+        },
+        "config": run.config,
+        "summary": run.summary,
+        "metrics": metrics,
+        "metrics_not_shown": max(len(names) - SPARK_METRICS, 0),
+        "last_events": list(reversed(events)),
+    }  # fmt: skip
+
+
+def _flatten(document: Mapping[str, Any], prefix: str = "") -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for key, value in document.items():
+        if isinstance(value, Mapping) and value:
+            rows.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            rows.append([f"{prefix}{key}", value])
+    return rows
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    run = dict(report["run"])
+    run["runtime"] = human_seconds(run["runtime"])
+    run["tags"] = ",".join(run["tags"])
+    for key in ("started_at", "finished_at", "last_event_at"):
+        if isinstance(run[key], datetime):
+            run[key] = run[key].strftime("%Y-%m-%d %H:%M:%S UTC")
+    sections: list[tuple[str, list[str], list[list[Any]]]] = [
+        ("run", ["field", "value"], [[k, v] for k, v in run.items() if v not in ("", None)]),
+        ("config", ["key", "value"], _flatten(report["config"])),
+        ("summary", ["key", "value"], _flatten(report["summary"])),
+        (
+            "metrics",
+            ["name", "last", "min", "max", "history"],
+            [[m["name"], m["last"], m["min"], m["max"], m["sparkline"]] for m in report["metrics"]],
+        ),
+        (
+            "last events",
+            ["seq", "ts", "type"],
+            [[e["seq"], e["ts"], e["type"]] for e in report["last_events"]],
+        ),
+    ]
+    for i, (title, columns, rows) in enumerate(sections):
+        sys.stdout.write(("\n" if i else "") + f"{title}:\n")
+        if rows:
+            print_table(columns, rows, count=False)
+        else:
+            sys.stdout.write("(none)\n")
+    if report["metrics_not_shown"]:
+        sys.stdout.write(f"({report['metrics_not_shown']} more metrics not shown)\n")
