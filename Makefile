@@ -51,7 +51,7 @@ demo: install
 	$(PY) examples/train.py
 	@$(PY) -c 'import runstream; from runstream.ui.cli import ui_address; \
 	run = runstream.Api().runs("examples", order_by="-started_at", limit=1)[0]; \
-	print(f"\nThe run in the web UI: {ui_address()}#/run/{run.id}")'
+	print(f"\nThe run in the web UI: {ui_address()}#/run/{run.id}?project=examples")'
 
 # Benchmarks print tables and ratios (docs/benchmarks.md); the peers are installed for them only.
 bench: install

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from runstream.settings import Settings
+from runstream.sinks.clickhouse import connect
 from tests import ui_seed
 from tests.conftest import Services, isolated_settings
 from tests.helpers import scalar
@@ -313,3 +314,23 @@ def test_runstream_ui_serves_and_says_when_its_port_is_taken(seeded: Settings) -
         server.wait(10)
     with socket.socket() as s:  # the port is free again: the server really stopped
         s.bind(("127.0.0.1", port))
+
+
+def test_a_run_id_in_two_projects_is_told_apart_by_project(client: Any, seeded: Settings) -> None:
+    # Last in the module: it adds a run.
+    connect(seeded).command(
+        "INSERT INTO events (event_id, schema_version, type, project, run_id, seq, ts, "
+        "producer_sdk, producer_version, producer_host, producer_pid, body, kafka_partition, "
+        "kafka_offset) VALUES (generateUUIDv4(), 1, 'run_started', {p:String}, 'r000abc', 0, "
+        "now64(6), 'python', '0', 'seed', 1, '{\"name\":\"same id\"}', 0, 0)",
+        parameters={"p": ui_seed.OTHER_PROJECT},
+    )
+    ambiguous = get(client, "/api/runs/r000abc", 400)
+    assert ui_seed.OTHER_PROJECT in ambiguous["error"] and "project" in ambiguous["error"]
+    assert get(client, "/api/runs/r000abc", project=ui_seed.OTHER_PROJECT)["name"] == "same id"
+    run = get(client, "/api/runs/r000abc", project=ui_seed.PROJECT)
+    assert run["name"] == "resnet-adam-lr0.001-s0"
+    hist = get(client, "/api/runs/r000abc/history", key="loss", project=ui_seed.PROJECT, samples=10)
+    assert len(hist["points"]["x"]) == 10
+    meta = get(client, "/api/compare", runs="r000abc", project=ui_seed.PROJECT)
+    assert [r["name"] for r in meta["runs"]] == ["resnet-adam-lr0.001-s0"]

@@ -106,6 +106,11 @@ def _x(request: Request) -> str:
     return x
 
 
+def _project(request: Request) -> str | None:
+    """``?project=``: which project a run id is of (ids may repeat across projects)."""
+    return request.query_params.get("project") or None
+
+
 def _list(request: Request, name: str) -> list[str]:
     return [v for raw in request.query_params.getlist(name) for v in raw.split(",") if v]
 
@@ -151,7 +156,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
         )
 
     def run(request: Request, api: Api) -> dict[str, Any]:
-        return data.run_page(api, request.path_params["run_id"])
+        return data.run_page(api, request.path_params["run_id"], _project(request))
 
     def history(request: Request, api: Api) -> dict[str, Any]:
         key = request.query_params.get("key")
@@ -162,6 +167,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
             api,
             request.path_params["run_id"],
             key,
+            project=_project(request),
             x=_x(request),
             samples=None if samples == 0 else samples,
             min_step=_int(request, "min_step", None),
@@ -169,10 +175,10 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
         )
 
     def system(request: Request, api: Api) -> dict[str, Any]:
-        return data.system_metrics(api, request.path_params["run_id"])
+        return data.system_metrics(api, request.path_params["run_id"], _project(request))
 
     def histograms(request: Request, api: Api) -> dict[str, Any]:
-        return data.histograms(api, request.path_params["run_id"])
+        return data.histograms(api, request.path_params["run_id"], _project(request))
 
     def alerts(request: Request, api: Api) -> dict[str, Any]:
         q = request.query_params
@@ -181,7 +187,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
         )
 
     def compare(request: Request, api: Api) -> dict[str, Any]:
-        return data.compare_meta(api, _list(request, "runs"))
+        return data.compare_meta(api, _list(request, "runs"), _project(request))
 
     def compare_history(request: Request, api: Api) -> dict[str, Any]:
         key = request.query_params.get("key")
@@ -191,6 +197,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
             api,
             _list(request, "runs"),
             key,
+            project=_project(request),
             x=_x(request),
             samples=_int(request, "samples", 500) or 500,
             group_by=request.query_params.get("group_by") or None,

@@ -170,10 +170,10 @@ def runs_page(
     )
 
 
-def run_page(api: Api, run_id: str) -> dict[str, Any]:
+def run_page(api: Api, run_id: str, project: str | None = None) -> dict[str, Any]:
     """Everything of one run but its series: the run, its metric names, its alerts and the names
     (and steps) of its histograms. Raises ``LookupError`` (RunNotFoundError) for an unknown id."""
-    run = api.run(run_id)
+    run = api.run(run_id, project=project)
     row = run_row(run)
     row["metrics"] = list(run.metric_names())
     row["step_metrics"] = list(run.step_metrics())
@@ -191,6 +191,7 @@ def history(
     run_id: str,
     key: str,
     *,
+    project: str | None = None,
     x: str = "step",
     samples: int | None = 1000,
     min_step: int | None = None,
@@ -202,7 +203,7 @@ def history(
     by ``run.history(samples=)``: ``y`` is a bucket's last value, ``min``/``max`` its exact
     extremes, so no spike is hidden, and ``nonfinite`` (``{"x", "y"}``) the NaN and ±inf points
     of the range, which the chart marks. ``x`` of a time axis is in seconds since the epoch."""
-    run = api.run(run_id)
+    run = api.run(run_id, project=project)
     if samples is not None:
         samples = max(1, min(int(samples), MAX_SAMPLES))
     table = run.history(keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step)
@@ -262,9 +263,9 @@ def _nonfinite(
     return {"x": xs, "y": [r["value"] for r in rows]}
 
 
-def system_metrics(api: Api, run_id: str) -> dict[str, Any]:
+def system_metrics(api: Api, run_id: str, project: str | None = None) -> dict[str, Any]:
     """``{"series": {name: {"x": [seconds since epoch], "y": [...]}}}``."""
-    run = api.run(run_id)
+    run = api.run(run_id, project=project)
     series: dict[str, dict[str, list[Any]]] = {}
     for row in _records(run.system_metrics()):
         s = series.setdefault(str(row["name"]), {"x": [], "y": []})
@@ -285,12 +286,12 @@ _HISTOGRAMS_SQL = (
 )
 
 
-def histograms(api: Api, run_id: str) -> dict[str, Any]:
+def histograms(api: Api, run_id: str, project: str | None = None) -> dict[str, Any]:
     """``{"histograms": {name: [{step, bins, counts}]}}``, steps ascending: the latest
     HISTOGRAM_STEPS steps of each name (the page draws one and a strip of them). One query through
     ``api.sql`` that cuts in ClickHouse (``LIMIT ... BY``), rather than ``run.histograms()``, which
     reads every step of every histogram: ``run.watch`` logs hundreds of them per step."""
-    run = api.run(run_id)
+    run = api.run(run_id, project=project)
     table = api.sql(
         _HISTOGRAMS_SQL, {"project": run.project, "run": run.id, "steps": HISTOGRAM_STEPS}
     )
@@ -316,20 +317,21 @@ def _quoted(value: str) -> str:
     return json.dumps(value)  # a filter string literal: \" and \uXXXX are filter escapes
 
 
-def compare_runs(api: Api, run_ids: Sequence[str]) -> list[Run]:
-    """The runs of a comparison, in the order given (unknown ids left out)."""
+def compare_runs(api: Api, run_ids: Sequence[str], project: str | None = None) -> list[Run]:
+    """The runs of a comparison (of ``project`` when given), in the order given (unknown ids
+    left out)."""
     ids = list(dict.fromkeys(run_ids))[:MAX_COMPARE]
     if not ids:
         return []
     where = "run_id in [" + ", ".join(_quoted(i) for i in ids) + "]"
-    found = {r.id: r for r in api.runs(where=where, limit=len(ids))}
+    found = {r.id: r for r in api.runs(project=project, where=where, limit=len(ids))}
     return [found[i] for i in ids if i in found]
 
 
-def compare_meta(api: Api, run_ids: Sequence[str]) -> dict[str, Any]:
+def compare_meta(api: Api, run_ids: Sequence[str], project: str | None = None) -> dict[str, Any]:
     """``{"runs": [run rows], "metrics", "config_keys", "step_metrics"}`` (names: the union
     over the runs; a step metric is an x axis a chart may use, define_metric(step_metric=))."""
-    runs = compare_runs(api, run_ids)
+    runs = compare_runs(api, run_ids, project)
     names: dict[str, None] = {}
     keys: dict[str, None] = {}
     steps: dict[str, None] = {}
@@ -408,6 +410,7 @@ def compare_history(
     run_ids: Sequence[str],
     key: str,
     *,
+    project: str | None = None,
     x: str = "step",
     samples: int = 500,
     group_by: str | None = None,
@@ -419,7 +422,7 @@ def compare_history(
     Without ``group_by`` one series per run (bucketed as in :func:`history`). With it (a dotted
     config key) one series per distinct value: the mean across the group's runs and the min/max
     band across them, on a common grid of ``samples`` cells."""
-    runs = compare_runs(api, run_ids)
+    runs = compare_runs(api, run_ids, project)
     samples = max(1, min(int(samples), MAX_SAMPLES))
     per_run: list[tuple[Run, dict[str, list[Any]]]] = []
     for run in runs:

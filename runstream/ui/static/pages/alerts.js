@@ -13,7 +13,7 @@ export function alertsTable(alerts, { showRun = true } = {}) {
       h("td", {}, h("span", { class: `level ${a.level}` }, a.level)),
       h("td", { class: "wrap", style: "max-width: 420px" }, h("div", {}, a.title), a.text ? h("div", { class: "hint" }, a.text) : null),
       h("td", {}, h("code", {}, a.rule)),
-      showRun ? h("td", {}, h("a", { href: `#/run/${encodeURIComponent(a.run_id)}` }, a.run_id), h("div", { class: "hint" }, a.project)) : null,
+      showRun ? h("td", {}, h("a", { href: `#/run/${encodeURIComponent(a.run_id)}?project=${encodeURIComponent(a.project)}` }, a.run_id), h("div", { class: "hint" }, a.project)) : null,
       h("td", {}, a.metric ? h("span", {}, h("code", {}, a.metric), a.value !== null ? ` = ${fmtNum(a.value)}` : "", a.step !== null ? h("div", { class: "hint" }, `step ${a.step}`) : null) : ""),
       h("td", {}, a.resolved_at ? h("span", {}, "resolved", h("div", { class: "hint" }, `after ${fmtDuration(a.fired_at, a.resolved_at)}`)) : h("span", { class: "status running" }, "open")),
       h("td", {},

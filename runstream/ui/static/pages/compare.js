@@ -9,7 +9,7 @@ export async function render(root, _params, query) {
   const ids = (query.get("runs") || "").split(",").filter(Boolean);
   const groupBy = query.get("group_by") || "";
   const project = query.get("project") || "";
-  const meta = await get("/api/compare", { runs: ids.join(",") });
+  const meta = await get("/api/compare", { runs: ids.join(","), project });
   const charts = [];
   const color = new Map(meta.runs.map((r, i) => [r.id, PALETTE[i % PALETTE.length]]));
   const reroute = (change) => {
@@ -32,7 +32,7 @@ export async function render(root, _params, query) {
     h("div", { style: "display: flex; flex-wrap: wrap; gap: 8px 18px" }, meta.runs.map((r) =>
       h("span", { style: "display: inline-flex; align-items: center; gap: 6px" },
         h("span", { style: `width: 12px; height: 3px; border-radius: 2px; background: ${groupBy ? "var(--muted)" : color.get(r.id)}` }),
-        h("a", { href: `#/run/${encodeURIComponent(r.id)}` }, r.name || r.id), statusBadge(r.status),
+        h("a", { href: `#/run/${encodeURIComponent(r.id)}?project=${encodeURIComponent(r.project)}` }, r.name || r.id), statusBadge(r.status),
         ids.length > 1 ? h("button", { class: "ghost", title: "remove", style: "padding: 0 4px", onclick: () => { ids.splice(ids.indexOf(r.id), 1); reroute({ runs: ids.join(",") }); } }, "×") : null)))));
 
   const group = h("select", { id: "group-by", onchange: (e) => reroute({ group_by: e.target.value }) },
@@ -52,7 +52,7 @@ export async function render(root, _params, query) {
         name: metric,
         load: async ({ x, min_step, max_step }) => {
           const res = await get("/api/compare/history", {
-            runs: ids.join(","), key: metric, x, group_by: groupBy, samples: Math.min(settings.samples, 1000), min_step, max_step,
+            runs: ids.join(","), project, key: metric, x, group_by: groupBy, samples: Math.min(settings.samples, 1000), min_step, max_step,
           });
           return res.series.map((s, i) => ({ label: s.label, color: groupBy ? PALETTE[i % PALETTE.length] : color.get(s.run_ids[0]), points: s.points }));
         },

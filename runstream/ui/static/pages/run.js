@@ -26,15 +26,17 @@ function kvTable(doc) {
     h("tr", {}, h("td", { title: k }, k), h("td", { class: "wrap", title: JSON.stringify(v) }, fmtValue(v))))));
 }
 
-export async function render(root, { run_id }) {
-  let run = await get(`/api/runs/${encodeURIComponent(run_id)}`);
+export async function render(root, { run_id }, query) {
+  // ?project= says which project the id is of (ids may repeat across projects).
+  let run = await get(`/api/runs/${encodeURIComponent(run_id)}`, { project: query.get("project") });
+  const project = run.project;
   const charts = [];
   const timers = [];
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       if (!e.isIntersecting || e.target.__chart) continue;
       observer.unobserve(e.target);
-      charts.push(metricChart(e.target, run_id, e.target.dataset.metric));
+      charts.push(metricChart(e.target, run_id, project, e.target.dataset.metric));
     }
   }, { rootMargin: "300px" });
 
@@ -140,7 +142,7 @@ export async function render(root, { run_id }) {
   }
 
   async function drawSystem() {
-    const { series } = await get(`/api/runs/${encodeURIComponent(run_id)}/system`);
+    const { series } = await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project });
     const names = Object.keys(series).sort();
     if (!names.length) { body.append(h("div", { class: "panel empty" }, "No system metrics for this run.")); return; }
     const grid = h("div", { class: "chart-grid" });
@@ -151,7 +153,7 @@ export async function render(root, { run_id }) {
       charts.push(new MetricChart(card, {
         x: "time", zoomFetch: false, name,
         load: async () => {
-          const fresh = card.__loaded ? (await get(`/api/runs/${encodeURIComponent(run_id)}/system`)).series : series;
+          const fresh = card.__loaded ? (await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project })).series : series;
           card.__loaded = true;
           return [{ label: name, color: PALETTE[(i + 2) % PALETTE.length], points: fresh[name] }];
         },
@@ -160,7 +162,7 @@ export async function render(root, { run_id }) {
   }
 
   async function drawHistograms() {
-    const { histograms } = await get(`/api/runs/${encodeURIComponent(run_id)}/histograms`);
+    const { histograms } = await get(`/api/runs/${encodeURIComponent(run_id)}/histograms`, { project });
     const names = Object.keys(histograms).sort();
     if (!names.length) { body.append(h("div", { class: "panel empty" }, "No histograms logged by this run.")); return; }
     body.append(h("div", { class: "chart-grid" }, names.map((n) => histogramPanel(n, histograms[n], charts))));
@@ -177,7 +179,7 @@ export async function render(root, { run_id }) {
     timers.push(setInterval(async () => {
       if (document.hidden) return;
       try {
-        const fresh = await get(`/api/runs/${encodeURIComponent(run_id)}`);
+        const fresh = await get(`/api/runs/${encodeURIComponent(run_id)}`, { project });
         const grew = fresh.metrics.length !== run.metrics.length;
         run = fresh;
         drawHead();
@@ -191,12 +193,12 @@ export async function render(root, { run_id }) {
   return () => { timers.forEach(clearInterval); dropCharts(); };
 }
 
-function metricChart(card, runId, metric) {
+function metricChart(card, runId, project, metric) {
   return new MetricChart(card, {
     name: metric,
     load: async ({ x, min_step, max_step }) => {
       const res = await get(`/api/runs/${encodeURIComponent(runId)}/history`, {
-        key: metric, x, samples: settings.samples, min_step, max_step,
+        key: metric, project, x, samples: settings.samples, min_step, max_step,
       });
       const meta = card.querySelector(".meta") || card.querySelector(".chart-head").appendChild(h("span", { class: "meta" }));
       const n = res.points.x.length;

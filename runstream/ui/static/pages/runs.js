@@ -167,7 +167,7 @@ export async function render(root, { project }, query) {
       return h("tr", { class: state.selected.has(r.id) ? "selected" : "", dataset: { run: r.id } },
         h("td", {}, box),
         h("td", {}, statusBadge(r.status)),
-        h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.id)}`, title: r.id }, r.name || r.id)),
+        h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.id)}?project=${encodeURIComponent(r.project)}`, title: r.id }, r.name || r.id)),
         h("td", {}, r.group || ""),
         h("td", {}, (r.tags || []).map((t) => h("span", { class: "chip" }, t))),
         h("td", { title: fmtAgo(r.started_at) }, fmtTime(r.started_at)),
