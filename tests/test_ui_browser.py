@@ -119,6 +119,18 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     assert live.inner_text() == "running"
     shot(page, "2-runs")
 
+    # Sort by a summary column: a click on its header, descending first, done by ClickHouse.
+    page.click("th[title='summary.loss']")
+    page.wait_for_function("() => location.hash.includes('order=-summary.loss')")
+    top = page.evaluate(
+        "async () => (await (await fetch('/api/runs?project=vision&limit=1"
+        "&order_by=-summary.loss')).json()).runs[0].id"
+    )
+    page.wait_for_function(
+        "id => document.querySelector('tbody tr[data-run]')?.dataset.run === id", arg=top
+    )
+    assert page.locator("th[title='summary.loss'] .arrow").inner_text() == "↓"
+
     # Filter with the filter language: only adam runs with lr above 2e-3.
     page.fill('input[type="search"]', 'config.optimizer.name == "adam" and config.lr > 2e-3')
     page.keyboard.press("Enter")

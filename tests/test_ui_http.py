@@ -93,6 +93,16 @@ def test_runs_filter_sort_and_a_bad_filter(client: Any) -> None:
     assert {r["name"] for r in page["runs"]} == expected
     losses = [r["summary"]["loss"] for r in page["runs"]]
     assert losses == sorted(losses)
+    # Several names, one in brackets (a comma inside quotes stays in the name).
+    page = get(
+        client,
+        "/api/runs",
+        project=ui_seed.PROJECT,
+        where='"sweep" in tags',
+        order_by='-summary["val/loss"],name',
+    )
+    keys = [(-r["summary"]["val/loss"], r["name"]) for r in page["runs"]]
+    assert len(keys) == 8 and keys == sorted(keys)
     page = get(client, "/api/runs", project=ui_seed.PROJECT, where='"live" in tags')
     assert [r["id"] for r in page["runs"]] == [ui_seed.LIVE_RUN]
     assert page["runs"][0]["status"] == "running"

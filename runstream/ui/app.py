@@ -112,7 +112,26 @@ def _project(request: Request) -> str | None:
 
 
 def _list(request: Request, name: str) -> list[str]:
-    return [v for raw in request.query_params.getlist(name) for v in raw.split(",") if v]
+    """``?name=a,b&name=c`` as ``[a, b, c]``; a comma inside quotes (``summary["a,b"]``) is
+    part of its value."""
+    return [v for raw in request.query_params.getlist(name) for v in _split(raw) if v]
+
+
+def _split(text: str) -> list[str]:
+    parts, current, quote = [], "", ""
+    for i, char in enumerate(text):
+        if quote:
+            if char == quote and text[i - 1] != "\\":
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == ",":
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += char
+    parts.append(current.strip())
+    return parts
 
 
 def create_app(settings: Settings | None = None, token: str | None = None) -> Starlette:

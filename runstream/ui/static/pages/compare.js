@@ -43,6 +43,7 @@ export async function render(root, _params, query) {
   root.append(settingsBar(meta.step_metrics || []), h("div", { class: "toolbar" }, search, group,
     groupBy ? h("span", { class: "hint" }, "line: mean of the group · band: min to max across its runs") : null), grid);
 
+  // Fewer buckets per run as runs are added: the chart joins every run's x values.
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       if (!e.isIntersecting || e.target.__chart) continue;
@@ -52,7 +53,7 @@ export async function render(root, _params, query) {
         name: metric,
         load: async ({ x, min_step, max_step }) => {
           const res = await get("/api/compare/history", {
-            runs: ids.join(","), project, key: metric, x, group_by: groupBy, samples: Math.min(settings.samples, 1000), min_step, max_step,
+            runs: ids.join(","), project, key: metric, x, group_by: groupBy, samples: Math.min(settings.samples, Math.max(100, Math.floor(20000 / ids.length))), min_step, max_step,
           });
           return res.series.map((s, i) => ({ label: s.label, color: groupBy ? PALETTE[i % PALETTE.length] : color.get(s.run_ids[0]), points: s.points }));
         },

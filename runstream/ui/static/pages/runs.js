@@ -25,7 +25,7 @@ export async function render(root, { project }, query) {
   const selKey = `runstream.selected.${project}`;
   const state = {
     where: query.get("where") || "",
-    order: (query.get("order") || "").split(",").filter(Boolean),
+    order: query.getAll("order").filter(Boolean),
     offset: Number(query.get("offset") || 0),
     limit: Number(query.get("limit") || stored("runstream.pagesize", 50)),
     columns: stored(colsKey, null),
@@ -40,7 +40,7 @@ export async function render(root, { project }, query) {
     const next = { ...state, ...change };
     const q = new URLSearchParams();
     if (next.where) q.set("where", next.where);
-    if (next.order.length) q.set("order", next.order.join(","));
+    for (const name of next.order) q.append("order", name);
     if (next.offset) q.set("offset", String(next.offset));
     if (next.limit !== 50) q.set("limit", String(next.limit));
     go(`/p/${encodeURIComponent(project)}`, q);
@@ -121,15 +121,25 @@ export async function render(root, { project }, query) {
     clear(body, group("Config", "config", page.config_keys), group("Summary", "summary", page.summary_keys));
   }
 
+  // A column as a name of the filter language: dotted when the key allows it, else brackets
+  // (summary["acc@1"]), which the server's order_by reads like a filter.
+  function sortName(col) {
+    const m = col.match(/^(config|summary)\.(.*)$/);
+    if (!m || /^[A-Za-z0-9_/-]+$/.test(m[2]) || (m[1] === "config" && /^[A-Za-z0-9_/.-]+$/.test(m[2]))) return col;
+    return `${m[1]}[${JSON.stringify(m[2])}]`;
+  }
+
   function orderOf(col) {
-    if (state.order.includes(col)) return "asc";
-    if (state.order.includes(`-${col}`)) return "desc";
+    const name = sortName(col);
+    if (state.order.includes(name)) return "asc";
+    if (state.order.includes(`-${name}`)) return "desc";
     return null;
   }
 
   function sortBy(col) {
     const now = orderOf(col);
-    const order = now === "desc" ? [col] : now === "asc" ? [] : [`-${col}`];
+    const name = sortName(col);
+    const order = now === "desc" ? [name] : now === "asc" ? [] : [`-${name}`];
     navigate({ order, offset: 0 });
   }
 
@@ -211,7 +221,7 @@ export async function render(root, { project }, query) {
   async function load(first) {
     try {
       page = await get("/api/runs", {
-        project, where: state.where, order_by: state.order.join(","), limit: state.limit, offset: state.offset,
+        project, where: state.where, order_by: state.order, limit: state.limit, offset: state.offset,
       });
       clear(errorSlot);
       if (!headDrawn) { drawHead(); drawChooser(); headDrawn = true; }
