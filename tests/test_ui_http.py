@@ -326,6 +326,40 @@ def test_runstream_ui_serves_and_says_when_its_port_is_taken(seeded: Settings) -
         s.bind(("127.0.0.1", port))
 
 
+def test_a_zoom_on_a_time_or_step_metric_axis_fetches_the_steps_it_covers(client: Any) -> None:
+    from datetime import datetime
+
+    run = get(client, f"/api/runs/{ui_seed.BIG_RUN}")
+    t0 = datetime.fromisoformat(run["started_at"].replace("Z", "+00:00")).timestamp()
+    # A point every millisecond from t0: the spike at SPIKE ms, a window of 10 s around it.
+    lo, hi = (SPIKE - 5000) / 1000, (SPIKE + 5000) / 1000
+    for x, shift in (("time", t0), ("relative_time", 0.0)):
+        points = get(
+            client,
+            f"/api/runs/{ui_seed.BIG_RUN}/history",
+            key="loss",
+            x=x,
+            samples=100,
+            min_x=lo + shift,
+            max_x=hi + shift,
+        )["points"]
+        assert len(points["x"]) == 100
+        assert all(lo + shift - 1e-3 <= v <= hi + shift + 1e-3 for v in points["x"])
+        assert max(points["max"]) == ui_seed.SPIKE_VALUE
+    # epoch is logged every 50 steps (epoch e at step 50 e): epochs 10..12 cover steps 500..649.
+    points = get(
+        client,
+        "/api/runs/r000abc/history",
+        key="loss",
+        x="epoch",
+        samples=0,
+        min_x=10,
+        max_x=12,
+    )["points"]
+    assert len(points["x"]) == 150 and set(points["x"]) == {10.0, 11.0, 12.0}
+    assert get(client, "/api/runs/r000abc/history", 400, key="loss", min_x="a", max_x=2)
+
+
 def test_a_run_id_in_two_projects_is_told_apart_by_project(client: Any, seeded: Settings) -> None:
     # Last in the module: it adds a run.
     connect(seeded).command(

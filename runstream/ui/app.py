@@ -9,6 +9,7 @@ borrows an Api (and a Reader for the SQL console) from a small pool instead of s
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from runstream.errors import ClickHouseError, FilterError, QueryError, ReadRefusedError
 from runstream.read import Api, Reader
 from runstream.settings import Settings
-from runstream.ui import data
+from runstream.ui import data, series
 from runstream.ui.auth import Guard
 
 STATIC = Path(__file__).parent / "static"
@@ -97,6 +98,20 @@ def _int(request: Request, name: str, default: int | None) -> int | None:
         return int(raw)
     except ValueError:
         raise ValueError(f"query parameter {name} must be an integer, not {raw!r}") from None
+
+
+def _x_range(request: Request) -> tuple[float, float] | None:
+    """``?min_x=&max_x=``: a zoom on a time or step-metric axis (seconds, or its values)."""
+    raw = request.query_params.get("min_x"), request.query_params.get("max_x")
+    if not raw[0] or not raw[1]:
+        return None
+    try:
+        lo, hi = float(raw[0]), float(raw[1])
+    except ValueError:
+        raise ValueError(f"min_x and max_x must be numbers, not {raw[0]!r}, {raw[1]!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"min_x..max_x must be a finite range, not {lo}..{hi}")
+    return lo, hi
 
 
 def _x(request: Request) -> str:
@@ -182,7 +197,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
         if not key:
             raise ValueError("name the metric: ?key=loss")
         samples = _int(request, "samples", 1000)
-        return data.history(
+        return series.history(
             api,
             request.path_params["run_id"],
             key,
@@ -191,6 +206,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
             samples=None if samples == 0 else samples,
             min_step=_int(request, "min_step", None),
             max_step=_int(request, "max_step", None),
+            x_range=_x_range(request),
         )
 
     def system(request: Request, api: Api) -> dict[str, Any]:
@@ -206,13 +222,13 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
         )
 
     def compare(request: Request, api: Api) -> dict[str, Any]:
-        return data.compare_meta(api, _list(request, "runs"), _project(request))
+        return series.compare_meta(api, _list(request, "runs"), _project(request))
 
     def compare_history(request: Request, api: Api) -> dict[str, Any]:
         key = request.query_params.get("key")
         if not key:
             raise ValueError("name the metric: ?key=loss")
-        return data.compare_history(
+        return series.compare_history(
             api,
             _list(request, "runs"),
             key,
@@ -222,6 +238,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
             group_by=request.query_params.get("group_by") or None,
             min_step=_int(request, "min_step", None),
             max_step=_int(request, "max_step", None),
+            x_range=_x_range(request),
         )
 
     def sql(request: Request, api: Api) -> dict[str, Any]:

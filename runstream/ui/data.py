@@ -1,6 +1,7 @@
-"""What the UI's JSON endpoints answer, built from :class:`runstream.Api` and nothing else (the
-SQL console excepted: it runs the user's SQL through :class:`runstream.read.Reader`, which screens
-it and runs it read-only under the read limits).
+"""What the UI's JSON endpoints answer (the charts' series are in :mod:`runstream.ui.series`),
+built from :class:`runstream.Api` and nothing else (the SQL console excepted: it runs the user's
+SQL through :class:`runstream.read.Reader`, which screens it and runs it read-only under the read
+limits).
 
 Every function takes an Api and plain values parsed from the request and returns a JSON-ready
 structure: floats stay floats except NaN and the infinities, which become the strings ``"NaN"``,
@@ -11,7 +12,6 @@ which is what uPlot draws and about half the bytes of a list of points.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timezone
@@ -27,14 +27,8 @@ if TYPE_CHECKING:
 
 #: Runs per page of the runs table, at most.
 MAX_PAGE = 500
-#: Buckets per chart, at most: a chart is at most a few thousand pixels wide.
-MAX_SAMPLES = 5000
-#: Runs in one comparison, at most.
-MAX_COMPARE = 50
 #: Rows the SQL console shows, at most (the result says when there were more).
 SQL_ROWS = 5000
-
-X_AXES = ("step", "time", "relative_time")
 
 
 def jsonable(value: Any) -> Any:
@@ -68,21 +62,21 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _document(value: Mapping[str, Any]) -> dict[str, Any]:
+def document(value: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-ready response body (see :func:`jsonable`)."""
     out = jsonable(value)
     assert isinstance(out, dict)
     return out
 
 
-def _records(table: Table) -> list[dict[str, Any]]:
+def records_of(table: Table) -> list[dict[str, Any]]:
     """Rows of an Api ``Table`` as dicts."""
     if hasattr(table, "to_records"):
         return list(table.to_records())
     return [dict(r) for r in table]
 
 
-def _seconds(value: Any) -> float | None:
+def seconds(value: Any) -> float | None:
     """A time as seconds since the epoch (what uPlot's time axis wants)."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
@@ -96,7 +90,7 @@ def _seconds(value: Any) -> float | None:
 # --- projects and runs ------------------------------------------------------------------------
 def projects(api: Api) -> dict[str, Any]:
     """``{"projects": [{project, runs, running, last_activity}]}``, newest activity first."""
-    return {"projects": jsonable(_records(api.projects()))}
+    return {"projects": jsonable(records_of(api.projects()))}
 
 
 def run_row(run: Run) -> dict[str, Any]:
@@ -120,12 +114,12 @@ def run_row(run: Run) -> dict[str, Any]:
     }
 
 
-def _flat_keys(doc: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterable[str]:
+def flat_keys(doc: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterable[str]:
     """Dotted leaf keys of a config (nested dicts opened two levels deep)."""
     for key, value in doc.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value and depth < 2:
-            yield from _flat_keys(value, f"{name}.", depth + 1)
+            yield from flat_keys(value, f"{name}.", depth + 1)
         else:
             yield name
 
@@ -156,9 +150,9 @@ def runs_page(
     config_keys: dict[str, None] = {}
     summary_keys: dict[str, None] = {}
     for row in rows:
-        config_keys.update(dict.fromkeys(_flat_keys(row["config"] or {})))
+        config_keys.update(dict.fromkeys(flat_keys(row["config"] or {})))
         summary_keys.update(dict.fromkeys((row["summary"] or {}).keys()))
-    return _document(
+    return document(
         {
             "total": int(getattr(runs, "total", len(rows))),
             "offset": offset,
@@ -177,101 +171,20 @@ def run_page(api: Api, run_id: str, project: str | None = None) -> dict[str, Any
     row = run_row(run)
     row["metrics"] = list(run.metric_names())
     row["step_metrics"] = list(run.step_metrics())
-    row["alerts"] = _records(run.alerts())
-    return _document(row)
+    row["alerts"] = records_of(run.alerts())
+    return document(row)
 
 
 # --- series -----------------------------------------------------------------------------------
-def _column(records: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
-    return [r.get(name) for r in records]
-
-
-def history(
-    api: Api,
-    run_id: str,
-    key: str,
-    *,
-    project: str | None = None,
-    x: str = "step",
-    samples: int | None = 1000,
-    min_step: int | None = None,
-    max_step: int | None = None,
-) -> dict[str, Any]:
-    """One metric of one run for a chart: ``{"key", "x", "bucketed", "points": {"x": [...],
-    "y": [...], "min": [...], "max": [...]}}``. With ``samples`` the step range (or the visible
-    part of it: ``min_step``..``max_step``, what a zoom asks for) is cut into that many buckets
-    by ``run.history(samples=)``: ``y`` is a bucket's last value, ``min``/``max`` its exact
-    extremes, so no spike is hidden, and ``nonfinite`` (``{"x", "y"}``) the NaN and ±inf points
-    of the range, which the chart marks. ``x`` of a time axis is in seconds since the epoch."""
-    run = api.run(run_id, project=project)
-    if samples is not None:
-        samples = max(1, min(int(samples), MAX_SAMPLES))
-    table = run.history(keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step)
-    records = _records(table)
-    columns = list(getattr(table, "columns", records[0].keys() if records else []))
-    xs = _column(records, x)
-    if x == "time":
-        xs = [_seconds(v) for v in xs]
-    points: dict[str, Any] = {"x": xs, "y": _column(records, key)}
-    bucketed = f"{key}.min" in columns
-    if bucketed:
-        points["min"] = _column(records, f"{key}.min")
-        points["max"] = _column(records, f"{key}.max")
-    if bucketed and x in X_AXES:
-        points["nonfinite"] = _nonfinite(api, run, key, x=x, min_step=min_step, max_step=max_step)
-    return _document({"run_id": run_id, "key": key, "x": x, "bucketed": bucketed, "points": points})
-
-
-#: Non-finite points a chart marks, at most (a run that went NaN for good has millions).
-MAX_MARKERS = 1000
-
-_NONFINITE_SQL = (
-    "SELECT step, toUnixTimestamp64Micro(ts) / 1e6 AS t, value FROM metrics "
-    "WHERE project = {project:String} AND run_id = {run:String} AND name = {name:String} "
-    "AND step BETWEEN {lo:Int64} AND {hi:Int64} AND NOT isFinite(value) "
-    "ORDER BY step, seq LIMIT {limit:UInt32}"
-)
-
-
-def _nonfinite(
-    api: Api, run: Run, key: str, *, x: str, min_step: int | None, max_step: int | None
-) -> dict[str, list[Any]]:
-    """The NaN and ±inf points of a bucketed metric: ``{"x": [...], "y": ["NaN", ...]}``.
-
-    A bucket's min and max leave NaN out and its last value is one point of many, so a NaN
-    inside a bucket would not show; the chart marks these points at their own x instead. One
-    query through ``api.sql`` (read-only, parameters bound), at most MAX_MARKERS points."""
-    table = api.sql(
-        _NONFINITE_SQL,
-        {
-            "project": run.project,
-            "run": run.id,
-            "name": key,
-            "lo": -(2**63) if min_step is None else min_step,
-            "hi": 2**63 - 1 if max_step is None else max_step,
-            "limit": MAX_MARKERS,
-        },
-    )
-    rows = _records(table)
-    if x == "step":
-        xs = [r["step"] for r in rows]
-    elif x == "time":
-        xs = [r["t"] for r in rows]
-    else:
-        start = _seconds(run.started_at) or 0.0
-        xs = [r["t"] - start for r in rows]
-    return {"x": xs, "y": [r["value"] for r in rows]}
-
-
 def system_metrics(api: Api, run_id: str, project: str | None = None) -> dict[str, Any]:
     """``{"series": {name: {"x": [seconds since epoch], "y": [...]}}}``."""
     run = api.run(run_id, project=project)
     series: dict[str, dict[str, list[Any]]] = {}
-    for row in _records(run.system_metrics()):
+    for row in records_of(run.system_metrics()):
         s = series.setdefault(str(row["name"]), {"x": [], "y": []})
-        s["x"].append(_seconds(row["ts"]))
+        s["x"].append(seconds(row["ts"]))
         s["y"].append(row["value"])
-    return _document({"series": series})
+    return document({"series": series})
 
 
 #: Steps of each histogram the run page gets, the latest ones.
@@ -296,177 +209,20 @@ def histograms(api: Api, run_id: str, project: str | None = None) -> dict[str, A
         _HISTOGRAMS_SQL, {"project": run.project, "run": run.id, "steps": HISTOGRAM_STEPS}
     )
     found: dict[str, list[dict[str, Any]]] = {}
-    for row in _records(table):
+    for row in records_of(table):
         found.setdefault(str(row["name"]), []).append(
             {"step": row["step"], "bins": list(row["bins"]), "counts": list(row["counts"])}
         )
     for items in found.values():
         items.reverse()
-    return _document({"histograms": found})
+    return document({"histograms": found})
 
 
 def alerts(api: Api, project: str | None, run_id: str | None, limit: int) -> dict[str, Any]:
     """``{"alerts": [...]}``: rows of ``alerts_current``, newest first."""
     limit = max(1, min(limit, 1000))
     table = api.alerts(project=project or None, run_id=run_id or None, limit=limit)
-    return {"alerts": jsonable(_records(table))}
-
-
-# --- compare ----------------------------------------------------------------------------------
-def _quoted(value: str) -> str:
-    return json.dumps(value)  # a filter string literal: \" and \uXXXX are filter escapes
-
-
-def compare_runs(api: Api, run_ids: Sequence[str], project: str | None = None) -> list[Run]:
-    """The runs of a comparison (of ``project`` when given), in the order given (unknown ids
-    left out)."""
-    ids = list(dict.fromkeys(run_ids))[:MAX_COMPARE]
-    if not ids:
-        return []
-    where = "run_id in [" + ", ".join(_quoted(i) for i in ids) + "]"
-    found = {r.id: r for r in api.runs(project=project, where=where, limit=len(ids))}
-    return [found[i] for i in ids if i in found]
-
-
-def compare_meta(api: Api, run_ids: Sequence[str], project: str | None = None) -> dict[str, Any]:
-    """``{"runs": [run rows], "metrics", "config_keys", "step_metrics"}`` (names: the union
-    over the runs; a step metric is an x axis a chart may use, define_metric(step_metric=))."""
-    runs = compare_runs(api, run_ids, project)
-    names: dict[str, None] = {}
-    keys: dict[str, None] = {}
-    steps: dict[str, None] = {}
-    for run in runs:
-        names.update(dict.fromkeys(run.metric_names()))
-        keys.update(dict.fromkeys(_flat_keys(run.config or {})))
-        steps.update(dict.fromkeys(run.step_metrics()))
-    return _document(
-        {
-            "runs": [run_row(r) for r in runs],
-            "metrics": sorted(names),
-            "config_keys": sorted(keys),
-            "step_metrics": sorted(steps),
-        }
-    )
-
-
-def config_value(config: Mapping[str, Any], dotted: str) -> Any:
-    """The config value at ``dotted`` (a top-level key with dots wins, as in the filters)."""
-    if dotted in config:
-        return config[dotted]
-    value: Any = config
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str) and v in ("NaN", "Infinity", "-Infinity"):
-        return float(v.replace("Infinity", "inf"))
-    return None
-
-
-def _grid_stats(
-    series: Sequence[tuple[list[float | None], list[float | None]]], cells: int
-) -> dict[str, list[Any]]:
-    """Mean, min and max across runs on a common grid of ``cells`` equal x ranges: each run's
-    points are averaged per cell first, so runs logged at different steps line up."""
-    xs = [x for xs_, _ in series for x in xs_ if x is not None]
-    if not xs:
-        return {"x": [], "y": [], "min": [], "max": []}
-    lo, hi = min(xs), max(xs)
-    width = (hi - lo) / cells if hi > lo else 1.0
-    per_cell: list[list[float]] = [[] for _ in range(cells)]
-    for run_x, run_y in series:
-        sums = [0.0] * cells
-        counts = [0] * cells
-        for x, y in zip(run_x, run_y, strict=False):
-            if x is None or y is None or not math.isfinite(y):
-                continue
-            i = min(int((x - lo) / width), cells - 1)
-            sums[i] += y
-            counts[i] += 1
-        for i in range(cells):
-            if counts[i]:
-                per_cell[i].append(sums[i] / counts[i])
-    out: dict[str, list[Any]] = {"x": [], "y": [], "min": [], "max": []}
-    for i, values in enumerate(per_cell):
-        if not values:
-            continue
-        out["x"].append(lo + (i + 0.5) * width if hi > lo else lo)
-        out["y"].append(sum(values) / len(values))
-        out["min"].append(min(values))
-        out["max"].append(max(values))
-    return out
-
-
-def compare_history(
-    api: Api,
-    run_ids: Sequence[str],
-    key: str,
-    *,
-    project: str | None = None,
-    x: str = "step",
-    samples: int = 500,
-    group_by: str | None = None,
-    min_step: int | None = None,
-    max_step: int | None = None,
-) -> dict[str, Any]:
-    """One metric of several runs: ``{"key", "x", "series": [{label, run_ids, points}]}``.
-
-    Without ``group_by`` one series per run (bucketed as in :func:`history`). With it (a dotted
-    config key) one series per distinct value: the mean across the group's runs and the min/max
-    band across them, on a common grid of ``samples`` cells."""
-    runs = compare_runs(api, run_ids, project)
-    samples = max(1, min(int(samples), MAX_SAMPLES))
-    per_run: list[tuple[Run, dict[str, list[Any]]]] = []
-    for run in runs:
-        try:
-            table = run.history(
-                keys=[key], x=x, samples=samples, min_step=min_step, max_step=max_step
-            )
-        except ValueError:
-            if len(runs) == 1:
-                raise
-            continue  # x is a step metric this run did not define: the others still show
-        records = _records(table)
-        if not records:
-            continue  # the run has no such metric (or no point in the range)
-        xs = _column(records, x)
-        if x == "time":
-            xs = [_seconds(v) for v in xs]
-        points = {"x": xs, "y": _column(records, key)}
-        if records and f"{key}.min" in records[0]:
-            points["min"] = _column(records, f"{key}.min")
-            points["max"] = _column(records, f"{key}.max")
-        per_run.append((run, points))
-    series: list[dict[str, Any]] = []
-    if not group_by:
-        for run, points in per_run:
-            series.append({"label": run.name or run.id, "run_ids": [run.id], "points": points})
-    else:
-        groups: dict[str, list[tuple[Run, dict[str, list[Any]]]]] = {}
-        for run, points in per_run:
-            label = json.dumps(config_value(run.config or {}, group_by))
-            groups.setdefault(label, []).append((run, points))
-        for label, members in groups.items():
-            stats = _grid_stats(
-                [([_number(v) for v in p["x"]], [_number(v) for v in p["y"]]) for _, p in members],
-                samples,
-            )
-            series.append(
-                {
-                    "label": f"{group_by}={label} (n={len(members)})",
-                    "run_ids": [r.id for r, _ in members],
-                    "points": stats,
-                }
-            )
-    return _document({"key": key, "x": x, "group_by": group_by or None, "series": series})
+    return {"alerts": jsonable(records_of(table))}
 
 
 # --- SQL console ------------------------------------------------------------------------------
@@ -476,7 +232,7 @@ def sql(reader: Reader, query: str, limit: int = SQL_ROWS) -> dict[str, Any]:
     if not query.strip():
         raise ReadRefusedError("write a query, e.g. SELECT run_id, name FROM runs_current LIMIT 10")
     result = reader.query(query, limit=max(1, min(limit, SQL_ROWS)))
-    return _document(
+    return document(
         {
             "columns": list(result.columns),
             "types": list(result.types),

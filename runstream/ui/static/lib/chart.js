@@ -228,9 +228,14 @@ export class MetricChart {
 
   async reload() {
     const version = ++this.version;
-    const range = this.zoom && this.x === "step" && this.zoomFetch
-      ? { min_step: Math.floor(this.zoom.min), max_step: Math.ceil(this.zoom.max) }
-      : {};
+    // The visible range, for the server to cut into buckets: steps, or (time, a step metric)
+    // the axis's own values, which the server turns into the steps they cover.
+    let range = {};
+    if (this.zoom && this.zoomFetch) {
+      range = this.x === "step"
+        ? { min_step: Math.floor(this.zoom.min), max_step: Math.ceil(this.zoom.max) }
+        : { min_x: this.zoom.min, max_x: this.zoom.max };
+    }
     try {
       const input = await this.load({ x: this.x, ...range });
       if (version !== this.version) return;
@@ -305,13 +310,13 @@ export class MetricChart {
     this.u.over.addEventListener("dblclick", () => this.resetZoom());
   }
 
-  // Zoom to x in [min, max]: at once on what is loaded, then (x = step) with the buckets of
-  // that step range from the server.
+  // Zoom to x in [min, max]: at once on what is loaded, then with the buckets of that range
+  // from the server.
   zoomTo(min, max) {
     if (!(max > min)) return;
     this.zoom = { min, max };
     if (this.u) this.u.setScale("x", this.zoom);
-    if (this.x === "step" && this.zoomFetch) {
+    if (this.zoomFetch) {
       clearTimeout(this.zoomTimer);
       this.zoomTimer = setTimeout(() => this.reload(), 150);
     }
@@ -319,7 +324,7 @@ export class MetricChart {
 
   resetZoom() {
     this.zoom = null;
-    if (this.x === "step" && this.zoomFetch) this.reload();
+    if (this.zoomFetch) this.reload();
     else if (this.u) this.u.setData(this.u.data, true);
   }
 

@@ -51,9 +51,9 @@ export async function render(root, _params, query) {
       const metric = e.target.dataset.metric;
       charts.push(new MetricChart(e.target, {
         name: metric,
-        load: async ({ x, min_step, max_step }) => {
+        load: async ({ x, min_step, max_step, min_x, max_x }) => {
           const res = await get("/api/compare/history", {
-            runs: ids.join(","), project, key: metric, x, group_by: groupBy, samples: Math.min(settings.samples, Math.max(100, Math.floor(20000 / ids.length))), min_step, max_step,
+            runs: ids.join(","), project, key: metric, x, group_by: groupBy, samples: Math.min(settings.samples, Math.max(100, Math.floor(20000 / ids.length))), min_step, max_step, min_x, max_x,
           });
           return res.series.map((s, i) => ({ label: s.label, color: groupBy ? PALETTE[i % PALETTE.length] : color.get(s.run_ids[0]), points: s.points }));
         },

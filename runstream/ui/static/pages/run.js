@@ -196,9 +196,9 @@ export async function render(root, { run_id }, query) {
 function metricChart(card, runId, project, metric) {
   return new MetricChart(card, {
     name: metric,
-    load: async ({ x, min_step, max_step }) => {
+    load: async ({ x, min_step, max_step, min_x, max_x }) => {
       const res = await get(`/api/runs/${encodeURIComponent(runId)}/history`, {
-        key: metric, project, x, samples: settings.samples, min_step, max_step,
+        key: metric, project, x, samples: settings.samples, min_step, max_step, min_x, max_x,
       });
       const meta = card.querySelector(".meta") || card.querySelector(".chart-head").appendChild(h("span", { class: "meta" }));
       const n = res.points.x.length;
