@@ -201,6 +201,21 @@ def test_compare_overlays_runs_and_groups_by_a_config_key(client: Any) -> None:
     )
 
 
+def test_compare_marks_each_runs_nan_and_infinity(client: Any) -> None:
+    runs = f"{ui_seed.NAN_RUN},{ui_seed.BIG_RUN}"
+    body = get(client, "/api/compare/history", runs=runs, key="loss", samples=100)
+    marks = {s["run_ids"][0]: s["points"]["nonfinite"] for s in body["series"]}
+    assert marks[ui_seed.NAN_RUN] == {"x": [300, 301], "y": ["NaN", "Infinity"]}
+    assert marks[ui_seed.BIG_RUN] == {
+        "x": [ui_seed.NAN_STEP * BIG // ui_seed.BIG_POINTS],
+        "y": ["NaN"],
+    }
+    grouped = get(
+        client, "/api/compare/history", runs=runs, key="loss", samples=100, group_by="model"
+    )
+    assert all("nonfinite" not in s["points"] for s in grouped["series"])  # means, not points
+
+
 def test_alerts_newest_first_and_by_project(client: Any) -> None:
     alerts = get(client, "/api/alerts")["alerts"]
     assert [a["run_id"] for a in alerts] == [ui_seed.NAN_RUN, "r007abc"]

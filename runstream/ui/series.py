@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 MAX_SAMPLES = 5000
 #: Runs in one comparison, at most.
 MAX_COMPARE = 50
+#: Up to this many runs, a comparison marks each run's NaN and ±inf points (a query per run).
+MARKED_RUNS = 20
 
 X_AXES = ("step", "time", "relative_time")
 
@@ -261,7 +263,7 @@ def compare_history(
     band across them, on a common grid of ``samples`` cells."""
     runs = compare_runs(api, run_ids, project)
     samples = max(1, min(int(samples), MAX_SAMPLES))
-    per_run: list[tuple[Run, dict[str, list[Any]]]] = []
+    per_run: list[tuple[Run, dict[str, Any]]] = []
     for run in runs:
         first, last = min_step, max_step
         try:
@@ -278,17 +280,19 @@ def compare_history(
         xs = _column(records, x)
         if x == "time":
             xs = [seconds(v) for v in xs]
-        points = {"x": xs, "y": _column(records, key)}
-        if records and f"{key}.min" in records[0]:
+        points: dict[str, Any] = {"x": xs, "y": _column(records, key)}
+        if f"{key}.min" in records[0]:
             points["min"] = _column(records, f"{key}.min")
             points["max"] = _column(records, f"{key}.max")
+            if not group_by and len(runs) <= MARKED_RUNS and x in X_AXES:
+                points["nonfinite"] = _nonfinite(api, run, key, x=x, min_step=first, max_step=last)
         per_run.append((run, points))
     series: list[dict[str, Any]] = []
     if not group_by:
         for run, points in per_run:
             series.append({"label": run.name or run.id, "run_ids": [run.id], "points": points})
     else:
-        groups: dict[str, list[tuple[Run, dict[str, list[Any]]]]] = {}
+        groups: dict[str, list[tuple[Run, dict[str, Any]]]] = {}
         for run, points in per_run:
             label = json.dumps(config_value(run.config or {}, group_by))
             groups.setdefault(label, []).append((run, points))
