@@ -32,10 +32,11 @@ if not Path(CHROMIUM).exists():
 
 
 @pytest.fixture(scope="module")
-def seeded(services: Services) -> Settings:
+def seeded(services: Services) -> Iterator[Settings]:
     settings: Settings = isolated_settings(services, prefix="ub")
     ui_seed.seed(settings)
-    return settings
+    yield settings
+    ui_seed.drop(settings)
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,11 @@ SPIKE = 65_432
 
 
 @pytest.fixture(scope="module")
-def seeded(services: Services) -> Settings:
+def seeded(services: Services) -> Iterator[Settings]:
     settings = isolated_settings(services, prefix="uh")
     ui_seed.seed(settings, big_points=BIG, spike_step=SPIKE)
-    return settings
+    yield settings
+    ui_seed.drop(settings)
 
 
 @pytest.fixture(scope="module")

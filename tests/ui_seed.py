@@ -274,6 +274,11 @@ def seed(
     return runs
 
 
+def drop(settings: Settings) -> None:
+    """Drop the seeded database (a million points is worth giving back)."""
+    connect(settings).command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+
+
 if __name__ == "__main__":
     from runstream.sinks.migrations import migrate
 
