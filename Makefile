@@ -65,6 +65,7 @@ bench: install
 	$(PY) -m bench.processors
 	$(PY) -m bench.integrations
 	$(PY) -m bench.read_api
+	$(PY) -m bench.ui
 
 down:
 	$(PY) -m runstream dev down
