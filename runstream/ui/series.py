@@ -120,26 +120,35 @@ _NONFINITE_SQL = (
 )
 
 
+# Whether the metric has a NaN or ±inf point at all, from run_summaries (a few rows): min and
+# max there leave NaN out (counted in nan_count) but take ±inf in (migration 0004).
+_HAS_NONFINITE_SQL = (
+    "SELECT sum(nan_count) > 0 OR min(min) = -inf OR max(max) = inf AS any FROM run_summaries "
+    "WHERE project = {project:String} AND run_id = {run:String} AND name = {name:String}"
+)
+
+
 def _nonfinite(
     api: Api, run: Run, key: str, *, x: str, min_step: int | None, max_step: int | None
 ) -> dict[str, list[Any]]:
     """The NaN and ±inf points of a bucketed metric: ``{"x": [...], "y": ["NaN", ...]}``.
 
     A bucket's min and max leave NaN out and its last value is one point of many, so a NaN
-    inside a bucket would not show; the chart marks these points at their own x instead. One
-    query through ``api.sql`` (read-only, parameters bound), at most MAX_MARKERS points."""
-    table = api.sql(
+    inside a bucket would not show; the chart marks these points at their own x instead. At
+    most MAX_MARKERS points, read (read-only, parameters bound) only when run_summaries says the
+    metric has any: most have none, and looking for them reads every point of the range."""
+    where = {"project": run.project, "run": run.id, "name": key}
+    if not api.reader.query(_HAS_NONFINITE_SQL, where).rows[0][0]:
+        return {"x": [], "y": []}
+    rows = api.reader.query(
         _NONFINITE_SQL,
         {
-            "project": run.project,
-            "run": run.id,
-            "name": key,
+            **where,
             "lo": -(2**63) if min_step is None else min_step,
             "hi": 2**63 - 1 if max_step is None else max_step,
             "limit": MAX_MARKERS,
         },
-    )
-    rows = records_of(table)
+    ).records()
     if x == "step":
         xs = [r["step"] for r in rows]
     elif x == "time":
