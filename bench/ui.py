@@ -462,6 +462,7 @@ def bench_live(
             time.sleep(0.02)
 
     drawn: list[float] = []
+    fetches: list[tuple[str, float]] = []
     in_clickhouse: list[float] = []
     try:
         run.log({"loss": 1.0}, step=0)  # the sink joins its group; the page opens on a live run
@@ -490,6 +491,11 @@ def bench_live(
                 drawn.append(time.time() - logged)
                 seen = next((at for at, s in stored if s >= step), None)
                 in_clickhouse.append(float("nan") if seen is None else seen - logged)
+            fetches = page.evaluate(
+                "() => performance.getEntriesByType('resource')"
+                ".filter(e => e.name.includes('/api/runs/'))"
+                ".map(e => [e.name.includes('/history') ? 'history' : 'run', e.duration])"
+            )
             browser.close()
     finally:
         stop.set()
@@ -502,6 +508,10 @@ def bench_live(
         done = sorted(v for v in values if not math.isnan(v))
         rows.append([label, str(len(done)), f"{p(done, 0.5):.2f}", f"{p(done, 0.95):.2f}",
                      f"{done[-1]:.2f}", "p95 < 3 s" if "chart" in label else ""])  # fmt: skip
+    for kind in ("run", "history"):
+        ms = sorted(d for k, d in fetches if k == kind)
+        rows.append([f"  the page's GET of the {kind} (ms, as the browser saw them)", str(len(ms)),
+                     f"{p(ms, 0.5):.0f}", f"{p(ms, 0.95):.0f}", f"{ms[-1]:.0f}" if ms else "", ""])  # fmt: skip
     return rows
 
 
