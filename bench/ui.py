@@ -2,7 +2,7 @@
 
     python -m bench.ui [--runs 100000] [--points 10000000] [--metrics 1000]
                        [--metric-steps 1000] [--reps 20] [--live-points 20]
-                       [--skip-browser]
+                       [--parts 1234]
 
 A real local stack (bench/common.py); the real schema (``runstream migrate``); the UI served by
 ``runstream ui`` in a process of its own on a free port, called with httpx and
@@ -510,8 +510,9 @@ def bench_live(
                      f"{done[-1]:.2f}", "p95 < 3 s" if "chart" in label else ""])  # fmt: skip
     for kind in ("run", "history"):
         ms = sorted(d for k, d in fetches if k == kind)
+        last = f"{ms[-1]:.0f}" if ms else ""
         rows.append([f"  the page's GET of the {kind} (ms, as the browser saw them)", str(len(ms)),
-                     f"{p(ms, 0.5):.0f}", f"{p(ms, 0.95):.0f}", f"{ms[-1]:.0f}" if ms else "", ""])  # fmt: skip
+                     f"{p(ms, 0.5):.0f}", f"{p(ms, 0.95):.0f}", last, ""])  # fmt: skip
     return rows
 
 
@@ -523,7 +524,7 @@ def main() -> None:
     parser.add_argument("--metric-steps", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--live-points", type=int, default=20)
-    parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--parts", default="1234", help="which measurements: 1234 all")
     args = parser.parse_args()
     os.environ.setdefault("RUNSTREAM_SYSTEM_METRICS_INTERVAL", "0")
     print(machine())
@@ -536,17 +537,19 @@ def main() -> None:
             prof = Profiler(settings)
             with client_for(server) as http:
                 measured = [
-                    *bench_runs(settings, client, http, prof, args),
-                    *bench_chart(settings, client, http, prof, args),
-                    *bench_run_page(settings, client, http, prof, args),
-                ]
-            print()
-            print(table([HEADER, *(rows_of(label, s, t) for label, s, t in measured)]))
+                    *(bench_runs(settings, client, http, prof, args) if "1" in args.parts else []),
+                    *(bench_chart(settings, client, http, prof, args) if "2" in args.parts else []),
+                    *(bench_run_page(settings, client, http, prof, args)
+                      if "3" in args.parts else []),
+                ]  # fmt: skip
+            if measured:
+                print()
+                print(table([HEADER, *(rows_of(label, s, t) for label, s, t in measured)]))
             print("ms; server: the Server-Timing header (queries, Python, JSON); queries: the "
                   "read layer's queries (round trip, ClickHouse, decoding) in that time; json: "
                   "orjson.dumps of the body; floor: one clickhouse-connect query of the same "
                   "data")  # fmt: skip
-            if not args.skip_browser:
+            if "4" in args.parts:
                 print()
                 print(table(bench_live(settings, client, server, args)), flush=True)
         finally:
