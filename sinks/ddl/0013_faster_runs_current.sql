@@ -20,8 +20,13 @@
 -- else last), an explicit key outside a closing summary wins over it, explicit keys that are
 -- no metric's name keep their latest value, '' (removed) keys are left out, keys sorted.
 -- name and notes (run_updates) are as in 0011.
+--
+-- runs_brief is runs_current without config, summary and environment (the runs aggregate and
+-- run_updates, as in 0011): runs_current reads it, and a reader that filters and sorts on its
+-- columns only (status, started_at, name, tags, ...) finds a page of run ids without paying
+-- for the documents (runstream.read.Api.runs reads the page's rows from runs_current next).
 
-CREATE OR REPLACE VIEW {database}.runs_current AS
+CREATE OR REPLACE VIEW {database}.runs_brief AS
 SELECT
     r.project AS project,
     r.run_id AS run_id,
@@ -35,7 +40,63 @@ SELECT
     r.m_group AS `group`,
     r.m_job_type AS job_type,
     r.m_tags AS tags,
-    f.config AS config,
+    coalesce(r.m_started_at, r.m_first_event_at) AS started_at,
+    if(r.m_status IN ('', 'running'), NULL, r.m_finished_at) AS finished_at,
+    r.m_last_event_at AS last_event_at,
+    r.m_last_heartbeat AS last_heartbeat,
+    r.m_last_step AS last_step,
+    r.m_last_seq AS last_seq,
+    if(u.u_has_notes AND (r.m_started_seq IS NULL OR u.u_notes_seq > r.m_started_seq), u.u_notes, r.m_notes) AS notes
+FROM
+(
+    SELECT
+        project,
+        run_id,
+        argMaxMerge(name) AS m_name,
+        argMaxMerge(status) AS m_status,
+        argMaxMerge(exit_code) AS m_exit_code,
+        argMaxMerge(finished_at) AS m_finished_at,
+        argMaxMerge(tags) AS m_tags,
+        argMaxMerge(`group`) AS m_group,
+        argMaxMerge(job_type) AS m_job_type,
+        argMaxMerge(notes) AS m_notes,
+        min(started_at) AS m_started_at,
+        min(first_event_at) AS m_first_event_at,
+        max(last_event_at) AS m_last_event_at,
+        max(last_heartbeat) AS m_last_heartbeat,
+        max(last_step) AS m_last_step,
+        max(last_seq) AS m_last_seq,
+        max(config_seq) AS m_started_seq
+    FROM {database}.runs
+    GROUP BY project, run_id
+) AS r
+LEFT JOIN
+(
+    SELECT
+        project,
+        run_id,
+        max(has_name) AS u_has_name,
+        argMaxIf(name, seq, has_name = 1) AS u_name,
+        maxIf(seq, has_name = 1) AS u_name_seq,
+        max(has_notes) AS u_has_notes,
+        argMaxIf(notes, seq, has_notes = 1) AS u_notes,
+        maxIf(seq, has_notes = 1) AS u_notes_seq
+    FROM {database}.run_updates
+    GROUP BY project, run_id
+) AS u ON u.project = r.project AND u.run_id = r.run_id
+SETTINGS join_use_nulls = 0;
+
+CREATE OR REPLACE VIEW {database}.runs_current AS
+SELECT
+    r.project AS project,
+    r.run_id AS run_id,
+    r.name AS name,
+    r.status AS status,
+    r.exit_code AS exit_code,
+    r.`group` AS `group`,
+    r.job_type AS job_type,
+    r.tags AS tags,
+    if(f.config = '', '{}', f.config) AS config,
     concat(
         '{',
         arrayStringConcat(
@@ -98,51 +159,15 @@ SELECT
         ),
         '}'
     ) AS summary,
-    coalesce(r.m_started_at, r.m_first_event_at) AS started_at,
-    if(r.m_status IN ('', 'running'), NULL, r.m_finished_at) AS finished_at,
-    r.m_last_event_at AS last_event_at,
-    r.m_last_heartbeat AS last_heartbeat,
-    r.m_last_step AS last_step,
-    r.m_last_seq AS last_seq,
-    if(u.u_has_notes AND (r.m_started_seq IS NULL OR u.u_notes_seq > r.m_started_seq), u.u_notes, r.m_notes) AS notes,
+    r.started_at AS started_at,
+    r.finished_at AS finished_at,
+    r.last_event_at AS last_event_at,
+    r.last_heartbeat AS last_heartbeat,
+    r.last_step AS last_step,
+    r.last_seq AS last_seq,
+    r.notes AS notes,
     f.environment AS environment
-FROM
-(
-    SELECT
-        project,
-        run_id,
-        argMaxMerge(name) AS m_name,
-        argMaxMerge(status) AS m_status,
-        argMaxMerge(exit_code) AS m_exit_code,
-        argMaxMerge(finished_at) AS m_finished_at,
-        argMaxMerge(tags) AS m_tags,
-        argMaxMerge(`group`) AS m_group,
-        argMaxMerge(job_type) AS m_job_type,
-        argMaxMerge(notes) AS m_notes,
-        min(started_at) AS m_started_at,
-        min(first_event_at) AS m_first_event_at,
-        max(last_event_at) AS m_last_event_at,
-        max(last_heartbeat) AS m_last_heartbeat,
-        max(last_step) AS m_last_step,
-        max(last_seq) AS m_last_seq,
-        max(config_seq) AS m_started_seq
-    FROM {database}.runs
-    GROUP BY project, run_id
-) AS r
-LEFT JOIN
-(
-    SELECT
-        project,
-        run_id,
-        max(has_name) AS u_has_name,
-        argMaxIf(name, seq, has_name = 1) AS u_name,
-        maxIf(seq, has_name = 1) AS u_name_seq,
-        max(has_notes) AS u_has_notes,
-        argMaxIf(notes, seq, has_notes = 1) AS u_notes,
-        maxIf(seq, has_notes = 1) AS u_notes_seq
-    FROM {database}.run_updates
-    GROUP BY project, run_id
-) AS u ON u.project = r.project AND u.run_id = r.run_id
+FROM {database}.runs_brief AS r
 LEFT JOIN
 (
     -- One pass over a run's run_fields rows, then array functions per run (no join, no second
