@@ -140,6 +140,7 @@ def test_pages_are_slices_of_the_whole_list(
             {"project": "vision", "order_by": ["status", "-name"]},
             {"where": 'status == "finished" or "x" in tags', "order_by": "started_at"},
             {"order_by": ["-finished_at", "created_at"]},
+            {"where": "config.lr >= 0.001", "order_by": ["summary.loss", "-name"]},
         ]
         for case in cases:
             whole = api.runs(**case)

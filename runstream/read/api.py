@@ -29,8 +29,8 @@ from runstream.settings import Settings
 
 # DateTime or DateTime('zone'), maybe Nullable or LowCardinality: sent as UInt32 in Arrow.
 _DATETIME = re.compile(r"(?:Nullable\()?DateTime(?:\('([^']+)'\))?\)?")
-# Columns of runs_current that runs_brief lacks: a filter or an order naming one is answered by
-# one query over runs_current (filters.py writes them as these plain column names).
+# Columns of runs_current that runs_brief lacks: a page whose filter or order names one finds its
+# run ids in runs_current (filters.py writes them as these plain column names).
 _DOCUMENTS = re.compile(r"\b(config|summary|environment)\b")
 # ClickHouse's CANNOT_COMPILE_REGEXP: a pattern Python's re reads but RE2 does not.
 _BAD_REGEXP = 427
@@ -173,7 +173,7 @@ class Api:
             f"WHERE {' AND '.join(conditions)} ORDER BY {order}{page}"
         )
         try:
-            if limit is not None and not _DOCUMENTS.search(" ".join([*conditions, order])):
+            if limit is not None:
                 table = self._page(conditions, order, page, parameters)
             else:
                 table = self.table(query, parameters)
@@ -194,13 +194,17 @@ class Api:
     def _page(
         self, conditions: list[str], order: str, page: str, parameters: dict[str, Any]
     ) -> Table:
-        """A page of runs in two steps, for a filter and an order that read no config, summary or
-        environment: the page's ids (and the total) from ``runs_brief``, which skips building
-        those documents for every run, then their rows from ``runs_current``, whose filter on
-        project and run id reaches each table's primary key (migration 0013). Same rows, same
-        order and ``_total`` column as the one query over ``runs_current``."""
+        """A page of runs in two steps: the page's ids (and the total) first, then their rows from
+        ``runs_current``, whose filter on project and run id reaches each table's primary key
+        (migration 0013). The first step builds no column the filter and the order do not name
+        (the documents are most of the view's cost), and reads ``runs_brief`` (no documents at
+        all) when they name no config, summary or environment. Same rows, same order and
+        ``_total`` column as one query over ``runs_current``."""
+        source = (
+            "runs_current" if _DOCUMENTS.search(" ".join([*conditions, order])) else "runs_brief"
+        )
         ids = self.reader.query(
-            f"SELECT project, run_id, count() OVER () AS _total FROM runs_brief "
+            f"SELECT project, run_id, count() OVER () AS _total FROM {source} "
             f"WHERE {' AND '.join(conditions)} ORDER BY {order}{page}",
             parameters,
         ).rows
