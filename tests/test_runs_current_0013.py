@@ -101,6 +101,8 @@ def seeded(services: Services) -> Iterator[Settings]:
 def test_runs_current_is_0011s_row_for_row(seeded: Settings) -> None:
     differ = "SELECT count() FROM (SELECT * FROM {a} EXCEPT SELECT * FROM {b})"
     assert scalar(seeded, "SELECT count() FROM runs_current") > 20
+    types = [rows(seeded, f"DESCRIBE {v}") for v in ("runs_current", "runs_current_0011")]
+    assert [r[:2] for r in types[0]] == [r[:2] for r in types[1]]
     for a, b in (("runs_current", "runs_current_0011"), ("runs_current_0011", "runs_current")):
         assert scalar(seeded, differ.format(a=a, b=b)) == 0
     got = dict(rows(seeded, "SELECT run_id, tuple(config, summary) FROM runs_current"))
