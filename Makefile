@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install lint test demo bench down clean
+.PHONY: install browser lint test demo bench down clean
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ $(STAMP): pyproject.toml requirements/test-overrides.txt
 		-e '.[dev,integrations-test]'
 	@touch $@
 
+# The browser tests drive Debian's chromium package through Playwright (browsers cannot be
+# downloaded here, and Playwright's own builds need that): installed once, as root or with sudo.
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium; }
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -36,7 +43,7 @@ lint: install
 # restart a stack of their own, and a few long ones: tests/conftest.py), which mostly wait, and
 # all the others. The second's output is printed after the first's; the target fails if either
 # does.
-test: lint
+test: lint browser
 	@home=$$(mktemp -d -t runstream-test.XXXXXX); \
 	trap '$(PY) -m runstream dev down --home "'"$$home"'/a" >/dev/null 2>&1; $(PY) -m runstream dev down --home "'"$$home"'/b" >/dev/null 2>&1; rm -rf "'"$$home"'"' EXIT; \
 	mkdir -p "$$home/a" "$$home/b"; \

@@ -153,6 +153,8 @@ def add_sink_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_common: Callable[[argparse.ArgumentParser], None],
 ) -> None:
+    from runstream.read.cli.parsers import whole_number
+
     sink = sub.add_parser("sink", help="write the events topic into ClickHouse")
     add_common(sink)
     sink.add_argument("--group", dest="sink_group", help="Kafka consumer group")
@@ -186,7 +188,7 @@ def add_sink_parsers(
     )
     query.add_argument(
         "--limit",
-        type=_count,
+        type=whole_number,
         metavar="N",
         help="print at most N rows (default: 1000 for the table, all for csv and json)",
     )
@@ -296,16 +298,6 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
     )
     sink.run(stop)
     return 0
-
-
-def _count(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if count < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value!r}")
-    return count
 
 
 def _query_text(args: argparse.Namespace) -> str | None:

@@ -533,6 +533,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0010_alert_deliveries",
         "0011_run_details",
         "0012_histograms_and_artifacts",
+        "0013_faster_runs_current",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert tables >= NEW_OBJECTS

@@ -54,6 +54,20 @@ def parse_document(text: str | None) -> dict[str, Any]:
     return _floats(value) if isinstance(value, dict) else {}
 
 
+def document_value(document: Mapping[str, Any], key: str) -> Any:
+    """``key`` of a parsed config or summary: the top-level key of that name if there is one,
+    else the dotted path (``optimizer.lr`` -> ``document["optimizer"]["lr"]``), else None: the
+    rule of the filter language (docs/read.md, "Filters")."""
+    if key in document:
+        return document[key]
+    value: Any = document
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def _floats(value: Any) -> Any:
     if isinstance(value, str):
         return _NON_FINITE.get(value, value)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import os
 import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from runstream.deploy.local.ports import is_loopback
 from runstream.errors import RunstreamError
 from runstream.settings import Settings
 
@@ -56,15 +56,6 @@ def add_ui_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None
     ui.set_defaults(handler=run_ui)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run_ui(args: argparse.Namespace, settings: Settings) -> int:
     from runstream._extras import require
 
@@ -72,7 +63,7 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
     from runstream.ui import create_app
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    if not _loopback(args.host) and token is None:
+    if not is_loopback(args.host) and token is None:
         print(
             f"runstream ui: warning: serving on {args.host} without a token: anyone who reaches "
             f"this port reads every run. Set --token or ${TOKEN_ENV}.",

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runstream.read.run import document_value
 from runstream.ui.data import document, flat_keys, records_of, run_row, seconds
 
 if TYPE_CHECKING:
@@ -196,18 +197,6 @@ def compare_meta(api: Api, run_ids: Sequence[str], project: str | None = None) -
     )
 
 
-def config_value(config: Mapping[str, Any], dotted: str) -> Any:
-    """The config value at ``dotted`` (a top-level key with dots wins, as in the filters)."""
-    if dotted in config:
-        return config[dotted]
-    value: Any = config
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _number(v: Any) -> float | None:
     if isinstance(v, bool) or v is None:
         return None
@@ -303,7 +292,7 @@ def compare_history(
     else:
         groups: dict[str, list[tuple[Run, dict[str, Any]]]] = {}
         for run, points in per_run:
-            label = json.dumps(config_value(run.config or {}, group_by))
+            label = json.dumps(document_value(run.config or {}, group_by))
             groups.setdefault(label, []).append((run, points))
         for label, members in groups.items():
             stats = _grid_stats(

@@ -14,7 +14,8 @@ from runstream.settings import Settings
 AddCommon = Callable[[argparse.ArgumentParser], None]
 
 
-def _positive(value: str) -> int:
+def whole_number(value: str) -> int:
+    """An argparse type: a count of 0 or more."""
     try:
         count = int(value)
     except ValueError:
@@ -80,7 +81,7 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
     add_common(tail)
     tail.add_argument("run_id", metavar="RUN_ID")
     tail.add_argument(
-        "-n", "--lines", type=_positive, default=10, metavar="N",
+        "-n", "--lines", type=whole_number, default=10, metavar="N",
         help="steps to print from ClickHouse first (default: %(default)s)",
     )  # fmt: skip
     tail.add_argument(
@@ -111,7 +112,7 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
         help="order by KEY (a filter name: config.lr, summary.loss, started_at...); "
         "descending with a minus, written --sort=-KEY; repeatable; default: newest first",
     )  # fmt: skip
-    ls.add_argument("--limit", type=_positive, default=50, metavar="N",
+    ls.add_argument("--limit", type=whole_number, default=50, metavar="N",
                     help="at most N runs (default: %(default)s; 0: all)")  # fmt: skip
     ls.add_argument(
         "--columns", metavar="COL,...",

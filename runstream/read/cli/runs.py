@@ -28,6 +28,7 @@ from runstream.read.cli.output import (
     print_table,
     write_rows,
 )
+from runstream.read.run import document_value
 from runstream.settings import Settings
 
 DEFAULT_COLUMNS = ("id", "name", "status", "started_at", "runtime", "last_step")
@@ -59,18 +60,6 @@ def sparkline(values: Sequence[float | None]) -> str:
     return "".join(out)
 
 
-def lookup(document: Mapping[str, Any], key: str) -> Any:
-    """``key`` of a config or summary: the top-level key of that name, else the dotted path."""
-    if key in document:
-        return document[key]
-    value: Any = document
-    for part in key.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def runtime(run: Any) -> float | None:
     end = run.finished_at or run.last_event_at
     if run.started_at is None or end is None:
@@ -94,9 +83,9 @@ def human_seconds(seconds: float | None) -> str | None:
 
 def column_value(run: Any, column: str, *, table: bool) -> Any:
     if column.startswith("config."):
-        return lookup(run.config, column[len("config.") :])
+        return document_value(run.config, column[len("config.") :])
     if column.startswith("summary."):
-        return lookup(run.summary, column[len("summary.") :])
+        return document_value(run.summary, column[len("summary.") :])
     if column == "runtime":
         seconds = runtime(run)
         return human_seconds(seconds) if table else seconds
@@ -200,7 +189,7 @@ def _report(api: Any, run: Any) -> dict[str, Any]:
             metrics.append(
                 {
                     "name": name,
-                    "last": lookup(run.summary, name) if name in run.summary else None,
+                    "last": document_value(run.summary, name) if name in run.summary else None,
                     "min": min(lows) if lows else None,
                     "max": max(highs) if highs else None,
                     "sparkline": sparkline(values),
