@@ -27,7 +27,11 @@ runs: wandb.Api"):
 - ``$regex`` is RE2 (ClickHouse ``match``, as on wandb's server), unanchored; ``$options``
   ``i``, ``m`` and ``s`` become RE2 flags. On ``tags``: some tag matches.
 - ``$not`` (``{"f": {"$not": {"$gt": 1}}}``) and ``$all`` (tags: every one of the tags) are
-  MongoDB operators wandb's docs do not list; they are read too.
+  MongoDB operators wandb's docs do not list; they are read too. ``$not`` goes on a field only
+  (MongoDB refuses a top-level ``$not``; ``$nor`` negates whole filters); ``$and``, ``$or``,
+  ``$nor`` go at the top level of a filter only.
+- ``filters`` is a dict (wandb's type, ``dict[str, Any] | None``), and so is every filter in the
+  lists of ``$and``, ``$or``, ``$nor``.
 - ``config.<key>.value`` (how wandb stores config, and what its docs write for ``order``) is
   ``config.<key>``.
 
