@@ -190,13 +190,22 @@ class Run:
         ``x``: ``"step"`` (Int64), ``"time"`` (the point's ``ts``, DateTime64 UTC; with several
         keys the newest ts at that step), ``"relative_time"`` (seconds since the run's
         ``started_at``, Float64), or a step metric the run defined (``define_metric("loss",
-        step_metric="epoch")`` makes ``x="epoch"`` valid): its latest value at or before each
-        step (an ASOF join, docs/sql.md), NULL before its first point.
+        step_metric="epoch")`` makes ``x="epoch"`` valid): its latest value logged at or before
+        each point in the run's event order (an ASOF join on ``seq``), NULL before its first
+        point. Not by step: the SDK stores the step metric's points and those of the keys
+        defined against it at the step metric's value (docs/sql.md,
+        "metric_definitions_current"), so their steps do not line up with other keys' steps.
+
+        Column names are unique and ``x`` keeps its name: a key named like ``x`` or like an
+        earlier column comes as ``<key>.1`` (``.2``...), as ``pandas.read_csv`` names duplicate
+        columns (:func:`runstream.read.table.unique_columns`); the columns are always ``x``,
+        then one (three with ``samples``) per key in the order of ``keys``.
 
         Without ``samples`` every point: one key (against step, time or relative_time) gives
-        every stored point in (step, seq) order (a step logged twice is two rows); several keys,
-        or a step metric as ``x``, give one row per step, each column the
-        key's last value at that step (highest seq) or null, pivoted inside ClickHouse.
+        every stored point in (step, seq) order (a step logged twice is two rows); several keys
+        give one row per step, each column the key's last value at that step (highest seq) or
+        null, pivoted inside ClickHouse; a step metric as ``x`` one row per logged event (a
+        ``log()`` call) that holds a key.
         ``samples=N``: the step range is cut into N equal buckets as the ``downsample`` view
         does (docs/sql.md, "Downsampling for charts"), common to all keys; each bucket that
         holds a point gives one row: ``x`` of its last point, and per key ``<key>`` (the value
@@ -205,7 +214,8 @@ class Run:
         ``min_step`` / ``max_step`` (inclusive) keep the steps in that range (a chart's zoom).
         A key the run does not have is a column of nulls (or, alone, no rows). Raises
         :class:`~runstream.errors.ReadArgumentError` for an ``x`` the run has no step metric
-        of, or ``samples`` outside 1..1,000,000.
+        of, ``samples`` that is not a whole number in 1..1,000,000 (a bool or a float is not),
+        ``keys`` that is not a str or a list of str, ``min_step``/``max_step`` not whole.
         """
         names = self._keys(keys)
         if samples is not None and (
@@ -318,7 +328,8 @@ class Run:
         max_step: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """One dict per step, ``{"step": s, key: value or None, ...}`` (each key's last value at
-        that step), in step order, read ``page_size`` points at a time: memory stays flat for a
+        that step; a metric named ``step`` as ``step.1``, the rule of :meth:`history`), in step
+        order, read ``page_size`` points at a time: memory stays flat for a
         run of any size. Keys as in :meth:`history`."""
         if (
             isinstance(page_size, bool)
