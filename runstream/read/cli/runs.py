@@ -182,10 +182,12 @@ def _report(api: Any, run: Any) -> dict[str, Any]:
     if names:
         shown = names[:SPARK_METRICS]
         history = run.history(shown, samples=SPARK_BUCKETS)
-        for name in shown:
-            values = [None if v is None else float(v) for v in history[name]]
-            lows = [v for v in history[f"{name}.min"] if v is not None]
-            highs = [v for v in history[f"{name}.max"] if v is not None]
+        for i, name in enumerate(shown):
+            # By position: a metric named "step" comes as "step.1" (docs/read.md, "History").
+            value, low, high = history.columns[1 + 3 * i : 4 + 3 * i]
+            values = [None if v is None else float(v) for v in history[value]]
+            lows = [v for v in history[low] if v is not None]
+            highs = [v for v in history[high] if v is not None]
             metrics.append(
                 {
                     "name": name,
