@@ -23,11 +23,13 @@ from typing import Any
 from runstream.errors import FilterError, ReadArgumentError, RunNotFoundError
 from runstream.read.cli.output import (
     choose_format,
+    escape,
     is_terminal,
     json_value,
     print_table,
     write_rows,
 )
+from runstream.read.cli.runref import one_run, parse_run
 from runstream.read.run import document_value
 from runstream.settings import Settings
 
@@ -145,14 +147,26 @@ def ls_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def show_command(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status: 0, 1 for a run that does not exist (or ClickHouse refused), 2 for an id in
-    several projects without ``project/``."""
+    several projects without ``PROJECT/`` or ``--project``."""
     fmt = args.format or ("table" if is_terminal(sys.stdout) else "json")
     try:
+        ref = parse_run(args.run_id, getattr(args, "project", None))
         with _api(settings) as api:
-            run = api.run(args.run_id)
+            found = one_run(api.reader, ref, "runs show")
+            if found is None:
+                raise RunNotFoundError(ref.run_id, ref.project)
+            run = api.run(ref.run_id, project=found[0])
             report = _report(api, run)
-    except RunNotFoundError as exc:
-        print(f"runstream runs show: {exc}", file=sys.stderr)
+    except RunNotFoundError:
+        where = f" in project {ref.project!r}" if ref.project is not None else ""
+        print(
+            escape(
+                f"runstream runs show: no run {ref.run_id!r}{where}: list the runs with "
+                "`runstream runs ls` (--project NAME) (the run may also not have landed yet: "
+                "is the sink running?)"
+            ),
+            file=sys.stderr,
+        )
         return 1
     except ReadArgumentError as exc:
         print(f"runstream runs show: {exc}", file=sys.stderr)
