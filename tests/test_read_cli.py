@@ -328,3 +328,95 @@ def test_export_memory_stays_flat(seeded: dict[str, Any], tmp_path: Path) -> Non
         connect(settings).command(
             "ALTER TABLE metrics DELETE WHERE name = 'big' SETTINGS mutations_sync = 1"
         )
+
+
+def show_cmd(
+    settings: Settings, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    code = cli.main(
+        ["runs", args[0], "--clickhouse", settings.clickhouse_url, "--database",
+         settings.clickhouse_database, *args[1:]]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def dupes(settings: Settings, tmp_path: Path) -> Settings:
+    """Run ``dupe`` in projects ``team/vision`` (a '/' in its name) and ``other``; configs with
+    a nested ``optimizer.lr`` and a top-level key ``"optimizer.lr"``."""
+    sdk = settings.with_overrides(system_metrics_interval=0, heartbeat_interval=3600)
+    for project, lr, dotted in (("team/vision", 0.1, 1), ("other", 0.2, 2)):
+        run = runstream.init(
+            project=project, id="dupe", settings=sdk, dir=tmp_path / project.replace("/", "_"),
+            config={"optimizer": {"lr": lr}, "optimizer.lr": dotted, "a,b": 1},
+        )  # fmt: skip
+        run.log({"loss": lr}, step=0)
+        assert run.finish().ok
+    db = settings.clickhouse_database
+    done = f"SELECT count() FROM {db}.runs_current WHERE status = 'finished'"
+    sink_until(settings, lambda c: scalar(settings, done) == 2)
+    return settings
+
+
+def test_runs_show_picks_the_project(dupes: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """#2, #8, #11, #12 (issue 12): an id in two projects is refused, naming them and saying
+    how to pick one; PROJECT/RUN_ID splits at the last '/'; --project; unknown ids; nested and
+    dotted keys print apart."""
+    code, out, err = show_cmd(dupes, capsys, "show", "dupe")
+    assert (code, out) == (2, "")
+    assert "several projects (other, team/vision)" in err
+    assert "`runstream runs show other/dupe`" in err and "--project other" in err
+    assert "api.run" not in err
+    code, out, err = show_cmd(dupes, capsys, "show", "team/vision/dupe", "--format", "json")
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert (report["run"]["project"], report["config"]["optimizer"]) == ("team/vision", {"lr": 0.1})
+    code, out, err = show_cmd(
+        dupes, capsys, "show", "dupe", "--project", "other", "--format", "json"
+    )
+    assert (code, err) == (0, "") and json.loads(out)["run"]["project"] == "other"
+    code, out, err = show_cmd(dupes, capsys, "show", "nope", "--project", "other")
+    assert (code, out) == (1, "")
+    assert err.startswith("runstream runs show: no run 'nope' in project 'other': list the runs")
+    assert "runstream runs ls" in err
+    code, out, err = show_cmd(dupes, capsys, "show", "other/dupe", "--format", "table")
+    assert code == 0
+    config = out.split("config:\n")[1].split("\n\n")[0].splitlines()[2:]
+    assert [re.split(r" +\| ", line) for line in config] == [
+        ["optimizer.lr", "0.2"], ['["optimizer.lr"]', "2"], ['["a,b"]', "1"],
+    ]  # fmt: skip
+    code, out, err = show_cmd(
+        dupes, capsys, "ls", "--project", "other", "--format", "json",
+        "--columns", 'id,config.optimizer.lr,config["optimizer"]["lr"],config["a,b"]',
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert json.loads(out) == [
+        {"id": "dupe", "config.optimizer.lr": 2, 'config["optimizer"]["lr"]': 0.2,
+         'config["a,b"]': 1},
+    ]  # fmt: skip
+    code, out, err = show_cmd(dupes, capsys, "ls", "--columns", "config[lr]")
+    assert (code, out) == (2, "") and '["KEY"]' in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["runs", "ls", "--format", "table"], ["runs", "show", "other/dupe", "--format", "table"],
+     ["runs", "show", "team/vision/dupe"], ["query", "SELECT number FROM numbers(100000)"]],
+)  # fmt: skip
+def test_a_closed_pipe_exits_quietly(dupes: Settings, args: list[str]) -> None:
+    """#4: `runstream ... | head -1` with the reader gone: exit 0, nothing on stderr."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen(
+        [sys.executable, "-m", "runstream", *args[:2], "--clickhouse", dupes.clickhouse_url,
+         "--database", dupes.clickhouse_database, *args[2:]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert child.stdout is not None
+    child.stdout.close()  # before the interpreter has even started: every write fails
+    _, err = child.communicate(timeout=60)
+    assert (child.returncode, err) == (0, "")

@@ -74,6 +74,37 @@ def quiet_pipe(handler: Callable[[argparse.Namespace, Settings], int]) -> Any:
     return run
 
 
+def column_list(value: str) -> list[str]:
+    """An argparse type: ``--columns`` split at the commas outside quotes and brackets, so that
+    ``config["a,b"]`` stays one column."""
+    columns: list[str] = []
+    current: list[str] = []
+    quote = ""
+    depth = 0
+    escaped = False
+    for ch in value:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            columns.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    columns.append("".join(current).strip())
+    return [c for c in columns if c]
+
+
 def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
     """Register ``export``, ``tail`` and ``runs`` on the ``runstream`` sub-parsers ``sub``."""
     export = sub.add_parser(
@@ -162,9 +193,9 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
                     help="at most N runs (default: %(default)s; 0: all)")  # fmt: skip
     ls.add_argument(
         "--columns", metavar="COL,...",
-        type=lambda v: [c.strip() for c in v.split(",") if c.strip()],
+        type=column_list,
         help="columns: id, project, name, status, tags, group, job_type, started_at, "
-        "finished_at, runtime, last_step, exit_code, config.KEY, summary.KEY",
+        'finished_at, runtime, last_step, exit_code, config.KEY, summary.KEY, config["a.b"]',
     )  # fmt: skip
     ls.add_argument("--format", choices=("table", "csv", "json"),
                     help="default: table on a terminal, csv otherwise")  # fmt: skip
