@@ -177,7 +177,7 @@ def ls_command(args: argparse.Namespace, settings: Settings) -> int:
     if bad:
         print(
             f"runstream runs ls: unknown column(s) {', '.join(bad)}: choose from "
-            f"{', '.join(PLAIN_COLUMNS)}, config.KEY, summary.KEY, config[\"KEY\"]",
+            f'{", ".join(PLAIN_COLUMNS)}, config.KEY, summary.KEY, config["KEY"]',
             file=sys.stderr,
         )
         return 2
