@@ -108,7 +108,7 @@ def test_parquet_export_reads_back_equal_to_clickhouse(
     assert export(seeded, "--project", "exp", "--out", str(out)) == 0
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
-        "metrics.parquet", "runs.parquet", "system_metrics.parquet",
+        "export.json", "metrics.parquet", "runs.parquet", "system_metrics.parquet",
     ]  # fmt: skip
     assert f"{out / 'metrics.parquet'}\t{2 * 3 * STEPS} rows" in printed
     cols = ["project", "run_id", "name", "step", "ts", "value"]
@@ -141,7 +141,7 @@ def test_where_and_run_pick_runs(seeded: dict[str, Any], tmp_path: Path) -> None
     }
     assert export(seeded, "--project", "exp", "--run", ids["b"], "--tables", "runs", "--out",
                   str(tmp_path / "r")) == 0  # fmt: skip
-    assert [p.name for p in (tmp_path / "r").iterdir()] == ["runs.parquet"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["export.json", "runs.parquet"]
     assert pq.read_table(tmp_path / "r" / "runs.parquet").column("run_id").to_pylist() == [ids["b"]]
 
 
@@ -420,3 +420,78 @@ def test_a_closed_pipe_exits_quietly(dupes: Settings, args: list[str]) -> None:
     child.stdout.close()  # before the interpreter has even started: every write fails
     _, err = child.communicate(timeout=60)
     assert (child.returncode, err) == (0, "")
+
+
+def test_force_replaces_the_whole_export(
+    seeded: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#10: a folder never mixes two exports: --force removes the earlier export's files this
+    one does not write; export.json says what the folder holds."""
+    assert export(seeded, "--project", "exp", "--out", str(tmp_path)) == 0
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    assert manifest["project"] == "exp" and manifest["format"] == "parquet"
+    assert manifest["run_count"] == 2 and manifest["where"] is None
+    assert {t: v["rows"] for t, v in manifest["tables"].items()} == {
+        "metrics": 2 * 3 * STEPS, "runs": 2, "system_metrics": 2,
+    }  # fmt: skip
+    assert manifest["exported_at"].endswith("Z")
+    capsys.readouterr()
+    # another format or table set into the same folder: refused without --force
+    args = ("--project", "other", "--tables", "metrics", "--format", "csv", "--out", str(tmp_path))
+    assert export(seeded, *args) == 2
+    err = capsys.readouterr().err
+    assert "earlier export" in err and "runs.parquet" in err and "--force" in err
+    assert export(seeded, *args, "--force") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "metrics.csv"]
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    assert (manifest["project"], manifest["format"], list(manifest["tables"])) == (
+        "other", "csv", ["metrics"],
+    )  # fmt: skip
+    assert manifest["tables"]["metrics"]["rows"] == 3 * STEPS
+
+
+def test_bad_out_and_timeout_are_refused(
+    seeded: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#4, #10: --out that cannot be created, --out "", --timeout 0: a message, no traceback."""
+    assert export(seeded, "--project", "exp", "--out", "/proc/nope/x") == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("runstream export: cannot create --out /proc/nope/x") and "Trace" not in err
+    )
+    for bad in (["--out", ""], ["--out", str(tmp_path), "--timeout", "0"]):
+        with pytest.raises(SystemExit) as exited:
+            export(seeded, "--project", "exp", *bad)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "is empty" in err or "more than 0 seconds" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_is_plain_for_other_tools(settings: Settings, tmp_path: Path) -> None:
+    """#10: tags as JSON arrays, NULL as an empty field, times ISO 8601 with Z."""
+    sdk = settings.with_overrides(system_metrics_interval=0, heartbeat_interval=3600)
+    done = runstream.init(project="csv", id="done", tags=['t\'""', "ü"], settings=sdk)
+    done.log({"x": 1.0}, step=0)
+    assert done.finish().ok
+    live = runstream.init(project="csv", id="live", settings=sdk)
+    live.log({"x": 2.0}, step=0)
+    db = settings.clickhouse_database
+    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.metrics") == 2)
+    code = cli.main(
+        ["export", "--clickhouse", settings.clickhouse_url, "--database", db, "--project", "csv",
+         "--format", "csv", "--out", str(tmp_path)]
+    )  # fmt: skip
+    live.finish()
+    assert code == 0
+    with (tmp_path / "runs.csv").open(newline="") as f:
+        runs = {r["run_id"]: r for r in csv.DictReader(f)}
+    assert json.loads(runs["done"]["tags"]) == ['t\'""', "ü"]
+    assert json.loads(runs["live"]["tags"]) == []
+    assert runs["live"]["finished_at"] == "" and runs["live"]["exit_code"] == ""
+    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+    assert iso.fullmatch(runs["done"]["finished_at"]) and iso.fullmatch(runs["live"]["started_at"])
+    with (tmp_path / "metrics.csv").open(newline="") as f:
+        metrics = list(csv.DictReader(f))
+    assert [(m["run_id"], m["value"]) for m in metrics] == [("done", "1"), ("live", "2")]
+    assert all(iso.fullmatch(m["ts"]) for m in metrics)
