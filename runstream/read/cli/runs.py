@@ -211,10 +211,11 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         ref = parse_run(args.run_id, getattr(args, "project", None))
         with _api(settings) as api:
-            found = one_run(api.reader, ref, "runs show")
-            if found is None:
-                raise RunNotFoundError(ref.run_id, ref.project)
-            run = api.run(ref.run_id, project=found[0])
+            try:
+                run = api.run(ref.run_id, project=ref.project)  # ref.run_id holds no "/"
+            except ReadArgumentError:  # in several projects: name them, the CLI's way
+                one_run(api.reader, ref, "runs show")
+                raise
             report = _report(api, run)
     except RunNotFoundError:
         where = f" in project {ref.project!r}" if ref.project is not None else ""
