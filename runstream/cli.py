@@ -70,6 +70,9 @@ SETTINGS_ARGS = (
     "sink_batch_seconds",
     "clickhouse_cluster",
     "topic_partitions",
+    "ui_host",
+    "ui_port",
+    "ui_token",
     "topic_replication",
 )
 
