@@ -88,6 +88,7 @@ def test_at_the_same_time_in_one_process_each_run_lands_whole(settings: Settings
         for run in runs:
             run.log({"loss": float(step)})
     assert all(run.finish().ok for run in runs)
+    assert len(find_runs(settings.dir)[0]) == 2, "a spool folder each"
     events = landed(settings, 2 * 22)
     assert_whole(events, "vision", 22)
     assert_whole(events, "speech", 22)
@@ -124,25 +125,28 @@ def test_at_the_same_time_in_two_processes_each_run_lands_whole(settings: Settin
         for project in PROJECTS
     ]
     assert [child.wait(60) for child in children] == [0, 0]
+    assert len(find_runs(settings.dir)[0]) == 2, "a spool folder each"
     events = landed(settings, 2 * 32)
     assert_whole(events, "vision", 32)
     assert_whole(events, "speech", 32)
     assert_configs(settings, {p: {"p": p} for p in PROJECTS})
 
 
-def test_offline_runs_and_an_old_layout_folder_sync_apart(
+def test_offline_runs_open_at_once_sync_apart(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Offline: both runs' spools sync, each whole. A folder of the previous layout
-    (``runs/<run id>/`` of another project) syncs as before and keeps its own seqs."""
+    """Offline, both open at once: each run's spool syncs whole. The first run's folder is
+    the previous layout's ``runs/<run id>/`` (syncs as before), the second one's is its own."""
     from runstream.producers.spool import spool_path
 
     offline = settings.with_overrides(mode="offline", system_metrics_interval=0)
-    for project in PROJECTS:
-        run = runstream.init(settings=offline, id="dupe", project=project, config={"p": project})
-        for step in range(3):
+    runs = [
+        runstream.init(settings=offline, id="dupe", project=p, config={"p": p}) for p in PROJECTS
+    ]
+    for step in range(3):
+        for run in runs:
             run.log({"loss": float(step)})
-        assert run.finish().ok
+    assert all(run.finish().ok for run in runs)
     assert spool_path(offline.dir, "vision", "dupe") == runs_dir(offline.dir) / "dupe"
     assert spool_path(offline.dir, "speech", "dupe") != runs_dir(offline.dir) / "dupe"
     args = ["sync", str(settings.dir), "--kafka", settings.kafka_bootstrap]
