@@ -153,6 +153,7 @@ def test_offline_runs_open_at_once_sync_apart(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("5 of 5 events delivered") == 2, out
+    assert "dupe (vision)" in out and "dupe (speech)" in out, out
     events = landed(settings, 10)
     assert_whole(events, "vision", 5)
     assert_whole(events, "speech", 5)
