@@ -19,7 +19,7 @@ from runstream.producers.resume import find_position
 from runstream.producers.spool import RunSpool, SpoolState, find_runs, runs_dir
 from runstream.settings import Settings
 from tests.conftest import free_port
-from tests.helpers import records_of, scalar, sink_until
+from tests.helpers import records_of, rows, scalar, sink_until
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +198,31 @@ def test_a_folder_of_another_project_is_never_reused(settings: Settings) -> None
     assert new.path != old.path and new.state.next_seq == 0 and new.state.acked_through == -1
     assert RunSpool.open_existing(old.path) is not None
     assert [s for s, _ in RunSpool.open_existing(old.path).read_from(0)] == [0]  # type: ignore[union-attr]
+
+
+def test_both_runs_open_at_once_get_their_heartbeats(settings: Settings) -> None:
+    """The SDK's worker keeps a channel per run: one per (project, run id), so the first of
+    two runs of one id is still served (heartbeats, acknowledgements) while the second runs."""
+    import time
+
+    beating = settings.with_overrides(system_metrics_interval=0, heartbeat_interval=0.2)
+    runs = [runstream.init(settings=beating, id="dupe", project=p) for p in PROJECTS]
+    time.sleep(1.1)
+    assert all(run.finish().ok for run in runs)
+    db = settings.clickhouse_database
+    sink_until(
+        settings,
+        lambda c: (
+            scalar(
+                settings, f"SELECT uniqExact(project) FROM {db}.events WHERE type = 'run_finished'"
+            )
+            == 2
+        ),
+    )
+    beats = dict(
+        rows(
+            settings,
+            f"SELECT project, countIf(type = 'heartbeat') FROM {db}.events GROUP BY project",
+        )
+    )
+    assert beats["vision"] >= 3 and beats["speech"] >= 3, beats
