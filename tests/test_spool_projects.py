@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -226,3 +227,29 @@ def test_both_runs_open_at_once_get_their_heartbeats(settings: Settings) -> None
         )
     )
     assert beats["vision"] >= 3 and beats["speech"] >= 3, beats
+
+
+def test_a_folder_without_a_readable_state_belongs_to_the_project_of_its_events(
+    tmp_path: Path,
+) -> None:
+    """A damaged ``state.json``: the folder is the project's of its first intact event. A state
+    of an SDK that did not record the project is anyone's (as before)."""
+    from runstream.producers.spool import folder_project, spool_path
+
+    root = tmp_path / "spool"
+    legacy = RunSpool(
+        runs_dir(root) / "dupe",
+        SpoolState(run_id="dupe", project="vision", topic="t", kafka_bootstrap="x"),
+    )
+    legacy.append([(0, orjson.dumps({"id": "a", "seq": 0, "project": "vision"}))])
+    legacy.close()
+    (legacy.path / "state.json").write_bytes(b"{")
+    assert folder_project(legacy.path) == "vision"
+    assert spool_path(root, "vision", "dupe") == legacy.path
+    assert spool_path(root, "speech", "dupe").name.startswith("dupe@speech-")
+
+    (legacy.path / "state.json").write_bytes(
+        orjson.dumps({"run_id": "dupe", "topic": "t", "next_seq": 1})
+    )
+    assert folder_project(legacy.path) is None
+    assert spool_path(root, "speech", "dupe") == legacy.path
