@@ -2,7 +2,7 @@
 
 One directory per run, ``<dir>/runs/<run_id>/``; a run is (project, run id) downstream, so when
 that folder belongs to a run of the same id in another project, ``<dir>/runs/<run_id>@<project
-slug>-<hash>/`` (:func:`spool_path`). Every folder says whose it is in its ``state.json``:
+slug>-<hash>/`` (:func:`spool_path`; ``state.json`` names the folder's project). It holds:
 
 - ``seg-<first seq>.log``: append-only segments of records ``<len u32><crc32 u32><seq u64><event>``,
   where ``event`` is the encoded event exactly as it is sent to Kafka (same bytes, same event id,
@@ -199,7 +199,10 @@ def folder_project(path: Path) -> str | None:
         return state.project or None
     from runstream.producers.spool_scan import first_project
 
-    return first_project(path)
+    try:
+        return first_project(path)
+    except OSError:  # unreadable: its damage is for sync to report
+        return None
 
 
 def _own_folder(root: Path, state: SpoolState) -> tuple[Path, SpoolState | None, SpoolError | None]:
