@@ -219,6 +219,8 @@ def _own_folder(root: Path, state: SpoolState) -> tuple[Path, SpoolState | None,
             previous = read_state(path)
         except SpoolError as exc:
             return path, None, exc
+        if previous is not None and previous.project not in ("", state.project):
+            continue  # claimed by another project's run since spool_path looked: look again
         try:
             if previous is not None or _claim(path, state):
                 return path, previous, None

@@ -253,3 +253,35 @@ def test_a_folder_without_a_readable_state_belongs_to_the_project_of_its_events(
     )
     assert folder_project(legacy.path) is None
     assert spool_path(root, "speech", "dupe") == legacy.path
+
+
+def _open_at(root: str, project: str, start: float) -> str:
+    import time
+
+    while time.time() < start:
+        pass
+    state = SpoolState(run_id="dupe", project=project, topic="t", kafka_bootstrap="x")
+    spool = RunSpool.create_or_open(Path(root), state)
+    spool.close()
+    return str(spool.path)
+
+
+def test_many_processes_opening_one_id_at_once_get_a_folder_each(tmp_path: Path) -> None:
+    """The claim of a folder is exclusive: of runs of one id in many projects opened at the
+    same instant, exactly one takes ``runs/dupe/``, each other one a folder of its own."""
+    import multiprocessing
+    import time
+
+    from runstream.producers.spool import read_state
+
+    for attempt in range(5):
+        root = tmp_path / str(attempt)
+        projects = [f"p{i}" for i in range(6)]
+        start = time.time() + 0.5
+        with multiprocessing.get_context("fork").Pool(len(projects)) as pool:
+            paths = pool.starmap(_open_at, [(str(root), p, start) for p in projects])
+        assert len(set(paths)) == len(projects), paths
+        assert sum(Path(p).name == "dupe" for p in paths) == 1
+        for project, path in zip(projects, paths, strict=True):
+            state = read_state(Path(path))
+            assert state is not None and state.project == project
