@@ -57,8 +57,9 @@ demo: install
 	$(PY) -m runstream dev up
 	$(PY) examples/train.py
 	@$(PY) -c 'import runstream; from runstream.ui.cli import ui_address; \
+	s = runstream.Settings.load(); \
 	run = runstream.Api().runs("examples", order_by="-started_at", limit=1)[0]; \
-	print(f"\nThe run in the web UI: {ui_address()}#/run/{run.id}?project=examples")'
+	print(f"\nThe run in the web UI: {ui_address(s.ui_host, s.ui_port)}#/run/{run.id}?project=examples")'
 
 # Benchmarks print tables and ratios (docs/benchmarks.md); the peers are installed for them only.
 bench: install

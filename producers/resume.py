@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from runstream.errors import RunstreamError
-from runstream.producers.spool import SpoolError, read_state, runs_dir
+from runstream.producers.spool import SpoolError, read_state, spool_path
 from runstream.settings import Settings
 
 logger = logging.getLogger("runstream")
@@ -66,7 +66,8 @@ class RunPosition:
 
 def find_position(settings: Settings, run_id: str, timeout: float = 3.0) -> RunPosition:
     next_seq, last_step, sources = 0, -1, []
-    path = runs_dir(settings.dir) / run_id
+    # The run is (project, run id): a run of the same id in another project is another run.
+    path = spool_path(settings.dir, settings.project, run_id)
     try:
         state = read_state(path)
     except SpoolError as exc:
@@ -93,7 +94,7 @@ def find_position(settings: Settings, run_id: str, timeout: float = 3.0) -> RunP
     if error is not None and not sources:
         unknown = (
             f"ClickHouse at {settings.clickhouse_url} could not be asked ({error}) and the "
-            f"local spool {settings.dir} has no run {run_id}"
+            f"local spool {settings.dir} has no run {run_id} of project {settings.project!r}"
         )
     return RunPosition(next_seq, last_step, tuple(sources), unknown)
 
@@ -101,8 +102,8 @@ def find_position(settings: Settings, run_id: str, timeout: float = 3.0) -> RunP
 def _from_clickhouse(
     settings: Settings, run_id: str, timeout: float
 ) -> tuple[tuple[int, int] | None, str | None]:
-    """(next seq, last step) from ClickHouse, None if it has no event of the run; and the
-    error when ClickHouse could not be asked."""
+    """(next seq, last step) from ClickHouse, None if it has no event of the run (of
+    ``settings.project``); and the error when ClickHouse could not be asked."""
     # Plain HTTP on purpose: the SDK does not depend on a ClickHouse driver.
     db = settings.clickhouse_database
     sql = (
@@ -110,9 +111,12 @@ def _from_clickhouse(
         # A step of histograms only (histogram_logged) is a step of the run too.
         f"toInt64(maxIf(JSONExtractInt(body, 'step'), "
         f"type IN ('metrics_logged', 'histogram_logged'))), count() "
-        f"FROM `{db}`.events WHERE run_id = {{run:String}} FORMAT JSONCompact"
+        f"FROM `{db}`.events WHERE project = {{project:String}} AND run_id = {{run:String}} "
+        f"FORMAT JSONCompact"
     )
-    query = urllib.parse.urlencode({"query": sql, "param_run": run_id})
+    query = urllib.parse.urlencode(
+        {"query": sql, "param_project": settings.project, "param_run": run_id}
+    )
     try:
         with urllib.request.urlopen(f"{settings.clickhouse_url}/?{query}", timeout=timeout) as r:
             rows = json.loads(r.read())["data"]
@@ -148,13 +152,15 @@ def resolve_position(
         return _unknown_position(run_id, resume, position.unknown)
     if resume == "never" and position.exists:
         raise ResumeError(
-            f"run {run_id} already exists ({', '.join(position.found_in)}) and "
-            "resume='never'; choose another id or use resume='allow'"
+            f"run {run_id} of project {settings.project!r} already exists "
+            f"({', '.join(position.found_in)}) and resume='never'; choose another id or use "
+            "resume='allow'"
         )
     if resume == "must" and not position.exists:
         raise ResumeError(
-            f"run {run_id} was not found in the local spool ({settings.dir}) nor in "
-            f"ClickHouse ({settings.clickhouse_url}); resume='must' needs an existing run"
+            f"run {run_id} of project {settings.project!r} was not found in the local spool "
+            f"({settings.dir}) nor in ClickHouse ({settings.clickhouse_url}); resume='must' "
+            "needs an existing run"
         )
     return (position.next_seq, position.last_step, True) if position.exists else None
 

@@ -1,6 +1,8 @@
 """The SDK's write-ahead spool: every event is on local disk before Kafka acknowledges it.
 
-One directory per run, ``<dir>/runs/<run_id>/``:
+One directory per run, ``<dir>/runs/<run_id>/``; a run is (project, run id) downstream, so when
+that folder belongs to a run of the same id in another project, ``<dir>/runs/<run_id>@<project
+slug>-<hash>/`` (:func:`spool_path`; ``state.json`` names the folder's project). It holds:
 
 - ``seg-<first seq>.log``: append-only segments of records ``<len u32><crc32 u32><seq u64><event>``,
   where ``event`` is the encoded event exactly as it is sent to Kafka (same bytes, same event id,
@@ -17,10 +19,13 @@ and everything else is still read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import re
 import socket
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -155,6 +160,107 @@ def runs_dir(root: Path) -> Path:
     return root / "runs"
 
 
+def spool_path(root: Path, project: str, run_id: str) -> Path:
+    """The spool folder of run ``run_id`` of ``project`` under the spool root ``root``.
+
+    ``runs/<run_id>/`` (the layout before projects were told apart, still the first choice so
+    that folders an earlier SDK wrote keep serving their runs), unless it belongs to another
+    project: then ``runs/<run_id>@<slug>-<hash>/`` (slug: the project's first 40 characters
+    outside ``[A-Za-z0-9._-]`` replaced by ``_``; hash: 12 hex digits of its SHA-256; ``@`` is
+    never in a run id). A folder belongs to the project its ``state.json`` names; when the
+    state is missing or damaged, to the project of its first intact event; a folder with
+    neither (or a state of an SDK that did not record the project) is anyone's.
+    Raises :class:`SpoolError` when both folders belong to other projects.
+    """
+    base = runs_dir(root)
+    digest = hashlib.sha256(project.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]", "_", project[:40])
+    candidates = (base / run_id, base / f"{run_id}@{slug}-{digest}")
+    owners = []
+    for path in candidates:
+        owner = folder_project(path)
+        if owner is None or owner == project:
+            return path
+        owners.append(owner)
+    raise SpoolError(
+        f"the spool folders {candidates[0]} and {candidates[1]} belong to runs of projects "
+        f"{owners[0]!r} and {owners[1]!r}: choose another run id, or another RUNSTREAM_DIR"
+    )
+
+
+def folder_project(path: Path) -> str | None:
+    """The project whose run the spool folder ``path`` holds; None when it is nobody's (absent,
+    empty) or unknown (a state without project, no intact event)."""
+    try:
+        state = read_state(path)
+    except SpoolError:
+        state = None
+    if state is not None:
+        return state.project or None
+    from runstream.producers.spool_scan import first_project
+
+    try:
+        return first_project(path)
+    except OSError:  # unreadable: its damage is for sync to report
+        return None
+
+
+def _own_folder(root: Path, state: SpoolState) -> tuple[Path, SpoolState | None, SpoolError | None]:
+    """The run's spool folder (:func:`spool_path`), with the state an earlier process of the
+    run left there (None: a new run) or why that state is unreadable.
+
+    A folder nobody has yet is claimed by creating its state exclusively: of two processes
+    starting runs of one id in two projects at the same moment, one gets it and the other
+    looks again and takes the next folder.
+    """
+    for _ in range(3):
+        path = spool_path(root, state.project, state.run_id)
+        try:
+            previous = read_state(path)
+        except SpoolError as exc:
+            return path, None, exc
+        if previous is not None and previous.project not in ("", state.project):
+            continue  # claimed by another project's run since spool_path looked: look again
+        try:
+            if previous is not None or _claim(path, state):
+                return path, previous, None
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot write the spool directory {path}: {exc}. Pass dir= to runstream.init "
+                "or set RUNSTREAM_DIR to a writable directory."
+            ) from exc
+    raise SpoolError(
+        f"cannot claim a spool folder for run {state.run_id} of project {state.project!r} "
+        f"under {runs_dir(root)}: other processes keep taking it; try again"
+    )
+
+
+def _claim(path: Path, state: SpoolState) -> bool:
+    """Create ``path/state.json`` holding ``state`` unless it exists (then False): a hard link
+    of a whole file, so that no reader ever sees it half written."""
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / STATE_FILE
+    tmp = path / f".{STATE_FILE}.{os.getpid()}.{threading.get_ident()}"
+    content = _with_crc(asdict(state))
+    try:
+        tmp.write_bytes(content)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: an exclusive create
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def segment_bytes_for(limit_bytes: int) -> int:
     """Segment size for a spool bounded at ``limit_bytes``: small enough that whole acknowledged
     segments are deleted well before the bound is reached (an eighth of it), 64 KiB to 64 MiB."""
@@ -196,10 +302,8 @@ class RunSpool:
         A damaged ``state.json`` is not fatal: the run's position is rebuilt from its segments
         with one warning, so the run and what it spooled are kept.
         """
-        path = runs_dir(root) / state.run_id
-        try:
-            previous = read_state(path)
-        except SpoolError as exc:
+        path, previous, damaged = _own_folder(root, state)
+        if damaged is not None:
             from runstream.producers.spool_scan import rebuild_state
 
             previous, damages = rebuild_state(path, state)
@@ -207,7 +311,7 @@ class RunSpool:
                 "runstream: run %s: %s; rebuilt from its spool segments (next seq %d, last "
                 "step %d)%s",
                 state.run_id,
-                exc,
+                damaged,
                 previous.next_seq,
                 previous.last_step,
                 "".join(f"; {d}" for d in damages),

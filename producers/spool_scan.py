@@ -190,3 +190,21 @@ def rebuild_state(path: Path, defaults: SpoolState) -> tuple[SpoolState, list[Da
             if isinstance(step, int):
                 state.last_step = max(state.last_step, step)
     return state, damages
+
+
+def first_project(path: Path) -> str | None:
+    """The ``project`` of the first intact event in the spool folder ``path`` (whose run it
+    holds when its ``state.json`` cannot tell), None when it has none."""
+    from runstream.producers.spool import RunSpool
+
+    spool = RunSpool.__new__(RunSpool)
+    spool.path = path
+    spool.state = SpoolState(run_id=path.name, project="", topic="?", kafka_bootstrap="")
+    for _, data in scan(spool, 0, []):
+        try:
+            project = orjson.loads(data).get("project")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(project, str) and project:
+            return project
+    return None

@@ -52,6 +52,7 @@ class RunSync:
     """
 
     run_id: str
+    project: str = ""  # a run is (project, run id): two runs of one id are apart in the spool
     sent: int = 0
     delivered: int = 0
     failed: int = 0
@@ -157,7 +158,7 @@ def _sync_path(
             f"{state.topic}; records of the first segment may be sent again (recognised "
             "downstream by run and seq)"
         )
-    result.run_id = state.run_id
+    result.run_id, result.project = state.run_id, state.project
     for entry in _strays(path):
         result.notes.append(f"stray file {entry} ignored")
     if not force and state.status == "running" and state.pid != os.getpid() and owner_alive(state):
@@ -313,9 +314,15 @@ def render(report: SyncReport, root: Path, stream: TextIO | None = None) -> None
         out.write(f"no runs to sync in {root}\n")
         return
     header = ("run", "sent", "delivered", "failed", "undelivered", "damaged", "result")
+    ids = [r.run_id for r in report.runs]
+    # Runs of one id in two projects are two runs: their lines say which is which.
+    names = {
+        id(r): f"{r.run_id} ({r.project})" if ids.count(r.run_id) > 1 and r.project else r.run_id
+        for r in report.runs
+    }
     rows = [
         (
-            r.run_id,
+            names[id(r)],
             str(r.sent),
             str(r.delivered),
             str(r.failed),
@@ -334,11 +341,11 @@ def render(report: SyncReport, root: Path, stream: TextIO | None = None) -> None
         out.write("  ".join(cells).rstrip() + "\n")
     for r in report.runs:
         for damage in r.damages:
-            out.write(f"{r.run_id}: damaged: {damage}\n")
+            out.write(f"{names[id(r)]}: damaged: {damage}\n")
         for note in r.notes:
-            out.write(f"{r.run_id}: note: {note}\n")
+            out.write(f"{names[id(r)]}: note: {note}\n")
         if r.error:
-            out.write(f"{r.run_id}: error: {r.error}\n")
+            out.write(f"{names[id(r)]}: error: {r.error}\n")
     for stray in report.strays:
         out.write(f"stray entry ignored (not a run directory): {stray}\n")
 

@@ -81,7 +81,8 @@ class Worker:
 
     def __init__(self) -> None:
         self._queue: deque[Item] = deque()
-        self._channels: dict[str, RunChannel] = {}
+        # By (project, run id): runs of one id in two projects are two runs.
+        self._channels: dict[tuple[str, str], RunChannel] = {}
         self._transports: dict[str, KafkaTransport] = {}
         self._idle_since: dict[str, float] = {}
         self._events = EventEncoder()
@@ -128,7 +129,7 @@ class Worker:
         spool.segment_bytes = segment_bytes_for(channel.spool_limit)
         channel.last_ack_progress = time.monotonic()
         channel.next_heartbeat = time.monotonic() + settings.heartbeat_interval
-        self._channels[run_id] = channel
+        self._channels[(project, run_id)] = channel
         return channel
 
     def close_channel(self, channel: RunChannel, timeout: float = 0.0) -> bool:
@@ -431,8 +432,9 @@ class Worker:
         channel.spool.close()
         if channel.online and not channel.settings.keep_spool:
             channel.spool.prune()  # the state stays: a later resume reads where the run stopped
-        if self._channels.get(channel.run_id) is channel:
-            del self._channels[channel.run_id]
+        key = (channel.project, channel.run_id)
+        if self._channels.get(key) is channel:
+            del self._channels[key]
 
     def _release_idle_transports(self, now: float) -> None:
         # A producer left behind for a broker nobody logs to any more would keep reconnecting;

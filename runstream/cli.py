@@ -70,6 +70,9 @@ SETTINGS_ARGS = (
     "sink_batch_seconds",
     "clickhouse_cluster",
     "topic_partitions",
+    "ui_host",
+    "ui_port",
+    "ui_token",
     "topic_replication",
 )
 
@@ -153,7 +156,7 @@ def add_sink_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_common: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    from runstream.read.cli.parsers import whole_number
+    from runstream.read.cli.parsers import quiet_pipe, whole_number
 
     sink = sub.add_parser("sink", help="write the events topic into ClickHouse")
     add_common(sink)
@@ -197,7 +200,7 @@ def add_sink_parsers(
         choices=("table", "csv", "json"),
         help="default: table on a terminal, csv otherwise",
     )
-    query.set_defaults(handler=_query)
+    query.set_defaults(handler=quiet_pipe(_query))  # | head: exit 0 quietly
 
     migrate = sub.add_parser("migrate", help="create or upgrade the ClickHouse tables")
     add_common(migrate)
@@ -343,9 +346,6 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
     except ReadRefusedError as exc:
         print(f"runstream query: refused: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # | head: the reader has what it wanted
-        sys.stderr.close()
-        return 0
     return 0
 
 

@@ -129,6 +129,17 @@ class Settings(BaseModel):
         9465, ge=0, le=65535, description="Port of the sink's /metrics endpoint; 0 turns it off."
     )
 
+    # --- the web UI (runstream ui, and the ui worker of runstream dev up) ------------------
+    ui_host: str = Field(
+        "127.0.0.1", description="Address `runstream ui` binds: loopback unless told otherwise."
+    )
+    ui_port: int = Field(8080, ge=1, le=65535, description="Port of `runstream ui`.")
+    ui_token: SecretStr | None = Field(
+        None,
+        description="A token the UI requires (bearer, basic-auth password or ?token=); "
+        "docs/ui.md. Needed on any address but loopback.",
+    )
+
     # --- the read side (runstream.read: the Python API, runstream query, the UI) -----------
     read_max_execution_time: float = Field(
         30.0,

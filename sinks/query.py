@@ -27,6 +27,7 @@ __all__ = [
     "FORMATS",
     "MAX_CELL",
     "TABLE_LIMIT",
+    "RawParam",
     "parse_params",
     "render",
     "run_query",
@@ -95,15 +96,44 @@ def write_result(
     return written
 
 
-def parse_params(items: Iterable[str]) -> dict[str, str]:
-    """``--param name=value`` items as a dict; ClickHouse parses each value as the type its
-    ``{name:Type}`` placeholder names."""
+class RawParam:
+    """A ``--param`` value sent to ClickHouse as typed, for the server to parse as its
+    placeholder's type: ``['a','b']`` for ``{p:Array(String)}``, ``{'k':1}`` for a Map,
+    ``2026-01-02 03:04:05`` for a DateTime, ``\\N`` for a NULL (as ``clickhouse-client
+    --param_NAME=VALUE`` sends it; ClickHouse docs "Queries with parameters": the value is in
+    the escaped text format, so a backslash starts an escape).
+
+    clickhouse-connect quotes and escapes a Python ``str`` (``format_bind_value``: a ``'`` in an
+    array literal becomes ``\\'``, which the server cannot parse); any other object it sends as
+    ``str(value)``, untouched: this wrapper is that object."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"RawParam({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawParam) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def parse_params(items: Iterable[str]) -> dict[str, RawParam]:
+    """``--param name=value`` items as a dict of :class:`RawParam`: ClickHouse parses each value
+    as the type its ``{name:Type}`` placeholder names."""
     from runstream.errors import ReadRefusedError
 
-    params: dict[str, str] = {}
+    params: dict[str, RawParam] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ReadRefusedError(f"--param takes name=value, not {item!r}")
-        params[name.strip()] = value
+        params[name.strip()] = RawParam(value)
     return params

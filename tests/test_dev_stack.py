@@ -48,11 +48,12 @@ def free_ports(count: int) -> list[int]:
 
 
 def stack_settings(home: Path, **overrides: Any) -> Settings:
-    kafka, controller, clickhouse = free_ports(3)
+    kafka, controller, clickhouse, ui = free_ports(4)
     return Settings.load(
         kafka_bootstrap=f"127.0.0.1:{kafka}",
         kafka_controller_port=controller,
         clickhouse_url=f"http://127.0.0.1:{clickhouse}",
+        ui_port=ui,
         home=home,
         finish_timeout=30.0,
         dir=home / "spool",
@@ -202,8 +203,8 @@ def test_workers_get_the_stack_settings_and_stop_first(home: Path) -> None:
 
 def test_default_up_runs_the_workers_and_a_run_lands_in_clickhouse(home: Path) -> None:
     settings = stack_settings(home)
-    stack = LocalStack(settings)  # the default workers: sink, processors, notifier
-    workers = {"sink", "processors", "notifier"}
+    stack = LocalStack(settings)  # the default workers: sink, processors, notifier, ui
+    workers = {"sink", "processors", "notifier", "ui"}
     assert {s.name for s in stack.up()} == {"kafka", "clickhouse", *workers}
     assert all(s.healthy for s in stack.status())
 
@@ -217,7 +218,7 @@ def test_default_up_runs_the_workers_and_a_run_lands_in_clickhouse(home: Path) -
     wait_for(lambda: clickhouse(settings).query(live).result_rows == [("finished", 99)])
 
     stack.down()
-    assert [s.state for s in stack.status()] == ["stopped"] * 5
+    assert [s.state for s in stack.status()] == ["stopped"] * 6
     stack.up()
     assert clickhouse(settings).query(count).result_rows[0][0] == 200
 

@@ -204,7 +204,7 @@ def test_query_command_prints_table_csv_and_json(
     assert main(["query", sql, "--format", "csv", *args]) == 0
     assert capsys.readouterr().out.splitlines() == ["n,s,v", "0,0,nan", "1,1,nan", "2,2,nan"]
     assert main(["query", sql, "--format", "json", *args]) == 0
-    assert orjson.loads(capsys.readouterr().out)[2] == {"n": 2, "s": "2", "v": "nan"}
+    assert orjson.loads(capsys.readouterr().out)[2] == {"n": 2, "s": "2", "v": "NaN"}
     assert main(["query", "SELEC oops", *args]) == 2  # not a read statement: never sent
     assert "refused" in capsys.readouterr().err
     assert main(["query", "SELECT oops(", *args]) == 1

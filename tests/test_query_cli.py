@@ -232,7 +232,7 @@ def test_every_result_shape_renders(
         row = dict(zip(names, [c.strip() for c in lines[2].split(" | ")], strict=True))
         assert row["null_text"] == "NULL"
         assert row["nested"] == "[[1,2],[],[3]]"
-        assert row["a_map"] == '{"a":[1.5,"nan"],"b":[]}'
+        assert row["a_map"] == '{"a":[1.5,"NaN"],"b":[]}'
         assert row["a_tuple"] == '[1,"two",[null,3]]'
         assert row["wide"].endswith("…") and len(row["wide"]) == MAX_CELL
         assert row["cjk"] == "中" * 29 + "…"  # 29 wide characters and the ellipsis: 59 columns
@@ -244,10 +244,10 @@ def test_every_result_shape_renders(
     elif fmt == "json":
         (record,) = json.loads(out)
         assert record["null_text"] is None and record["nested"] == [[1, 2], [], [3]]
-        assert record["a_map"] == {"a": [1.5, "nan"], "b": []}
+        assert record["a_map"] == {"a": [1.5, "NaN"], "b": []}
         assert record["control"] == "line1\nline2\x1b[31mred\t"  # JSON escapes it: \u001b
         assert record["uuid"] == "00000000-0000-0000-0000-000000000001"
-        assert record["infinite"] == "inf" and record["flag"] is True
+        assert record["infinite"] == "Infinity" and record["flag"] is True
     else:
         header, *body = out.splitlines()
         assert header.startswith("null_text,nested,a_map,")
@@ -327,3 +327,50 @@ def test_piped_output_is_csv_and_a_terminal_gets_a_coloured_table(
     assert "\x1b[" in text  # rich's colours
     assert "\x1b[31mred" not in text and "a\\x1b[31mred\\nx" in text  # the value's are escaped
     assert text.endswith("(2 rows)\n") and "中文" in text
+
+
+def test_a_format_clause_is_refused_before_sending(
+    query_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for sql in ("SELECT 1 FORMAT JSON", "select 1 format CSV;", "SELECT 1 FORMAT JSON -- x"):
+        code, out, err = run(query_settings, sql, capsys=capsys)
+        assert (code, out) == (2, "")
+        assert "FORMAT clause" in err and "use --format table|csv|json" in err
+    # a column or a string named format is not a clause
+    code, out, _ = run(
+        query_settings, "SELECT 'FORMAT JSON' AS format", "--format", "csv", capsys=capsys
+    )
+    assert (code, out) == (0, "format\nFORMAT JSON\n")
+
+
+def test_params_are_raw_text_the_server_parses_as_their_type(
+    query_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        query_settings,
+        "SELECT {a:Array(String)} AS a, {m:Map(String, UInt8)} AS m, "
+        "toString({d:DateTime('UTC')}) AS d, {n:Nullable(String)} AS n, "
+        "{nn:Nullable(UInt8)} AS nn, {s:String} AS s",
+        "--param", "a=['a','b''c']",
+        "--param", "m={'k':1,'j':2}",
+        "--param", "d=2026-01-02 03:04:05",
+        "--param", "n=\\N",
+        "--param", "nn=7",
+        "--param", "s=it's [x]",
+        "--format", "json",
+        capsys=capsys,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert json.loads(out) == [
+        {
+            "a": ["a", "b'c"], "m": {"k": 1, "j": 2}, "d": "2026-01-02 03:04:05", "n": None,
+            "nn": 7, "s": "it's [x]",
+        }
+    ]  # fmt: skip
+    code, _, err = run(
+        query_settings,
+        "SELECT count() FROM guard WHERE s IN {p:Array(String)}",
+        "--param", "p=['1','2','3']", "--format", "csv",
+        capsys=capsys,
+    )  # fmt: skip
+    assert code == 0

@@ -108,7 +108,7 @@ def test_parquet_export_reads_back_equal_to_clickhouse(
     assert export(seeded, "--project", "exp", "--out", str(out)) == 0
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
-        "metrics.parquet", "runs.parquet", "system_metrics.parquet",
+        "export.json", "metrics.parquet", "runs.parquet", "system_metrics.parquet",
     ]  # fmt: skip
     assert f"{out / 'metrics.parquet'}\t{2 * 3 * STEPS} rows" in printed
     cols = ["project", "run_id", "name", "step", "ts", "value"]
@@ -141,7 +141,7 @@ def test_where_and_run_pick_runs(seeded: dict[str, Any], tmp_path: Path) -> None
     }
     assert export(seeded, "--project", "exp", "--run", ids["b"], "--tables", "runs", "--out",
                   str(tmp_path / "r")) == 0  # fmt: skip
-    assert [p.name for p in (tmp_path / "r").iterdir()] == ["runs.parquet"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["export.json", "runs.parquet"]
     assert pq.read_table(tmp_path / "r" / "runs.parquet").column("run_id").to_pylist() == [ids["b"]]
 
 
@@ -328,3 +328,170 @@ def test_export_memory_stays_flat(seeded: dict[str, Any], tmp_path: Path) -> Non
         connect(settings).command(
             "ALTER TABLE metrics DELETE WHERE name = 'big' SETTINGS mutations_sync = 1"
         )
+
+
+def show_cmd(
+    settings: Settings, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    code = cli.main(
+        ["runs", args[0], "--clickhouse", settings.clickhouse_url, "--database",
+         settings.clickhouse_database, *args[1:]]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def dupes(settings: Settings, tmp_path: Path) -> Settings:
+    """Run ``dupe`` in projects ``team/vision`` (a '/' in its name) and ``other``; configs with
+    a nested ``optimizer.lr`` and a top-level key ``"optimizer.lr"``."""
+    sdk = settings.with_overrides(system_metrics_interval=0, heartbeat_interval=3600)
+    for project, lr, dotted in (("team/vision", 0.1, 1), ("other", 0.2, 2)):
+        run = runstream.init(
+            project=project, id="dupe", settings=sdk, dir=tmp_path / project.replace("/", "_"),
+            config={"optimizer": {"lr": lr}, "optimizer.lr": dotted, "a,b": 1},
+        )  # fmt: skip
+        run.log({"loss": lr}, step=0)
+        assert run.finish().ok
+    db = settings.clickhouse_database
+    done = f"SELECT count() FROM {db}.runs_current WHERE status = 'finished'"
+    sink_until(settings, lambda c: scalar(settings, done) == 2)
+    return settings
+
+
+def test_runs_show_picks_the_project(dupes: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """#2, #8, #11, #12 (issue 12): an id in two projects is refused, naming them and saying
+    how to pick one; PROJECT/RUN_ID splits at the last '/'; --project; unknown ids; nested and
+    dotted keys print apart."""
+    code, out, err = show_cmd(dupes, capsys, "show", "dupe")
+    assert (code, out) == (2, "")
+    assert "several projects (other, team/vision)" in err
+    assert "`runstream runs show other/dupe`" in err and "--project other" in err
+    assert "api.run" not in err
+    code, out, err = show_cmd(dupes, capsys, "show", "team/vision/dupe", "--format", "json")
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert (report["run"]["project"], report["config"]["optimizer"]) == ("team/vision", {"lr": 0.1})
+    code, out, err = show_cmd(
+        dupes, capsys, "show", "dupe", "--project", "other", "--format", "json"
+    )
+    assert (code, err) == (0, "") and json.loads(out)["run"]["project"] == "other"
+    code, out, err = show_cmd(dupes, capsys, "show", "nope", "--project", "other")
+    assert (code, out) == (1, "")
+    assert err.startswith("runstream runs show: no run 'nope' in project 'other': list the runs")
+    assert "runstream runs ls" in err
+    code, out, err = show_cmd(dupes, capsys, "show", "other/dupe", "--format", "table")
+    assert code == 0
+    config = out.split("config:\n")[1].split("\n\n")[0].splitlines()[2:]
+    assert [re.split(r" +\| ", line) for line in config] == [
+        ["optimizer.lr", "0.2"], ['["optimizer.lr"]', "2"], ['["a,b"]', "1"],
+    ]  # fmt: skip
+    code, out, err = show_cmd(
+        dupes, capsys, "ls", "--project", "other", "--format", "json",
+        "--columns", 'id,config.optimizer.lr,config["optimizer"]["lr"],config["a,b"]',
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert json.loads(out) == [
+        {"id": "dupe", "config.optimizer.lr": 2, 'config["optimizer"]["lr"]': 0.2,
+         'config["a,b"]': 1},
+    ]  # fmt: skip
+    code, out, err = show_cmd(dupes, capsys, "ls", "--columns", "config[lr]")
+    assert (code, out) == (2, "") and '["KEY"]' in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["runs", "ls", "--format", "table"], ["runs", "show", "other/dupe", "--format", "table"],
+     ["runs", "show", "team/vision/dupe"], ["query", "SELECT number FROM numbers(100000)"]],
+)  # fmt: skip
+def test_a_closed_pipe_exits_quietly(dupes: Settings, args: list[str]) -> None:
+    """#4: `runstream ... | head -1` with the reader gone: exit 0, nothing on stderr."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen(
+        [sys.executable, "-m", "runstream", *args[:2], "--clickhouse", dupes.clickhouse_url,
+         "--database", dupes.clickhouse_database, *args[2:]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert child.stdout is not None
+    child.stdout.close()  # before the interpreter has even started: every write fails
+    _, err = child.communicate(timeout=60)
+    assert (child.returncode, err) == (0, "")
+
+
+def test_force_replaces_the_whole_export(
+    seeded: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#10: a folder never mixes two exports: --force removes the earlier export's files this
+    one does not write; export.json says what the folder holds."""
+    assert export(seeded, "--project", "exp", "--out", str(tmp_path)) == 0
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    assert manifest["project"] == "exp" and manifest["format"] == "parquet"
+    assert manifest["run_count"] == 2 and manifest["where"] is None
+    assert {t: v["rows"] for t, v in manifest["tables"].items()} == {
+        "metrics": 2 * 3 * STEPS, "runs": 2, "system_metrics": 2,
+    }  # fmt: skip
+    assert manifest["exported_at"].endswith("Z")
+    capsys.readouterr()
+    # another format or table set into the same folder: refused without --force
+    args = ("--project", "other", "--tables", "metrics", "--format", "csv", "--out", str(tmp_path))
+    assert export(seeded, *args) == 2
+    err = capsys.readouterr().err
+    assert "earlier export" in err and "runs.parquet" in err and "--force" in err
+    assert export(seeded, *args, "--force") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "metrics.csv"]
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    assert (manifest["project"], manifest["format"], list(manifest["tables"])) == (
+        "other", "csv", ["metrics"],
+    )  # fmt: skip
+    assert manifest["tables"]["metrics"]["rows"] == 3 * STEPS
+
+
+def test_bad_out_and_timeout_are_refused(
+    seeded: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#4, #10: --out that cannot be created, --out "", --timeout 0: a message, no traceback."""
+    assert export(seeded, "--project", "exp", "--out", "/proc/nope/x") == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("runstream export: cannot create --out /proc/nope/x") and "Trace" not in err
+    )
+    for bad in (["--out", ""], ["--out", str(tmp_path), "--timeout", "0"]):
+        with pytest.raises(SystemExit) as exited:
+            export(seeded, "--project", "exp", *bad)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "is empty" in err or "more than 0 seconds" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_is_plain_for_other_tools(settings: Settings, tmp_path: Path) -> None:
+    """#10: tags as JSON arrays, NULL as an empty field, times ISO 8601 with Z."""
+    sdk = settings.with_overrides(system_metrics_interval=0, heartbeat_interval=3600)
+    done = runstream.init(project="csv", id="done", tags=['t\'""', "ü"], settings=sdk)
+    done.log({"x": 1.0}, step=0)
+    assert done.finish().ok
+    live = runstream.init(project="csv", id="live", settings=sdk)
+    live.log({"x": 2.0}, step=0)
+    db = settings.clickhouse_database
+    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.metrics") == 2)
+    code = cli.main(
+        ["export", "--clickhouse", settings.clickhouse_url, "--database", db, "--project", "csv",
+         "--format", "csv", "--out", str(tmp_path)]
+    )  # fmt: skip
+    live.finish()
+    assert code == 0
+    with (tmp_path / "runs.csv").open(newline="") as f:
+        runs = {r["run_id"]: r for r in csv.DictReader(f)}
+    assert json.loads(runs["done"]["tags"]) == ['t\'""', "ü"]
+    assert json.loads(runs["live"]["tags"]) == []
+    assert runs["live"]["finished_at"] == "" and runs["live"]["exit_code"] == ""
+    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+    assert iso.fullmatch(runs["done"]["finished_at"]) and iso.fullmatch(runs["live"]["started_at"])
+    with (tmp_path / "metrics.csv").open(newline="") as f:
+        metrics = list(csv.DictReader(f))
+    assert [(m["run_id"], m["value"]) for m in metrics] == [("done", "1"), ("live", "2")]
+    assert all(iso.fullmatch(m["ts"]) for m in metrics)

@@ -56,14 +56,14 @@ def test_tail_follows_a_live_run_until_it_finishes(settings: Settings) -> None:
         out, err = tail.communicate(timeout=30)
     finally:
         tail.kill()
-    assert tail.returncode == 0, err
+    assert tail.returncode == 1, err  # the run failed
     assert out.splitlines() == [
         "0  acc=0.5 loss=1",
         "1  acc=0.6 loss=0.5",
         "2  acc=0.7 loss=0.3333333333333333",
         "3  acc=0.8 loss=0.25",
         "4  loss=nan",
-        f"run {run.id} failed (exit code 3)",
+        f"run tail/{run.id} failed (exit code 3)",
     ]
 
 
@@ -88,7 +88,7 @@ def test_a_run_clickhouse_holds_prints_its_last_steps_first(
         "17  x=34",
         "18  x=36",
         "19  x=38",
-        f"run {run.id} finished (exit code 0)",
+        f"run tail/{run.id} finished (exit code 0)",
     ]
 
 
@@ -130,4 +130,85 @@ def test_a_running_run_continues_after_clickhouses_steps_without_repeating_them(
     finally:
         tail.kill()
     assert tail.returncode == 0, err
-    assert out.splitlines() == ["5  x=5.5", f"run {run.id} finished (exit code 0)"]
+    assert out.splitlines() == ["5  x=5.5", f"run tail/{run.id} finished (exit code 0)"]
+
+
+def test_same_run_id_in_two_projects(settings: Settings, tmp_path: Path) -> None:
+    """#2, #3, #7, #8, #12: a bare id in two projects is refused naming both; PROJECT/RUN_ID (the
+    project holding a '/') and --project each follow only their run; names are escaped; -n 0
+    prints only what arrives after it starts; a failed run's tail exits 1."""
+    a = runstream.init(project="team/vision", id="dupe", settings=sdk(settings),
+                       dir=tmp_path / "a")  # fmt: skip
+    b = runstream.init(project="other", id="dupe", settings=sdk(settings), dir=tmp_path / "b")
+    a.log({"x": 0.0}, step=0)
+    b.log({"y": 100.0}, step=0)
+    db = settings.clickhouse_database
+    sink_until(settings, lambda c: scalar(settings, f"SELECT count() FROM {db}.metrics") == 2)
+    ambiguous = start_tail(settings, "dupe", "--wait", "1")
+    out, err = ambiguous.communicate(timeout=30)
+    assert (ambiguous.returncode, out) == (2, ""), err
+    assert "several projects (other, team/vision)" in err and "--project other" in err
+    assert "runstream tail other/dupe" in err
+    tail_a = start_tail(settings, "team/vision/dupe", "-n", "5")
+    tail_b = start_tail(settings, "dupe", "--project", "other", "-n", "0")
+    try:
+        assert tail_a.stdout is not None
+        assert tail_a.stdout.readline() == "0  x=0\n"  # from ClickHouse
+        time.sleep(2.0)  # both follow Kafka by now
+        for step in (1, 2):
+            a.log({"x": float(step), "evil\x1b[31mname\nnl": 1.5}, step=step)
+            b.log({"y": 100.0 + step}, step=step)
+        assert b.finish(exit_code=2).ok  # failed: ends tail_b (exit 1), not tail_a
+        out_b, err_b = tail_b.communicate(timeout=30)
+        time.sleep(0.5)
+        assert tail_a.poll() is None
+        assert a.finish().ok
+        out_a, err_a = tail_a.communicate(timeout=30)
+    finally:
+        tail_a.kill()
+        tail_b.kill()
+    assert (tail_b.returncode, err_b) == (1, "")
+    assert out_b.splitlines() == ["1  y=101", "2  y=102", "run other/dupe failed (exit code 2)"]
+    assert (tail_a.returncode, err_a) == (0, "")
+    assert out_a.splitlines() == [
+        "1  evil\\x1b[31mname\\nnl=1.5 x=1",
+        "2  evil\\x1b[31mname\\nnl=1.5 x=2",
+        "run team/vision/dupe finished (exit code 0)",
+    ]
+
+
+def test_kafka_unreachable_is_one_line_and_exit_1(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = tail_args(settings, "no-such-run", "--wait", "1")
+    args[args.index("--kafka") + 1] = "127.0.0.1:1"  # a closed port
+    started = time.monotonic()
+    assert cli.main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and time.monotonic() - started < 20
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "runstream: error: cannot read Kafka at 127.0.0.1:1"
+    )
+
+
+def test_a_closed_pipe_exits_quietly(settings: Settings) -> None:
+    """#4: `runstream tail RUN | head -1` (the reader gone before the lines come): no traceback,
+    exit 0."""
+    run = runstream.init(project="tail", settings=sdk(settings))
+    for step in range(3):
+        run.log({"x": float(step)}, step=step)
+    assert run.finish().ok
+    db = settings.clickhouse_database
+    sink_until(
+        settings,
+        lambda c: (
+            scalar(settings, f"SELECT count() FROM {db}.runs_current WHERE status = 'finished'")
+            == 1
+        ),
+    )
+    tail = start_tail(settings, run.id, "-n", "3")
+    assert tail.stdout is not None
+    tail.stdout.close()  # before the interpreter has even started: every write fails
+    _, err = tail.communicate(timeout=30)
+    assert (tail.returncode, err) == (0, "")

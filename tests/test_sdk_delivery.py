@@ -210,7 +210,7 @@ def test_resume_continues_steps_and_sequence_numbers(settings: Settings) -> None
     assert scalar(settings, f"SELECT countIf(type = 'run_resumed') FROM {db}.events") == 2
 
     with pytest.raises(ResumeError, match="already exists"):
-        runstream.init(settings=quiet, id="resumable", resume="never")
+        runstream.init(settings=quiet, id="resumable", resume="never", project="resume")
     with pytest.raises(ResumeError, match="not found"):
         runstream.init(settings=quiet, id="never-seen", resume="must")
 

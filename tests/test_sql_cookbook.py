@@ -25,7 +25,7 @@ import pytest
 
 from runstream.read import Reader
 from tests.conftest import Services, isolated_settings
-from tests.cookbook_data import PROJECT, Run, World, generate, seed
+from tests.cookbook_data import OTHER, PROJECT, Run, World, generate, seed
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sql.md"
 SECTION = "## Cookbook: twenty questions"
@@ -227,12 +227,14 @@ def test_config_diff(reader: Reader, world: World) -> None:
         k for k in a.config.keys() | b.config.keys() if a.config.get(k) != b.config.get(k)
     )
     assert {"warmup", "optimizer"} <= set(keys)
-    got = ask(reader, "config_diff", run_a=a.run_id, run_b=b.run_id)
+    got = ask(reader, "config_diff", project=PROJECT, run_a=a.run_id, run_b=b.run_id)
     assert [r["key"] for r in got] == keys
     for r in got:
         for run, column in ((a, "value_a"), (b, "value_b")):
             want = run.config.get(r["key"])
             assert (json.loads(r[column]) if r[column] else None) == want
+    # Another project has no such runs: both configs read as empty, nothing differs.
+    assert ask(reader, "config_diff", project=OTHER, run_a=a.run_id, run_b=b.run_id) == []
 
 
 def test_top_k_per_group(reader: Reader, world: World) -> None:

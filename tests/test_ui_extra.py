@@ -10,7 +10,7 @@ def test_runstream_ui_without_its_extra_names_the_extra() -> None:
     code = """
         import runstream.ui  # importable: Starlette is imported by create_app only
         from runstream.cli import main
-        raise SystemExit(main(["ui", "--port", "0"]))
+        raise SystemExit(main(["ui", "--port", "18089"]))
     """
     result = run_python(code, {"starlette", "uvicorn"})
     assert result.returncode == 1

@@ -115,6 +115,56 @@ def test_what_runstream_does_not_read_is_named_in_the_error(filters: Any, named:
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("filters", "says", "not_says"),
+    [
+        ("state=finished", "filters must be a dict", None),
+        ("state=finished", "runstream.Api().runs(where=...)", None),
+        (["state"], "filters must be a dict (wandb's type", None),
+        ([], "filters must be a dict", None),
+        (3, "not int 3", None),
+        ({"$not": {"state": "finished"}}, "$not is not a top-level operator", "at the top level"),
+        ({"$not": {"state": "finished"}}, "{'state': {'$not': {'$eq': 'finished'}}}", None),
+        ({"$not": {"state": "finished"}}, "'$nor'", None),
+        ({"$eq": 1}, "$eq goes on a field, not at the top level", None),
+        ({"$size": 1}, "at the top level of a filter $and, $or, $nor", None),
+        ({"config.lr": {"$size": 1}}, "on a field it reads $eq", None),
+        ({"state": {"$or": [{"state": "x"}]}}, "$or goes at the top level", None),
+        ({"$and": None}, "$and takes a list of filters (dicts), not None", None),
+        ({"$or": {"state": "x"}}, "$or takes a list of filters (dicts)", None),
+        ({"$nor": "state"}, "$nor takes a list of filters (dicts)", None),
+        ({"$and": [None]}, "a filter is a dict of fields and operators, not NoneType", None),
+        ({"$or": [["state", "x"]]}, "filters['$or'][0]", None),
+        ({"config.lr": {"$in": None}}, "$in takes a list of values, not None", None),
+        ({"state": {"$not": None}}, "$not takes operators", None),
+        ({"state": {"$not": ["x"]}}, "$not takes operators", None),
+        ({None: 1}, "a filter key is a string", None),
+    ],
+)
+def test_inputs_of_the_wrong_type_at_any_level_get_clear_errors(
+    filters: Any, says: str, not_says: str | None
+) -> None:
+    with pytest.raises(WandbFilterError) as info:
+        to_where(filters)
+    assert says in str(info.value)
+    if not_says is not None:
+        assert not_says not in str(info.value)
+
+
+def test_the_list_of_supported_operators_says_where_each_works() -> None:
+    with pytest.raises(WandbFilterError) as info:
+        to_where({"config.lr": {"$size": 1}})
+    field_part, _, top_part = str(info.value).partition("at the top level of a filter")
+    assert "$not" in field_part and "$and" not in field_part.split("on a field it reads")[1]
+    assert top_part.strip() == "$and, $or, $nor"
+
+
+def test_an_order_that_is_not_a_string_is_refused() -> None:
+    for order in (5, ["-created_at"], {"created_at": -1}):
+        with pytest.raises(WandbFilterError, match="order is a string"):
+            to_order_by(order)  # type: ignore[arg-type]
+
+
 def test_the_error_says_where_in_the_filter_the_operator_is() -> None:
     with pytest.raises(WandbFilterError, match=r"filters\['\$or'\]\[1\]\['config.a'\]\.\$size"):
         to_where({"$or": [{"state": "x"}, {"config.a": {"$size": 1}}]})

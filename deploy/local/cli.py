@@ -85,7 +85,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     if "ui" in by_name:
         from runstream.ui.cli import ui_address
 
-        print(f"  {'web UI':<17} {ui_address()}")
+        print(f"  {'web UI':<17} {ui_address(settings.ui_host, settings.ui_port)}")
     print(f"  logs              {stack.logs}")
     print(f"  data              {settings.home}")
     print("Stop it with: runstream dev down")

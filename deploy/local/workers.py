@@ -52,7 +52,8 @@ def default_workers() -> list[WorkerSpec]:
 
 
 def _ui_worker(runstream_cli: list[str]) -> list[WorkerSpec]:
-    """The web UI (``runstream ui``, on $RUNSTREAM_UI_PORT or 8080) when its extra is installed."""
+    """The web UI (``runstream ui``, on the settings' ``ui_host``/``ui_port``) when its extra is
+    installed."""
     import importlib.util
 
     if importlib.util.find_spec("starlette") and importlib.util.find_spec("uvicorn"):
@@ -72,6 +73,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RUNSTREAM_TOPIC_REPLICATION": str(settings.topic_replication),
         "RUNSTREAM_HOME": str(settings.home),
         "RUNSTREAM_SINK_METRICS_PORT": str(settings.sink_metrics_port),
+        "RUNSTREAM_UI_HOST": settings.ui_host,
+        "RUNSTREAM_UI_PORT": str(settings.ui_port),
     }
 
 

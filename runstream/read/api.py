@@ -16,6 +16,7 @@ value (a project, a run id, a filter's literals, a config key) a bound query par
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
@@ -143,10 +144,7 @@ class Api:
         whatever ``limit`` and ``offset``. Raises :class:`~runstream.errors.FilterError` for a
         ``where`` or an ``order_by`` name it cannot read (and for a regular expression RE2
         refuses)."""
-        if limit is not None and limit < 0:
-            raise ReadArgumentError(f"limit must be 0 or more (or None for all), not {limit}")
-        if offset < 0:
-            raise ReadArgumentError(f"offset must be 0 or more, not {offset}")
+        _check_runs_arguments(project, where, order_by, limit, offset)
         conditions = ["1"]
         parameters: dict[str, Any] = {}
         if project is not None:
@@ -161,12 +159,12 @@ class Api:
         page = ""
         if limit is not None:
             page = " LIMIT {limit:UInt64}"
-            parameters["limit"] = limit
+            parameters["limit"] = int(limit)
         if offset:
             if limit is None:  # OFFSET alone: ClickHouse wants a LIMIT; take the rest
                 page = " LIMIT 18446744073709551615"
             page += " OFFSET {offset:UInt64}"
-            parameters["offset"] = offset
+            parameters["offset"] = int(offset)
         # count() OVER () is evaluated before LIMIT: the total comes with the page.
         query = (
             f"SELECT {', '.join(RUN_COLUMNS)}, count() OVER () AS _total FROM runs_current "
@@ -231,15 +229,25 @@ class Api:
         )
 
     def run(self, run_id: str, project: str | None = None) -> Run:
-        """The run ``run_id`` (``"project/run_id"`` also reads). Raises
+        """The run ``run_id``. Without ``project``, a ``run_id`` with a ``/`` is first read as
+        ``"project/run_id"`` with the project the text before the LAST ``/`` (a project name
+        may hold ``/``: ``"team/vision/k3x9"`` is run ``k3x9`` of project ``team/vision``), then
+        cut at each earlier ``/`` (project ``team``, run ``vision/k3x9``), and, when there is no
+        such run, as a run id of its own. Raises
         :class:`~runstream.errors.RunNotFoundError` (a ``LookupError``) when there is none, and
         :class:`~runstream.errors.ReadArgumentError` when the id is in several projects and no
         ``project`` says which."""
         if not isinstance(run_id, str):
             raise TypeError(f"a run id is a str, not {type(run_id).__name__}")
         records: list[dict[str, Any]] = []
-        if project is None and run_id.count("/") == 1:
-            records = self._run_records(*reversed(run_id.split("/")))
+        if project is None and "/" in run_id:
+            # "project/run_id", where the project may hold "/" itself: the text before the
+            # last one first (run ids rarely hold "/"), then before each earlier one.
+            parts = run_id.split("/")
+            for cut in range(len(parts) - 1, 0, -1):
+                records = self._run_records("/".join(parts[cut:]), "/".join(parts[:cut]))
+                if records:
+                    break
         if not records:  # not "project/id", or an id that holds a "/" itself
             records = self._run_records(run_id, project)
         if not records:
@@ -382,3 +390,34 @@ def _regexp_error(exc: QueryError, where: str | None) -> Exception:
         where,
         position,
     )
+
+
+def _check_runs_arguments(project: Any, where: Any, order_by: Any, limit: Any, offset: Any) -> None:
+    """:class:`ReadArgumentError` saying what to pass for an argument of ``Api.runs`` of the
+    wrong type or range (before a query is built, so never a raw TypeError)."""
+
+    def whole(value: Any) -> bool:
+        return (
+            isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0
+        )
+
+    if project is not None and not isinstance(project, str):
+        raise ReadArgumentError(f"project is a project name (str) or None, not {project!r}")
+    if limit is not None and not whole(limit):
+        raise ReadArgumentError(
+            f"limit is a whole number, 0 or more (or None for all runs), not {limit!r}"
+        )
+    if not whole(offset):
+        raise ReadArgumentError(f"offset is a whole number, 0 or more, not {offset!r}")
+    if where is not None and not isinstance(where, str):
+        raise ReadArgumentError(
+            f"where is a filter expression (str), as in where='config.lr > 1e-3', not {where!r}"
+        )
+    names = [order_by] if isinstance(order_by, str) else order_by
+    if names is not None and (
+        not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)
+    ):
+        raise ReadArgumentError(
+            "order_by is a name (str) or a list of names, each with '-' in front for "
+            f"descending, as in order_by=['-summary.acc', 'started_at'], not {order_by!r}"
+        )

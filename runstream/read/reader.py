@@ -17,6 +17,8 @@ Every query:
 
 from __future__ import annotations
 
+import http.client
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,12 +80,58 @@ class Limits:
         }
 
 
-def query_error(exc: Exception) -> QueryError:
+# ClickHouse's exception as it ends a body it had started to send (a limit hit half-way).
+_TRAILING_ERROR = re.compile(rb"Code: \d+\. DB::Exception: .*?\(version [^)]*\)", re.S)
+# How urllib3 / clickhouse-connect report a body that ended before its end.
+_BROKEN = ("IncompleteRead", "Response ended prematurely", "Connection broken")
+
+
+def _trailing_error(exc: BaseException) -> str | None:
+    """ClickHouse's exception text from the end of a broken response body, if the exception
+    chain holds it. ClickHouse cannot take back the rows it has sent, so an error after the
+    first block is written at the end of the body (between ``__exception__`` markers, ClickHouse
+    docs, "HTTP interface: exception handling during HTTP streaming") and the chunked encoding is
+    left unfinished so that no client reads the body as complete; urllib3 then raises
+    ``ProtocolError(..., http.client.IncompleteRead)`` whose ``partial`` holds the last bytes
+    read, that text included."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        partial = getattr(error, "partial", None)
+        if isinstance(error, http.client.IncompleteRead) and isinstance(partial, bytes):
+            found = _TRAILING_ERROR.findall(partial[-65536:])
+            if found:
+                return str(found[-1].decode("utf-8", "replace"))
+        todo += [a for a in error.args if isinstance(a, BaseException)]
+        todo += [e for e in (error.__cause__, error.__context__) if e is not None]
+    return None
+
+
+def query_error(exc: Exception, limits: Limits | None = None) -> QueryError:
     """ClickHouse's own message out of a clickhouse-connect exception, as a :class:`QueryError`
-    (:class:`QueryLimitError` for a limit or quota)."""
+    (:class:`QueryLimitError` for a limit or quota). A result stream that broke off half-way
+    gives ClickHouse's exception from the end of the body when it can be read; else a
+    :class:`QueryError` saying that a read limit (``limits``) may have stopped it."""
     text = str(exc)
     match = _SERVER_ERROR.search(text)
     if not match:
+        trailing = _trailing_error(exc)
+        if trailing is not None:
+            match = _SERVER_ERROR.search(trailing)
+    if not match:
+        if limits is not None and any(b in text for b in _BROKEN):
+            return QueryError(
+                "the result stream broke off before its end, and ClickHouse's reason could not "
+                f"be read ({text}). A read limit may have stopped it: "
+                f"RUNSTREAM_READ_MAX_RESULT_ROWS (now {limits.max_result_rows}), "
+                f"RUNSTREAM_READ_MAX_EXECUTION_TIME (now {limits.max_execution_time} s), "
+                f"RUNSTREAM_READ_MAX_MEMORY_USAGE (now {limits.max_memory_usage} bytes); "
+                "raise the one that applies, or aggregate or LIMIT the query"
+            )
         return QueryError(f"the query failed: {text}")
     code, message, name = int(match.group(1)), match.group(2).strip(), match.group(3) or ""
     kind = QueryLimitError if code in _LIMIT_CODES else QueryError
@@ -114,10 +162,13 @@ class Stream:
     ``types`` are known before the first block; errors while reading (a limit hit half-way)
     raise :class:`QueryError` / :class:`QueryLimitError`."""
 
-    def __init__(self, context: Any, columns: list[str], types: list[str]) -> None:
+    def __init__(
+        self, context: Any, columns: list[str], types: list[str], limits: Limits | None = None
+    ) -> None:
         self._context = context
         self.columns = columns
         self.types = types
+        self._limits = limits
 
     def __iter__(self) -> Iterator[Sequence[Sequence[Any]]]:
         try:
@@ -125,7 +176,7 @@ class Stream:
         except GeneratorExit:
             raise
         except Exception as exc:
-            raise query_error(exc) from exc
+            raise query_error(exc, self._limits) from exc
 
     def close(self) -> None:
         self._context.__exit__(None, None, None)
@@ -175,6 +226,7 @@ class Reader:
         """The clickhouse-connect client (connected and checked on first use)."""
         if self._client is None:
             self._client = _connect(self.settings)
+        _quiet_client_logs()
         if not self._verified:
             self._verify()
         return self._client
@@ -296,7 +348,7 @@ class Reader:
                 raise query_error(exc) from exc
             columns = [str(row[0]) for row in described]
             types = [str(row[1]) for row in described]
-        return Stream(context, columns, types)
+        return Stream(context, columns, types, self.limits)
 
     def stream(
         self, sql: str, parameters: Mapping[str, Any] | None = None
@@ -341,7 +393,7 @@ class Reader:
         except GeneratorExit:
             raise
         except Exception as exc:
-            raise query_error(exc) from exc
+            raise query_error(exc, self.limits) from exc
 
     def raw_stream(
         self,
@@ -377,7 +429,7 @@ class Reader:
                 try:
                     chunk = response.read(chunk_size)
                 except Exception as exc:
-                    raise query_error(exc) from exc
+                    raise query_error(exc, self.limits) from exc
                 if not chunk:
                     return
                 yield bytes(chunk)
@@ -412,6 +464,24 @@ def _connection_error(settings: Settings, exc: Exception) -> ClickHouseError:
         f"cannot reach ClickHouse at {settings.clickhouse_url_redacted}: {text}. Is it running? "
         "Start the local stack with 'runstream dev up' or set RUNSTREAM_CLICKHOUSE_URL."
     )
+
+
+class _OwnErrors(logging.Filter):
+    """Drops clickhouse-connect's log record of a chunk it failed to read: it raises that error
+    to us right after, and the read side reports it as a :class:`QueryError` (a stray traceback
+    on stderr from a library's log would only repeat it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "unexpected failure to read next chunk"
+
+
+_OWN_ERRORS = _OwnErrors()
+
+
+def _quiet_client_logs() -> None:
+    logger = logging.getLogger("clickhouse_connect.driver.httputil")
+    if _OWN_ERRORS not in logger.filters:
+        logger.addFilter(_OWN_ERRORS)
 
 
 def _connect(settings: Settings) -> Any:

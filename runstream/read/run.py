@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from runstream.errors import ReadArgumentError
-from runstream.read.table import Table
+from runstream.read.table import Table, unique_columns
 
 if TYPE_CHECKING:
     from runstream.read.api import Api
@@ -128,6 +129,8 @@ class Run:
     ) -> tuple[str, dict[str, Any]]:
         sql = "project = {project:String} AND run_id = {run:String}"
         parameters: dict[str, Any] = {"project": self.project, "run": self.id}
+        _check_int("min_step", min_step)
+        _check_int("max_step", max_step)
         if min_step is not None:
             sql += " AND step >= {min_step:Int64}"
             parameters["min_step"] = int(min_step)
@@ -139,10 +142,18 @@ class Run:
     def _keys(self, keys: str | Sequence[str] | None) -> list[str]:
         if keys is None:
             return self.metric_names()
+        if not isinstance(keys, (str, list, tuple)):
+            raise ReadArgumentError(
+                f"keys is a metric name (str) or a list of them, not {type(keys).__name__}: "
+                "history('loss') or history(['loss', 'val/loss'])"
+            )
         names = [keys] if isinstance(keys, str) else list(keys)
         for k in names:
             if not isinstance(k, str):
-                raise TypeError(f"metric names are str, not {type(k).__name__}")
+                raise ReadArgumentError(
+                    f"keys holds metric names (str), not {type(k).__name__} ({k!r}): "
+                    "history(['loss', 'val/loss'])"
+                )
         return list(dict.fromkeys(names))  # duplicates once
 
     # --- reads --------------------------------------------------------------------------------
@@ -179,13 +190,22 @@ class Run:
         ``x``: ``"step"`` (Int64), ``"time"`` (the point's ``ts``, DateTime64 UTC; with several
         keys the newest ts at that step), ``"relative_time"`` (seconds since the run's
         ``started_at``, Float64), or a step metric the run defined (``define_metric("loss",
-        step_metric="epoch")`` makes ``x="epoch"`` valid): its latest value at or before each
-        step (an ASOF join, docs/sql.md), NULL before its first point.
+        step_metric="epoch")`` makes ``x="epoch"`` valid): its latest value logged at or before
+        each point in the run's event order (an ASOF join on ``seq``), NULL before its first
+        point. Not by step: the SDK stores the step metric's points and those of the keys
+        defined against it at the step metric's value (docs/sql.md,
+        "metric_definitions_current"), so their steps do not line up with other keys' steps.
+
+        Column names are unique and ``x`` keeps its name: a key named like ``x`` or like an
+        earlier column comes as ``<key>.1`` (``.2``...), as ``pandas.read_csv`` names duplicate
+        columns (:func:`runstream.read.table.unique_columns`); the columns are always ``x``,
+        then one (three with ``samples``) per key in the order of ``keys``.
 
         Without ``samples`` every point: one key (against step, time or relative_time) gives
-        every stored point in (step, seq) order (a step logged twice is two rows); several keys,
-        or a step metric as ``x``, give one row per step, each column the
-        key's last value at that step (highest seq) or null, pivoted inside ClickHouse.
+        every stored point in (step, seq) order (a step logged twice is two rows); several keys
+        give one row per step, each column the key's last value at that step (highest seq) or
+        null, pivoted inside ClickHouse; a step metric as ``x`` one row per logged event (a
+        ``log()`` call) that holds a key.
         ``samples=N``: the step range is cut into N equal buckets as the ``downsample`` view
         does (docs/sql.md, "Downsampling for charts"), common to all keys; each bucket that
         holds a point gives one row: ``x`` of its last point, and per key ``<key>`` (the value
@@ -194,11 +214,23 @@ class Run:
         ``min_step`` / ``max_step`` (inclusive) keep the steps in that range (a chart's zoom).
         A key the run does not have is a column of nulls (or, alone, no rows). Raises
         :class:`~runstream.errors.ReadArgumentError` for an ``x`` the run has no step metric
-        of, or ``samples`` outside 1..1,000,000.
+        of, ``samples`` that is not a whole number in 1..1,000,000 (a bool or a float is not),
+        ``keys`` that is not a str or a list of str, ``min_step``/``max_step`` not whole.
         """
         names = self._keys(keys)
-        if samples is not None and not 1 <= samples <= MAX_SAMPLES:
-            raise ReadArgumentError(f"samples must be between 1 and {MAX_SAMPLES}, not {samples}")
+        if samples is not None and (
+            isinstance(samples, bool)
+            or not isinstance(samples, numbers.Integral)
+            or not 1 <= samples <= MAX_SAMPLES
+        ):
+            raise ReadArgumentError(
+                f"samples is a whole number of buckets from 1 to {MAX_SAMPLES} (or None for "
+                f"every point), not {samples!r}"
+            )
+        if not isinstance(x, str):
+            raise ReadArgumentError(
+                f"x is 'step', 'time', 'relative_time' or a step metric's name, not {x!r}"
+            )
         step_metric = x not in X_MODES
         defined_metrics = self.step_metrics() if step_metric else []
         if step_metric and x not in defined_metrics:
@@ -239,6 +271,8 @@ class Run:
                 columns += [key, f"{key}.min", f"{key}.max"]
         if samples is not None and len(names) == 1:
             del parameters["k0"]
+        # A metric named like x (``step``, ``time``, the step metric) never replaces it.
+        columns = unique_columns(columns)
         value_columns = [v.rsplit(" AS ", 1)[1] for v in values]
         scope = f"{where} AND name IN {{keys:Array(String)}}"
         if samples is None and len(names) == 1 and not step_metric:
@@ -249,13 +283,20 @@ class Run:
             )
         else:
             one = "1 AS _one, " if step_metric else ""  # the ASOF join's equality
-            if samples is None:
+            if samples is None and step_metric:
+                # One row per logged event (a log() call): its points share one step metric
+                # value, whatever step each of them was stored at.
+                inner = (
+                    f"SELECT {one}seq AS _seq, min(step) AS _step, {', '.join(values)} "
+                    f"FROM metrics WHERE {scope} GROUP BY seq"
+                )
+            elif samples is None:
                 inner = (
                     f"SELECT {one}step AS _step, max(ts) AS _ts, {', '.join(values)} "
                     f"FROM metrics WHERE {scope} GROUP BY step"
                 )
             else:
-                parameters["samples"] = samples
+                parameters["samples"] = int(samples)
                 if min_step is None and max_step is None:
                     # The keys' first and last steps as run_summaries keeps them (its view sees
                     # every inserted point): a few rows read instead of a scan of the steps.
@@ -268,6 +309,7 @@ class Run:
                     bounds = f"SELECT (min(step), max(step)) FROM metrics WHERE {scope}"
                 # ts only for an axis that shows it: one column less to read.
                 ts = "max(ts) AS _ts, " if x in ("time", "relative_time") else ""
+                ts += "max(seq) AS _seq, " if step_metric else ""  # the ASOF join's order
                 # The bucket of the downsample view (migration 0006), over the steps of all keys.
                 inner = (
                     f"WITH ({bounds}) AS bounds "
@@ -279,15 +321,20 @@ class Run:
                 )
             outer_values = ", ".join(f"p.{c} AS {c}" for c in value_columns)
             if step_metric:
-                # The step metric's latest value at or before each step: its points before
-                # min_step count too, so its own scope has no step range.
+                # The step metric's latest value at or before each point, in the run's event
+                # order (seq, which orders events logged in the same millisecond too), not by
+                # step: the SDK stores a step metric's own points, and the points of the keys
+                # defined against it, at the step metric's value (docs/sql.md,
+                # "metric_definitions_current"), so their steps do not line up with the others'.
+                # Its points before min_step count too, so its own scope has no step range.
                 parameters["xkey"] = x
+                order = "p._step, p._seq" if samples is not None else "p._seq"
                 sql = (
                     f"SELECT xm.value AS x, {outer_values} FROM ({inner}) AS p "
-                    "ASOF LEFT JOIN (SELECT 1 AS _one, step, toNullable(value) AS value "
+                    "ASOF LEFT JOIN (SELECT 1 AS _one, seq, toNullable(value) AS value "
                     "FROM metrics WHERE project = {project:String} AND run_id = {run:String} "
-                    "AND name = {xkey:String}) AS xm ON p._one = xm._one AND p._step >= xm.step "
-                    "ORDER BY p._step"
+                    "AND name = {xkey:String}) AS xm ON p._one = xm._one AND p._seq >= xm.seq "
+                    f"ORDER BY {order}"
                 )
             else:
                 x_sql = _x_sql(x, "p._step", "p._ts", parameters, self)
@@ -302,13 +349,20 @@ class Run:
         max_step: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """One dict per step, ``{"step": s, key: value or None, ...}`` (each key's last value at
-        that step), in step order, read ``page_size`` points at a time: memory stays flat for a
+        that step; a metric named ``step`` as ``step.1``, the rule of :meth:`history`), in step
+        order, read ``page_size`` points at a time: memory stays flat for a
         run of any size. Keys as in :meth:`history`."""
-        if page_size < 1:
-            raise ReadArgumentError(f"page_size must be 1 or more, not {page_size}")
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, numbers.Integral)
+            or page_size < 1
+        ):
+            raise ReadArgumentError(f"page_size is a whole number, 1 or more, not {page_size!r}")
         names = self._keys(keys)
         if not names:
             return
+        # A metric named ``step`` comes as ``step.1``: it never replaces the step.
+        fields = unique_columns(["step", *names])
         where, parameters = self._where(min_step, max_step)
         parameters["keys"] = names
         values = []
@@ -341,9 +395,7 @@ class Run:
                 page,
             ).rows
             for row in rows:
-                record: dict[str, Any] = {"step": row[0]}
-                record.update(zip(names, row[1:], strict=True))
-                yield record
+                yield dict(zip(fields, row, strict=True))
             after = int(upto)
 
     def events(self) -> Table:
@@ -386,6 +438,11 @@ class Run:
             "ORDER BY name, step, seq",
             parameters,
         )
+
+
+def _check_int(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise ReadArgumentError(f"{name} is a step (int) or None, not {value!r}")
 
 
 def _x_sql(x: str, step: str, ts: str, parameters: dict[str, Any], run: Run) -> str:

@@ -128,7 +128,8 @@ def screen(sql: str) -> str:
     statement, a statement that is not SELECT/WITH/SHOW/DESCRIBE/EXPLAIN/EXISTS, a table
     function that reads outside the database (``file``, ``url``, ``s3``, ``remote``, ``mysql``,
     ``postgresql``, ``executable``, ``input``...), a ``SETTINGS`` clause (the read limits are not
-    the query's to change), or ``INTO OUTFILE``.
+    the query's to change), ``INTO OUTFILE``, or a ``FORMAT`` clause at the end (the read
+    layer asks for its own format: ``runstream query --format``).
     """
     toks = tokens(sql)
     while toks and toks[-1] == Token("punct", ";"):
@@ -162,6 +163,12 @@ def screen(sql: str) -> str:
                 "a SETTINGS clause cannot be used here: the read limits (time, memory, rows) "
                 "are set by runstream; change RUNSTREAM_READ_MAX_EXECUTION_TIME, "
                 "RUNSTREAM_READ_MAX_MEMORY_USAGE or RUNSTREAM_READ_MAX_RESULT_ROWS instead"
+            )
+        if word == "FORMAT" and after.kind == "word" and after is toks[-1]:
+            raise ReadRefusedError(
+                f"a FORMAT clause ({after.text}) cannot be used here: runstream chooses the "
+                "output format. Drop it and use --format table|csv|json (runstream query), "
+                "or .to_pandas() / .to_arrow() / .to_records() in Python"
             )
         if word == "INTO" and after.kind == "word" and after.text.upper() == "OUTFILE":
             raise ReadRefusedError(

@@ -133,3 +133,26 @@ class Table:
         return pl.DataFrame(
             [list(r) for r in self._rows], schema=self._columns, orient="row", strict=False
         )
+
+
+def unique_columns(names: Sequence[str]) -> list[str]:
+    """``names`` made unique the way ``pandas.read_csv`` names duplicate columns (pandas docs,
+    "read_csv": ``'X', 'X.1', ... 'X.N'``): the first column of a name keeps it, each later one
+    gets ``.1``, ``.2``... (the first such suffix no other column holds). ``history`` uses it so
+    that a metric named like its x column (``step``, ``time``, a step metric) never replaces x:
+    ``["step", "step"]`` -> ``["step", "step.1"]``."""
+    taken = set(names)
+    seen: set[str] = set()
+    out: list[str] = []
+    for name in names:
+        if name not in seen:
+            seen.add(name)
+            out.append(name)
+            continue
+        n = 1
+        while f"{name}.{n}" in taken or f"{name}.{n}" in seen:
+            n += 1
+        unique = f"{name}.{n}"
+        seen.add(unique)
+        out.append(unique)
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import socket
 import sys
 from collections.abc import Callable
@@ -14,24 +13,11 @@ from runstream.deploy.local.ports import is_loopback
 from runstream.errors import RunstreamError
 from runstream.settings import Settings
 
-TOKEN_ENV = "RUNSTREAM_UI_TOKEN"
-PORT_ENV = "RUNSTREAM_UI_PORT"
-DEFAULT_PORT = 8080
 
-
-def ui_port() -> int:
-    """The port ``runstream ui`` (and the UI worker of ``runstream dev up``) binds by default:
-    ``$RUNSTREAM_UI_PORT``, else 8080."""
-    raw = os.environ.get(PORT_ENV, "")
-    try:
-        return int(raw) if raw else DEFAULT_PORT
-    except ValueError:
-        raise RunstreamError(f"{PORT_ENV} must be a port number, not {raw!r}") from None
-
-
-def ui_address(host: str = "127.0.0.1", port: int | None = None) -> str:
+def ui_address(host: str, port: int) -> str:
+    """The UI's address as a browser opens it (an IPv6 host in brackets)."""
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{ui_port() if port is None else port}/"
+    return f"http://{shown}:{port}/"
 
 
 def add_ui_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -44,14 +30,17 @@ def add_ui_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None
         "http://HOST:PORT/?token=TOKEN once. docs/ui.md.",
     )
     add_common(ui)
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     ui.add_argument(
-        "--port", type=int, default=None, help=f"port (default: ${PORT_ENV} or {DEFAULT_PORT})"
+        "--host", dest="ui_host", help="address to bind (default: $RUNSTREAM_UI_HOST or 127.0.0.1)"
+    )
+    ui.add_argument(
+        "--port", dest="ui_port", type=int, help="port (default: $RUNSTREAM_UI_PORT or 8080)"
     )
     ui.add_argument(
         "--token",
-        default=None,
-        help=f"require this token (bearer, basic-auth password or ?token=); default: ${TOKEN_ENV}",
+        dest="ui_token",
+        help="require this token (bearer, basic-auth password or ?token=); "
+        "default: $RUNSTREAM_UI_TOKEN",
     )
     ui.set_defaults(handler=run_ui)
 
@@ -62,18 +51,18 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
     uvicorn = require("uvicorn", part="the web UI", extra="ui")
     from runstream.ui import create_app
 
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    if not is_loopback(args.host) and token is None:
+    host, port = settings.ui_host, settings.ui_port
+    token = settings.ui_token.get_secret_value() if settings.ui_token else None
+    if not is_loopback(host) and token is None:
         print(
-            f"runstream ui: warning: serving on {args.host} without a token: anyone who reaches "
-            f"this port reads every run. Set --token or ${TOKEN_ENV}.",
+            f"runstream ui: warning: serving on {host} without a token: anyone who reaches "
+            "this port reads every run. Set --token or $RUNSTREAM_UI_TOKEN.",
             file=sys.stderr,
         )
-    port = ui_port() if args.port is None else args.port
-    _check_free(args.host, port)
+    _check_free(host, port)
     app = create_app(settings, token=token)
-    print(f"runstream ui: {ui_address(args.host, port)}", flush=True)
-    uvicorn.run(app, host=args.host, port=port, log_level="warning")
+    print(f"runstream ui: {ui_address(host, port)}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 
@@ -88,6 +77,6 @@ def _check_free(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise RunstreamError(
                     f"port {port} on {host} is in use: choose another with --port "
-                    f"(runstream dev up: {PORT_ENV}=...)"
+                    "(runstream dev up: RUNSTREAM_UI_PORT=...)"
                 ) from None
             raise RunstreamError(f"cannot bind {host}:{port}: {exc.strerror}") from None

@@ -67,11 +67,12 @@ def history(
     xs = _column(records, x)
     if x == "time":
         xs = [seconds(v) for v in xs]
-    points: dict[str, Any] = {"x": xs, "y": _column(records, key)}
-    bucketed = f"{key}.min" in columns
+    # By position: a metric named like x comes as "<x>.1" (docs/read.md, "History").
+    points: dict[str, Any] = {"x": xs, "y": _column(records, columns[1])}
+    bucketed = len(columns) == 4
     if bucketed:
-        points["min"] = _column(records, f"{key}.min")
-        points["max"] = _column(records, f"{key}.max")
+        points["min"] = _column(records, columns[2])
+        points["max"] = _column(records, columns[3])
     if bucketed and x in X_AXES:
         points["nonfinite"] = _nonfinite(api, run, key, x=x, min_step=min_step, max_step=max_step)
     return document({"run_id": run_id, "key": key, "x": x, "bucketed": bucketed, "points": points})
@@ -278,10 +279,11 @@ def compare_history(
         xs = _column(records, x)
         if x == "time":
             xs = [seconds(v) for v in xs]
-        points: dict[str, Any] = {"x": xs, "y": _column(records, key)}
-        if f"{key}.min" in records[0]:
-            points["min"] = _column(records, f"{key}.min")
-            points["max"] = _column(records, f"{key}.max")
+        names = list(records[0])  # by position: a metric named like x comes as "<x>.1"
+        points: dict[str, Any] = {"x": xs, "y": _column(records, names[1])}
+        if len(names) == 4:
+            points["min"] = _column(records, names[2])
+            points["max"] = _column(records, names[3])
             if not group_by and len(runs) <= MARKED_RUNS and x in X_AXES:
                 points["nonfinite"] = _nonfinite(api, run, key, x=x, min_step=first, max_step=last)
         per_run.append((run, points))

@@ -27,7 +27,11 @@ runs: wandb.Api"):
 - ``$regex`` is RE2 (ClickHouse ``match``, as on wandb's server), unanchored; ``$options``
   ``i``, ``m`` and ``s`` become RE2 flags. On ``tags``: some tag matches.
 - ``$not`` (``{"f": {"$not": {"$gt": 1}}}``) and ``$all`` (tags: every one of the tags) are
-  MongoDB operators wandb's docs do not list; they are read too.
+  MongoDB operators wandb's docs do not list; they are read too. ``$not`` goes on a field only
+  (MongoDB refuses a top-level ``$not``; ``$nor`` negates whole filters); ``$and``, ``$or``,
+  ``$nor`` go at the top level of a filter only.
+- ``filters`` is a dict (wandb's type, ``dict[str, Any] | None``), and so is every filter in the
+  lists of ``$and``, ``$or``, ``$nor``.
 - ``config.<key>.value`` (how wandb stores config, and what its docs write for ``order``) is
   ``config.<key>``.
 
@@ -191,7 +195,8 @@ def _equal(field: _Field, value: Any, where: str) -> str:
 
 def _values(argument: Any, op: str, where: str) -> list[Any]:
     if isinstance(argument, (str, bytes, Mapping)) or not isinstance(argument, Sequence):
-        raise WandbFilterError(f"{op} takes a list of values, not {argument!r} (at {where})")
+        what = "filters (dicts)" if op in _LOGICAL else "values"
+        raise WandbFilterError(f"{op} takes a list of {what}, not {argument!r} (at {where})")
     return list(argument)
 
 
@@ -283,14 +288,41 @@ def _operator(field: _Field, op: str, argument: Any, spec: Mapping[str, Any], wh
                 f"(at {at})"
             )
         return f"not {_condition(field, argument, at)}"
+    if op in _LOGICAL:
+        raise WandbFilterError(
+            f"{op} goes at the top level of a filter (or of a filter inside $and, $or, $nor), "
+            f"not on a field (at {at}): write {{{op!r}: [{{{field.wandb_name!r}: ...}}, ...]}}"
+        )
     raise _unsupported(op, at)
+
+
+_FIELD_OPERATORS = tuple(o for o in OPERATORS if o not in (*_LOGICAL, "$options"))
 
 
 def _unsupported(op: str, where: str) -> WandbFilterError:
     return WandbFilterError(
-        f"runstream does not support the operator {op!r} (at {where}); it reads "
-        + ", ".join(o for o in OPERATORS if o != "$options")
+        f"runstream does not support the operator {op!r} (at {where}); on a field it reads "
+        + ", ".join(_FIELD_OPERATORS)
+        + "; at the top level of a filter "
+        + ", ".join(_LOGICAL)
     )
+
+
+def _top_level(op: str, where: str) -> WandbFilterError:
+    """The error for an operator other than $and, $or, $nor at the top level of a filter."""
+    if op == "$not":  # MongoDB refuses it there too ("unknown top level operator: $not")
+        return WandbFilterError(
+            f"$not is not a top-level operator (at {where}): it goes on a field, as "
+            "{'state': {'$not': {'$eq': 'finished'}}}; to negate whole filters write "
+            "{'$nor': [{...}, ...]}"
+        )
+    if op in _FIELD_OPERATORS:
+        return WandbFilterError(
+            f"{op} goes on a field, not at the top level of a filter (at {where}): write "
+            f"{{'config.lr': {{{op!r}: ...}}}}; at the top level runstream reads "
+            + ", ".join(_LOGICAL)
+        )
+    return _unsupported(op, where)
 
 
 def _condition(field: _Field, value: Any, where: str) -> str:
@@ -306,7 +338,10 @@ def _condition(field: _Field, value: Any, where: str) -> str:
 
 def _document(doc: Any, where: str) -> str:
     if not isinstance(doc, Mapping):
-        raise WandbFilterError(f"a filter is a dict, not {doc!r} (at {where})")
+        raise WandbFilterError(
+            f"a filter is a dict of fields and operators, not {type(doc).__name__} {doc!r} "
+            f"(at {where}): write {{'state': 'finished'}} or {{'config.lr': {{'$gt': 0.001}}}}"
+        )
     parts: list[str] = []
     for key, value in doc.items():
         if not isinstance(key, str):
@@ -324,7 +359,7 @@ def _document(doc: Any, where: str) -> str:
             else:
                 parts.append(f"not {_any(subs)}")
         elif key.startswith("$"):
-            raise _unsupported(key, at)
+            raise _top_level(key, at)
         else:
             parts.append(_condition(_field(key, at), value, at))
     return _all(parts)
@@ -335,8 +370,22 @@ def to_where(filters: Mapping[str, Any] | None) -> str | None:
     select; ``None`` for no filter (``None`` or ``{}``).
 
     Raises :class:`WandbFilterError` for an operator, a field or a value runstream does not
-    read (the message names it and where it is, as ``filters['$or'][1]['state']``)."""
-    if filters is None or (isinstance(filters, Mapping) and not filters):
+    read (the message names it and where it is, as ``filters['$or'][1]['state']``), and for
+    ``filters`` that are not a dict (wandb's type: ``dict[str, Any] | None``)."""
+    if filters is None:
+        return None
+    if not isinstance(filters, Mapping):
+        also = (
+            " (runstream's own filter language, a string, is runstream.Api().runs(where=...))"
+            if isinstance(filters, str)
+            else ""
+        )
+        raise WandbFilterError(
+            f"filters must be a dict (wandb's type: dict[str, Any] | None), not "
+            f"{type(filters).__name__} {filters!r}: write {{'state': 'finished'}} or "
+            f"{{'config.lr': {{'$gt': 0.001}}}}{also}"
+        )
+    if not filters:
         return None
     expression = _document(filters, "filters")
     try:
@@ -363,7 +412,13 @@ def to_order_by(order: str | None) -> str:
     ``"display_name"``, ``"state"``: a ``+`` or no sign ascending, ``-`` descending. Not
     ``heartbeat_at`` (runstream orders runs by the fields of its filter language).
 
-    Raises :class:`WandbFilterError` for a field it cannot order by."""
+    Raises :class:`WandbFilterError` for a field it cannot order by, or an ``order`` that is
+    not a string."""
+    if order is not None and not isinstance(order, str):
+        raise WandbFilterError(
+            f"order is a string (wandb's type), not {type(order).__name__} {order!r}: write "
+            "'-created_at' or '+summary_metrics.val_loss'"
+        )
     order = (order or "+created_at").strip()
     descending = order.startswith("-")
     name = order[1:] if order[:1] in "+-" and order else order

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from runstream.errors import RunNotFoundError
 from runstream.wandb.mongo import to_order_by, to_where
 
 if TYPE_CHECKING:
@@ -55,7 +56,12 @@ def _split_project(path: str | None, default: str | None) -> tuple[str | None, s
         return None, parts[0]
     if len(parts) == 2:
         return parts[0], parts[1]
-    raise ValueError(f"a project path is 'entity/project' or 'project', not {path!r}")
+    raise ValueError(
+        f"a project path is 'entity/project' or 'project', not {path!r}: wandb project names "
+        "cannot contain '/'. For a runstream project whose name has one, pass it as wandb."
+        "Api(overrides={'project': NAME}) and call runs() without a path, or use "
+        "runstream.Api().runs(project=NAME)"
+    )
 
 
 def _split_run(path: str, project: str | None) -> tuple[str | None, str | None, str]:
@@ -76,6 +82,13 @@ def _split_run(path: str, project: str | None) -> tuple[str | None, str | None, 
         project, run_id = parts
     elif len(parts) == 1 and parts[0]:
         run_id = parts[0]
+    elif len(parts) > 3 and parts[-1]:
+        raise ValueError(
+            f"a run path is 'entity/project/run_id', 'project/run_id' or 'run_id', not {path!r}: "
+            "wandb project names cannot contain '/'. For a runstream project whose name has "
+            f"one use runstream.Api().run({parts[-1]!r}, project=NAME) or wandb.Api("
+            f"overrides={{'project': NAME}}).run({parts[-1]!r})"
+        )
     else:
         raise ValueError(
             f"a run path is 'entity/project/run_id', 'project/run_id' or 'run_id', not {path!r}"
@@ -204,14 +217,17 @@ class Run:
 
     @property
     def summary(self) -> Summary:
-        values = dict(self._run.summary)
-        values.setdefault("_step", int(self._run.last_step))
+        """The summary with wandb's system keys: ``_step``, ``_runtime`` and ``_timestamp``
+        are always runstream's (a metric the run logged under one of these names is not shown
+        here, as wandb drops a logged ``_step`` and overwrites ``_runtime``; docs/wandb.md)."""
+        values = {k: v for k, v in self._run.summary.items() if k not in _SPECIAL}
+        values["_step"] = int(self._run.last_step)
         started, last = self._run.started_at, self._run.last_event_at
         end = self._run.finished_at or last
         if started is not None and end is not None:
-            values.setdefault("_runtime", max(0.0, _epoch(end) - _epoch(started)))
+            values["_runtime"] = max(0.0, _epoch(end) - _epoch(started))
         if last is not None:
-            values.setdefault("_timestamp", _epoch(last))
+            values["_timestamp"] = _epoch(last)
         return Summary(values)
 
     # History.
@@ -239,8 +255,9 @@ class Run:
         if stream != "default":
             raise ValueError("runstream.wandb: run.history(stream='system') is not supported")
         _check_keys(keys)
-        if samples < 1:
-            raise ValueError(f"samples must be at least 1, not {samples}")
+        _check_count("samples", samples)
+        if not isinstance(x_axis, str):
+            raise TypeError(f"x_axis is a key (a str), not {type(x_axis).__name__} {x_axis!r}")
         rows = _History(self, keys, x_axis).sampled(samples)
         if not pandas:
             return rows
@@ -263,8 +280,10 @@ class Run:
         step; with ``keys``, ``_step`` and the keys, for the steps at which all of them were
         logged. ``use_cache`` is accepted and ignored."""
         _check_keys(keys)
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        _check_count("page_size", page_size)
+        _check_step("min_step", min_step)
+        if max_step is not None:
+            _check_step("max_step", max_step)
         history = _History(self, keys, "_step")
         low = min_step
         high = max_step if max_step is not None else self.lastHistoryStep + 1
@@ -285,6 +304,19 @@ class Run:
         return hash((self.project, self.id))
 
 
+def _check_count(name: str, value: Any) -> None:
+    """``samples``, ``per_page``, ``page_size``: an int of at least 1 (not a bool, not 2.5)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is a whole number (an int), not {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+
+
+def _check_step(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is a step (an int), not {type(value).__name__} {value!r}")
+
+
 def _check_keys(keys: Any) -> None:
     if keys is not None and (
         not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
@@ -293,6 +325,11 @@ def _check_keys(keys: Any) -> None:
 
 
 _SPECIAL = ("_step", "_runtime", "_timestamp")
+"""wandb's system keys of a history row and of the summary. wandb drops a logged ``_step``
+(``wandb/sdk/interface/interface.py``, ``publish_partial_history``: ``data.pop("_step")``) and
+sets ``_runtime`` over a logged one (``core/internal/stream/handler.go``,
+``flushPartialHistory``); runstream's wandb.Api gives all three from runstream's own step and
+times, and never a metric the run logged under one of these names (docs/wandb.md)."""
 
 
 class _History:
@@ -311,7 +348,8 @@ class _History:
         else:
             columns = [x_axis, *keys] if x_axis not in keys else list(keys)
             self.columns = list(dict.fromkeys(columns))
-            self.names = [c for c in self.columns if c not in _SPECIAL]
+            # Only system keys (keys=["_step"]): every step of the run has them.
+            self.names = [c for c in self.columns if c not in _SPECIAL] or None
 
     def _steps_sql(self) -> str:
         names = "AND name IN {names:Array(String)}" if self.names is not None else ""
@@ -344,7 +382,11 @@ class _History:
     def _row(
         self, step: int, at: datetime, names: Sequence[str], vals: Sequence[Any]
     ) -> dict[str, Any]:
-        values = dict(zip(names, (float(v) for v in vals), strict=True))
+        values = {
+            name: float(value)
+            for name, value in zip(names, vals, strict=True)
+            if name not in _SPECIAL  # wandb's system keys are runstream's, never a metric's
+        }
         special: dict[str, Any] = {"_step": int(step), "_timestamp": _epoch(at)}
         if self.started is not None:
             special["_runtime"] = max(0.0, special["_timestamp"] - self.started)
@@ -401,16 +443,15 @@ class Runs(Sequence[Run]):
         order: str,
         per_page: int,
     ) -> None:
-        if per_page < 1:
-            raise ValueError(f"per_page must be at least 1, not {per_page}")
+        _check_count("per_page", per_page)
+        self._where = to_where(filters)  # first: it says what is wrong with filters of any type
+        self._order_by = to_order_by(order)  # ties: by project and run id (runstream.Api)
         self._api = api
         self.entity = entity
         self.project = project
         self.filters = dict(filters or {})
         self.order = order or "+created_at"
         self.per_page = per_page
-        self._where = to_where(self.filters)
-        self._order_by = to_order_by(self.order)  # ties: by project and run id (runstream.Api)
         self._pages: dict[int, list[Run]] = {}
         self._total: int | None = None
 
@@ -563,9 +604,52 @@ class Api:
         ``entity/project/runs/run_id``, ``project:run_id`` or ``run_id`` (in the default project
         when there is one, else in any).
 
-        Raises :class:`runstream.errors.RunNotFoundError` (a ``LookupError``) naming the run."""
+        wandb project names cannot contain ``/`` (``wandb/sdk/wandb_settings.py``,
+        ``validate_project``), so ``"a/b/c"`` is entity ``a``, project ``b``, run ``c``, never
+        project ``a/b``: read a run of a runstream project named ``a/b`` with
+        ``runstream.Api().run("c", project="a/b")`` or ``wandb.Api(overrides={"project": "a/b"})
+        .run("c")``.
+
+        Raises :class:`runstream.errors.RunNotFoundError` (a ``LookupError``) naming the run and
+        the projects that do hold a run of that id (and saying how to read it when one has a
+        ``/`` in its name); ``ValueError`` for a path of more than three parts."""
         entity, project, run_id = _split_run(path, self.settings.get("project"))
-        return Run(self._api, self._api.run(run_id, project=project), entity or self.default_entity)
+        try:
+            found = self._api.run(run_id, project=project)
+        except RunNotFoundError as error:
+            raise self._not_found(error, run_id, project) from None
+        return Run(self._api, found, entity or self.default_entity)
+
+    def _not_found(
+        self, error: RunNotFoundError, run_id: str, project: str | None
+    ) -> RunNotFoundError:
+        """``error`` with the projects that hold a run ``run_id`` named in its message."""
+        if project is None:
+            return error
+        table = self._api.sql(
+            "SELECT DISTINCT project FROM runs_current WHERE run_id = {run:String} "
+            "ORDER BY project LIMIT 5",
+            {"run": run_id},
+        )
+        projects = [str(row["project"]) for row in table]
+        if not projects:
+            return error
+        slashed = [p for p in projects if "/" in p]
+        if slashed:
+            hint = (
+                f"wandb project names cannot contain '/', so a path reads as "
+                f"entity/project/run_id; the run {run_id!r} is in project {slashed[0]!r}: read "
+                f"it with runstream.Api().run({run_id!r}, project={slashed[0]!r}) or "
+                f"wandb.Api(overrides={{'project': {slashed[0]!r}}}).run({run_id!r})"
+            )
+        else:
+            hint = (
+                f"a run {run_id!r} is in project {', '.join(map(repr, projects))}: "
+                f"api.run({projects[0] + '/' + run_id!r})"
+            )
+        # Same type and attributes, a message that says where the run is.
+        error.args = (f"no run {run_id!r} in project {project!r}: {hint}",)
+        return error
 
     def flush(self) -> None:
         """Nothing to forget: every call reads ClickHouse afresh."""

@@ -22,13 +22,27 @@ refuses a bigger export with ClickHouse's message: export it in parts with ``--r
 
 A file is written as ``.NAME.partial`` and renamed when ClickHouse has sent all of it; a query
 that fails half-way (its body then ends with ClickHouse's exception) leaves no file behind.
+
+One folder, one export: the files are written into a staging folder inside ``DIR``
+(:data:`STAGING`) and moved into ``DIR`` only when every one of them is whole, with a manifest
+``export.json`` (:data:`MANIFEST`: project, selection, tables with their rows and bytes, format,
+time). A ``DIR`` that holds an earlier export (any runstream export file, or its manifest) is
+refused without ``--force``; with it the earlier export is replaced whole: its files that this
+export does not write are removed, so that ``--tables metrics`` never leaves an older
+``runs.parquet`` beside the new metrics. A failed export leaves the earlier one as it was.
+
+CSV is written for other tools: ``tags`` as a JSON array (``toJSONString``), NULL as an empty
+field (``format_csv_null_representation``), times as ISO 8601 in UTC with ``Z``
+(``date_time_output_format = 'iso'``; ClickHouse docs, "Format settings").
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,7 +62,26 @@ TABLES: dict[str, str] = {
     "system_metrics": "SELECT project, run_id, name, ts, value FROM system_metrics "
     "WHERE {where} ORDER BY project, run_id, name, ts",
 }
+# CSV only: the runs' tags as JSON text rather than a ClickHouse array literal.
+CSV_TABLES: dict[str, str] = {
+    **TABLES,
+    "runs": "SELECT * REPLACE (toJSONString(tags) AS tags) FROM runs_current WHERE {where} "
+    "ORDER BY project, run_id",
+}
+# ClickHouse's output settings of a CSV export (ClickHouse docs, "Format settings").
+CSV_SETTINGS: dict[str, Any] = {
+    "date_time_output_format": "iso",
+    "format_csv_null_representation": "",
+}
 FORMATS = {"parquet": ("Parquet", ".parquet"), "csv": ("CSVWithNames", ".csv")}
+#: The manifest of an export, written last into DIR.
+MANIFEST = "export.json"
+#: The folder inside DIR where an export's files are written until all of them are whole.
+STAGING = ".runstream-export.partial"
+#: Every file name an export may write: what ``--force`` replaces and what marks an export.
+EXPORT_FILES = frozenset(
+    [MANIFEST, *(f"{table}{suffix}" for table in TABLES for _, suffix in FORMATS.values())]
+)
 DEFAULT_TIMEOUT = 600.0
 _TAIL = 64 * 1024
 _EXCEPTION = re.compile(rb"__exception__|Code: \d+\. DB::Exception: ")
@@ -91,17 +124,18 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    targets = {table: out / f"{table}{suffix}" for table in tables}
-    existing = [str(p) for p in targets.values() if p.exists()]
-    if existing and not args.force:
-        print(
-            f"runstream export: {', '.join(existing)} exist: choose another --out, or pass "
-            "--force to replace them",
-            file=sys.stderr,
-        )
-        return 2
     if out.exists() and not out.is_dir():
         print(f"runstream export: --out {out} is not a directory", file=sys.stderr)
+        return 2
+    staging = out / STAGING
+    targets = {table: staging / f"{table}{suffix}" for table in tables}
+    existing = sorted(str(out / name) for name in EXPORT_FILES if (out / name).exists())
+    if existing and not args.force:
+        print(
+            f"runstream export: {out} holds an earlier export ({', '.join(existing)}): choose "
+            "another --out, or pass --force to replace that export whole",
+            file=sys.stderr,
+        )
         return 2
     try:
         with Reader(settings) as reader:
@@ -114,17 +148,70 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
                 what += f", --where {args.where!r}"
             print(f"runstream export: no runs match ({what}): nothing written", file=sys.stderr)
             return 1
-        out.mkdir(parents=True, exist_ok=True)
-        written = _export(settings, selection, targets, counts, fmt=fmt, timeout=args.timeout)
+        try:
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed export left
+            staging.mkdir(parents=True)
+        except OSError as exc:
+            print(
+                f"runstream export: cannot create --out {out}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            staged = _export(settings, selection, targets, counts, fmt=fmt, timeout=args.timeout)
+            written = _publish(out, staged, args, counts["runs"])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except ReadRefusedError as exc:
         print(f"runstream export: refused: {exc}", file=sys.stderr)
         return 2
     except QueryError as exc:
         print(f"runstream export: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"runstream export: cannot write into {out}: {exc}", file=sys.stderr)
+        return 1
     for item in written:
         print(f"{item.path}\t{item.rows} rows\t{item.bytes} bytes")
     return 0
+
+
+def _publish(
+    out: Path, staged: list[Written], args: argparse.Namespace, runs: int
+) -> list[Written]:
+    """Move the whole, staged files into ``out``, remove the earlier export's other files, and
+    write the manifest last."""
+    from datetime import datetime, timezone
+
+    import orjson
+
+    from runstream._version import __version__
+
+    names = {item.path.name for item in staged}
+    (out / MANIFEST).unlink(missing_ok=True)  # no manifest while the folder changes
+    for name in sorted(EXPORT_FILES - names - {MANIFEST}):
+        (out / name).unlink(missing_ok=True)
+    written = []
+    for item in staged:
+        os.replace(item.path, out / item.path.name)
+        written.append(Written(item.table, out / item.path.name, item.rows, item.bytes))
+    manifest = {
+        "project": args.project,
+        "runs": list(args.run) if args.run else None,
+        "where": args.where,
+        "run_count": runs,
+        "format": args.format,
+        "tables": {
+            item.table: {"file": item.path.name, "rows": item.rows, "bytes": item.bytes}
+            for item in written
+        },
+        "exported_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "runstream": __version__,
+    }
+    partial = out / f".{MANIFEST}.partial"
+    partial.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(partial, out / MANIFEST)
+    return written
 
 
 def _counts(reader: Reader, selection: Selection, tables: list[str]) -> dict[str, int]:
@@ -172,9 +259,13 @@ def _export(
             task = tasks[table]
             bar.start_task(task)
             limit = result_rows_for(counts[table], settings.read_max_result_rows)
-            sql = TABLES[table].format(where=selection.condition)
-            meter = _Meter(bar, task, counts[table], rows_known=fmt != "Parquet")
+            csv = fmt != "Parquet"
+            sql = (CSV_TABLES if csv else TABLES)[table].format(where=selection.condition)
+            meter = _Meter(bar, task, counts[table], rows_known=csv)
             with Reader(settings, max_execution_time=timeout, max_result_rows=limit) as reader:
+                if csv:  # output settings only; the limits stay as the reader set them
+                    extra = {**CSV_SETTINGS, **reader.limits.extra}
+                    reader.limits = dataclasses.replace(reader.limits, extra=extra)
                 size = _write(reader.raw_stream(sql, selection.parameters, fmt=fmt), path, meter)
             rows = _rows_of(path, fmt, counts[table])
             bar.update(

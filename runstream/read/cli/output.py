@@ -256,10 +256,12 @@ def cell(value: Any) -> str:
 
 
 def json_value(value: Any) -> Any:
-    """``value`` as something orjson writes: NaN and infinities as text, bytes decoded, big
+    """``value`` as something orjson writes: NaN and infinities as the event schema's text
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``), bytes decoded, big
     integers as text, other ClickHouse types (Decimal, UUID, IP) as their text."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN: spell it as text, like the event schema does
+        # JSON has no NaN: spell it as text, as the event schema does (docs/events.md)
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, (list, tuple)):

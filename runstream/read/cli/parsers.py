@@ -6,6 +6,8 @@ each handler imports its module when its command runs."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,74 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def positive_seconds(value: str) -> float:
+    """An argparse type: seconds, more than 0 and finite."""
+    seconds = _seconds(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {value!r}")
+    return seconds
+
+
+def directory(value: str) -> str:
+    """An argparse type: a directory path, not empty (``--out ""`` would be the current one)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty: name the directory, e.g. --out ./export")
+    return value
+
+
+def quiet_pipe(handler: Callable[[argparse.Namespace, Settings], int]) -> Any:
+    """``handler`` that exits quietly, status 0, when the reader of its stdout goes away
+    (``runstream runs ls | head -1``): the reader has what it wanted. The Python docs' recipe
+    ("Note on SIGPIPE", signal module): stdout is pointed at devnull, so that the interpreter's
+    last flush does not fail again."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            code = handler(args, settings)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
+            return 0
+
+    return run
+
+
+def column_list(value: str) -> list[str]:
+    """An argparse type: ``--columns`` split at the commas outside quotes and brackets, so that
+    ``config["a,b"]`` stays one column."""
+    columns: list[str] = []
+    current: list[str] = []
+    quote = ""
+    depth = 0
+    escaped = False
+    for ch in value:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            columns.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    columns.append("".join(current).strip())
+    return [c for c in columns if c]
+
+
 def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
     """Register ``export``, ``tail`` and ``runs`` on the ``runstream`` sub-parsers ``sub``."""
     export = sub.add_parser(
@@ -54,8 +124,14 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
         "--where", metavar="EXPR", help="only runs matching a filter, e.g. \"status == 'finished'\""
     )
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    export.add_argument("--out", required=True, metavar="DIR", help="directory of the files")
-    export.add_argument("--force", action="store_true", help="replace files that exist")
+    export.add_argument(
+        "--out", required=True, type=directory, metavar="DIR", help="directory of the files"
+    )
+    export.add_argument(
+        "--force", action="store_true",
+        help="replace an earlier export in DIR: every runstream export file there that this "
+        "export does not write is removed",
+    )  # fmt: skip
     export.add_argument(
         "--tables",
         type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
@@ -64,22 +140,23 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
     )
     export.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=600.0,
         metavar="SECONDS",
         help="max_execution_time of each export query (default: %(default).0f)",
     )
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=quiet_pipe(_export))
 
     tail = sub.add_parser(
         "tail",
         help="follow a live run's metrics as they arrive (like tail -f)",
         description="Print a run's last steps from ClickHouse, then its metrics as they reach "
-        "Kafka, one line per step ('STEP  name=value ...'), until the run finishes. "
-        "docs/read.md, 'runstream tail'.",
+        "Kafka, one line per step ('STEP  name=value ...'), until the run ends; exit 0 when it "
+        "finished, 1 when it failed, crashed or was killed. docs/read.md, 'runstream tail'.",
     )
     add_common(tail)
-    tail.add_argument("run_id", metavar="RUN_ID")
+    tail.add_argument("run_id", metavar="RUN", help="RUN_ID, or PROJECT/RUN_ID")
+    tail.add_argument("--project", help="the run's project (when its id is in several)")
     tail.add_argument(
         "-n", "--lines", type=whole_number, default=10, metavar="N",
         help="steps to print from ClickHouse first (default: %(default)s)",
@@ -94,7 +171,7 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
         help="for a run ClickHouse does not know: how long to wait for its events on Kafka "
         "(default: %(default).0f)",
     )  # fmt: skip
-    tail.set_defaults(handler=_tail)
+    tail.set_defaults(handler=quiet_pipe(_tail))
 
     runs = sub.add_parser("runs", help="list runs, or show one")
     commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
@@ -116,22 +193,23 @@ def add_read_parsers(sub: Any, add_common: AddCommon) -> None:
                     help="at most N runs (default: %(default)s; 0: all)")  # fmt: skip
     ls.add_argument(
         "--columns", metavar="COL,...",
-        type=lambda v: [c.strip() for c in v.split(",") if c.strip()],
+        type=column_list,
         help="columns: id, project, name, status, tags, group, job_type, started_at, "
-        "finished_at, runtime, last_step, exit_code, config.KEY, summary.KEY",
+        'finished_at, runtime, last_step, exit_code, config.KEY, summary.KEY, config["a.b"]',
     )  # fmt: skip
     ls.add_argument("--format", choices=("table", "csv", "json"),
                     help="default: table on a terminal, csv otherwise")  # fmt: skip
-    ls.set_defaults(handler=_runs_ls)
+    ls.set_defaults(handler=quiet_pipe(_runs_ls))
     show = commands.add_parser(
         "show",
         help="one run: config, summary, status, timing, last events, a sparkline per metric",
     )
     add_common(show)
-    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("run_id", metavar="RUN", help="RUN_ID, or PROJECT/RUN_ID")
+    show.add_argument("--project", help="the run's project (when its id is in several)")
     show.add_argument("--format", choices=("table", "json"),
                       help="default: table on a terminal, json otherwise")  # fmt: skip
-    show.set_defaults(handler=_runs_show)
+    show.set_defaults(handler=quiet_pipe(_runs_show))
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

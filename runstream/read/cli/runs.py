@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from runstream.errors import FilterError, ReadArgumentError, RunNotFoundError
 from runstream.read.cli.output import (
     choose_format,
+    escape,
     is_terminal,
     json_value,
     print_table,
     write_rows,
 )
+from runstream.read.cli.runref import one_run, parse_run
 from runstream.read.run import document_value
 from runstream.settings import Settings
 
@@ -40,6 +43,7 @@ SPARK_BUCKETS = 30
 SPARK_METRICS = 50
 LAST_EVENTS = 5
 _BARS = "▁▂▃▄▅▆▇█"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_/\-]+")  # a key the filter language writes after a dot
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -81,11 +85,55 @@ def human_seconds(seconds: float | None) -> str | None:
     return f"{seconds:.1f}s"
 
 
+def document_column(column: str) -> tuple[str, tuple[str, ...], bool] | None:
+    """``config.KEY`` / ``summary.KEY`` / ``config["a.b"]["c"]`` (the filter language's
+    names, docs/read.md "Filters") as ``(document, keys, exact)``; ``exact`` when a bracket
+    names a key (then the path is walked as written; a dotted name reads the top-level key of
+    that name first, as in filters). None for any other column; :class:`FilterError` for a
+    ``config``/``summary`` name it cannot read."""
+    if not column.startswith(("config", "summary")):
+        return None
+    from runstream.read.filters import _tokens
+
+    tokens = _tokens(column)
+    name = tokens[0]
+    if name.kind != "name" or name.text not in ("config", "summary"):
+        return None
+    keys: list[str] = []
+    exact = False
+    i = 1
+    while tokens[i].kind != "end":
+        here = tokens[i]
+        if here.text == "." and tokens[i + 1].kind == "segment":
+            keys.append(tokens[i + 1].text)
+            i += 2
+        elif here.text == "[" and tokens[i + 1].kind == "string" and tokens[i + 2].text == "]":
+            keys.append(str(tokens[i + 1].value))
+            exact = True
+            i += 3
+        else:
+            raise FilterError(
+                f'expected .KEY or ["KEY"], as in {name.text}.lr or {name.text}["a.b"]',
+                column,
+                here.pos,
+            )
+    if not keys:
+        raise FilterError(f'a key, as in {name.text}.lr or {name.text}["a.b"]', column, len(column))
+    return name.text, tuple(keys), exact
+
+
 def column_value(run: Any, column: str, *, table: bool) -> Any:
-    if column.startswith("config."):
-        return document_value(run.config, column[len("config.") :])
-    if column.startswith("summary."):
-        return document_value(run.summary, column[len("summary.") :])
+    doc = document_column(column)
+    if doc is not None:
+        document = run.config if doc[0] == "config" else run.summary
+        if not doc[2]:
+            return document_value(document, ".".join(doc[1]))
+        value: Any = document
+        for key in doc[1]:
+            if not isinstance(value, Mapping) or key not in value:
+                return None
+            value = value[key]
+        return value
     if column == "runtime":
         seconds = runtime(run)
         return human_seconds(seconds) if table else seconds
@@ -98,9 +146,18 @@ def column_value(run: Any, column: str, *, table: bool) -> Any:
 
 
 def _api(settings: Settings) -> Any:
+    """An :class:`~runstream.read.api.Api` whose tables are plain rows: the commands print a
+    page of runs, never a frame, and importing pyarrow (with pandas, which ``pyarrow.array``
+    imports when it is installed) took most of a ``runs ls``'s time."""
     from runstream.read.api import Api
+    from runstream.read.table import Table
 
-    return Api(settings=settings)
+    class RowsApi(Api):
+        def table(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Table:
+            result = self.reader.query(sql, parameters)
+            return Table.from_rows(result.columns, result.rows)
+
+    return RowsApi(settings=settings)
 
 
 def ls_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,14 +166,18 @@ def ls_command(args: argparse.Namespace, settings: Settings) -> int:
     columns = list(args.columns or DEFAULT_COLUMNS)
     if not args.columns and args.project is None:
         columns.insert(1, "project")
-    bad = [
-        c for c in columns
-        if c not in PLAIN_COLUMNS and not c.startswith(("config.", "summary."))
-    ]  # fmt: skip
+    bad = []
+    for c in columns:
+        try:
+            if c not in PLAIN_COLUMNS and document_column(c) is None:
+                bad.append(c)
+        except FilterError as exc:
+            print(f"runstream runs ls: --columns {c}: {exc}", file=sys.stderr)
+            return 2
     if bad:
         print(
             f"runstream runs ls: unknown column(s) {', '.join(bad)}: choose from "
-            f"{', '.join(PLAIN_COLUMNS)}, config.KEY, summary.KEY",
+            f'{", ".join(PLAIN_COLUMNS)}, config.KEY, summary.KEY, config["KEY"]',
             file=sys.stderr,
         )
         return 2
@@ -145,14 +206,27 @@ def ls_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def show_command(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status: 0, 1 for a run that does not exist (or ClickHouse refused), 2 for an id in
-    several projects without ``project/``."""
+    several projects without ``PROJECT/`` or ``--project``."""
     fmt = args.format or ("table" if is_terminal(sys.stdout) else "json")
     try:
+        ref = parse_run(args.run_id, getattr(args, "project", None))
         with _api(settings) as api:
-            run = api.run(args.run_id)
+            try:
+                run = api.run(ref.run_id, project=ref.project)  # ref.run_id holds no "/"
+            except ReadArgumentError:  # in several projects: name them, the CLI's way
+                one_run(api.reader, ref, "runs show")
+                raise
             report = _report(api, run)
-    except RunNotFoundError as exc:
-        print(f"runstream runs show: {exc}", file=sys.stderr)
+    except RunNotFoundError:
+        where = f" in project {ref.project!r}" if ref.project is not None else ""
+        print(
+            escape(
+                f"runstream runs show: no run {ref.run_id!r}{where}: list the runs with "
+                "`runstream runs ls` (--project NAME) (the run may also not have landed yet: "
+                "is the sink running?)"
+            ),
+            file=sys.stderr,
+        )
         return 1
     except ReadArgumentError as exc:
         print(f"runstream runs show: {exc}", file=sys.stderr)
@@ -182,10 +256,12 @@ def _report(api: Any, run: Any) -> dict[str, Any]:
     if names:
         shown = names[:SPARK_METRICS]
         history = run.history(shown, samples=SPARK_BUCKETS)
-        for name in shown:
-            values = [None if v is None else float(v) for v in history[name]]
-            lows = [v for v in history[f"{name}.min"] if v is not None]
-            highs = [v for v in history[f"{name}.max"] if v is not None]
+        for i, name in enumerate(shown):
+            # By position: a metric named "step" comes as "step.1" (docs/read.md, "History").
+            value, low, high = history.columns[1 + 3 * i : 4 + 3 * i]
+            values = [None if v is None else float(v) for v in history[value]]
+            lows = [v for v in history[low] if v is not None]
+            highs = [v for v in history[high] if v is not None]
             metrics.append(
                 {
                     "name": name,
@@ -200,6 +276,9 @@ def _report(api: Any, run: Any) -> dict[str, Any]:
         "run_id = {run:String} ORDER BY seq DESC LIMIT {n:UInt32}",
         {"project": run.project, "run": run.id, "n": LAST_EVENTS},
     ).to_records()
+    for event in events:  # plain rows (see _api) bring DateTime64 without its zone: UTC
+        if isinstance(event["ts"], datetime) and event["ts"].tzinfo is None:
+            event["ts"] = event["ts"].replace(tzinfo=timezone.utc)
     return {
         "run": {
             "id": run.id, "project": run.project, "name": run.name, "status": run.status,
@@ -216,13 +295,30 @@ def _report(api: Any, run: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _flatten(document: Mapping[str, Any], prefix: str = "") -> list[list[Any]]:
+def key_path(keys: Sequence[str]) -> str:
+    """A path of keys as the filter language writes it after ``config`` (docs/read.md,
+    "Filters"): ``.key`` for a key of letters, digits, ``_``, ``/``, ``-``; ``["key"]`` (JSON
+    quoted) for any other, so that the nested ``optimizer.lr`` and a top-level key
+    ``"optimizer.lr"`` (``["optimizer.lr"]``) never print the same."""
+    import orjson
+
+    out = ""
+    for key in keys:
+        if _PLAIN_KEY.fullmatch(key):
+            out += f".{key}" if out else key
+        else:
+            out += f"[{orjson.dumps(key).decode()}]"
+    return out
+
+
+def _flatten(document: Mapping[str, Any], keys: tuple[str, ...] = ()) -> list[list[Any]]:
     rows: list[list[Any]] = []
     for key, value in document.items():
+        path = (*keys, str(key))
         if isinstance(value, Mapping) and value:
-            rows.extend(_flatten(value, f"{prefix}{key}."))
+            rows.extend(_flatten(value, path))
         else:
-            rows.append([f"{prefix}{key}", value])
+            rows.append([key_path(path), value])
     return rows
 
 
