@@ -272,16 +272,24 @@ def test_many_processes_opening_one_id_at_once_get_a_folder_each(tmp_path: Path)
     import multiprocessing
     import time
 
+    projects = [f"p{i}" for i in range(6)]
+    # spawn, not fork: a fork of this process (librdkafka's and other tests' threads) can
+    # deadlock in the child. One pool for every attempt, warmed first, so the workers start
+    # together at `start`.
+    with multiprocessing.get_context("spawn").Pool(len(projects)) as pool:
+        pool.starmap(time.sleep, [(0.0,)] * len(projects))
+        for attempt in range(5):
+            root = tmp_path / str(attempt)
+            start = time.time() + 0.5
+            paths = pool.starmap(_open_at, [(str(root), p, start) for p in projects])
+            _check_one_folder_each(projects, paths)
+
+
+def _check_one_folder_each(projects: list[str], paths: list[str]) -> None:
     from runstream.producers.spool import read_state
 
-    for attempt in range(5):
-        root = tmp_path / str(attempt)
-        projects = [f"p{i}" for i in range(6)]
-        start = time.time() + 0.5
-        with multiprocessing.get_context("fork").Pool(len(projects)) as pool:
-            paths = pool.starmap(_open_at, [(str(root), p, start) for p in projects])
-        assert len(set(paths)) == len(projects), paths
-        assert sum(Path(p).name == "dupe" for p in paths) == 1
-        for project, path in zip(projects, paths, strict=True):
-            state = read_state(Path(path))
-            assert state is not None and state.project == project
+    assert len(set(paths)) == len(projects), paths
+    assert sum(Path(p).name == "dupe" for p in paths) == 1
+    for project, path in zip(projects, paths, strict=True):
+        state = read_state(Path(path))
+        assert state is not None and state.project == project
