@@ -288,3 +288,43 @@ def test_a_running_run_updates_without_reloading(page: Any, server: str, seeded:
     )
     assert page.evaluate("() => window.__sameDocument") is True  # no reload happened
     shot(page, "11-run-live")
+
+
+def test_runs_table_sorts_by_step_and_errors_leave_a_clean_page(page: Any, server: str) -> None:
+    """Findings 1, 8 and 9 of a fresh user (issue 13): the Step header sorts (the server takes
+    last_step); Tags and Runtime do not look sortable; a bad filter keeps the headers, a way
+    back, and a toolbar without an empty Compare pill or a stray "clear"; paging past the end
+    lands on the last page; the page-size select shows the limit in use."""
+    base = f"{server}/#/p/{ui_seed.PROJECT}"
+    page.goto(base)
+    page.wait_for_selector("tbody tr[data-run]")
+    page.click("th[title='last_step']")
+    page.wait_for_function("() => location.hash.includes('order=-last_step')")
+    page.wait_for_selector("th[title='last_step'] .arrow")
+    assert page.locator(".error").count() == 0
+    steps = page.eval_on_selector_all(
+        "tbody tr[data-run] td.num:nth-child(8)", "tds => tds.map(t => Number(t.textContent))"
+    )
+    assert steps and steps == sorted(steps, reverse=True)
+    sortable = page.eval_on_selector_all("th.sortable", "ths => ths.map(t => t.textContent)")
+    assert not any(t.startswith(("Tags", "Runtime")) for t in sortable)
+
+    page.goto(f"{base}?where=config.lr%20%3E")
+    page.wait_for_selector(".error")
+    assert page.locator("table.data thead th[title='name']").count() == 1
+    compare = page.locator("button.primary")
+    assert compare.inner_text() == "Compare" and compare.is_disabled()
+    assert not page.locator("button.ghost:has-text('clear')").is_visible()
+    assert page.locator("button.ghost:has-text('reset')").count() == 1
+    shot(page, "12-runs-bad-filter")
+
+    page.goto(f"{base}?limit=2&offset=9999")
+    page.wait_for_function("() => !location.hash.includes('9999')")
+    page.wait_for_selector("tbody tr[data-run]")
+    total = len([r for r in ui_seed.seed_runs() if r.project == ui_seed.PROJECT])
+    last = (total - 1) // 2 * 2
+    pager = page.inner_text(".pager")
+    assert f"{last + 1}–{min(last + 2, total)} of {total}" in pager
+    assert f"page {last // 2 + 1} of {(total + 1) // 2}" in pager
+    assert page.eval_on_selector(".pager select", "s => s.value") == "2"
+    shot(page, "13-runs-paged-past-end")

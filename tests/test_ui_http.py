@@ -114,6 +114,17 @@ def test_runs_filter_sort_and_a_bad_filter(client: Any) -> None:
     assert page["total"] == 0
 
 
+def test_runs_sort_by_last_step_and_last_event_at(client: Any) -> None:
+    """The runs table's Step header sorts by ``last_step``: a name order_by takes, not a filter."""
+    page = get(client, "/api/runs", project=ui_seed.PROJECT, order_by="-last_step", limit=50)
+    steps = [r["last_step"] for r in page["runs"]]
+    assert len(steps) == len(vision_runs()) and steps == sorted(steps, reverse=True)
+    page = get(client, "/api/runs", project=ui_seed.PROJECT, order_by=" last_event_at", limit=50)
+    assert page["total"] == len(vision_runs())
+    bad = get(client, "/api/runs", 400, project=ui_seed.PROJECT, where="last_step > 3")
+    assert "last_step" in bad["error"]
+
+
 def test_run_page_has_config_metrics_and_alerts(client: Any) -> None:
     run = get(client, "/api/runs/r000abc")
     assert run["name"] == "resnet-adam-lr0.001-s0"

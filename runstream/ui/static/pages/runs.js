@@ -32,6 +32,9 @@ export async function render(root, { project }, query) {
     // Survives paging and filtering (sessionStorage), not a new browser session.
     selected: new Set(JSON.parse(sessionStorage.getItem(selKey) || "[]")),
   };
+  // A typed ?limit= that is no whole number falls back to the default instead of an error.
+  if (!Number.isInteger(state.limit) || state.limit < 1) state.limit = 50;
+  if (!Number.isInteger(state.offset) || state.offset < 0) state.offset = 0;
   let page = null;
   let headDrawn = false;
 
@@ -52,10 +55,12 @@ export async function render(root, { project }, query) {
     onkeydown: (e) => { if (e.key === "Enter") navigate({ where: filter.value.trim(), offset: 0 }); },
   });
   const compareBtn = h("button", {
-    class: "primary",
+    class: "primary", disabled: true,
     onclick: () => go("/compare", new URLSearchParams({ runs: [...state.selected].join(","), project })),
   });
   const clearSel = h("button", { class: "ghost", onclick: () => { state.selected.clear(); save(); drawBody(); } }, "clear");
+  compareBtn.textContent = "Compare";
+  clearSel.style.display = "none";
   const chooser = h("details", { class: "menu" }, h("summary", { class: "btn" }, "Columns"), h("div", { class: "menu-body" }));
   // The filter language in brief (docs/read.md, "Filters", has all of it).
   const example = (text, what) => h("div", { style: "margin: 6px 0" }, h("code", {}, text), h("div", { class: "hint" }, what));
@@ -166,7 +171,7 @@ export async function render(root, { project }, query) {
       extra)), h("tbody"));
   }
 
-  function drawBody() {
+  function drawBody(failed = false) {
     const tbody = table.querySelector("tbody");
     const cols = chosen();
     clear(tbody, page.runs.length ? page.runs.map((r) => {
@@ -191,9 +196,9 @@ export async function render(root, { project }, query) {
           return h("td", { class: numeric ? "num" : "mono", title: v === undefined ? "" : JSON.stringify(v) }, v === undefined ? "" : fmtValue(v));
         }),
       );
-    }) : h("tr", {}, h("td", { colspan: 8 + cols.length, class: "empty" }, state.where ? "No run matches the filter." : "No runs.")));
+    }) : h("tr", {}, h("td", { colspan: 8 + cols.length, class: "empty" }, failed ? "Runs could not be read: see above." : state.where ? "No run matches the filter." : "No runs.")));
     const n = state.selected.size;
-    compareBtn.textContent = `Compare ${n ? `(${n})` : ""}`;
+    compareBtn.textContent = n ? `Compare (${n})` : "Compare";
     compareBtn.disabled = n < 1;
     clearSel.style.display = n ? "" : "none";
     const allBox = table.querySelector("thead input");
@@ -204,7 +209,7 @@ export async function render(root, { project }, query) {
     const from = page.total ? page.offset + 1 : 0;
     const to = page.offset + page.runs.length;
     const size = h("select", { onchange: (e) => { localStorage.setItem("runstream.pagesize", e.target.value); navigate({ limit: Number(e.target.value), offset: 0 }); } },
-      [25, 50, 100, 250, 500].map((n) => h("option", { value: n, selected: n === state.limit }, `${n} / page`)));
+      [...new Set([25, 50, 100, 250, 500, state.limit])].sort((a, b) => a - b).map((n) => h("option", { value: n, selected: n === state.limit }, `${n} / page`)));
     clear(pager,
       h("span", {}, `${from.toLocaleString("en-US")}–${to.toLocaleString("en-US")} of ${page.total.toLocaleString("en-US")}`),
       h("span", { class: "spacer" }),
@@ -223,12 +228,26 @@ export async function render(root, { project }, query) {
       page = await get("/api/runs", {
         project, where: state.where, order_by: state.order, limit: state.limit, offset: state.offset,
       });
+      state.limit = page.limit; // the server's (it caps a page)
+      // Past the end (an old link, a typed offset): go to the last page instead of an empty one.
+      if (page.total > 0 && page.offset >= page.total) {
+        const last = (Math.ceil(page.total / state.limit) - 1) * state.limit;
+        navigate({ offset: Math.max(0, last) });
+        return;
+      }
       clear(errorSlot);
       if (!headDrawn) { drawHead(); drawChooser(); headDrawn = true; }
       drawBody();
       drawPager();
     } catch (err) {
-      if (first) clear(errorSlot, errorBox(err));
+      if (!first) return;
+      // The headers stay, the body says why it is empty; the toolbar's "reset" undoes a filter.
+      page = { runs: [], total: 0, offset: 0, config_keys: [], summary_keys: [] };
+      const undo = [];
+      if (state.order.length) undo.push(h("button", { class: "ghost", onclick: () => navigate({ order: [], offset: 0 }) }, "reset sort"));
+      clear(errorSlot, errorBox(err), undo.length ? h("div", { class: "toolbar" }, undo) : null);
+      drawHead(); drawBody(true); clear(pager); count.textContent = "";
+      chooser.style.display = "none";
     }
   }
 
