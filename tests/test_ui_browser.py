@@ -324,7 +324,7 @@ def test_runs_table_sorts_by_step_and_errors_leave_a_clean_page(page: Any, serve
     total = len([r for r in ui_seed.seed_runs() if r.project == ui_seed.PROJECT])
     last = (total - 1) // 2 * 2
     pager = page.inner_text(".pager")
-    assert f"{last + 1}–{min(last + 2, total)} of {total}" in pager
+    assert f"{last + 1}\u2013{min(last + 2, total)} of {total}" in pager
     assert f"page {last // 2 + 1} of {(total + 1) // 2}" in pager
     assert page.eval_on_selector(".pager select", "s => s.value") == "2"
     shot(page, "13-runs-paged-past-end")

@@ -83,9 +83,9 @@ _TIME = {"created_at": "started_at", "started_at": "started_at", "finished_at": 
 _NULLABLE_TIME = {"finished_at"}
 _DOCS = ("config", "summary")
 FIELDS: tuple[str, ...] = (*_TEXT, *_TIME, "tags", "config.<key>", "summary.<key>")
-# Columns of runs_current (and runs_brief, migration 0013) an order_by may name but a filter may not.
-ORDER_ONLY: tuple[str, ...] = ("last_step", "last_event_at")
 """The names a filter may use, as the error messages list them."""
+ORDER_ONLY: tuple[str, ...] = ("last_step", "last_event_at")
+"""Columns of runs_current (and runs_brief, migration 0013) an order_by may name, a filter not."""
 
 MAX_LENGTH = 20_000
 """Longest expression accepted, in characters."""
