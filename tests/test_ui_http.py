@@ -258,6 +258,19 @@ def test_sql_console_reads_and_refuses_writes(client: Any, seeded: Settings) -> 
     assert scalar(seeded, "SELECT count() FROM events") == events
 
 
+def test_sql_console_explains_aggregate_states_and_typos(client: Any) -> None:
+    """Findings 3 and 17 (issue 13): a table of partial aggregates points to its *_current view;
+    a typo is "not a read statement", not an attempt to change the database."""
+    for table in ("runs", "run_summaries"):
+        refused = get(client, "/api/sql", 400, q=f"SELECT * FROM {table} LIMIT 1")
+        assert "runs_current / run_summaries_current" in refused["error"], refused
+    typo = get(client, "/api/sql", 400, q="SELEC oops")["error"]
+    assert "'SELEC' is not a read statement" in typo and "(SELECT, WITH" in typo
+    assert "change" not in typo
+    drop = get(client, "/api/sql", 400, q="DROP TABLE events")["error"]
+    assert "never changes the database" in drop
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 def test_every_write_method_is_refused(client: Any, method: str) -> None:
     for path in ("/", "/api/runs", "/api/sql", "/api/runs/r000abc"):
