@@ -220,6 +220,8 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     page.goto(f"{server}/#/sql")
     page.wait_for_selector(".result-meta:has-text('rows')")
     drawn(page, "sql")  # the quick chart of two columns
+    page.wait_for_selector(".sql-scope code")  # whom the console reads as (finding 2)
+    assert "Reads as user" in page.inner_text(".sql-scope")
     shot(page, "8-sql")
     page.fill("textarea", "DROP TABLE events")
     page.click("button:has-text('Run')")

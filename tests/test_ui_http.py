@@ -271,6 +271,22 @@ def test_sql_console_explains_aggregate_states_and_typos(client: Any) -> None:
     assert "never changes the database" in drop
 
 
+def test_sql_scope_names_the_user_and_the_other_databases(client: Any, seeded: Settings) -> None:
+    """Finding 2 (issue 13): the console says whom it reads as; the default user sees the
+    server's other databases, and the page names them (docs/ui.md, "SQL")."""
+    scope = get(client, "/api/sql/scope")
+    assert scope["database"] == seeded.clickhouse_database
+    assert scope["user"] == scalar(seeded, "SELECT currentUser()")
+    others = scalar(
+        seeded,
+        "SELECT count() FROM system.databases WHERE name NOT IN "
+        "(currentDatabase(), 'system', 'INFORMATION_SCHEMA', 'information_schema')",
+    )
+    assert len(scope["other_databases"]) == min(20, others)
+    assert seeded.clickhouse_database not in scope["other_databases"]
+    assert "system" not in scope["other_databases"]
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 def test_every_write_method_is_refused(client: Any, method: str) -> None:
     for path in ("/", "/api/runs", "/api/sql", "/api/runs/r000abc"):

@@ -249,6 +249,10 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
                 _int(request, "limit", data.SQL_ROWS) or data.SQL_ROWS,
             )
 
+    def sql_scope(request: Request, api: Api) -> dict[str, Any]:
+        with readers.borrow() as reader:
+            return data.sql_scope(reader)
+
     def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -271,6 +275,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
         Route("/api/compare", endpoint(compare)),
         Route("/api/compare/history", endpoint(compare_history)),
         Route("/api/sql", endpoint(sql)),
+        Route("/api/sql/scope", endpoint(sql_scope)),
         Route("/api/{rest:path}", api_unknown),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

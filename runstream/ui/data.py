@@ -240,3 +240,22 @@ def sql(reader: Reader, query: str, limit: int = SQL_ROWS) -> dict[str, Any]:
             "truncated": bool(result.truncated),
         }
     )
+
+
+# Databases every user sees and that hold no one's runs.
+_SERVER_DATABASES = ("system", "INFORMATION_SCHEMA", "information_schema")
+
+
+def sql_scope(reader: Reader) -> dict[str, Any]:
+    """Whom the SQL console reads as: ``{"user", "database", "other_databases"}`` with the names
+    (at most 20) of the other databases that user may see. ClickHouse lists in system.databases
+    only those the user has a grant on (SHOW DATABASES); the reader user of read.md has none
+    beyond runstream's, the ``default`` user all of the server's."""
+    row = reader.query(
+        "SELECT currentUser(), currentDatabase(), "
+        "(SELECT groupArray(name) FROM (SELECT name FROM system.databases "
+        "WHERE name != currentDatabase() AND name NOT IN {skip:Array(String)} "
+        "ORDER BY name LIMIT 20))",
+        {"skip": list(_SERVER_DATABASES)},
+    ).rows[0]
+    return {"user": str(row[0]), "database": str(row[1]), "other_databases": list(row[2])}
