@@ -75,12 +75,14 @@ def page(server: str) -> Iterator[Any]:
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         # Script errors fail the test; the browser's own log of the refused requests the test
-        # makes on purpose (a bad filter, DROP TABLE: 400) does not.
+        # makes on purpose (a bad filter, DROP TABLE: 400; an unknown run: 404) does not.
         pg.on(
             "console",
             lambda m: (
                 errors.append(m.text)
-                if m.type == "error" and "status of 400" not in m.text
+                if m.type == "error"
+                and "status of 400" not in m.text
+                and "status of 404" not in m.text
                 else None
             ),
         )
@@ -330,3 +332,37 @@ def test_runs_table_sorts_by_step_and_errors_leave_a_clean_page(page: Any, serve
     assert f"page {last // 2 + 1} of {(total + 1) // 2}" in pager
     assert page.eval_on_selector(".pager select", "s => s.value") == "2"
     shot(page, "13-runs-paged-past-end")
+
+
+def test_missing_things_say_so_and_lead_back(page: Any, server: str) -> None:
+    """Findings 12, 14, 15 and 19 (issue 13): unknown compare ids, projects and runs are named
+    as missing with a way back; a bad regex says so; cross-project compare names both projects;
+    the tab chosen on one run does not carry over to the next."""
+    page.goto(f"{server}/#/compare?runs=nope1,nope2")
+    page.wait_for_selector(".error")
+    assert "nope1, nope2" in page.inner_text(".error")
+    assert page.inner_text(".crumbs").strip() == "Projects /"
+    page.goto(f"{server}/#/compare?runs=r000abc,nlp00001")
+    page.wait_for_selector(".chart-card")
+    crumbs = page.inner_text(".crumbs")
+    assert ui_seed.PROJECT in crumbs and ui_seed.OTHER_PROJECT in crumbs
+    page.fill('input[type="search"]', "(")
+    page.wait_for_selector(".error:has-text('invalid regular expression')")
+    shot(page, "14-compare-bad-regex")
+
+    page.goto(f"{server}/#/p/no-such-project")
+    page.wait_for_selector(".error:has-text('no project named')")
+    assert page.locator("a:has-text('all projects')").count() == 1
+    page.goto(f"{server}/#/run/doesnotexist")
+    page.wait_for_selector(".error:has-text('doesnotexist')")
+    assert "runstream.Api" not in page.inner_text(".error")
+    assert page.locator("a:has-text('all projects')").count() == 1
+    shot(page, "15-unknown-run")
+
+    page.goto(f"{server}/#/run/r000abc")
+    page.wait_for_selector(".chart-card")
+    page.fill('input[type="search"]', "[")
+    page.wait_for_selector(".error:has-text('invalid regular expression')")
+    page.click("button[data-tab='alerts']")
+    page.goto(f"{server}/#/run/{ui_seed.NAN_RUN}")
+    page.wait_for_selector("button[data-tab='charts'].active")

@@ -134,6 +134,7 @@ def test_run_page_has_config_metrics_and_alerts(client: Any) -> None:
     assert get(client, f"/api/runs/{ui_seed.NAN_RUN}")["alerts"][0]["level"] == "ERROR"
     missing = get(client, "/api/runs/no-such-run", 404)
     assert "no-such-run" in missing["error"]
+    assert "runs table" in missing["error"] and "runstream.Api" not in missing["error"]
 
 
 def test_history_buckets_keep_the_spike_and_zoom_fetches_the_range(client: Any) -> None:

@@ -24,7 +24,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runstream.errors import ClickHouseError, FilterError, QueryError, ReadRefusedError
+from runstream.errors import (
+    ClickHouseError,
+    FilterError,
+    QueryError,
+    ReadRefusedError,
+    RunNotFoundError,
+)
 from runstream.read import Api, Reader
 from runstream.settings import Settings
 from runstream.ui import data, series
@@ -167,6 +173,14 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
                 return _error(400, str(exc))
             except QueryError as exc:
                 return _error(400, str(exc), code=exc.code)
+            except RunNotFoundError as exc:
+                # The error's own message speaks to Python and the command line.
+                where = f" in project {exc.project!r}" if exc.project is not None else ""
+                return _error(
+                    404,
+                    f"no run {exc.run_id!r}{where}: pick one in a project's runs table (a run "
+                    "that just started may not have landed yet: is the sink running?)",
+                )
             except LookupError as exc:
                 return _error(404, str(exc.args[0]) if exc.args else "not found")
             except ClickHouseError as exc:

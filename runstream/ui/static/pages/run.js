@@ -84,14 +84,16 @@ export async function render(root, { run_id }, query) {
     histograms: { label: "Histograms", draw: drawHistograms },
     alerts: { label: "Alerts", count: () => run.alerts.length, draw: drawAlerts },
   };
-  let active = sessionStorage.getItem("runstream.runtab") || "charts";
+  // The tab chosen on this run (a reload keeps it); another run opens on its charts.
+  const tabKey = `runstream.runtab.${run.project}.${run.id}`;
+  let active = sessionStorage.getItem(tabKey) || "charts";
   if (!(active in tabs)) active = "charts";
 
   function drawTabs() {
     clear(tabsBar, Object.entries(tabs).map(([key, t]) => h("button", {
       class: key === active ? "active" : "",
       dataset: { tab: key },
-      onclick: () => { active = key; sessionStorage.setItem("runstream.runtab", key); show(); },
+      onclick: () => { active = key; sessionStorage.setItem(tabKey, key); show(); },
     }, t.label, t.count ? h("span", { class: "count" }, String(t.count())) : null)));
   }
 
@@ -115,8 +117,12 @@ export async function render(root, { run_id }, query) {
     const fill = () => {
       dropCharts();
       let pattern;
-      try { pattern = new RegExp(search.value, "i"); } catch { pattern = null; }
-      const names = run.metrics.filter((m) => (pattern ? pattern.test(m) : m.includes(search.value)));
+      try { pattern = new RegExp(search.value, "i"); } catch (err) {
+        clear(grid);
+        clear(more, h("div", { class: "error" }, `invalid regular expression: ${err.message}`));
+        return;
+      }
+      const names = run.metrics.filter((m) => pattern.test(m));
       clear(grid, names.slice(0, limit).map((m) => {
         const card = h("div", { class: "panel chart-card", dataset: { metric: m } },
           h("div", { class: "chart-head" }, h("h3", { title: m }, m)));

@@ -236,6 +236,14 @@ export async function render(root, { project }, query) {
         return;
       }
       clear(errorSlot);
+      // No runs and no filter: a project that does not exist (a typo in the address) says so.
+      if (first && page.total === 0 && !state.where) {
+        const known = await get("/api/projects").then((b) => b.projects.map((p) => p.project), () => null);
+        if (known && !known.includes(project)) {
+          clear(errorSlot, errorBox(`no project named ${JSON.stringify(project)}`),
+            h("p", {}, h("a", { href: "#/" }, "← all projects")));
+        }
+      }
       if (!headDrawn) { drawHead(); drawChooser(); headDrawn = true; }
       drawBody();
       drawPager();
