@@ -307,7 +307,7 @@ def test_runs_table_sorts_by_step_and_errors_leave_a_clean_page(page: Any, serve
     page.wait_for_selector("th[title='last_step'] .arrow")
     assert page.locator(".error").count() == 0
     steps = page.eval_on_selector_all(
-        "tbody tr[data-run] td.num:nth-child(8)", "tds => tds.map(t => Number(t.textContent))"
+        "tbody tr[data-run] td[data-col='last_step']", "tds => tds.map(t => Number(t.textContent))"
     )
     assert steps and steps == sorted(steps, reverse=True)
     sortable = page.eval_on_selector_all("th.sortable", "ths => ths.map(t => t.textContent)")
@@ -366,3 +366,39 @@ def test_missing_things_say_so_and_lead_back(page: Any, server: str) -> None:
     page.click("button[data-tab='alerts']")
     page.goto(f"{server}/#/run/{ui_seed.NAN_RUN}")
     page.wait_for_selector("button[data-tab='charts'].active")
+
+
+def test_pages_fit_a_phone_and_a_long_name_wraps(page: Any, server: str) -> None:
+    """Findings 5, 6 and 7 (issue 13): at 375 px no page is wider than the screen (the runs
+    table scrolls inside its card, with the box and the name kept in view); the chosen columns
+    come before the fixed ones."""
+    context = page.context.browser.new_context(viewport={"width": 375, "height": 800})
+    phone = context.new_page()
+    try:
+        for route, ready in (
+            ("#/", ".project-card"),
+            (f"#/p/{ui_seed.PROJECT}", "tbody tr[data-run]"),
+            ("#/run/r000abc", ".chart-card .u-over"),
+            ("#/compare?runs=r000abc,r001abc", ".chart-card"),
+            ("#/sql", ".result-meta:has-text('rows')"),
+            ("#/alerts", "table.data tbody tr"),
+        ):
+            phone.goto(f"{server}/{route}")
+            phone.wait_for_selector(ready)
+            phone.wait_for_timeout(300)
+            width = phone.evaluate("() => document.documentElement.scrollWidth")
+            wide = phone.evaluate(
+                "() => [...document.querySelectorAll('body *')]"
+                ".filter(e => e.getBoundingClientRect().right > 376)"
+                ".slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' +"
+                " Math.round(e.getBoundingClientRect().right))"
+            )
+            assert width <= 375, (route, width, wide)
+            if route.startswith("#/run/"):
+                phone.screenshot(path=str(ARTIFACTS / "16-phone-run.png"))
+            if route.startswith("#/p/"):
+                phone.screenshot(path=str(ARTIFACTS / "16-phone-runs.png"))
+                heads = phone.eval_on_selector_all("thead th", "ths => ths.map(t => t.title)")
+                assert heads[1] == "name" and heads.index("group") > heads.index("status") + 1
+    finally:
+        context.close()

@@ -140,7 +140,7 @@ export async function render(root, { run_id }, query) {
   }
 
   function drawOverview() {
-    body.append(h("div", { class: "chart-grid", style: "grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); align-items: start" },
+    body.append(h("div", { class: "chart-grid", style: "grid-template-columns: repeat(auto-fill, minmax(min(420px, 100%), 1fr)); align-items: start" },
       h("div", { class: "panel pad" }, h("h2", {}, "Config"), kvTable(run.config)),
       h("div", { class: "panel pad" }, h("h2", {}, "Summary"), kvTable(run.summary)),
       run.notes ? h("div", { class: "panel pad" }, h("h2", {}, "Notes"), h("div", { style: "white-space: pre-wrap" }, run.notes)) : null,

@@ -96,11 +96,16 @@ export async function render(root, { project }, query) {
 
   function chosen() {
     if (state.columns) return state.columns;
-    // First visit: a few config keys that differ between runs, and every summary metric (up to 6).
-    const cfg = page.config_keys.filter((k) => {
-      const seen = new Set(page.runs.map((r) => JSON.stringify(configValue(r.config, k))));
-      return seen.size > 1;
-    }).slice(0, 3);
+    // First visit: the config keys that tell the page's runs apart best (most distinct values;
+    // a key every run shares, or a seed per run, says less), and up to 4 summary metrics.
+    const n = page.runs.length;
+    const distinct = (k) => new Set(page.runs.map((r) => JSON.stringify(configValue(r.config, k)))).size;
+    const cfg = page.config_keys
+      .map((k) => [k, distinct(k)])
+      .filter(([, d]) => d > 1)
+      // A key with a value per run (a seed, a path) ranks below one that groups runs.
+      .sort((a, b) => ((a[1] === n) - (b[1] === n)) || (b[1] - a[1]) || a[0].localeCompare(b[0]))
+      .slice(0, 3).map(([k]) => k);
     const picked = [...cfg.map((k) => `config.${k}`), ...page.summary_keys.slice(0, 4).map((k) => `summary.${k}`)];
     // Kept, so that filtering or paging does not change the columns under the reader's eyes.
     if (page.runs.length) { state.columns = picked; localStorage.setItem(colsKey, JSON.stringify(picked)); }
@@ -164,11 +169,14 @@ export async function render(root, { project }, query) {
       const [doc, ...rest] = c.split(".");
       return th(h("span", {}, h("span", { class: "hint" }, `${doc}.`), rest.join(".")), c);
     });
+    // The box and the name stay in view while the table scrolls sideways; the chosen columns
+    // come right after them, before the fixed ones.
     table.replaceChildren(h("thead", {}, h("tr", {},
-      h("th", { style: "width: 28px" }, allBox),
-      th("Status", "status"), th("Name", "name"), th("Group", "group"), th("Tags"),
-      th("Started", "started_at"), th("Runtime"), th("Step", "last_step", "num"),
-      extra)), h("tbody"));
+      h("th", { class: "stick0" }, allBox),
+      th("Name", "name", "stick1"), th("Status", "status"),
+      extra,
+      th("Group", "group"), th("Tags"), th("Started", "started_at"), th("Runtime"),
+      th("Step", "last_step", "num"))), h("tbody"));
   }
 
   function drawBody(failed = false) {
@@ -180,14 +188,9 @@ export async function render(root, { project }, query) {
         onchange: (e) => { e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id); save(); drawBody(); },
       });
       return h("tr", { class: state.selected.has(r.id) ? "selected" : "", dataset: { run: r.id } },
-        h("td", {}, box),
+        h("td", { class: "stick0" }, box),
+        h("td", { class: "stick1" }, h("a", { href: `#/run/${encodeURIComponent(r.id)}?project=${encodeURIComponent(r.project)}`, title: r.id }, r.name || r.id)),
         h("td", {}, statusBadge(r.status)),
-        h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.id)}?project=${encodeURIComponent(r.project)}`, title: r.id }, r.name || r.id)),
-        h("td", {}, r.group || ""),
-        h("td", {}, (r.tags || []).map((t) => h("span", { class: "chip" }, t))),
-        h("td", { title: fmtAgo(r.started_at) }, fmtTime(r.started_at)),
-        h("td", {}, fmtDuration(r.started_at, r.status === "running" ? null : (r.finished_at || r.last_event_at))),
-        h("td", { class: "num" }, r.last_step ?? ""),
         cols.map((c) => {
           const [doc, ...rest] = c.split(".");
           const key = rest.join(".");
@@ -195,6 +198,11 @@ export async function render(root, { project }, query) {
           const numeric = typeof v === "number" || v === "NaN" || v === "Infinity" || v === "-Infinity";
           return h("td", { class: numeric ? "num" : "mono", title: v === undefined ? "" : JSON.stringify(v) }, v === undefined ? "" : fmtValue(v));
         }),
+        h("td", {}, r.group || ""),
+        h("td", {}, (r.tags || []).map((t) => h("span", { class: "chip" }, t))),
+        h("td", { title: fmtAgo(r.started_at) }, fmtTime(r.started_at)),
+        h("td", {}, fmtDuration(r.started_at, r.status === "running" ? null : (r.finished_at || r.last_event_at))),
+        h("td", { class: "num", dataset: { col: "last_step" } }, r.last_step ?? ""),
       );
     }) : h("tr", {}, h("td", { colspan: 8 + cols.length, class: "empty" }, failed ? "Runs could not be read: see above." : state.where ? "No run matches the filter." : "No runs.")));
     const n = state.selected.size;
