@@ -402,3 +402,26 @@ def test_pages_fit_a_phone_and_a_long_name_wraps(page: Any, server: str) -> None
                 assert heads[1] == "name" and heads.index("group") > heads.index("status") + 1
     finally:
         context.close()
+
+
+def test_requests_are_served_side_by_side(server: str) -> None:
+    """Finding 4 (issue 13): the app answers requests at once, not one after another (sync
+    endpoints in Starlette's thread pool, an Api or Reader per thread: app.py). Four queries
+    that each wait 0.5 s in ClickHouse take far less than 2 s together."""
+    import urllib.parse
+    import urllib.request
+
+    url = f"{server}/api/sql?" + urllib.parse.urlencode({"q": "SELECT sleep(0.5)"})
+
+    def one() -> None:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+
+    one()  # the pool's first Reader connects
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - started < 1.6
