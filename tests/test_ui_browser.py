@@ -367,6 +367,15 @@ def test_missing_things_say_so_and_lead_back(page: Any, server: str) -> None:
     page.goto(f"{server}/#/run/{ui_seed.NAN_RUN}")
     page.wait_for_selector("button[data-tab='charts'].active")
 
+    # Alerts: the run by name, a user alert is a one-off, no webhooks file: "no webhooks".
+    page.goto(f"{server}/#/alerts")
+    page.wait_for_selector("table.data tbody tr")
+    text = page.inner_text("table.data tbody")
+    nan_name = next(r.name for r in ui_seed.seed_runs() if r.run_id == ui_seed.NAN_RUN)
+    assert nan_name in text and "one-off" in text and "no webhooks" in text
+    assert page.locator("tbody .status.running").count() == 0
+    shot(page, "17-alerts")
+
 
 def test_pages_fit_a_phone_and_a_long_name_wraps(page: Any, server: str) -> None:
     """Findings 5, 6 and 7 (issue 13): at 375 px no page is wider than the screen (the runs

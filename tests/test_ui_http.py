@@ -234,6 +234,14 @@ def test_alerts_newest_first_and_by_project(client: Any) -> None:
     assert [a["run_id"] for a in alerts] == [ui_seed.NAN_RUN, "r007abc"]
     assert alerts[0]["delivery_state"] == "pending" and alerts[0]["rule"] == "user"
     assert get(client, "/api/alerts", project=ui_seed.OTHER_PROJECT)["alerts"] == []
+    # Finding 16 (issue 13): each alert names its run and says whether the run still runs; the
+    # answer says whether a webhooks file exists where the UI runs.
+    by_run = {r.run_id: r for r in vision_runs()}
+    for alert in alerts:
+        assert alert["run_name"] == by_run[alert["run_id"]].name
+        assert alert["run_status"] == by_run[alert["run_id"]].status
+    body = get(client, "/api/alerts")
+    assert body["webhooks_configured"] is False and body["webhooks_file"].endswith("webhooks.toml")
 
 
 def test_sql_console_reads_and_refuses_writes(client: Any, seeded: Settings) -> None:

@@ -219,10 +219,30 @@ def histograms(api: Api, run_id: str, project: str | None = None) -> dict[str, A
 
 
 def alerts(api: Api, project: str | None, run_id: str | None, limit: int) -> dict[str, Any]:
-    """``{"alerts": [...]}``: rows of ``alerts_current``, newest first."""
+    """``{"alerts": [...], "webhooks_file", "webhooks_configured"}``: rows of ``alerts_current``,
+    newest first, each with its run's ``run_name`` and ``run_status`` ("" when the run is not
+    there); whether the webhooks TOML (settings.webhooks_path) exists on the UI's host."""
     limit = max(1, min(limit, 1000))
     table = api.alerts(project=project or None, run_id=run_id or None, limit=limit)
-    return {"alerts": jsonable(records_of(table))}
+    rows = records_of(table)
+    # Each alert's run by name and status (runs_brief: no documents, cheap for a page of ids).
+    runs: dict[tuple[str, str], tuple[str, str]] = {}
+    if rows:
+        found = api.reader.query(
+            "SELECT project, run_id, name, status FROM runs_brief "
+            "WHERE run_id IN {ids:Array(String)}",
+            {"ids": sorted({str(r["run_id"]) for r in rows})},
+        ).rows
+        runs = {(str(p), str(i)): (str(n), str(st)) for p, i, n, st in found}
+    for row in rows:
+        name, status = runs.get((str(row["project"]), str(row["run_id"])), ("", ""))
+        row["run_name"], row["run_status"] = name, status
+    # No webhooks file where the UI runs: "pending" would wait for a delivery nobody makes.
+    return {
+        "alerts": jsonable(rows),
+        "webhooks_file": str(api.settings.webhooks_path),
+        "webhooks_configured": api.settings.webhooks_path.is_file(),
+    }
 
 
 # --- SQL console ------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ export async function render(root, { run_id }, query) {
   }
 
   function drawAlerts() {
-    body.append(h("div", { class: "panel" }, alertsTable(run.alerts, { showRun: false })));
+    body.append(h("div", { class: "panel" }, alertsTable(run.alerts.map((a) => ({ ...a, run_status: run.status })), { showRun: false })));
   }
 
   drawHead();
