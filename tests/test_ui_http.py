@@ -6,6 +6,7 @@ optional token (issue 13, "Tests")."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -294,6 +295,39 @@ def test_sql_scope_names_the_user_and_the_other_databases(client: Any, seeded: S
     assert len(scope["other_databases"]) == min(20, others)
     assert seeded.clickhouse_database not in scope["other_databases"]
     assert "system" not in scope["other_databases"]
+
+
+def test_step_metric_axis_counts_the_points_before_its_first_value(services: Services) -> None:
+    """Finding 18 (issue 13): on an epoch axis the points logged before the first epoch have no
+    x; the answer says how many and how many x positions there are (the chart's header)."""
+    from runstream.ui import create_app
+
+    settings = isolated_settings(services, prefix="us")
+    try:
+        client = connect(settings)
+        t0 = "toDateTime64('2026-11-28 10:00:00', 6, 'UTC')"
+        rows = [("run_started", 0, '{"name": "pre-epoch"}')]
+        # Seven points of loss, then six with an epoch (0, 0, 1, 1, 2, 2) in the same event.
+        for s in range(13):
+            metrics = {"loss": 3.0 - s / 10} if s < 7 else {"loss": 2.0, "epoch": (s - 7) // 2}
+            rows.append(("metrics_logged", 1 + s, json.dumps({"step": s, "metrics": metrics})))
+        rows.append(("metric_defined", 20, '{"name": "loss", "step_metric": "epoch"}'))
+        values = ", ".join(
+            f"(generateUUIDv4(), 1, '{t}', 'pre', 'pe1', {seq}, {t0} + INTERVAL {seq} SECOND, "
+            f"'python', '0', 'seed', 1, '{body}', 0, 0)"
+            for t, seq, body in rows
+        )
+        client.command(
+            "INSERT INTO events (event_id, schema_version, type, project, run_id, seq, ts, "
+            "producer_sdk, producer_version, producer_host, producer_pid, body, "
+            f"kafka_partition, kafka_offset) VALUES {values}"
+        )
+        with starlette_testclient.TestClient(create_app(settings)) as c:
+            body = get(c, "/api/runs/pe1/history", key="loss", x="epoch", samples=1000)
+            assert body["before_first_x"] == 7 and body["x_values"] == 3
+            assert "before_first_x" not in get(c, "/api/runs/pe1/history", key="loss")
+    finally:
+        connect(settings).command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])

@@ -209,6 +209,11 @@ function metricChart(card, runId, project, metric) {
       const meta = card.querySelector(".meta") || card.querySelector(".chart-head").appendChild(h("span", { class: "meta" }));
       const n = res.points.x.length;
       meta.textContent = res.bucketed && n >= settings.samples ? `${n.toLocaleString("en-US")} buckets · min/max band` : `${n.toLocaleString("en-US")} points`;
+      // A step-metric axis: as many x positions as values of it; earlier points have no x.
+      if (res.x_values !== undefined) {
+        meta.textContent = `${res.x_values.toLocaleString("en-US")} ${res.x} value${res.x_values === 1 ? "" : "s"}`
+          + (res.before_first_x ? ` · ${res.before_first_x.toLocaleString("en-US")} points before the first ${res.x} not shown` : "");
+      }
       return [{ label: metric, points: res.points }];
     },
   });
