@@ -434,3 +434,26 @@ def test_requests_are_served_side_by_side(server: str) -> None:
     for t in threads:
         t.join()
     assert time.monotonic() - started < 1.6
+
+
+def test_system_metrics_in_units_and_histogram_axes(page: Any, server: str) -> None:
+    """Findings 11 and 19 (issue 13): a bytes metric's axis is in binary units; time ticks are
+    24-hour UTC; the histogram strip says its steps and values."""
+    page.goto(f"{server}/#/run/r000abc")
+    page.wait_for_selector(".chart-card")
+    page.click("button[data-tab='system']")
+    drawn(page, "proc.rss_bytes")
+    # The axes' own label functions (the ticks are drawn on a canvas).
+    y, x = page.evaluate(
+        "() => { const c = [...window.__runstreamCharts].find(c => c.name === 'proc.rss_bytes'"
+        " && c.container.isConnected); return [c.u.axes[1].values(c.u, [1288490188.8], 1, 50, 1e8),"
+        " c.u.axes[0].values(c.u, [1764500400], 0, 50, 60)]; }"
+    )
+    assert y == ["1.2 GiB"] and x == ["11:00"], (y, x)
+    shot(page, "18-run-system")
+    page.click("button[data-tab='histograms']")
+    page.wait_for_selector(".hist-axes")
+    axes = page.inner_text(".hist-axes")
+    assert "step 0" in axes and "step 1,600" in axes and "values" in axes
+    shot(page, "19-run-histograms")
+    page.click("button[data-tab='charts']")

@@ -179,8 +179,8 @@ def test_history_of_every_point_keeps_nan_and_infinity(client: Any) -> None:
 
 def test_system_metrics_and_histograms(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     series = get(client, "/api/runs/r000abc/system")["series"]
-    assert set(series) == {"cpu.percent", "memory.rss_mb"}
-    assert series["memory.rss_mb"]["y"] == [1200.0 + 3 * i for i in range(12)]
+    assert set(series) == {"cpu.percent", "proc.rss_bytes"}
+    assert series["proc.rss_bytes"]["y"] == [1.2e9 + 3e6 * i for i in range(12)]
     hists = get(client, "/api/runs/r000abc/histograms")["histograms"]
     items = hists["gradients/fc.weight"]
     assert [h["step"] for h in items] == [0, 400, 800, 1200, 1600]

@@ -2,8 +2,8 @@
 // drawn as they scroll into view), system metrics, histograms and alerts. A running run's page
 // refreshes itself every few seconds.
 import { get } from "../lib/api.js";
-import { MetricChart, PALETTE, settings, settingsBar } from "../lib/chart.js";
-import { clear, fmtAgo, fmtDuration, fmtShortTime, fmtValue, h, statusBadge } from "../lib/dom.js";
+import { MetricChart, PALETTE, settings, settingsBar, unitOf } from "../lib/chart.js";
+import { clear, errorBox, fmtAgo, fmtDuration, fmtShortTime, fmtValue, h, statusBadge } from "../lib/dom.js";
 import { alertsTable } from "./alerts.js";
 import { histogramPanel } from "./histograms.js";
 
@@ -148,7 +148,18 @@ export async function render(root, { run_id }, query) {
   }
 
   async function drawSystem() {
-    const { series } = await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project });
+    // A note while it loads, and the reason when it fails: never a blank panel.
+    const note = h("div", { class: "panel empty" }, "loading system metrics…");
+    body.append(note);
+    let series;
+    try {
+      ({ series } = await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project }));
+    } catch (err) {
+      if (note.isConnected) note.replaceWith(errorBox(err));
+      return;
+    }
+    if (!note.isConnected) return; // another tab was chosen meanwhile
+    note.remove();
     const names = Object.keys(series).sort();
     if (!names.length) { body.append(h("div", { class: "panel empty" }, "No system metrics for this run.")); return; }
     const grid = h("div", { class: "chart-grid" });
@@ -157,7 +168,7 @@ export async function render(root, { run_id }, query) {
       const card = h("div", { class: "panel chart-card", dataset: { metric: name } }, h("div", { class: "chart-head" }, h("h3", {}, name)));
       grid.append(card);
       charts.push(new MetricChart(card, {
-        x: "time", zoomFetch: false, name,
+        x: "time", zoomFetch: false, name, unit: unitOf(name),
         load: async () => {
           const fresh = card.__loaded ? (await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project })).series : series;
           card.__loaded = true;
