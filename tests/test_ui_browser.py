@@ -313,6 +313,7 @@ def test_runs_table_sorts_by_step_and_errors_leave_a_clean_page(page: Any, serve
     sortable = page.eval_on_selector_all("th.sortable", "ths => ths.map(t => t.textContent)")
     assert not any(t.startswith(("Tags", "Runtime")) for t in sortable)
 
+    page.evaluate("() => sessionStorage.clear()")  # runs ticked by an earlier test
     page.goto(f"{base}?where=config.lr%20%3E")
     page.wait_for_selector(".error")
     assert page.locator("table.data thead th[title='name']").count() == 1
@@ -440,7 +441,6 @@ def test_system_metrics_in_units_and_histogram_axes(page: Any, server: str) -> N
     """Findings 11 and 19 (issue 13): a bytes metric's axis is in binary units; time ticks are
     24-hour UTC; the histogram strip says its steps and values."""
     page.goto(f"{server}/#/run/r000abc")
-    page.wait_for_selector(".chart-card")
     page.click("button[data-tab='system']")
     drawn(page, "proc.rss_bytes")
     # The axes' own label functions (the ticks are drawn on a canvas).
