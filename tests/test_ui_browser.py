@@ -449,7 +449,14 @@ def test_system_metrics_in_units_and_histogram_axes(page: Any, server: str) -> N
         " && c.container.isConnected); return [c.u.axes[1].values(c.u, [1288490188.8], 1, 50, 1e8),"
         " c.u.axes[0].values(c.u, [1764500400], 0, 50, 60)]; }"
     )
-    assert y == ["1.2 GiB"] and x == ["11:00"], (y, x)
+    assert y == ["1.20 GiB"] and x == ["11:00"], (y, x)  # ticks 0.09 GiB apart
+    # Ticks closer than the rounding: as many decimals as their step needs.
+    close = page.evaluate(
+        "() => [...window.__runstreamCharts].find(c => c.name === 'proc.rss_bytes'"
+        " && c.container.isConnected).u.axes[1].values(null, [1.1 * 2 ** 30, 1.12 * 2 ** 30],"
+        " 1, 50, 0.02 * 2 ** 30)"
+    )
+    assert close == ["1.10 GiB", "1.12 GiB"], close
     shot(page, "18-run-system")
     page.click("button[data-tab='histograms']")
     page.wait_for_selector(".hist-axes")

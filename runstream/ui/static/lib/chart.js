@@ -34,6 +34,18 @@ export function fmtBytes(v, unit = "B") {
   return `${v < 0 ? "-" : ""}${text} ${units[i]}${unit}`;
 }
 
+// Axis ticks in bytes: one binary unit for the axis (of its largest tick), and as many decimals
+// as the step between ticks needs (1.10, 1.12, 1.14 GiB rather than 1.1 GiB four times).
+function fmtBytesTicks(vals, incr, unit) {
+  const top = Math.max(...vals.map((v) => Math.abs(v ?? 0)));
+  let i = 0;
+  while (top >= 1024 ** (i + 1) && i < 5) i++;
+  const scale = 1024 ** i;
+  const step = incr > 0 ? incr / scale : 1;
+  const decimals = Math.min(4, Math.max(0, Math.ceil(-Math.log10(step))));
+  return vals.map((v) => (v === null || v === undefined ? "" : `${(v / scale).toFixed(decimals)} ${["", "Ki", "Mi", "Gi", "Ti", "Pi"][i]}${unit}`));
+}
+
 // Time ticks in UTC and 24 hours (as the legend), the same format on every chart of a step size.
 function fmtTimeTicks(vals, incr) {
   return vals.map((v) => {
@@ -324,7 +336,7 @@ export class MetricChart {
           values: this.x === "relative_time" ? (u, vals) => vals.map(fmtSeconds)
             : time ? (u, vals, _i, _space, incr) => fmtTimeTicks(vals, incr) : (u, vals) => vals.map(fmtNum),
         },
-        { stroke: axisStroke, grid, ticks: grid, font, size: axisWidth, values: (u, vals) => vals.map(fmtY), filter: settings.log ? decades : undefined },
+        { stroke: axisStroke, grid, ticks: grid, font, size: axisWidth, values: unit ? (u, vals, _i, _space, incr) => fmtBytesTicks(vals, incr, unit) : (u, vals) => vals.map(fmtY), filter: settings.log ? decades : undefined },
       ],
       cursor: {
         // The chart applies a drag's zoom itself (setSelect below): uPlot also sets the x scale
