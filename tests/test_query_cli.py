@@ -195,6 +195,17 @@ def test_bad_sql_shows_clickhouses_message(
     assert code == 1 and "Syntax error" in err
 
 
+def test_aggregate_states_get_a_hint(
+    query_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A column of partial aggregates (as runs and run_summaries hold) points to the *_current
+    views instead of only the client's "deserialization not supported" (issue 13, finding 3)."""
+    sql = "SELECT argMaxState(toString(number), number) AS s FROM numbers(3)"
+    code, out, err = run(query_settings, sql, capsys=capsys)
+    assert out == ""
+    assert code == 1 and "runs_current / run_summaries_current" in err, err
+
+
 SHAPES = """
 SELECT
     CAST(NULL AS Nullable(String)) AS null_text,

@@ -14,7 +14,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from runstream.errors import FilterError
-from runstream.read.filters import MAX_DEPTH, compile_filter
+from runstream.read.filters import MAX_DEPTH, compile_filter, compile_order
 
 
 def params_of(expression: str) -> dict[str, Any]:
@@ -747,3 +747,13 @@ def _modelled_combine(
 
 def modelled() -> st.SearchStrategy[tuple[str, Any]]:
     return st.recursive(_modelled_comparison(), _modelled_combine, max_leaves=5)
+
+
+def test_order_only_names_sort_but_do_not_filter() -> None:
+    """last_step and last_event_at (the runs table's Step column) sort; a filter refuses them."""
+    assert compile_order("last_step") == (["`last_step`"], {})
+    assert compile_order(" last_event_at ") == (["`last_event_at`"], {})
+    with pytest.raises(FilterError, match="unknown name 'last_step'"):
+        compile_filter("last_step > 3")
+    with pytest.raises(FilterError, match="unknown name"):
+        compile_order("last_steps")

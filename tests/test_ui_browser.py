@@ -75,12 +75,14 @@ def page(server: str) -> Iterator[Any]:
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         # Script errors fail the test; the browser's own log of the refused requests the test
-        # makes on purpose (a bad filter, DROP TABLE: 400) does not.
+        # makes on purpose (a bad filter, DROP TABLE: 400; an unknown run: 404) does not.
         pg.on(
             "console",
             lambda m: (
                 errors.append(m.text)
-                if m.type == "error" and "status of 400" not in m.text
+                if m.type == "error"
+                and "status of 400" not in m.text
+                and "status of 404" not in m.text
                 else None
             ),
         )
@@ -220,6 +222,8 @@ def test_projects_runs_filter_run_compare_alerts_sql(page: Any, server: str) -> 
     page.goto(f"{server}/#/sql")
     page.wait_for_selector(".result-meta:has-text('rows')")
     drawn(page, "sql")  # the quick chart of two columns
+    page.wait_for_selector(".sql-scope code")  # whom the console reads as (finding 2)
+    assert "Reads as user" in page.inner_text(".sql-scope")
     shot(page, "8-sql")
     page.fill("textarea", "DROP TABLE events")
     page.click("button:has-text('Run')")
@@ -288,3 +292,175 @@ def test_a_running_run_updates_without_reloading(page: Any, server: str, seeded:
     )
     assert page.evaluate("() => window.__sameDocument") is True  # no reload happened
     shot(page, "11-run-live")
+
+
+def test_runs_table_sorts_by_step_and_errors_leave_a_clean_page(page: Any, server: str) -> None:
+    """Findings 1, 8 and 9 of a fresh user (issue 13): the Step header sorts (the server takes
+    last_step); Tags and Runtime do not look sortable; a bad filter keeps the headers, a way
+    back, and a toolbar without an empty Compare pill or a stray "clear"; paging past the end
+    lands on the last page; the page-size select shows the limit in use."""
+    base = f"{server}/#/p/{ui_seed.PROJECT}"
+    page.goto(base)
+    page.wait_for_selector("tbody tr[data-run]")
+    page.click("th[title='last_step']")
+    page.wait_for_function("() => location.hash.includes('order=-last_step')")
+    page.wait_for_selector("th[title='last_step'] .arrow")
+    assert page.locator(".error").count() == 0
+    steps = page.eval_on_selector_all(
+        "tbody tr[data-run] td[data-col='last_step']", "tds => tds.map(t => Number(t.textContent))"
+    )
+    assert steps and steps == sorted(steps, reverse=True)
+    sortable = page.eval_on_selector_all("th.sortable", "ths => ths.map(t => t.textContent)")
+    assert not any(t.startswith(("Tags", "Runtime")) for t in sortable)
+
+    page.evaluate("() => sessionStorage.clear()")  # runs ticked by an earlier test
+    page.goto(f"{base}?where=config.lr%20%3E")
+    page.wait_for_selector(".error")
+    assert page.locator("table.data thead th[title='name']").count() == 1
+    compare = page.locator("button.primary")
+    assert compare.inner_text() == "Compare" and compare.is_disabled()
+    assert not page.locator("button.ghost:has-text('clear')").is_visible()
+    assert page.locator("button.ghost:has-text('reset')").count() == 1
+    shot(page, "12-runs-bad-filter")
+
+    page.goto(f"{base}?limit=2&offset=9999")
+    page.wait_for_function("() => !location.hash.includes('9999')")
+    page.wait_for_selector("tbody tr[data-run]")
+    total = len([r for r in ui_seed.seed_runs() if r.project == ui_seed.PROJECT])
+    last = (total - 1) // 2 * 2
+    pager = page.inner_text(".pager")
+    assert f"{last + 1}\u2013{min(last + 2, total)} of {total}" in pager
+    assert f"page {last // 2 + 1} of {(total + 1) // 2}" in pager
+    assert page.eval_on_selector(".pager select", "s => s.value") == "2"
+    shot(page, "13-runs-paged-past-end")
+
+
+def test_missing_things_say_so_and_lead_back(page: Any, server: str) -> None:
+    """Findings 12, 14, 15 and 19 (issue 13): unknown compare ids, projects and runs are named
+    as missing with a way back; a bad regex says so; cross-project compare names both projects;
+    the tab chosen on one run does not carry over to the next."""
+    page.goto(f"{server}/#/compare?runs=nope1,nope2")
+    page.wait_for_selector(".error")
+    assert "nope1, nope2" in page.inner_text(".error")
+    assert page.inner_text(".crumbs").strip() == "Projects /"
+    page.goto(f"{server}/#/compare?runs=r000abc,nlp00001")
+    page.wait_for_selector(".chart-card")
+    crumbs = page.inner_text(".crumbs")
+    assert ui_seed.PROJECT in crumbs and ui_seed.OTHER_PROJECT in crumbs
+    page.fill('input[type="search"]', "(")
+    page.wait_for_selector(".error:has-text('invalid regular expression')")
+    shot(page, "14-compare-bad-regex")
+
+    page.goto(f"{server}/#/p/no-such-project")
+    page.wait_for_selector(".error:has-text('no project named')")
+    assert page.locator("a:has-text('all projects')").count() == 1
+    page.goto(f"{server}/#/run/doesnotexist")
+    page.wait_for_selector(".error:has-text('doesnotexist')")
+    assert "runstream.Api" not in page.inner_text(".error")
+    assert page.locator("a:has-text('all projects')").count() == 1
+    shot(page, "15-unknown-run")
+
+    page.goto(f"{server}/#/run/r000abc")
+    page.wait_for_selector(".chart-card")
+    page.fill('input[type="search"]', "[")
+    page.wait_for_selector(".error:has-text('invalid regular expression')")
+    page.click("button[data-tab='alerts']")
+    page.goto(f"{server}/#/run/{ui_seed.NAN_RUN}")
+    page.wait_for_selector("button[data-tab='charts'].active")
+
+    # Alerts: the run by name, a user alert is a one-off, no webhooks file: "no webhooks".
+    page.goto(f"{server}/#/alerts")
+    page.wait_for_selector("table.data tbody tr")
+    text = page.inner_text("table.data tbody")
+    nan_name = next(r.name for r in ui_seed.seed_runs() if r.run_id == ui_seed.NAN_RUN)
+    assert nan_name in text and "one-off" in text and "no webhooks" in text
+    assert page.locator("tbody .status.running").count() == 0
+    shot(page, "17-alerts")
+
+
+def test_pages_fit_a_phone_and_a_long_name_wraps(page: Any, server: str) -> None:
+    """Findings 5, 6 and 7 (issue 13): at 375 px no page is wider than the screen (the runs
+    table scrolls inside its card, with the box and the name kept in view); the chosen columns
+    come before the fixed ones."""
+    context = page.context.browser.new_context(viewport={"width": 375, "height": 800})
+    phone = context.new_page()
+    try:
+        for route, ready in (
+            ("#/", ".project-card"),
+            (f"#/p/{ui_seed.PROJECT}", "tbody tr[data-run]"),
+            ("#/run/r000abc", ".chart-card .u-over"),
+            ("#/compare?runs=r000abc,r001abc", ".chart-card"),
+            ("#/sql", ".result-meta:has-text('rows')"),
+            ("#/alerts", "table.data tbody tr"),
+        ):
+            phone.goto(f"{server}/{route}")
+            phone.wait_for_selector(ready)
+            phone.wait_for_timeout(300)
+            width = phone.evaluate("() => document.documentElement.scrollWidth")
+            wide = phone.evaluate(
+                "() => [...document.querySelectorAll('body *')]"
+                ".filter(e => e.getBoundingClientRect().right > 376)"
+                ".slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' +"
+                " Math.round(e.getBoundingClientRect().right))"
+            )
+            assert width <= 375, (route, width, wide)
+            if route.startswith("#/run/"):
+                phone.screenshot(path=str(ARTIFACTS / "16-phone-run.png"))
+            if route.startswith("#/p/"):
+                phone.screenshot(path=str(ARTIFACTS / "16-phone-runs.png"))
+                heads = phone.eval_on_selector_all("thead th", "ths => ths.map(t => t.title)")
+                assert heads[1] == "name" and heads.index("group") > heads.index("status") + 1
+    finally:
+        context.close()
+
+
+def test_requests_are_served_side_by_side(server: str) -> None:
+    """Finding 4 (issue 13): the app answers requests at once, not one after another (sync
+    endpoints in Starlette's thread pool, an Api or Reader per thread: app.py). Four queries
+    that each wait 0.5 s in ClickHouse take far less than 2 s together."""
+    import urllib.parse
+    import urllib.request
+
+    url = f"{server}/api/sql?" + urllib.parse.urlencode({"q": "SELECT sleep(0.5)"})
+
+    def one() -> None:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+
+    one()  # the pool's first Reader connects
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - started < 1.6
+
+
+def test_system_metrics_in_units_and_histogram_axes(page: Any, server: str) -> None:
+    """Findings 11 and 19 (issue 13): a bytes metric's axis is in binary units; time ticks are
+    24-hour UTC; the histogram strip says its steps and values."""
+    page.goto(f"{server}/#/run/r000abc")
+    page.click("button[data-tab='system']")
+    drawn(page, "proc.rss_bytes")
+    # The axes' own label functions (the ticks are drawn on a canvas).
+    y, x = page.evaluate(
+        "() => { const c = [...window.__runstreamCharts].find(c => c.name === 'proc.rss_bytes'"
+        " && c.container.isConnected); return [c.u.axes[1].values(c.u, [1288490188.8], 1, 50, 1e8),"
+        " c.u.axes[0].values(c.u, [1764500400], 0, 50, 60)]; }"
+    )
+    assert y == ["1.20 GiB"] and x == ["11:00"], (y, x)  # ticks 0.09 GiB apart
+    # Ticks closer than the rounding: as many decimals as their step needs.
+    close = page.evaluate(
+        "() => [...window.__runstreamCharts].find(c => c.name === 'proc.rss_bytes'"
+        " && c.container.isConnected).u.axes[1].values(null, [1.1 * 2 ** 30, 1.12 * 2 ** 30],"
+        " 1, 50, 0.02 * 2 ** 30)"
+    )
+    assert close == ["1.10 GiB", "1.12 GiB"], close
+    shot(page, "18-run-system")
+    page.click("button[data-tab='histograms']")
+    page.wait_for_selector(".hist-axes")
+    axes = page.inner_text(".hist-axes")
+    assert "step 0" in axes and "step 1,600" in axes and "values" in axes
+    shot(page, "19-run-histograms")
+    page.click("button[data-tab='charts']")

@@ -6,6 +6,7 @@ optional token (issue 13, "Tests")."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -114,6 +115,17 @@ def test_runs_filter_sort_and_a_bad_filter(client: Any) -> None:
     assert page["total"] == 0
 
 
+def test_runs_sort_by_last_step_and_last_event_at(client: Any) -> None:
+    """The runs table's Step header sorts by ``last_step``: a name order_by takes, not a filter."""
+    page = get(client, "/api/runs", project=ui_seed.PROJECT, order_by="-last_step", limit=50)
+    steps = [r["last_step"] for r in page["runs"]]
+    assert len(steps) == len(vision_runs()) and steps == sorted(steps, reverse=True)
+    page = get(client, "/api/runs", project=ui_seed.PROJECT, order_by=" last_event_at", limit=50)
+    assert page["total"] == len(vision_runs())
+    bad = get(client, "/api/runs", 400, project=ui_seed.PROJECT, where="last_step > 3")
+    assert "last_step" in bad["error"]
+
+
 def test_run_page_has_config_metrics_and_alerts(client: Any) -> None:
     run = get(client, "/api/runs/r000abc")
     assert run["name"] == "resnet-adam-lr0.001-s0"
@@ -123,6 +135,7 @@ def test_run_page_has_config_metrics_and_alerts(client: Any) -> None:
     assert get(client, f"/api/runs/{ui_seed.NAN_RUN}")["alerts"][0]["level"] == "ERROR"
     missing = get(client, "/api/runs/no-such-run", 404)
     assert "no-such-run" in missing["error"]
+    assert "runs table" in missing["error"] and "runstream.Api" not in missing["error"]
 
 
 def test_history_buckets_keep_the_spike_and_zoom_fetches_the_range(client: Any) -> None:
@@ -166,8 +179,8 @@ def test_history_of_every_point_keeps_nan_and_infinity(client: Any) -> None:
 
 def test_system_metrics_and_histograms(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     series = get(client, "/api/runs/r000abc/system")["series"]
-    assert set(series) == {"cpu.percent", "memory.rss_mb"}
-    assert series["memory.rss_mb"]["y"] == [1200.0 + 3 * i for i in range(12)]
+    assert set(series) == {"cpu.percent", "proc.rss_bytes"}
+    assert series["proc.rss_bytes"]["y"] == [1.2e9 + 3e6 * i for i in range(12)]
     hists = get(client, "/api/runs/r000abc/histograms")["histograms"]
     items = hists["gradients/fc.weight"]
     assert [h["step"] for h in items] == [0, 400, 800, 1200, 1600]
@@ -222,6 +235,14 @@ def test_alerts_newest_first_and_by_project(client: Any) -> None:
     assert [a["run_id"] for a in alerts] == [ui_seed.NAN_RUN, "r007abc"]
     assert alerts[0]["delivery_state"] == "pending" and alerts[0]["rule"] == "user"
     assert get(client, "/api/alerts", project=ui_seed.OTHER_PROJECT)["alerts"] == []
+    # Finding 16 (issue 13): each alert names its run and says whether the run still runs; the
+    # answer says whether a webhooks file exists where the UI runs.
+    by_run = {r.run_id: r for r in vision_runs()}
+    for alert in alerts:
+        assert alert["run_name"] == by_run[alert["run_id"]].name
+        assert alert["run_status"] == by_run[alert["run_id"]].status
+    body = get(client, "/api/alerts")
+    assert body["webhooks_configured"] is False and body["webhooks_file"].endswith("webhooks.toml")
 
 
 def test_sql_console_reads_and_refuses_writes(client: Any, seeded: Settings) -> None:
@@ -245,6 +266,68 @@ def test_sql_console_reads_and_refuses_writes(client: Any, seeded: Settings) -> 
         refused = get(client, "/api/sql", 400, q=sql)
         assert refused["error"]
     assert scalar(seeded, "SELECT count() FROM events") == events
+
+
+def test_sql_console_explains_aggregate_states_and_typos(client: Any) -> None:
+    """Findings 3 and 17 (issue 13): a table of partial aggregates points to its *_current view;
+    a typo is "not a read statement", not an attempt to change the database."""
+    for table in ("runs", "run_summaries"):
+        refused = get(client, "/api/sql", 400, q=f"SELECT * FROM {table} LIMIT 1")
+        assert "runs_current / run_summaries_current" in refused["error"], refused
+    typo = get(client, "/api/sql", 400, q="SELEC oops")["error"]
+    assert "'SELEC' is not a read statement" in typo and "(SELECT, WITH" in typo
+    assert "change" not in typo
+    drop = get(client, "/api/sql", 400, q="DROP TABLE events")["error"]
+    assert "never changes the database" in drop
+
+
+def test_sql_scope_names_the_user_and_the_other_databases(client: Any, seeded: Settings) -> None:
+    """Finding 2 (issue 13): the console says whom it reads as; the default user sees the
+    server's other databases, and the page names them (docs/ui.md, "SQL")."""
+    scope = get(client, "/api/sql/scope")
+    assert scope["database"] == seeded.clickhouse_database
+    assert scope["user"] == scalar(seeded, "SELECT currentUser()")
+    others = scalar(
+        seeded,
+        "SELECT count() FROM system.databases WHERE name NOT IN "
+        "(currentDatabase(), 'system', 'INFORMATION_SCHEMA', 'information_schema')",
+    )
+    assert len(scope["other_databases"]) == min(20, others)
+    assert seeded.clickhouse_database not in scope["other_databases"]
+    assert "system" not in scope["other_databases"]
+
+
+def test_step_metric_axis_counts_the_points_before_its_first_value(services: Services) -> None:
+    """Finding 18 (issue 13): on an epoch axis the points logged before the first epoch have no
+    x; the answer says how many and how many x positions there are (the chart's header)."""
+    from runstream.ui import create_app
+
+    settings = isolated_settings(services, prefix="us")
+    try:
+        client = connect(settings)
+        t0 = "toDateTime64('2026-11-28 10:00:00', 6, 'UTC')"
+        rows = [("run_started", 0, '{"name": "pre-epoch"}')]
+        # Seven points of loss, then six with an epoch (0, 0, 1, 1, 2, 2) in the same event.
+        for s in range(13):
+            metrics = {"loss": 3.0 - s / 10} if s < 7 else {"loss": 2.0, "epoch": (s - 7) // 2}
+            rows.append(("metrics_logged", 1 + s, json.dumps({"step": s, "metrics": metrics})))
+        rows.append(("metric_defined", 20, '{"name": "loss", "step_metric": "epoch"}'))
+        values = ", ".join(
+            f"(generateUUIDv4(), 1, '{t}', 'pre', 'pe1', {seq}, {t0} + INTERVAL {seq} SECOND, "
+            f"'python', '0', 'seed', 1, '{body}', 0, 0)"
+            for t, seq, body in rows
+        )
+        client.command(
+            "INSERT INTO events (event_id, schema_version, type, project, run_id, seq, ts, "
+            "producer_sdk, producer_version, producer_host, producer_pid, body, "
+            f"kafka_partition, kafka_offset) VALUES {values}"
+        )
+        with starlette_testclient.TestClient(create_app(settings)) as c:
+            body = get(c, "/api/runs/pe1/history", key="loss", x="epoch", samples=1000)
+            assert body["before_first_x"] == 7 and body["x_values"] == 3
+            assert "before_first_x" not in get(c, "/api/runs/pe1/history", key="loss")
+    finally:
+        connect(settings).command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])

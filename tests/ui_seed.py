@@ -215,7 +215,7 @@ def seed(
                 f"'system_metrics', {_s(run.project)}, {_s(run.run_id)}, {seq} + number, "
                 f"{t0} + INTERVAL number * 10 SECOND, 'python', '0', 'seed', 1, "
                 'concat(\'{"metrics":{"cpu.percent":\', toString(40 + number % 30), '
-                "',\"memory.rss_mb\":', toString(1200 + number * 3), '}}'), 0, 0 "
+                "',\"proc.rss_bytes\":', toString(1200000000 + number * 3000000), '}}'), 0, 0 "
                 "FROM numbers(12)"
             )
             seq += 12

@@ -84,6 +84,8 @@ _NULLABLE_TIME = {"finished_at"}
 _DOCS = ("config", "summary")
 FIELDS: tuple[str, ...] = (*_TEXT, *_TIME, "tags", "config.<key>", "summary.<key>")
 """The names a filter may use, as the error messages list them."""
+ORDER_ONLY: tuple[str, ...] = ("last_step", "last_event_at")
+"""Columns of runs_current (and runs_brief, migration 0013) an order_by may name, a filter not."""
 
 MAX_LENGTH = 20_000
 """Longest expression accepted, in characters."""
@@ -591,13 +593,16 @@ def compile_order(name: str, prefix: str = "o") -> tuple[list[str], dict[str, An
     number (JSON numbers and the schema's ``"NaN"``/``"Infinity"`` strings; NULL for anything
     else), then by its text when it is a JSON string: write ``NULLS LAST`` after each so that
     runs without the key come last. The keys are parameters named ``{prefix}0``, ... as in
-    :func:`compile_filter`. ``tags`` has no order. Raises :class:`FilterError` with a caret."""
+    :func:`compile_filter`. ``tags`` has no order. :data:`ORDER_ONLY` names (``last_step``,
+    ``last_event_at``) sort but do not filter. Raises :class:`FilterError` with a caret."""
     if not isinstance(name, str):
         raise TypeError(f"an order_by name is a str, not {type(name).__name__}")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
         raise ValueError(f"parameter prefix {prefix!r} must be an identifier")
     if len(name) > MAX_LENGTH:
         raise FilterError(f"name longer than {MAX_LENGTH} characters", name, MAX_LENGTH)
+    if name.strip() in ORDER_ONLY:
+        return [f"`{name.strip()}`"], {}
     parser = _Parser(name, prefix)
     if not parser.at("name"):
         raise parser.expected("a name such as summary.loss, config.lr or started_at")

@@ -117,6 +117,14 @@ def query_error(exc: Exception, limits: Limits | None = None) -> QueryError:
     gives ClickHouse's exception from the end of the body when it can be read; else a
     :class:`QueryError` saying that a read limit (``limits``) may have stopped it."""
     text = str(exc)
+    if "AggregateFunction" in text and "not supported" in text:
+        # runs, run_summaries, live_runs... hold partial aggregates (states) the client cannot
+        # read; their *_current views finish them (docs/sql.md).
+        return QueryError(
+            f"the query failed: {text}. A column of type AggregateFunction holds partial "
+            "aggregates: use runs_current / run_summaries_current (the *_current views), or "
+            "finish the state in the query, e.g. argMaxMerge(name) ... GROUP BY run_id"
+        )
     match = _SERVER_ERROR.search(text)
     if not match:
         trailing = _trailing_error(exc)

@@ -23,6 +23,15 @@ from runstream.errors import ReadRefusedError
 #: First keywords of the statements the read layer runs (ClickHouse's "read data queries").
 READ_STATEMENTS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
 
+# First keywords of ClickHouse's statements that change data, schema, users or the server.
+_WRITES = frozenset(
+    {
+        "INSERT", "UPDATE", "DELETE", "ALTER", "CREATE", "DROP", "TRUNCATE", "RENAME",
+        "EXCHANGE", "OPTIMIZE", "ATTACH", "DETACH", "UNDROP", "SYSTEM", "KILL", "GRANT", "REVOKE",
+        "SET", "USE", "MOVE", "BACKUP", "RESTORE", "REPLACE",
+    }
+)  # fmt: skip
+
 # Table functions (and the function `file`) that read outside the database: local files, URLs,
 # object stores, other servers and databases, programs, the request body.
 _OUTSIDE = frozenset(
@@ -142,9 +151,12 @@ def screen(sql: str) -> str:
         )
     first = next((t for t in toks if t.kind != "punct" or t.text != "("), toks[0])
     if first.kind != "word" or first.quoted or first.text.upper() not in READ_STATEMENTS:
+        word = first.text.upper()
+        # A typo (SELEC) is not an attempt to write: only a writing statement hears about it.
+        why = "; the read side never changes the database" if word in _WRITES else ""
         raise ReadRefusedError(
-            f"only read statements run here (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS), "
-            f"not {first.text.upper()!r}: the read side cannot change the database"
+            f"{first.text!r} is not a read statement: only read statements run here "
+            f"(SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS){why}"
         )
     for here, after in itertools.pairwise(toks):
         if here.kind != "word":

@@ -25,7 +25,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runstream.errors import ClickHouseError, FilterError, QueryError, ReadRefusedError
+from runstream.errors import (
+    ClickHouseError,
+    FilterError,
+    QueryError,
+    ReadRefusedError,
+    RunNotFoundError,
+)
 from runstream.read import Api, Reader
 from runstream.settings import Settings
 from runstream.ui import data, series
@@ -169,6 +175,14 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
                 return _error(400, str(exc))
             except QueryError as exc:
                 return _error(400, str(exc), code=exc.code)
+            except RunNotFoundError as exc:
+                # The error's own message speaks to Python and the command line.
+                where = f" in project {exc.project!r}" if exc.project is not None else ""
+                return _error(
+                    404,
+                    f"no run {exc.run_id!r}{where}: pick one in a project's runs table (a run "
+                    "that just started may not have landed yet: is the sink running?)",
+                )
             except LookupError as exc:
                 return _error(404, str(exc.args[0]) if exc.args else "not found")
             except ClickHouseError as exc:
@@ -256,6 +270,10 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
                 _int(request, "limit", data.SQL_ROWS) or data.SQL_ROWS,
             )
 
+    def sql_scope(request: Request, api: Api) -> dict[str, Any]:
+        with readers.borrow() as reader:
+            return data.sql_scope(reader)
+
     def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -278,6 +296,7 @@ def create_app(settings: Settings | None = None, token: str | None = None) -> St
         Route("/api/compare", endpoint(compare)),
         Route("/api/compare/history", endpoint(compare_history)),
         Route("/api/sql", endpoint(sql)),
+        Route("/api/sql/scope", endpoint(sql_scope)),
         Route("/api/{rest:path}", api_unknown),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -219,10 +219,30 @@ def histograms(api: Api, run_id: str, project: str | None = None) -> dict[str, A
 
 
 def alerts(api: Api, project: str | None, run_id: str | None, limit: int) -> dict[str, Any]:
-    """``{"alerts": [...]}``: rows of ``alerts_current``, newest first."""
+    """``{"alerts": [...], "webhooks_file", "webhooks_configured"}``: rows of ``alerts_current``,
+    newest first, each with its run's ``run_name`` and ``run_status`` ("" when the run is not
+    there); whether the webhooks TOML (settings.webhooks_path) exists on the UI's host."""
     limit = max(1, min(limit, 1000))
     table = api.alerts(project=project or None, run_id=run_id or None, limit=limit)
-    return {"alerts": jsonable(records_of(table))}
+    rows = records_of(table)
+    # Each alert's run by name and status (runs_brief: no documents, cheap for a page of ids).
+    runs: dict[tuple[str, str], tuple[str, str]] = {}
+    if rows:
+        found = api.reader.query(
+            "SELECT project, run_id, name, status FROM runs_brief "
+            "WHERE run_id IN {ids:Array(String)}",
+            {"ids": sorted({str(r["run_id"]) for r in rows})},
+        ).rows
+        runs = {(str(p), str(i)): (str(n), str(st)) for p, i, n, st in found}
+    for row in rows:
+        name, status = runs.get((str(row["project"]), str(row["run_id"])), ("", ""))
+        row["run_name"], row["run_status"] = name, status
+    # No webhooks file where the UI runs: "pending" would wait for a delivery nobody makes.
+    return {
+        "alerts": jsonable(rows),
+        "webhooks_file": str(api.settings.webhooks_path),
+        "webhooks_configured": api.settings.webhooks_path.is_file(),
+    }
 
 
 # --- SQL console ------------------------------------------------------------------------------
@@ -240,3 +260,22 @@ def sql(reader: Reader, query: str, limit: int = SQL_ROWS) -> dict[str, Any]:
             "truncated": bool(result.truncated),
         }
     )
+
+
+# Databases every user sees and that hold no one's runs.
+_SERVER_DATABASES = ("system", "INFORMATION_SCHEMA", "information_schema")
+
+
+def sql_scope(reader: Reader) -> dict[str, Any]:
+    """Whom the SQL console reads as: ``{"user", "database", "other_databases"}`` with the names
+    (at most 20) of the other databases that user may see. ClickHouse lists in system.databases
+    only those the user has a grant on (SHOW DATABASES); the reader user of read.md has none
+    beyond runstream's, the ``default`` user all of the server's."""
+    row = reader.query(
+        "SELECT currentUser(), currentDatabase(), "
+        "(SELECT groupArray(name) FROM (SELECT name FROM system.databases "
+        "WHERE name != currentDatabase() AND name NOT IN {skip:Array(String)} "
+        "ORDER BY name LIMIT 20))",
+        {"skip": list(_SERVER_DATABASES)},
+    ).rows[0]
+    return {"user": str(row[0]), "database": str(row[1]), "other_databases": list(row[2])}

@@ -75,7 +75,25 @@ def history(
         points["max"] = _column(records, columns[3])
     if bucketed and x in X_AXES:
         points["nonfinite"] = _nonfinite(api, run, key, x=x, min_step=min_step, max_step=max_step)
-    return document({"run_id": run_id, "key": key, "x": x, "bucketed": bucketed, "points": points})
+    body = {"run_id": run_id, "key": key, "x": x, "bucketed": bucketed, "points": points}
+    if x not in X_AXES:
+        # A step-metric axis has no place for the points logged before its first value (x is
+        # null there): the chart says how many it leaves out, and how many x positions it has.
+        body["x_values"] = len({v for v in xs if v is not None})
+        body["before_first_x"] = _before_first(api, run, key, x) if None in xs else 0
+    return document(body)
+
+
+def _before_first(api: Api, run: Run, key: str, x: str) -> int:
+    """Points of ``key`` logged (in the run's event order) before the first point of the step
+    metric ``x``: those a chart on ``x`` cannot place."""
+    sql = (
+        "SELECT count() FROM metrics WHERE project = {project:String} AND run_id = {run:String} "
+        "AND name = {name:String} AND seq < (SELECT minOrNull(seq) FROM metrics WHERE "
+        "project = {project:String} AND run_id = {run:String} AND name = {x:String})"
+    )
+    table = api.sql(sql, {"project": run.project, "run": run.id, "name": key, "x": x})
+    return int(next(iter(records_of(table)[0].values())) or 0)
 
 
 def steps_of(api: Api, run: Run, key: str, x: str, x_range: tuple[float, float]) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 // The single page: a hash router over the pages in pages/. Each page is
 // `export async function render(root, params, query) -> cleanup?`.
-import { errorBox, clear } from "./lib/dom.js";
+import { errorBox, clear, h } from "./lib/dom.js";
 
 const routes = [
   [/^\/?$/, "projects", () => import("./pages/projects.js")],
@@ -39,11 +39,13 @@ async function route() {
       if (version !== current) { if (typeof done === "function") done(); return; }
       cleanup = done;
     } catch (err) {
-      if (version === current) clear(root, errorBox(err));
+      // A page that could not load says why and leads back (a 404: no such run).
+      if (version === current) clear(root, h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Projects"), " / "), errorBox(err),
+        h("p", {}, h("a", { href: "#/" }, "← all projects")));
     }
     return;
   }
-  clear(root, errorBox(`no page ${path}`));
+  clear(root, errorBox(`no page ${path}`), h("p", {}, h("a", { href: "#/" }, "← all projects")));
 }
 
 // Setting the hash of the same page with new query (filter, sort, page) re-renders it.

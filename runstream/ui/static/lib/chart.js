@@ -9,11 +9,53 @@ import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { num } from "./api.js";
 import { fmtNum, h } from "./dom.js";
 
+// Hues far apart in order (Tableau 10's order): the first runs of a comparison never get two
+// greens or two blues.
 export const PALETTE = [
-  "#3d63dd", "#e5484d", "#30a46c", "#f76b15", "#8e4ec6",
-  "#12a594", "#d6409f", "#ad7f58", "#0090ff", "#978365",
-  "#5b5bd6", "#46a758", "#e54666", "#ffba18", "#3e63dd",
+  "#3d63dd", "#f76b15", "#30a46c", "#e5484d", "#8e4ec6",
+  "#ad7f58", "#d6409f", "#7a7a85", "#a8a200", "#12a5c4",
+  "#ffba18", "#0b3d91",
 ];
+
+// A system metric's unit from its name (runstream/producers/system.py): bytes, bytes per second.
+export function unitOf(name) {
+  if (/bytes_per_s$/.test(name)) return "B/s";
+  if (/bytes$/.test(name)) return "B";
+  return "";
+}
+
+// Bytes in binary units: 7.0 GiB, 9.5 MiB/s.
+export function fmtBytes(v, unit = "B") {
+  if (v === null || v === undefined || !Number.isFinite(v)) return fmtNum(v);
+  const units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
+  let i = 0, x = Math.abs(v);
+  while (x >= 1024 && i < units.length - 1) { x /= 1024; i++; }
+  const text = x >= 100 || i === 0 ? x.toFixed(0) : x.toFixed(1);
+  return `${v < 0 ? "-" : ""}${text} ${units[i]}${unit}`;
+}
+
+// Axis ticks in bytes: one binary unit for the axis (of its largest tick), and as many decimals
+// as the step between ticks needs (1.10, 1.12, 1.14 GiB rather than 1.1 GiB four times).
+function fmtBytesTicks(vals, incr, unit) {
+  const top = Math.max(...vals.map((v) => Math.abs(v ?? 0)));
+  let i = 0;
+  while (top >= 1024 ** (i + 1) && i < 5) i++;
+  const scale = 1024 ** i;
+  const step = incr > 0 ? incr / scale : 1;
+  const decimals = Math.min(4, Math.max(0, Math.ceil(-Math.log10(step))));
+  return vals.map((v) => (v === null || v === undefined ? "" : `${(v / scale).toFixed(decimals)} ${["", "Ki", "Mi", "Gi", "Ti", "Pi"][i]}${unit}`));
+}
+
+// Time ticks in UTC and 24 hours (as the legend), the same format on every chart of a step size.
+function fmtTimeTicks(vals, incr) {
+  return vals.map((v) => {
+    if (v === null || v === undefined) return "";
+    const iso = new Date(v * 1000).toISOString();
+    if (incr >= 86400) return iso.slice(5, 10);
+    if (incr >= 60) return iso.slice(11, 16);
+    return iso.slice(11, 19);
+  });
+}
 
 // --- shared settings (the toolbar of a page changes them; every chart listens) -----------------
 const STORE = "runstream.chart";
@@ -186,10 +228,18 @@ function fmtX(v, x) {
   return fmtNum(v);
 }
 
+// On a log axis over several decades only the powers of ten get a line and a label (uPlot puts
+// one at every 1..9 multiple, a dense grid); within a decade, every split.
+function decades(u, splits) {
+  const major = splits.map((v) => (v > 0 && Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9 ? v : null));
+  return major.filter((v) => v !== null).length >= 2 ? major : splits;
+}
+
 // --- the chart ------------------------------------------------------------------------------
 // load({min_step, max_step}) -> Promise<[{label, color?, points: {x, y, min?, max?}}]>
 export class MetricChart {
-  constructor(container, { load, height = 230, x = null, zoomFetch = true, name = "" }) {
+  constructor(container, { load, height = 230, x = null, zoomFetch = true, name = "", unit = "" }) {
+    this.unit = unit; // "B" or "B/s": values in binary units
     this.container = container;
     this.load = load;
     this.height = height;
@@ -268,6 +318,9 @@ export class MetricChart {
     const axisStroke = cssVar("--muted");
     const font = "11px system-ui, sans-serif";
     const time = this.x === "time";
+    const unit = this.unit;
+    const fmtY = unit ? (v) => fmtBytes(v, unit) : fmtNum;
+    if (unit) for (const s of built.series.slice(1)) if (s.value) s.value = (u, v) => fmtY(v);
     const opts = {
       width: this.width(),
       height: this.height,
@@ -280,9 +333,10 @@ export class MetricChart {
       axes: [
         {
           stroke: axisStroke, grid, ticks: grid, font, size: 32,
-          values: this.x === "relative_time" ? (u, vals) => vals.map(fmtSeconds) : time ? undefined : (u, vals) => vals.map(fmtNum),
+          values: this.x === "relative_time" ? (u, vals) => vals.map(fmtSeconds)
+            : time ? (u, vals, _i, _space, incr) => fmtTimeTicks(vals, incr) : (u, vals) => vals.map(fmtNum),
         },
-        { stroke: axisStroke, grid, ticks: grid, font, size: axisWidth, values: (u, vals) => vals.map(fmtNum) },
+        { stroke: axisStroke, grid, ticks: grid, font, size: axisWidth, values: unit ? (u, vals, _i, _space, incr) => fmtBytesTicks(vals, incr, unit) : (u, vals) => vals.map(fmtY), filter: settings.log ? decades : undefined },
       ],
       cursor: {
         // The chart applies a drag's zoom itself (setSelect below): uPlot also sets the x scale

@@ -18,11 +18,17 @@ export async function render(root, _params, query) {
     go("/compare", q);
   };
 
-  const back = project || (meta.runs[0] && meta.runs[0].project);
+  // The breadcrumb names the runs' project, or each of them when they come from several.
+  const projects = project ? [project] : [...new Set(meta.runs.map((r) => r.project))];
+  const crumbs = [h("a", { href: "#/" }, "Projects"), " / "];
+  projects.forEach((p, i) => crumbs.push(i ? ", " : "", h("a", { href: `#/p/${encodeURIComponent(p)}` }, p)));
+  if (projects.length) crumbs.push(" / ");
+  const found = new Set(meta.runs.map((r) => r.id));
+  const missing = ids.filter((id) => !found.has(id));
   root.append(
-    h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Projects"), " / ",
-      back ? h("a", { href: `#/p/${encodeURIComponent(back)}` }, back) : null, " / "),
-    h("div", { class: "page-head" }, h("h1", {}, "Compare"), h("span", { class: "sub" }, `${meta.runs.length} runs · ${meta.metrics.length} metrics`)),
+    h("div", { class: "crumbs" }, crumbs),
+    h("div", { class: "page-head" }, h("h1", {}, "Compare"), h("span", { class: "sub" }, `${meta.runs.length} run${meta.runs.length === 1 ? "" : "s"} · ${meta.metrics.length} metrics`)),
+    missing.length ? h("div", { class: "error" }, `No run with the id${missing.length === 1 ? "" : "s"} ${missing.join(", ")}${project ? ` in project ${project}` : ""}.`) : null,
   );
   if (!meta.runs.length) {
     root.append(h("div", { class: "panel empty" }, "Select runs in a project's runs table, then Compare."));
@@ -65,8 +71,12 @@ export async function render(root, _params, query) {
     for (const c of charts.splice(0)) c.destroy();
     observer.disconnect();
     let pattern;
-    try { pattern = new RegExp(search.value, "i"); } catch { pattern = null; }
-    const names = meta.metrics.filter((m) => (pattern ? pattern.test(m) : true));
+    try { pattern = new RegExp(search.value, "i"); } catch (err) {
+      clear(grid, h("div", { class: "error" }, `invalid regular expression: ${err.message}`));
+      return;
+    }
+    const names = meta.metrics.filter((m) => pattern.test(m));
+    if (!names.length) { clear(grid, h("div", { class: "panel empty" }, "No metric matches.")); return; }
     clear(grid, names.slice(0, 60).map((m) => {
       const card = h("div", { class: "panel chart-card", dataset: { metric: m } }, h("div", { class: "chart-head" }, h("h3", {}, m)));
       observer.observe(card);

@@ -6,12 +6,18 @@ import { fmtNum, h } from "../lib/dom.js";
 function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
 export function histogramPanel(name, items, charts) {
-  const body = h("div", { class: "chart-body" });
+  const body = h("div", { class: "chart-body", style: "min-height: 0" }); // the bars: 200 px
   const label = h("span", { class: "meta" });
   const slider = h("input", { type: "range", min: 0, max: items.length - 1, step: 1, value: items.length - 1, style: "width: 100%; accent-color: var(--accent)", title: "step" });
   const strip = h("canvas", { class: "hist-strip", width: 600, height: 60 });
+  // The strip's axes: steps left to right, values bottom to top.
+  const lo = Math.min(...items.map((x) => x.bins[0])), hi = Math.max(...items.map((x) => x.bins[x.bins.length - 1]));
+  const stripAxes = h("div", { class: "hint hist-axes" },
+    h("span", {}, `step ${fmtNum(items[0].step)}`),
+    h("span", {}, `values ${fmtNum(lo)} (bottom) to ${fmtNum(hi)} (top)`),
+    h("span", {}, `step ${fmtNum(items[items.length - 1].step)}`));
   const card = h("div", { class: "panel chart-card", dataset: { histogram: name } },
-    h("div", { class: "chart-head" }, h("h3", { title: name }, name), label), body, slider, strip);
+    h("div", { class: "chart-head" }, h("h3", { title: name }, name), label), body, slider, strip, stripAxes);
   let u = null;
   const accent = cssVar("--accent") || "#3d63dd";
 
@@ -38,7 +44,6 @@ export function histogramPanel(name, items, charts) {
     const ctx = strip.getContext("2d");
     const w = strip.width, hgt = strip.height;
     ctx.clearRect(0, 0, w, hgt);
-    const lo = Math.min(...items.map((x) => x.bins[0])), hi = Math.max(...items.map((x) => x.bins[x.bins.length - 1]));
     const colW = w / items.length;
     items.forEach((item, i) => {
       const peak = Math.max(...item.counts, 1e-12);

@@ -2,8 +2,8 @@
 // drawn as they scroll into view), system metrics, histograms and alerts. A running run's page
 // refreshes itself every few seconds.
 import { get } from "../lib/api.js";
-import { MetricChart, PALETTE, settings, settingsBar } from "../lib/chart.js";
-import { clear, fmtAgo, fmtDuration, fmtShortTime, fmtValue, h, statusBadge } from "../lib/dom.js";
+import { MetricChart, PALETTE, settings, settingsBar, unitOf } from "../lib/chart.js";
+import { clear, errorBox, fmtAgo, fmtDuration, fmtShortTime, fmtValue, h, statusBadge } from "../lib/dom.js";
 import { alertsTable } from "./alerts.js";
 import { histogramPanel } from "./histograms.js";
 
@@ -87,14 +87,16 @@ export async function render(root, { run_id }, query) {
     histograms: { label: "Histograms", draw: drawHistograms },
     alerts: { label: "Alerts", count: () => run.alerts.length, draw: drawAlerts },
   };
-  let active = sessionStorage.getItem("runstream.runtab") || "charts";
+  // The tab chosen on this run (a reload keeps it); another run opens on its charts.
+  const tabKey = `runstream.runtab.${run.project}.${run.id}`;
+  let active = sessionStorage.getItem(tabKey) || "charts";
   if (!(active in tabs)) active = "charts";
 
   function drawTabs() {
     clear(tabsBar, Object.entries(tabs).map(([key, t]) => h("button", {
       class: key === active ? "active" : "",
       dataset: { tab: key },
-      onclick: () => { active = key; sessionStorage.setItem("runstream.runtab", key); show(); },
+      onclick: () => { active = key; sessionStorage.setItem(tabKey, key); show(); },
     }, t.label, t.count ? h("span", { class: "count" }, String(t.count())) : null)));
   }
 
@@ -118,8 +120,12 @@ export async function render(root, { run_id }, query) {
     const fill = () => {
       dropCharts();
       let pattern;
-      try { pattern = new RegExp(search.value, "i"); } catch { pattern = null; }
-      const names = run.metrics.filter((m) => (pattern ? pattern.test(m) : m.includes(search.value)));
+      try { pattern = new RegExp(search.value, "i"); } catch (err) {
+        clear(grid);
+        clear(more, h("div", { class: "error" }, `invalid regular expression: ${err.message}`));
+        return;
+      }
+      const names = run.metrics.filter((m) => pattern.test(m));
       clear(grid, names.slice(0, limit).map((m) => {
         const card = h("div", { class: "panel chart-card", dataset: { metric: m } },
           h("div", { class: "chart-head" }, h("h3", { title: m }, m)));
@@ -137,7 +143,7 @@ export async function render(root, { run_id }, query) {
   }
 
   function drawOverview() {
-    body.append(h("div", { class: "chart-grid", style: "grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); align-items: start" },
+    body.append(h("div", { class: "chart-grid", style: "grid-template-columns: repeat(auto-fill, minmax(min(420px, 100%), 1fr)); align-items: start" },
       h("div", { class: "panel pad" }, h("h2", {}, "Config"), kvTable(run.config)),
       h("div", { class: "panel pad" }, h("h2", {}, "Summary"), kvTable(run.summary)),
       run.notes ? h("div", { class: "panel pad" }, h("h2", {}, "Notes"), h("div", { style: "white-space: pre-wrap" }, run.notes)) : null,
@@ -145,7 +151,18 @@ export async function render(root, { run_id }, query) {
   }
 
   async function drawSystem() {
-    const { series } = await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project });
+    // A note while it loads, and the reason when it fails: never a blank panel.
+    const note = h("div", { class: "panel empty" }, "loading system metrics…");
+    body.append(note);
+    let series;
+    try {
+      ({ series } = await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project }));
+    } catch (err) {
+      if (note.isConnected) note.replaceWith(errorBox(err));
+      return;
+    }
+    if (!note.isConnected) return; // another tab was chosen meanwhile
+    note.remove();
     const names = Object.keys(series).sort();
     if (!names.length) { body.append(h("div", { class: "panel empty" }, "No system metrics for this run.")); return; }
     const grid = h("div", { class: "chart-grid" });
@@ -154,7 +171,7 @@ export async function render(root, { run_id }, query) {
       const card = h("div", { class: "panel chart-card", dataset: { metric: name } }, h("div", { class: "chart-head" }, h("h3", {}, name)));
       grid.append(card);
       charts.push(new MetricChart(card, {
-        x: "time", zoomFetch: false, name,
+        x: "time", zoomFetch: false, name, unit: unitOf(name),
         load: async () => {
           const fresh = card.__loaded ? (await get(`/api/runs/${encodeURIComponent(run_id)}/system`, { project })).series : series;
           card.__loaded = true;
@@ -172,7 +189,7 @@ export async function render(root, { run_id }, query) {
   }
 
   function drawAlerts() {
-    body.append(h("div", { class: "panel" }, alertsTable(run.alerts, { showRun: false })));
+    body.append(h("div", { class: "panel" }, alertsTable(run.alerts.map((a) => ({ ...a, run_status: run.status })), { showRun: false })));
   }
 
   drawHead();
@@ -213,6 +230,11 @@ function metricChart(card, runId, project, metric) {
       const meta = card.querySelector(".meta") || card.querySelector(".chart-head").appendChild(h("span", { class: "meta" }));
       const n = res.points.x.length;
       meta.textContent = res.bucketed && n >= settings.samples ? `${n.toLocaleString("en-US")} buckets · min/max band` : `${n.toLocaleString("en-US")} points`;
+      // A step-metric axis: as many x positions as values of it; earlier points have no x.
+      if (res.x_values !== undefined) {
+        meta.textContent = `${res.x_values.toLocaleString("en-US")} ${res.x} value${res.x_values === 1 ? "" : "s"}`
+          + (res.before_first_x ? ` · ${res.before_first_x.toLocaleString("en-US")} points before the first ${res.x} not shown` : "");
+      }
       return [{ label: metric, points: res.points }];
     },
   });

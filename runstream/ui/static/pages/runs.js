@@ -32,6 +32,9 @@ export async function render(root, { project }, query) {
     // Survives paging and filtering (sessionStorage), not a new browser session.
     selected: new Set(JSON.parse(sessionStorage.getItem(selKey) || "[]")),
   };
+  // A typed ?limit= that is no whole number falls back to the default instead of an error.
+  if (!Number.isInteger(state.limit) || state.limit < 1) state.limit = 50;
+  if (!Number.isInteger(state.offset) || state.offset < 0) state.offset = 0;
   let page = null;
   let headDrawn = false;
 
@@ -52,10 +55,12 @@ export async function render(root, { project }, query) {
     onkeydown: (e) => { if (e.key === "Enter") navigate({ where: filter.value.trim(), offset: 0 }); },
   });
   const compareBtn = h("button", {
-    class: "primary",
+    class: "primary", disabled: true,
     onclick: () => go("/compare", new URLSearchParams({ runs: [...state.selected].join(","), project })),
   });
   const clearSel = h("button", { class: "ghost", onclick: () => { state.selected.clear(); save(); drawBody(); } }, "clear");
+  compareBtn.textContent = "Compare";
+  clearSel.style.display = "none";
   const chooser = h("details", { class: "menu" }, h("summary", { class: "btn" }, "Columns"), h("div", { class: "menu-body" }));
   // The filter language in brief (docs/read.md, "Filters", has all of it).
   const example = (text, what) => h("div", { style: "margin: 6px 0" }, h("code", {}, text), h("div", { class: "hint" }, what));
@@ -91,11 +96,16 @@ export async function render(root, { project }, query) {
 
   function chosen() {
     if (state.columns) return state.columns;
-    // First visit: a few config keys that differ between runs, and every summary metric (up to 6).
-    const cfg = page.config_keys.filter((k) => {
-      const seen = new Set(page.runs.map((r) => JSON.stringify(configValue(r.config, k))));
-      return seen.size > 1;
-    }).slice(0, 3);
+    // First visit: the config keys that tell the page's runs apart best (most distinct values;
+    // a key every run shares, or a seed per run, says less), and up to 4 summary metrics.
+    const n = page.runs.length;
+    const distinct = (k) => new Set(page.runs.map((r) => JSON.stringify(configValue(r.config, k)))).size;
+    const cfg = page.config_keys
+      .map((k) => [k, distinct(k)])
+      .filter(([, d]) => d > 1)
+      // A key with a value per run (a seed, a path) ranks below one that groups runs.
+      .sort((a, b) => ((a[1] === n) - (b[1] === n)) || (b[1] - a[1]) || a[0].localeCompare(b[0]))
+      .slice(0, 3).map(([k]) => k);
     const picked = [...cfg.map((k) => `config.${k}`), ...page.summary_keys.slice(0, 4).map((k) => `summary.${k}`)];
     // Kept, so that filtering or paging does not change the columns under the reader's eyes.
     if (page.runs.length) { state.columns = picked; localStorage.setItem(colsKey, JSON.stringify(picked)); }
@@ -159,14 +169,17 @@ export async function render(root, { project }, query) {
       const [doc, ...rest] = c.split(".");
       return th(h("span", {}, h("span", { class: "hint" }, `${doc}.`), rest.join(".")), c);
     });
+    // The box and the name stay in view while the table scrolls sideways; the chosen columns
+    // come right after them, before the fixed ones.
     table.replaceChildren(h("thead", {}, h("tr", {},
-      h("th", { style: "width: 28px" }, allBox),
-      th("Status", "status"), th("Name", "name"), th("Group", "group"), th("Tags"),
-      th("Started", "started_at"), th("Runtime"), th("Step", "last_step", "num"),
-      extra)), h("tbody"));
+      h("th", { class: "stick0" }, allBox),
+      th("Name", "name", "stick1"), th("Status", "status"),
+      extra,
+      th("Group", "group"), th("Tags"), th("Started", "started_at"), th("Runtime"),
+      th("Step", "last_step", "num"))), h("tbody"));
   }
 
-  function drawBody() {
+  function drawBody(failed = false) {
     const tbody = table.querySelector("tbody");
     const cols = chosen();
     clear(tbody, page.runs.length ? page.runs.map((r) => {
@@ -175,14 +188,9 @@ export async function render(root, { project }, query) {
         onchange: (e) => { e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id); save(); drawBody(); },
       });
       return h("tr", { class: state.selected.has(r.id) ? "selected" : "", dataset: { run: r.id } },
-        h("td", {}, box),
+        h("td", { class: "stick0" }, box),
+        h("td", { class: "stick1" }, h("a", { href: `#/run/${encodeURIComponent(r.id)}?project=${encodeURIComponent(r.project)}`, title: r.id }, r.name || r.id)),
         h("td", {}, statusBadge(r.status)),
-        h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.id)}?project=${encodeURIComponent(r.project)}`, title: r.id }, r.name || r.id)),
-        h("td", {}, r.group || ""),
-        h("td", {}, (r.tags || []).map((t) => h("span", { class: "chip" }, t))),
-        h("td", { title: fmtAgo(r.started_at) }, fmtTime(r.started_at)),
-        h("td", {}, fmtDuration(r.started_at, r.status === "running" ? null : (r.finished_at || r.last_event_at))),
-        h("td", { class: "num" }, r.last_step ?? ""),
         cols.map((c) => {
           const [doc, ...rest] = c.split(".");
           const key = rest.join(".");
@@ -190,10 +198,15 @@ export async function render(root, { project }, query) {
           const numeric = typeof v === "number" || v === "NaN" || v === "Infinity" || v === "-Infinity";
           return h("td", { class: numeric ? "num" : "mono", title: v === undefined ? "" : JSON.stringify(v) }, v === undefined ? "" : fmtValue(v));
         }),
+        h("td", {}, r.group || ""),
+        h("td", {}, (r.tags || []).map((t) => h("span", { class: "chip" }, t))),
+        h("td", { title: fmtAgo(r.started_at) }, fmtTime(r.started_at)),
+        h("td", {}, fmtDuration(r.started_at, r.status === "running" ? null : (r.finished_at || r.last_event_at))),
+        h("td", { class: "num", dataset: { col: "last_step" } }, r.last_step ?? ""),
       );
-    }) : h("tr", {}, h("td", { colspan: 8 + cols.length, class: "empty" }, state.where ? "No run matches the filter." : "No runs.")));
+    }) : h("tr", {}, h("td", { colspan: 8 + cols.length, class: "empty" }, failed ? "Runs could not be read: see above." : state.where ? "No run matches the filter." : "No runs.")));
     const n = state.selected.size;
-    compareBtn.textContent = `Compare ${n ? `(${n})` : ""}`;
+    compareBtn.textContent = n ? `Compare (${n})` : "Compare";
     compareBtn.disabled = n < 1;
     clearSel.style.display = n ? "" : "none";
     const allBox = table.querySelector("thead input");
@@ -204,7 +217,7 @@ export async function render(root, { project }, query) {
     const from = page.total ? page.offset + 1 : 0;
     const to = page.offset + page.runs.length;
     const size = h("select", { onchange: (e) => { localStorage.setItem("runstream.pagesize", e.target.value); navigate({ limit: Number(e.target.value), offset: 0 }); } },
-      [25, 50, 100, 250, 500].map((n) => h("option", { value: n, selected: n === state.limit }, `${n} / page`)));
+      [...new Set([25, 50, 100, 250, 500, state.limit])].sort((a, b) => a - b).map((n) => h("option", { value: n, selected: n === state.limit }, `${n} / page`)));
     clear(pager,
       h("span", {}, `${from.toLocaleString("en-US")}–${to.toLocaleString("en-US")} of ${page.total.toLocaleString("en-US")}`),
       h("span", { class: "spacer" }),
@@ -223,12 +236,34 @@ export async function render(root, { project }, query) {
       page = await get("/api/runs", {
         project, where: state.where, order_by: state.order, limit: state.limit, offset: state.offset,
       });
+      state.limit = page.limit; // the server's (it caps a page)
+      // Past the end (an old link, a typed offset): go to the last page instead of an empty one.
+      if (page.total > 0 && page.offset >= page.total) {
+        const last = (Math.ceil(page.total / state.limit) - 1) * state.limit;
+        navigate({ offset: Math.max(0, last) });
+        return;
+      }
       clear(errorSlot);
+      // No runs and no filter: a project that does not exist (a typo in the address) says so.
+      if (first && page.total === 0 && !state.where) {
+        const known = await get("/api/projects").then((b) => b.projects.map((p) => p.project), () => null);
+        if (known && !known.includes(project)) {
+          clear(errorSlot, errorBox(`no project named ${JSON.stringify(project)}`),
+            h("p", {}, h("a", { href: "#/" }, "← all projects")));
+        }
+      }
       if (!headDrawn) { drawHead(); drawChooser(); headDrawn = true; }
       drawBody();
       drawPager();
     } catch (err) {
-      if (first) clear(errorSlot, errorBox(err));
+      if (!first) return;
+      // The headers stay, the body says why it is empty; the toolbar's "reset" undoes a filter.
+      page = { runs: [], total: 0, offset: 0, config_keys: [], summary_keys: [] };
+      const undo = [];
+      if (state.order.length) undo.push(h("button", { class: "ghost", onclick: () => navigate({ order: [], offset: 0 }) }, "reset sort"));
+      clear(errorSlot, errorBox(err), undo.length ? h("div", { class: "toolbar" }, undo) : null);
+      drawHead(); drawBody(true); clear(pager); count.textContent = "";
+      chooser.style.display = "none";
     }
   }
 

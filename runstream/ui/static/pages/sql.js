@@ -15,10 +15,12 @@ export async function render(root, _params, query) {
   const initial = query.get("q") || sessionStorage.getItem("runstream.sql") || EXAMPLE;
   const editor = h("textarea", { spellcheck: "false", rows: 7 }, initial);
   const out = h("div");
+  const scope = h("div", { class: "hint sql-scope" });
   const runBtn = h("button", { class: "primary", onclick: () => run() }, "Run");
   editor.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); } });
   root.append(
     h("div", { class: "page-head" }, h("h1", {}, "SQL"), h("span", { class: "sub" }, "read-only · runs under the read limits · tables in docs/sql.md")),
+    scope,
     h("div", { class: "panel pad sql-editor" }, editor,
       h("div", { class: "toolbar", style: "margin: 10px 0 0" }, runBtn, h("span", { class: "hint" }, "Ctrl+Enter"))),
     out,
@@ -77,5 +79,13 @@ export async function render(root, _params, query) {
     if (numeric.length >= 2 && res.rows.length) plot();
   }
 
+  // Whom the console reads as: with the default user, every database of the server is readable.
+  get("/api/sql/scope").then((s) => {
+    const who = [h("span", {}, "Reads as user "), h("code", {}, s.user), " in database ", h("code", {}, s.database), ". "];
+    clear(scope, ...who, s.other_databases.length
+      ? h("span", { class: "warn" }, `This user can also read other databases of the server (${s.other_databases.join(", ")}): `
+        + "give the UI the reader user (RUNSTREAM_READ_CLICKHOUSE_USER, docs/read.md) to keep the console to this one.")
+      : "It sees no other database.");
+  }).catch(() => {});
   run();
 }
