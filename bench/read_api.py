@@ -2,7 +2,7 @@
 
     python -m bench.read_api [--runs 100000] [--points 10000000] [--export-points 100000000]
                              [--mlflow-runs 5000] [--mlflow-points 100000] [--reps 3]
-                             [--skip-export]
+                             [--skip-export] [--parts abc]
 
 Everything runs on a local Kafka + ClickHouse started by the script (bench/common.py), with the
 real schema (``runstream migrate``). Three measurements, each with its peers in the same run:
@@ -339,6 +339,7 @@ def main() -> None:
     parser.add_argument("--mlflow-points", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--parts", default="abc", help="which measurements: abc all")
     args = parser.parse_args()
     print(machine())
     with local_stack(partitions=1) as stack:
@@ -346,9 +347,11 @@ def main() -> None:
         migrate(settings)
         # The bench's own statements (an INSERT of 10M points) outlast the default 300 s.
         client = connect(settings, send_receive_timeout=3600)
-        for part in (bench_runs, bench_history, *(() if args.skip_export else (bench_export,))):
-            print()
-            print(table(part(settings, client, args)), flush=True)
+        parts = {"a": bench_runs, "b": bench_history, "c": bench_export}
+        for name, measure in parts.items():
+            if name in args.parts and not (name == "c" and args.skip_export):
+                print()
+                print(table(measure(settings, client, args)), flush=True)
 
 
 if __name__ == "__main__":
