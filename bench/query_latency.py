@@ -63,6 +63,7 @@ from runstream.sinks import queries
 from runstream.sinks.batch import EventBatch, _insert
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.migrations import migrate
+from runstream.sinks.snapshots import refresh
 
 PROJECT = "bench"
 PRODUCER = {"sdk": "runstream-python", "version": "0.1.0", "host": "gpu-01", "pid": 4242}
@@ -226,6 +227,7 @@ def lifecycle_events(client: Any, database: str, plan: Plan, running: int, faile
     refused = _insert(client, database, batch.accepted, f"bench-query-latency-{uuid7()}")
     if refused:
         raise RuntimeError(f"ClickHouse refused events: {refused[0][1]}")
+    refresh(client, database, [(PROJECT, run_id) for run_id in plan.ids])  # as the sink does
     return len(batch.accepted)
 
 

@@ -93,7 +93,7 @@ def seed(client: Any, database: str, plan: Plan) -> None:
 
 def drop_points(client: Any, database: str) -> None:
     """Start each measurement from an empty project (one project name: the plan's)."""
-    for name in ("metrics", "run_summaries", "events", "runs", "run_fields"):
+    for name in ("metrics", "run_summaries", "events", "runs", "run_fields", "run_snapshots"):
         client.command(f"TRUNCATE TABLE IF EXISTS `{database}`.{name}")
 
 

@@ -325,7 +325,7 @@ def bench_runs(
     assert page.body["total"] == args.runs, page.body["total"]
     # (2) and (3) measure charts, not runs_current: every request of theirs reads the run's row
     # there, which (1) measures already.
-    for name in ("metrics", "run_summaries", "events", "runs", "run_fields"):
+    for name in ("metrics", "run_summaries", "events", "runs", "run_fields", "run_snapshots"):
         client.command(f"TRUNCATE TABLE IF EXISTS `{database}`.{name}")
     return out
 

@@ -114,6 +114,15 @@ class Settings(BaseModel):
     )
     sink_batch_rows: int = Field(50_000, ge=1)
     sink_batch_seconds: float = Field(1.0, gt=0)
+    sink_snapshot_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60.0,
+        description=(
+            "Seconds between refreshes of the stored run rows that runs_current reads (each"
+            " costs a query); batches' offsets are committed at each refresh."
+        ),
+    )
     sink_session_timeout: float = Field(
         10.0,
         ge=6.0,

@@ -1,11 +1,15 @@
 """``runstream sink``: Kafka events topic -> ClickHouse, committing offsets after each write.
 
 The loop is: consume until the batch is full (rows) or old (seconds) -> write the batch to
-ClickHouse -> send dead letters -> commit the batch's offsets. That commit is the only one: a
-crash anywhere before it means the batch is read again, and the events ClickHouse already holds
-are recognised (run and sequence number, plus the batch's deduplication token) and not written
-twice. When ClickHouse is slow or down the sink pauses its partitions, keeps its place in the
-consumer group, retries with backoff and resumes; Kafka holds the backlog.
+ClickHouse -> send dead letters -> refresh the stored rows of the batch's runs
+(``run_snapshots``, what ``runs_current`` reads; gathered over the batches of up to
+``sink_snapshot_seconds``, since each refresh costs a query) -> commit the batches' offsets.
+That commit is the only one: a crash anywhere before it means the batches are read again, and
+the events ClickHouse already holds are recognised (run and sequence number, plus the batch's
+deduplication token) and not written twice, while their runs are refreshed again.
+
+When ClickHouse is slow or down the sink pauses its partitions, keeps its place in the consumer
+group, retries with backoff and resumes; Kafka holds the backlog.
 
 Writes are pipelined one deep: while ClickHouse takes one batch (a thread waiting on HTTP), the
 sink reads and checks the next, so Python and ClickHouse work at the same time. Batches are
@@ -32,6 +36,7 @@ from runstream.sinks.clickhouse import connect
 from runstream.sinks.dedup import SeenSequences
 from runstream.sinks.migrations import migrate
 from runstream.sinks.observability import MetricsServer, SinkStats
+from runstream.sinks.snapshots import PendingSnapshots, has_snapshots, refresh
 
 logger = logging.getLogger("runstream.sink")
 
@@ -111,6 +116,8 @@ class Sink:
         # Answers to asynchronous commits, (topic, partition, offset) -> error or None (taken).
         self._commit_answers: dict[tuple[str, int, int], Any] = {}
         self.stats = SinkStats()
+        self._pending = PendingSnapshots(settings.sink_snapshot_seconds)
+        self._snapshots = False  # run_snapshots seen in the database (migration 0014)
         self.seen = SeenSequences(self.client, settings.clickhouse_database)
         self.metrics_server: MetricsServer | None = None
         self.consumer.subscribe(
@@ -162,6 +169,11 @@ class Sink:
                 batch = self.batch
                 self._reset_batch()
                 self._in_flight = (batch, self._writer.submit(self._timed_write, batch))
+        if self._in_flight is None and self._pending.due():  # quiet now: settle what waits
+            try:
+                self._settle()
+            except _Revoked:
+                self._given_up()
         return written
 
     def _take(self, message: Any) -> None:
@@ -184,15 +196,15 @@ class Sink:
         """
         written = self._complete_in_flight()
         batch = self.batch
-        if not batch.offsets:
-            return written
-        self._reset_batch()
         try:
-            self._write(batch)
-            return written + self._commit(batch)
+            if batch.offsets:
+                self._reset_batch()
+                self._write(batch)
+                written += self._commit(batch)
+            self._settle()
         except _Revoked:
             self._given_up()
-            return written
+        return written
 
     def _given_up(self) -> None:
         # The new owner reads these messages again from the last commit; what we wrote is
@@ -200,6 +212,7 @@ class Sink:
         logger.info("partitions moved while writing; the batch is left to their new owner")
         self._reset_batch()
         self._held = []
+        self._pending.clear()
 
     def _timed_write(self, batch: EventBatch) -> float:
         """One attempt, in the writer thread; returns its duration."""
@@ -227,7 +240,8 @@ class Sink:
             return 0
 
     def _commit(self, batch: EventBatch) -> int:
-        """Dead letters out, offsets committed, stats counted: the batch is done.
+        """Dead letters out, stats counted, the batch's runs and offsets handed to
+        :meth:`_settle` (now, if the last refresh is ``sink_snapshot_seconds`` old).
 
         Kafka errors on the way (the broker away or restarting, a coordinator moving) are
         retried with backoff like a ClickHouse outage, never fatal: the batch is in ClickHouse
@@ -264,14 +278,6 @@ class Sink:
 
         if letters:
             self._retrying("writing dead letters", send_pending)
-        offsets = [
-            self._ck.TopicPartition(topic, partition, last + 1)
-            for (topic, partition), (_, last) in batch.offsets.items()
-        ]
-        self._retrying("committing offsets", lambda: self._commit_offsets(offsets))
-        for tp in offsets:
-            self._committed[(tp.topic, tp.partition)] = tp.offset
-        self._refresh_lag()  # local numbers only (cached ends): the lag follows each commit
         written = batch.messages - len(batch.dead_letters) - batch.duplicates
         self.stats.record_batch(
             events=written,
@@ -279,7 +285,40 @@ class Sink:
             dead_letters=len(batch.dead_letters),
             duplicates=batch.duplicates,
         )
+        self._pending.add(
+            {(a.event.project, a.event.run_id) for a in batch.accepted},
+            {key: last + 1 for key, (_, last) in batch.offsets.items()},
+        )
+        if self._pending.due():
+            self._settle()
         return written
+
+    def _settle(self) -> None:
+        """Refresh the stored rows of the runs written since the last time (``run_snapshots``),
+        then commit those batches' offsets: the batches are done."""
+        pending = self._pending
+        if not pending.offsets:
+            return
+        if pending.runs:
+            database = self.settings.clickhouse_database
+
+            def refresh_runs() -> None:
+                # A database migrated only up to 0013 (a sink started with migrate_first=False
+                # on an older schema) has no stored rows to refresh: its runs_current computes.
+                if self._snapshots or has_snapshots(self.client, database):
+                    self._snapshots = True
+                    refresh(self.client, database, pending.runs)
+
+            self._retrying("refreshing run snapshots", refresh_runs)
+        offsets = [
+            self._ck.TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in pending.offsets.items()
+        ]
+        self._retrying("committing offsets", lambda: self._commit_offsets(offsets))
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+        pending.done()
+        self._refresh_lag()  # local numbers only (cached ends): the lag follows each commit
 
     def _commit_offsets(self, offsets: list[Any]) -> None:
         """Commit ``offsets`` and wait for the coordinator's answer, at most
@@ -350,7 +389,7 @@ class Sink:
                 except _Revoked:
                     raise
                 except Exception as exc:  # ClickHouse or Kafka down, slow or refusing
-                    if what == "insert":
+                    if what in ("insert", "refreshing run snapshots"):  # ClickHouse's
                         self.stats.insert_failures += 1
                     else:
                         self.stats.kafka_failures += 1

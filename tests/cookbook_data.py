@@ -15,6 +15,7 @@ from typing import Any
 
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
+from runstream.sinks.snapshots import refresh
 
 PROJECT = "vision"
 OTHER = "nlp"  # a second project: none of its runs may show up in a `vision` answer
@@ -299,5 +300,6 @@ def seed(settings: Settings, world: World) -> None:
             )  # fmt: skip
     client = connect(settings)
     client.insert("events", rows, column_names=EVENT_COLUMNS, settings={"async_insert": 0})
+    refresh(client, settings.clickhouse_database)  # as the sink does after its writes
     alert_rows = [[a.get(c, "") for c in ALERT_COLUMNS] for a in world.alerts]
     client.insert("alerts", alert_rows, column_names=ALERT_COLUMNS, settings={"async_insert": 0})

@@ -22,6 +22,7 @@ from runstream.sinks import migrations, queries
 from runstream.sinks.batch import EventBatch, _insert
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.consumer import Sink
+from runstream.sinks.snapshots import refresh
 from tests.helpers import records_of as records
 from tests.helpers import rows, scalar, sink_until
 from tests.samples import BODIES, sample_event
@@ -37,6 +38,8 @@ NEW_OBJECTS = {
     "runs",
     "runs_mv",
     "runs_current",
+    "runs_computed",
+    "run_snapshots",
     "run_summaries",
     "run_summaries_mv",
     "run_summaries_current",
@@ -447,6 +450,7 @@ def test_a_retried_sink_insert_lands_once_in_the_derived_tables(settings: Settin
     assert not batch.dead_letters
     for _ in range(3):
         assert _insert(client, db, batch.accepted, batch.dedup_token("events")) == []
+    refresh(client, db)  # as the sink does after its writes
     assert scalar(settings, f"SELECT count() FROM {db}.events") == 11
     assert scalar(settings, f"SELECT count() FROM {db}.metrics") == 10
     assert rows(settings, f"SELECT count, mean FROM {db}.run_summaries_current") == [(10, 4.5)]
@@ -534,6 +538,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0011_run_details",
         "0012_histograms_and_artifacts",
         "0013_faster_runs_current",
+        "0014_run_snapshots",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert tables >= NEW_OBJECTS

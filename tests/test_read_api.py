@@ -31,6 +31,7 @@ from runstream.schemas import json_safe_metrics
 from runstream.settings import Settings
 from runstream.sinks.batch import EVENT_COLUMNS
 from runstream.sinks.clickhouse import connect
+from runstream.sinks.snapshots import refresh
 from tests.conftest import Services, isolated_settings
 from tests.helpers import scalar
 
@@ -127,6 +128,7 @@ def seeded(services: Services) -> Settings:
     client = connect(settings)
     rows = run_one_events() + other_events()
     client.insert("events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0})
+    refresh(client, settings.clickhouse_database)  # as the sink does after its writes
     return settings
 
 
@@ -505,9 +507,9 @@ def test_a_run_id_with_a_slash_is_no_project_path(settings: Settings) -> None:
         event("run_started", "y", 0, project="x"),
         event("run_started", "a/b", 0, project="p1"),
     ]
-    connect(settings).insert(
-        "events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0}
-    )
+    client = connect(settings)
+    client.insert("events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0})
+    refresh(client, settings.clickhouse_database)
     with runstream.Api(settings=settings) as api:
         assert (api.run("x/y").project, api.run("x/y").id) == ("x", "y")  # project/id first
         assert api.run("x/y", project="p1").id == "x/y"

@@ -17,6 +17,7 @@ from runstream.read.table import unique_columns
 from runstream.settings import Settings
 from runstream.sinks.batch import EVENT_COLUMNS
 from runstream.sinks.clickhouse import connect
+from runstream.sinks.snapshots import refresh
 from tests.conftest import Services, isolated_settings
 from tests.test_read_api import event
 
@@ -93,9 +94,9 @@ def slash_events() -> list[list[Any]]:
 def edges(services: Services) -> Settings:
     settings = isolated_settings(services, "edges")
     rows = evil_events() + epoch_events() + slash_events()
-    connect(settings).insert(
-        "events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0}
-    )
+    client = connect(settings)
+    client.insert("events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0})
+    refresh(client, settings.clickhouse_database)  # as the sink does after its writes
     return settings
 
 

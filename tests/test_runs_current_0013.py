@@ -1,5 +1,5 @@
-"""Migration 0013's runs_current says exactly what 0011's said, and Api.runs pages read through
-runs_brief come out as the one query over runs_current would give them."""
+"""Migration 0013's runs_current (named runs_computed since 0014, which stores its rows) says
+exactly what 0011's said, and Api.runs pages come out as slices of the whole list."""
 
 from __future__ import annotations
 
@@ -98,12 +98,14 @@ def seeded(services: Services) -> Iterator[Settings]:
     yield settings
 
 
-def test_runs_current_is_0011s_row_for_row(seeded: Settings) -> None:
+def test_runs_computed_is_0011s_row_for_row_and_runs_current_stores_it(seeded: Settings) -> None:
     differ = "SELECT count() FROM (SELECT * FROM {a} EXCEPT SELECT * FROM {b})"
-    assert scalar(seeded, "SELECT count() FROM runs_current") > 20
-    types = [rows(seeded, f"DESCRIBE {v}") for v in ("runs_current", "runs_current_0011")]
+    assert scalar(seeded, "SELECT count() FROM runs_computed") > 20
+    types = [rows(seeded, f"DESCRIBE {v}") for v in ("runs_computed", "runs_current_0011")]
     assert [r[:2] for r in types[0]] == [r[:2] for r in types[1]]
-    for a, b in (("runs_current", "runs_current_0011"), ("runs_current_0011", "runs_current")):
+    for a, b in (("runs_computed", "runs_current_0011"), ("runs_current_0011", "runs_computed")):
+        assert scalar(seeded, differ.format(a=a, b=b)) == 0
+    for a, b in (("runs_current", "runs_computed"), ("runs_computed", "runs_current")):
         assert scalar(seeded, differ.format(a=a, b=b)) == 0
     got = dict(rows(seeded, "SELECT run_id, tuple(config, summary) FROM runs_current"))
     assert got["metrics-only"] == ("{}", '{"x":"Infinity","y":"NaN"}')
@@ -113,18 +115,18 @@ def test_runs_current_is_0011s_row_for_row(seeded: Settings) -> None:
 
 
 def test_a_filter_on_run_id_reads_one_run(seeded: Settings) -> None:
-    for view in ("runs_current", "runs_brief"):
+    for view in ("runs_current", "runs_computed", "runs_brief"):
         sql = f"EXPLAIN indexes = 1 SELECT * FROM {view} WHERE project = 'p' AND run_id = 'full'"
         plan = "\n".join(r[0] for r in rows(seeded, sql))
         assert "Condition: true" not in plan, plan
 
 
-def test_runs_brief_is_runs_current_without_documents(seeded: Settings) -> None:
-    columns = [r[0] for r in rows(seeded, "DESCRIBE runs_current")]
+def test_runs_brief_is_runs_computed_without_documents(seeded: Settings) -> None:
+    columns = [r[0] for r in rows(seeded, "DESCRIBE runs_computed")]
     brief = [r[0] for r in rows(seeded, "DESCRIBE runs_brief")]
     assert brief == [c for c in columns if c not in ("config", "summary", "environment")]
     listed = ", ".join(f"`{c}`" for c in brief)
-    assert scalar(seeded, f"SELECT count() FROM (SELECT {listed} FROM runs_current "
+    assert scalar(seeded, f"SELECT count() FROM (SELECT {listed} FROM runs_computed "
                           f"EXCEPT SELECT {listed} FROM runs_brief)") == 0  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
+from runstream.sinks.snapshots import refresh
 from tests import ui_seed
 from tests.conftest import Services, free_port, isolated_settings
 
@@ -286,6 +287,7 @@ def test_a_running_run_updates_without_reloading(page: Any, server: str, seeded:
         "FROM numbers(100)",
         parameters={"p": ui_seed.PROJECT, "r": ui_seed.LIVE_RUN},
     )
+    refresh(client, seeded.clickhouse_database, [(ui_seed.PROJECT, ui_seed.LIVE_RUN)])
     page.wait_for_function(
         "() => " + LOSS + ".u.data[0].at(-1) === 599",
         timeout=20_000,

@@ -15,6 +15,7 @@ import pytest
 
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
+from runstream.sinks.snapshots import refresh
 from tests import ui_seed
 from tests.conftest import Services, isolated_settings
 from tests.helpers import scalar
@@ -322,6 +323,7 @@ def test_step_metric_axis_counts_the_points_before_its_first_value(services: Ser
             "producer_sdk, producer_version, producer_host, producer_pid, body, "
             f"kafka_partition, kafka_offset) VALUES {values}"
         )
+        refresh(client, settings.clickhouse_database)
         with starlette_testclient.TestClient(create_app(settings)) as c:
             body = get(c, "/api/runs/pe1/history", key="loss", x="epoch", samples=1000)
             assert body["before_first_x"] == 7 and body["x_values"] == 3
@@ -468,6 +470,7 @@ def test_a_run_id_in_two_projects_is_told_apart_by_project(client: Any, seeded: 
         "now64(6), 'python', '0', 'seed', 1, '{\"name\":\"same id\"}', 0, 0)",
         parameters={"p": ui_seed.OTHER_PROJECT},
     )
+    refresh(connect(seeded), seeded.clickhouse_database, [(ui_seed.OTHER_PROJECT, "r000abc")])
     ambiguous = get(client, "/api/runs/r000abc", 400)
     assert ui_seed.OTHER_PROJECT in ambiguous["error"] and "project" in ambiguous["error"]
     assert get(client, "/api/runs/r000abc", project=ui_seed.OTHER_PROJECT)["name"] == "same id"

@@ -14,6 +14,7 @@ from typing import Any
 
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
+from runstream.sinks.snapshots import refresh
 
 PROJECT = "vision"
 OTHER_PROJECT = "nlp"
@@ -271,6 +272,7 @@ def seed(
                     )
                 ],
             )
+    refresh(client, settings.clickhouse_database)  # as the sink does after its writes
     return runs
 
 

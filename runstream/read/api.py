@@ -30,9 +30,6 @@ from runstream.settings import Settings
 
 # DateTime or DateTime('zone'), maybe Nullable or LowCardinality: sent as UInt32 in Arrow.
 _DATETIME = re.compile(r"(?:Nullable\()?DateTime(?:\('([^']+)'\))?\)?")
-# Columns of runs_current that runs_brief lacks: a page whose filter or order names one finds its
-# run ids in runs_current (filters.py writes them as these plain column names).
-_DOCUMENTS = re.compile(r"\b(config|summary|environment)\b")
 # ClickHouse's CANNOT_COMPILE_REGEXP: a pattern Python's re reads but RE2 does not.
 _BAD_REGEXP = 427
 
@@ -171,10 +168,7 @@ class Api:
             f"WHERE {' AND '.join(conditions)} ORDER BY {order}{page}"
         )
         try:
-            if limit is not None:
-                table = self._page(conditions, order, page, parameters)
-            else:
-                table = self.table(query, parameters)
+            table = self.table(query, parameters)
         except QueryError as exc:
             raise _regexp_error(exc, where) from exc
         if len(table):
@@ -188,45 +182,6 @@ class Api:
             )
             total = int(count.rows[0][0])
         return Runs(self, _drop(table, "_total"), total)
-
-    def _page(
-        self, conditions: list[str], order: str, page: str, parameters: dict[str, Any]
-    ) -> Table:
-        """A page of runs in two steps: the page's ids (and the total) first, then their rows from
-        ``runs_current``, whose filter on project and run id reaches each table's primary key
-        (migration 0013). The first step builds no column the filter and the order do not name
-        (the documents are most of the view's cost), and reads ``runs_brief`` (no documents at
-        all) when they name no config, summary or environment. Same rows, same order and
-        ``_total`` column as one query over ``runs_current``."""
-        source = (
-            "runs_current" if _DOCUMENTS.search(" ".join([*conditions, order])) else "runs_brief"
-        )
-        ids = self.reader.query(
-            f"SELECT project, run_id, count() OVER () AS _total FROM {source} "
-            f"WHERE {' AND '.join(conditions)} ORDER BY {order}{page}",
-            parameters,
-        ).rows
-        keys = [(str(p), str(r)) for p, r, _ in ids]
-        rows = self.table(
-            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs_current WHERE project IN "
-            "{page_projects:Array(String)} AND run_id IN {page_runs:Array(String)}",
-            {"page_projects": sorted({p for p, _ in keys}), "page_runs": [r for _, r in keys]},
-        )
-        found = {k: i for i, k in enumerate(zip(rows["project"], rows["run_id"], strict=True))}
-        take = [found[k] for k in keys if k in found]  # a run cannot vanish between the two
-        total = [int(ids[0][2])] * len(take) if ids else []
-        if rows._arrow is not None:
-            import pyarrow as pa
-
-            return Table.from_arrow(
-                rows._arrow.take(pa.array(take, pa.int64())).append_column(
-                    "_total", pa.array(total, pa.uint64())
-                )
-            )
-        plain = rows._rows or []
-        return Table.from_rows(
-            [*rows.columns, "_total"], [(*plain[i], n) for i, n in zip(take, total, strict=True)]
-        )
 
     def run(self, run_id: str, project: str | None = None) -> Run:
         """The run ``run_id``. Without ``project``, a ``run_id`` with a ``/`` is first read as

@@ -225,11 +225,11 @@ def alerts(api: Api, project: str | None, run_id: str | None, limit: int) -> dic
     limit = max(1, min(limit, 1000))
     table = api.alerts(project=project or None, run_id=run_id or None, limit=limit)
     rows = records_of(table)
-    # Each alert's run by name and status (runs_brief: no documents, cheap for a page of ids).
+    # Each alert's run by name and status.
     runs: dict[tuple[str, str], tuple[str, str]] = {}
     if rows:
         found = api.reader.query(
-            "SELECT project, run_id, name, status FROM runs_brief "
+            "SELECT project, run_id, name, status FROM runs_current "
             "WHERE run_id IN {ids:Array(String)}",
             {"ids": sorted({str(r["run_id"]) for r in rows})},
         ).rows
