@@ -365,7 +365,8 @@ def bench_chart(
         out.append((label, samples, "< 200 ms, < 100 KB"))
     body = get(http, f"/api/runs/{run_id}/history", {"key": key, "project": PROJECT,
                                                      "samples": SAMPLES}).body  # fmt: skip
-    assert len(body["points"]["x"]) == SAMPLES, len(body["points"]["x"])
+    # 10M steps in 1,000 buckets: whole 1,024-step blocks (metric_blocks), 977 buckets of 10,240.
+    assert SAMPLES // 2 < len(body["points"]["x"]) <= SAMPLES, len(body["points"]["x"])
     return out
 
 

@@ -41,6 +41,9 @@ RUN_COLUMNS: tuple[str, ...] = (
 
 X_MODES = ("step", "time", "relative_time")
 MAX_SAMPLES = 1_000_000
+# Steps per row of metric_blocks (migration 0015): buckets of at least this many steps are read
+# from there, whole blocks per bucket.
+BLOCK = 1024
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -210,7 +213,12 @@ class Run:
         does (docs/sql.md, "Downsampling for charts"), common to all keys; each bucket that
         holds a point gives one row: ``x`` of its last point, and per key ``<key>`` (the value
         at the bucket's last step of that key), ``<key>.min`` and ``<key>.max`` (exact, NaN
-        left out, null when every point is NaN), so a single spike is never hidden.
+        left out, null when every point is NaN), so a single spike is never hidden. When the
+        buckets would span at least 1,024 steps (a metric of more than ``N * 1024`` steps, with
+        no ``min_step``/``max_step``), they are read from ``metric_blocks`` (migration 0015) and
+        made of whole 1,024-step blocks: they start at a block's first step and are as wide as
+        the next multiple of 1,024 steps, so there are at most N of them (10M steps in 1,000:
+        977 buckets of 10,240 steps), each as exact as a scan of its points.
         ``min_step`` / ``max_step`` (inclusive) keep the steps in that range (a chart's zoom).
         A key the run does not have is a column of nulls (or, alone, no rows). Raises
         :class:`~runstream.errors.ReadArgumentError` for an ``x`` the run has no step metric
@@ -248,6 +256,7 @@ class Run:
             ).rename([x])
         parameters["keys"] = names
         values: list[str] = []
+        block_values: list[str] = []  # the same columns from metric_blocks (long metrics)
         columns: list[str] = [x]
         for i, key in enumerate(names):
             parameters[f"k{i}"] = key
@@ -268,6 +277,19 @@ class Run:
                     f"minIfOrNull(value, {finite}) AS v{i}_min",
                     f"maxIfOrNull(value, {finite}) AS v{i}_max",
                 ]
+                block_values += (
+                    [  # NULL, not argMax's default, for a bucket without this key's points
+                        f"if(countIf({match}) > 0, argMaxMergeIf(last, {match}), NULL) AS v{i}",
+                        f"minIf(min, {match}) AS v{i}_min",
+                        f"maxIf(max, {match}) AS v{i}_max",
+                    ]
+                    if match
+                    else [
+                        f"argMaxMerge(last) AS v{i}",
+                        f"min(min) AS v{i}_min",
+                        f"max(max) AS v{i}_max",
+                    ]
+                )
                 columns += [key, f"{key}.min", f"{key}.max"]
         if samples is not None and len(names) == 1:
             del parameters["k0"]
@@ -294,6 +316,20 @@ class Run:
                 inner = (
                     f"SELECT {one}step AS _step, max(ts) AS _ts, {', '.join(values)} "
                     f"FROM metrics WHERE {scope} GROUP BY step"
+                )
+            elif (
+                min_step is None
+                and max_step is None
+                and (blocks := self._blocks(names, int(samples))) is not None
+            ):
+                # A long metric: whole 1,024-step blocks per bucket, from metric_blocks.
+                lo, width = blocks
+                parameters.update(lo=lo, width=width)
+                inner = (
+                    "SELECT intDiv(block * 1024 - {lo:Int64}, {width:Int64}) AS _bucket, "
+                    "max(last_step) AS _step, max(last_ts) AS _ts, "
+                    f"{', '.join(block_values)} FROM metric_blocks "
+                    f"WHERE {scope} GROUP BY _bucket"
                 )
             else:
                 parameters["samples"] = int(samples)
@@ -340,6 +376,26 @@ class Run:
                 x_sql = _x_sql(x, "p._step", "p._ts", parameters, self)
                 sql = f"SELECT {x_sql} AS x, {outer_values} FROM ({inner}) AS p ORDER BY p._step"
         return self._api.table(sql, parameters).rename(columns)
+
+    def _blocks(self, names: list[str], samples: int) -> tuple[int, int] | None:
+        """``(first step of the first block, bucket width in steps)`` when the keys' step range
+        cut into ``samples`` buckets gives buckets of at least :data:`BLOCK` steps; else None.
+        Buckets then start at a block's first step and hold whole blocks (a multiple of
+        ``BLOCK`` steps): at most ``samples`` of them, each as exact as a scan of its points."""
+        bounds = self._api.reader.query(
+            "SELECT min(first_step), max(last_step), count() FROM run_summaries "
+            "WHERE project = {project:String} AND run_id = {run:String} "
+            "AND name IN {keys:Array(String)}",
+            {"project": self.project, "run": self.id, "keys": names},
+        ).rows
+        if not bounds or not bounds[0][2]:
+            return None
+        lo, hi = int(bounds[0][0]), int(bounds[0][1])
+        if hi - lo + 1 < samples * BLOCK:
+            return None
+        start = lo // BLOCK * BLOCK  # floor, as the blocks' own numbering
+        per_bucket = -(-(hi - start + 1) // (samples * BLOCK))  # blocks per bucket, rounded up
+        return start, per_bucket * BLOCK
 
     def scan_history(
         self,

@@ -166,10 +166,19 @@ def runs_page(
 
 def run_page(api: Api, run_id: str, project: str | None = None) -> dict[str, Any]:
     """Everything of one run but its series: the run, its metric names, its alerts and the names
-    (and steps) of its histograms. Raises ``LookupError`` (RunNotFoundError) for an unknown id."""
+    (and steps) of its histograms; ``points_at``, the time of the run's newest point (what a
+    live page watches: ``metrics`` is written with the events, the run's row up to
+    ``sink_snapshot_seconds`` later). Raises ``LookupError`` (RunNotFoundError) for an unknown
+    id."""
     run = api.run(run_id, project=project)
     row = run_row(run)
-    row["metrics"] = list(run.metric_names())
+    found = api.reader.query(
+        "SELECT name, last_ts FROM run_summaries_current "
+        "WHERE project = {p:String} AND run_id = {r:String} ORDER BY name",
+        {"p": run.project, "r": run.id},
+    ).rows
+    row["metrics"] = [str(name) for name, _ in found]
+    row["points_at"] = max((at for _, at in found), default=None)
     row["step_metrics"] = list(run.step_metrics())
     row["alerts"] = records_of(run.alerts())
     return document(row)

@@ -203,8 +203,8 @@ export async function render(root, { run_id }, query) {
       try {
         const fresh = await get(`/api/runs/${encodeURIComponent(run_id)}`, { project });
         const grew = fresh.metrics.length !== run.metrics.length;
-        const moved = fresh.last_event_at !== run.last_event_at || fresh.last_step !== run.last_step
-          || fresh.status !== run.status;
+        const moved = fresh.points_at !== run.points_at || fresh.last_event_at !== run.last_event_at
+          || fresh.last_step !== run.last_step || fresh.status !== run.status;
         run = fresh;
         drawHead();
         if (grew && active === "charts") show();
