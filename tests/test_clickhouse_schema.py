@@ -40,6 +40,8 @@ NEW_OBJECTS = {
     "runs_current",
     "runs_computed",
     "run_snapshots",
+    "metric_blocks",
+    "metric_blocks_mv",
     "run_summaries",
     "run_summaries_mv",
     "run_summaries_current",
@@ -539,6 +541,7 @@ def test_migrating_a_0001_database_backfills_and_then_follows(
         "0012_histograms_and_artifacts",
         "0013_faster_runs_current",
         "0014_run_snapshots",
+        "0015_metric_blocks",
     ]
     tables = {r[0] for r in rows(old, f"SELECT name FROM system.tables WHERE database = '{db}'")}
     assert tables >= NEW_OBJECTS

@@ -43,14 +43,17 @@ def world(services: Services) -> Iterator[Settings]:
     yield test_settings
 
 
-def expected(points: list[tuple[int, float, int]], samples: int) -> list[tuple[Any, ...]]:
-    """(x = last step, last value, min, max, newest seq) per block-aligned bucket, from the
-    points (step, value, seq) themselves."""
-    steps = [s for s, _, _ in points]
-    start = min(steps) // BLOCK * BLOCK
-    width = -(-(max(steps) - start + 1) // (samples * BLOCK)) * BLOCK
+def expected(
+    points: list[tuple[int, float, int]], samples: int, lo: int, hi: int
+) -> list[tuple[Any, ...]]:
+    """(x = last step, last value, min, max, newest seq) per block-aligned bucket of the steps
+    ``lo``..``hi``, from the points (step, value, seq) themselves."""
+    start = lo // BLOCK * BLOCK
+    width = -(-(hi - start + 1) // (samples * BLOCK)) * BLOCK
     buckets: dict[int, list[tuple[int, float, int]]] = {}
     for point in points:
+        if not lo <= point[0] <= hi:
+            continue
         buckets.setdefault((point[0] - start) // width, []).append(point)
     out = []
     for bucket in sorted(buckets):
@@ -82,10 +85,11 @@ values = st.one_of(
     negative=st.booleans(),
     samples=st.integers(1, 6),
     inserts=st.integers(1, 3),
+    zoom=st.one_of(st.none(), st.tuples(st.floats(0, 0.5), st.floats(0.5, 1.0))),
 )
 def test_block_buckets_say_what_the_points_say(
     world: Settings, data: list[tuple[int, float]], *, span: int, negative: bool, samples: int,
-    inserts: int,
+    inserts: int, zoom: tuple[float, float] | None,
 ) -> None:  # fmt: skip
     client = connect(world)
     for table in ("metrics", "metric_blocks", "run_summaries"):
@@ -99,12 +103,22 @@ def test_block_buckets_say_what_the_points_say(
         chunk = rows_[part::inserts]
         if chunk:
             client.insert("metrics", chunk, column_names=COLUMNS, settings={"async_insert": 0})
+    first, last = min(s for s, _, _ in points), max(s for s, _, _ in points)
+    lo, hi, cut = first, last, {}
+    if zoom is not None:  # a chart's zoom: a step range, most often cutting blocks
+        lo = first - 100 + round(zoom[0] * (last - first))
+        hi = first + round(zoom[1] * (last - first)) + 100
+        cut = {"min_step": lo, "max_step": hi}
     with runstream.Api(settings=world) as api:
         run = api.run("long", project="p")
-        assert run._blocks(["m"], samples) is not None  # the block path, not the scan
-        got = run.history("m", samples=samples).to_records()
-        times = run.history("m", x="time", samples=samples).to_records()
-    want = expected(points, samples)
+        blocks = run._blocks(["m"], samples, cut.get("min_step"), cut.get("max_step"))
+        lo, hi = max(lo, first), min(hi, last)
+        assert (blocks is not None) == (hi - lo + 1 >= samples * BLOCK)
+        if blocks is None:
+            return  # a zoom too narrow for blocks: the scan (tests elsewhere)
+        got = run.history("m", samples=samples, **cut).to_records()
+        times = run.history("m", x="time", samples=samples, **cut).to_records()
+    want = expected(points, samples, lo, hi)
     assert len(got) == len(want) <= samples
     for row, (x, last, low, high, _) in zip(got, want, strict=True):
         assert row["step"] == x
@@ -127,6 +141,15 @@ def test_two_keys_leave_a_bucket_empty_for_a_key_without_points(world: Settings)
     assert [r["a"] for r in got] == [1536.0, 3584.0, 5632.0, 7680.0]
     assert [r["b"] for r in got] == [None, None, -5888.0, -7936.0]
     assert [r["b.min"] for r in got] == [None, None, -5888.0, -7936.0]
+    # Zoomed: blocks 1..5 whole, the points of 1000..1023 and 6144..7000 from metrics.
+    with runstream.Api(settings=world) as api:
+        run = api.run("long", project="p")
+        assert run._blocks(["a", "b"], 2, 1000, 7000) == (0, 4096, 1, 5)
+        zoomed = run.history(["a", "b"], samples=2, min_step=1000, max_step=7000).to_records()
+    assert [(r["step"], r["a"], r["b"], r["b.min"], r["a.min"]) for r in zoomed] == [
+        (3584, 3584.0, None, None, 1024.0),
+        (6912, 6656.0, -6912.0, -6912.0, 4096.0),
+    ]
 
 
 def test_a_short_metric_keeps_the_exact_buckets_of_the_scan(world: Settings) -> None:
@@ -137,7 +160,7 @@ def test_a_short_metric_keeps_the_exact_buckets_of_the_scan(world: Settings) -> 
     client.insert("metrics", points, column_names=COLUMNS, settings={"async_insert": 0})
     with runstream.Api(settings=world) as api:
         run = api.run("long", project="p")
-        assert run._blocks(["m"], 3) is None  # 1,000 steps per bucket: the scan
+        assert run._blocks(["m"], 3, None, None) is None  # 1,000 steps per bucket: the scan
         got = run.history("m", samples=3).to_records()
     assert [r["step"] for r in got] == [999, 1999, 2999]
 

@@ -215,10 +215,11 @@ class Run:
         at the bucket's last step of that key), ``<key>.min`` and ``<key>.max`` (exact, NaN
         left out, null when every point is NaN), so a single spike is never hidden. When the
         buckets would span at least 1,024 steps (a metric of more than ``N * 1024`` steps, with
-        no ``min_step``/``max_step``), they are read from ``metric_blocks`` (migration 0015) and
-        made of whole 1,024-step blocks: they start at a block's first step and are as wide as
-        the next multiple of 1,024 steps, so there are at most N of them (10M steps in 1,000:
-        977 buckets of 10,240 steps), each as exact as a scan of its points.
+        within ``min_step``..``max_step``), they are read from ``metric_blocks`` (migration 0015;
+        the points of a block cut by the range from ``metrics``) and made of whole 1,024-step
+        blocks: they start at a block's first step and are as wide as the next multiple of
+        1,024 steps, so there are at most N of them (10M steps in 1,000: 977 buckets of 10,240
+        steps), each as exact as a scan of its points.
         ``min_step`` / ``max_step`` (inclusive) keep the steps in that range (a chart's zoom).
         A key the run does not have is a column of nulls (or, alone, no rows). Raises
         :class:`~runstream.errors.ReadArgumentError` for an ``x`` the run has no step metric
@@ -317,19 +318,29 @@ class Run:
                     f"SELECT {one}step AS _step, max(ts) AS _ts, {', '.join(values)} "
                     f"FROM metrics WHERE {scope} GROUP BY step"
                 )
-            elif (
-                min_step is None
-                and max_step is None
-                and (blocks := self._blocks(names, int(samples))) is not None
-            ):
-                # A long metric: whole 1,024-step blocks per bucket, from metric_blocks.
-                lo, width = blocks
-                parameters.update(lo=lo, width=width)
+            elif (blocks := self._blocks(names, int(samples), min_step, max_step)) is not None:
+                # A long metric: whole 1,024-step blocks per bucket, from metric_blocks; the
+                # points of a zoom's two partial blocks (at its ends) from metrics.
+                start, width, first_block, last_block = blocks
+                parameters.update(lo=start, width=width, b0=first_block, b1=last_block)
+                bucket = "intDiv({of} - {{lo:Int64}}, {{width:Int64}}) AS _b"
+                parts = [
+                    f"SELECT {bucket.format(of='block * 1024')}, name, last_step, last_ts, "
+                    "last_seq, min, max, last FROM metric_blocks WHERE project = "
+                    "{project:String} AND run_id = {run:String} AND name IN {keys:Array(String)} "
+                    "AND block BETWEEN {b0:Int64} AND {b1:Int64}"
+                ]
+                if min_step is not None or max_step is not None:
+                    parts.append(
+                        f"SELECT {bucket.format(of='step')}, name, max(step), max(ts), max(seq), "
+                        "min(if(isNaN(value), NULL, value)), max(if(isNaN(value), NULL, value)), "
+                        f"argMaxState(value, {last}) FROM metrics WHERE {scope} AND (step < "
+                        "{b0:Int64} * 1024 OR step >= ({b1:Int64} + 1) * 1024) GROUP BY _b, name"
+                    )
                 inner = (
-                    "SELECT intDiv(block * 1024 - {lo:Int64}, {width:Int64}) AS _bucket, "
-                    "max(last_step) AS _step, max(last_ts) AS _ts, "
-                    f"{', '.join(block_values)} FROM metric_blocks "
-                    f"WHERE {scope} GROUP BY _bucket"
+                    f"SELECT {one}_b AS _bucket, max(last_step) AS _step, max(last_ts) AS _ts, "
+                    f"max(last_seq) AS _seq, {', '.join(block_values)} "
+                    f"FROM ({' UNION ALL '.join(parts)}) GROUP BY _bucket"
                 )
             else:
                 parameters["samples"] = int(samples)
@@ -377,11 +388,17 @@ class Run:
                 sql = f"SELECT {x_sql} AS x, {outer_values} FROM ({inner}) AS p ORDER BY p._step"
         return self._api.table(sql, parameters).rename(columns)
 
-    def _blocks(self, names: list[str], samples: int) -> tuple[int, int] | None:
-        """``(first step of the first block, bucket width in steps)`` when the keys' step range
-        cut into ``samples`` buckets gives buckets of at least :data:`BLOCK` steps; else None.
-        Buckets then start at a block's first step and hold whole blocks (a multiple of
-        ``BLOCK`` steps): at most ``samples`` of them, each as exact as a scan of its points."""
+    def _blocks(
+        self, names: list[str], samples: int, min_step: int | None, max_step: int | None
+    ) -> tuple[int, int, int, int] | None:
+        """How to read ``samples`` buckets of the keys from ``metric_blocks``: ``(first step of
+        the first bucket, bucket width in steps, first and last whole block)``, or None when the
+        buckets would hold fewer than :data:`BLOCK` steps (the scan of the points is as quick).
+
+        The range is the keys' steps (run_summaries), cut to ``min_step``..``max_step``. Buckets
+        start at a block's first step and are a whole number of blocks wide, so there are at most
+        ``samples``. Blocks that lie wholly in the range are read as blocks; a block cut by
+        ``min_step`` or ``max_step`` is left to its points."""
         bounds = self._api.reader.query(
             "SELECT min(first_step), max(last_step), count() FROM run_summaries "
             "WHERE project = {project:String} AND run_id = {run:String} "
@@ -390,12 +407,18 @@ class Run:
         ).rows
         if not bounds or not bounds[0][2]:
             return None
-        lo, hi = int(bounds[0][0]), int(bounds[0][1])
+        first, last = int(bounds[0][0]), int(bounds[0][1])
+        lo = first if min_step is None else max(first, int(min_step))
+        hi = last if max_step is None else min(last, int(max_step))
         if hi - lo + 1 < samples * BLOCK:
             return None
         start = lo // BLOCK * BLOCK  # floor, as the blocks' own numbering
         per_bucket = -(-(hi - start + 1) // (samples * BLOCK))  # blocks per bucket, rounded up
-        return start, per_bucket * BLOCK
+        # No point lies below the keys' first step or above their last: a block holding one of
+        # those is whole in the range; a block cut by min_step or max_step is not.
+        first_block = lo // BLOCK if lo == first else -(-lo // BLOCK)
+        last_block = hi // BLOCK if hi == last else (hi + 1) // BLOCK - 1
+        return start, per_bucket * BLOCK, first_block, last_block
 
     def scan_history(
         self,
