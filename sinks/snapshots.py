@@ -15,6 +15,10 @@ from typing import Any
 
 # Run ids per statement: the ids travel as one bound Array(String) parameter in the request.
 _IDS_PER_STATEMENT = 10_000
+# On a cluster, runs_computed joins Distributed tables with Distributed tables; every table is
+# sharded by run id, so each shard answers with its own (as the migrations' backfills do).
+# Harmless on one server.
+_SETTINGS = {"distributed_product_mode": "local"}
 
 _REFRESH = (
     "INSERT INTO `{database}`.run_snapshots "
@@ -36,7 +40,7 @@ def refresh(client: Any, database: str, runs: Iterable[tuple[str, str]] | None =
     gets no row. Raises what clickhouse-connect raises when ClickHouse fails (the sink retries).
     """
     if runs is None:
-        client.command(_REFRESH_ALL.format(database=database))
+        client.command(_REFRESH_ALL.format(database=database), settings=_SETTINGS)
         return -1
     by_project: dict[str, list[str]] = {}
     for project, run_id in set(runs):
@@ -46,7 +50,9 @@ def refresh(client: Any, database: str, runs: Iterable[tuple[str, str]] | None =
         run_ids.sort()
         for first in range(0, len(run_ids), _IDS_PER_STATEMENT):
             chunk = run_ids[first : first + _IDS_PER_STATEMENT]
-            client.command(sql, parameters={"project": project, "run_ids": chunk})
+            client.command(
+                sql, parameters={"project": project, "run_ids": chunk}, settings=_SETTINGS
+            )
     return sum(len(ids) for ids in by_project.values())
 
 
