@@ -30,6 +30,39 @@ def sink_until(
             sink.close()
 
 
+def write_runs(settings: Settings, project: str, runs: dict[str, dict[str, Any]]) -> None:
+    """Log ``runs`` (run id -> spec: name, config, tags, group, job_type, log {metric: [values]},
+    exit_code and, optionally, status) with the SDK into ``project``; run the sink until all
+    of them are finished in ``runs_current``."""
+    import runstream
+
+    for run_id, spec in runs.items():
+        run = runstream.init(
+            settings=settings,
+            id=run_id,
+            project=project,
+            name=spec["name"],
+            config=spec["config"],
+            tags=spec["tags"],
+            group=spec["group"] or None,
+            job_type=spec["job_type"] or None,
+        )
+        for metric, values in spec["log"].items():
+            for value in values:
+                run.log({metric: value})
+        assert run.finish(exit_code=spec["exit_code"], status=spec.get("status")).ok
+
+    def landed(client: Any) -> bool:
+        done = client.query(
+            "SELECT count() FROM runs_current WHERE project = {p:String} "
+            "AND status != 'running' AND config != '{}'",
+            parameters={"p": project},
+        ).result_rows[0][0]
+        return bool(done == len(runs))
+
+    sink_until(settings, landed)
+
+
 def scalar(settings: Settings, sql: str) -> Any:
     return connect(settings).query(sql).result_rows[0][0]
 

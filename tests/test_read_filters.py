@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from runstream.errors import FilterError
 from runstream.read.filters import MAX_DEPTH, compile_filter, compile_order
+from tests.helpers import write_runs
 
 
 def params_of(expression: str) -> dict[str, Any]:
@@ -524,40 +525,11 @@ REFUSED = [
 ]
 
 
-def _write_runs(settings: Any) -> None:
-    import runstream
-    from tests.helpers import sink_until
-
-    for run_id, spec in RUNS.items():
-        run = runstream.init(
-            settings=settings,
-            id=run_id,
-            project="filters",
-            name=spec["name"],
-            config=spec["config"],
-            tags=spec["tags"],
-            group=spec["group"] or None,
-            job_type=spec["job_type"] or None,
-        )
-        for metric, values in spec["log"].items():
-            for value in values:
-                run.log({metric: value})
-        assert run.finish(exit_code=spec["exit_code"]).ok
-
-    def landed(client: Any) -> bool:
-        done = client.query(
-            "SELECT count() FROM runs_current WHERE status != 'running' AND config != '{}'"
-        ).result_rows[0][0]
-        return bool(done == len(RUNS))
-
-    sink_until(settings, landed)
-
-
 @pytest.mark.integration
 def test_filters_select_exactly_the_expected_runs_in_clickhouse(settings: Any) -> None:
     from runstream.sinks.clickhouse import connect
 
-    _write_runs(settings)
+    write_runs(settings, "filters", RUNS)
     client = connect(settings)
     tables = client.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
     before = (

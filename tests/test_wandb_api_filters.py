@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from runstream.errors import WandbFilterError
 from runstream.read.filters import compile_filter
 from runstream.wandb.mongo import to_order_by, to_where
+from tests.helpers import write_runs
 
 # Translation.
 
@@ -292,40 +293,11 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
 ]
 
 
-def _write_runs(settings: Any) -> None:
-    import runstream
-    from tests.helpers import sink_until
-
-    for run_id, spec in RUNS.items():
-        run = runstream.init(
-            settings=settings,
-            id=run_id,
-            project="wandbfilters",
-            name=spec["name"],
-            config=spec["config"],
-            tags=spec["tags"],
-            group=spec["group"],
-            job_type=spec["job_type"],
-        )
-        for metric, values in spec["log"].items():
-            for value in values:
-                run.log({metric: value})
-        assert run.finish(exit_code=spec["exit_code"], status=spec["status"]).ok
-
-    def landed(client: Any) -> bool:
-        done = client.query(
-            "SELECT count() FROM runs_current WHERE status != 'running' AND config != '{}'"
-        ).result_rows[0][0]
-        return bool(done == len(RUNS))
-
-    sink_until(settings, landed)
-
-
 @pytest.mark.integration
 def test_translated_filters_select_what_mongodb_rules_say_in_clickhouse(settings: Any) -> None:
     from runstream.sinks.clickhouse import connect
 
-    _write_runs(settings)
+    write_runs(settings, "wandbfilters", RUNS)
     client = connect(settings)
     events_before = client.command("SELECT count() FROM events")
 
