@@ -31,6 +31,7 @@ from runstream.schemas.ids import uuid7
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
 from runstream.sinks.consumer import Sink
+from runstream.sinks.migrations import migrate
 
 PRODUCER = {"sdk": "runstream-python", "version": "bench", "host": "bench", "pid": 1}
 
@@ -153,6 +154,16 @@ def main() -> None:
         settings = stack.settings.with_overrides(sink_metrics_port=0)
         fill_seconds = fill(settings, events, args.runs)
         ours, joining, sink = runstream_sink(settings, events)
+        # The same sink as before migrations 0014 and 0015 (a baseline in this run): no
+        # metric_blocks view on the inserts, the stored run rows refreshed once, at the end.
+        base_settings = settings.with_overrides(
+            clickhouse_database=f"{settings.clickhouse_database}_base",
+            sink_group=f"{settings.sink_group}-base",
+            sink_snapshot_seconds=60,
+        )
+        migrate(base_settings)
+        connect(base_settings).command("DROP VIEW metric_blocks_mv")
+        base, _, base_sink = runstream_sink(base_settings, events)
         engine = kafka_engine(settings, points)
         naive = naive_consumer(settings, args.naive_events)
         db = settings.clickhouse_database
@@ -168,6 +179,11 @@ def main() -> None:
                  f"{stored:,} points stored, {sink.stats.batches} batches, inserts busy "
                  f"{sink.stats.insert_seconds_total / ours:.0%} of the time, "
                  f"after {joining:.1f}s joining the group"])  # fmt: skip
+    rows.append(["same, as before 0014/0015 (baseline)", f"{base:.2f}", f"{events / base:,.0f}",
+                 f"{points / base:,.0f}",
+                 f"no metric_blocks view, run rows stored once, at the end; "
+                 f"{base_sink.stats.batches} batches; the sink above runs at {base / ours:.0%} "
+                 "of this rate"])  # fmt: skip
     if isinstance(engine, float):
         rows.append(["ClickHouse Kafka engine + MV", f"{engine:.2f}", f"{events / engine:,.0f}",
                      f"{points / engine:,.0f}", "no validation, no exactly-once"])  # fmt: skip
