@@ -133,7 +133,10 @@ class Run(RunDetails):
         self._pending_step = 0
         self._finished: FinishResult | None = None
         self._forked = False
-        self._finish_lock = threading.Lock()
+        # Re-entrant: a SIGTERM handler (producers/hooks.py) may call finish() on the thread
+        # already inside it; see finish().
+        self._finish_lock = threading.RLock()
+        self._finishing = False
         self._warned_finished = False
         # Metrics events at a step below the highest: with _step, it tells a summary read
         # whether anything was logged since the worker last caught up (no counter on log()).
@@ -529,6 +532,14 @@ class Run(RunDetails):
         with self._finish_lock:
             if self._finished is not None:
                 return self._finished
+            if self._finishing:
+                # Re-entered on this thread by a signal handler (SIGTERM while the program's own
+                # finish() waits on the spool or Kafka): that call has ended the run already.
+                # Waiting for it would wait forever (it cannot resume before we return): give
+                # its events what finish_timeout allows, and report what stands.
+                self._worker.flush(self.settings.finish_timeout, self._channel)
+                return self._result()
+            self._finishing = True
             if self._pending is not None:
                 self._send_pending()
             code = int(exit_code) if isinstance(exit_code, int) else process_exit_code(exit_code)

@@ -190,3 +190,45 @@ def test_an_online_run_keeps_the_exit_status_of_an_uncaught_keyboard_interrupt(
     events = [v for _, v in topic_records(settings, Topics(settings.topic_prefix).events)]
     finished = [e["body"] for e in events if e["type"] == "run_finished"]
     assert finished == [{"exit_code": 130, "status": "killed"}], done.stderr
+
+
+def test_a_sigterm_while_finish_waits_on_kafka_ends_the_process(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM arriving while the program's own finish() waits for Kafka (here
+    away) used to hang the process for good: the handler's finish() waited on the lock the
+    interrupted finish() held. Now the process dies of the signal within finish_timeout, and
+    the run's events, run_finished included, are in the spool for `runstream sync`."""
+    import time
+
+    code = textwrap.dedent(
+        """
+        import sys, time
+        import runstream
+        from runstream.settings import Settings
+        settings = Settings.load(dir=sys.argv[1], kafka_bootstrap="127.0.0.1:1",
+                                 finish_timeout=6, system_metrics_interval=0)
+        run = runstream.init(settings=settings, id="child")
+        for s in range(10):
+            run.log({"x": s}, step=s)
+        print("finishing", flush=True)
+        run.finish()
+        print("finish returned", flush=True)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "spool")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "finishing"
+    time.sleep(1.0)  # inside finish(), waiting for Kafka
+    sent = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGTERM, child.stderr.read() if child.stderr else ""
+    assert time.monotonic() - sent < 15  # finish_timeout (6 s), not forever
+    events = spooled_events(tmp_path / "spool", "child")
+    assert [e["body"]["step"] for e in events if e["type"] == "metrics_logged"] == list(range(10))
+    assert [e["body"] for e in events if e["type"] == "run_finished"] == [
+        {"exit_code": 0, "status": "finished"}
+    ]
