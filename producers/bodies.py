@@ -22,14 +22,14 @@ def metrics_body(step: int, data: dict[str, Any], run: Run) -> dict[str, Any] | 
     # Training loops log the same names every step: once a set of names was checked, the same
     # names with finite float values (one C-level sum says so) need no per-name work.
     if data.keys() == run._checked_names and _finite_floats(data.values()):
-        run.summary._observe(data)
+        run.summary._observe(data, step)
         return {"step": step, "metrics": data}
     metrics = flatten_metrics(data, run._refusals)
     if metrics is data:
         run._checked_names = set(data)
     if not metrics:
         return None
-    run.summary._observe(metrics)
+    run.summary._observe(metrics, step)
     return {"step": step, "metrics": json_safe_metrics(metrics)}
 
 

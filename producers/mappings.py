@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from argparse import Namespace
@@ -134,8 +135,11 @@ def short(value: Any) -> str:
 
 
 class RunSummary(MutableMapping[str, Any]):
-    """The run's summary as this session sees it: by default the last value of each metric
-    logged (or the min, max or mean chosen with ``define_metric``); keys set explicitly win.
+    """The run's summary as this session sees it, by the rules the stored summary follows
+    (docs/sql.md, "The summary"): by default each metric's value at its highest step (the
+    latest logged of that step), or the min, max or mean chosen with ``define_metric`` over its
+    points that are not NaN (None when every point is NaN; the mean of none is NaN); keys set
+    explicitly win, and a key set to None is removed.
 
     Only explicit keys (``run.summary[k] = v``, ``update``) are sent, as ``summary_updated``
     events (and once more at ``finish()``). Values derived from metric points are computed
@@ -150,14 +154,25 @@ class RunSummary(MutableMapping[str, Any]):
         self._run = run
         self._explicit: dict[str, Any] = {}
         self._last: dict[str, float] = {}
+        self._steps: dict[str, int] = {}  # name -> the step of its value in _last
+        self._top = -(2**63)  # the highest step observed
         # Only metrics given another summary by define_metric pay for min/max/mean tracking.
         self._aggregates: dict[str, list[float]] = {}  # name -> [min, max, sum, count]
         self._kind_of: dict[str, SummaryKind] = {}
         self._synced: tuple[int, int] | None = None  # (step, lower) at the last caught-up read
 
-    def _observe(self, metrics: Mapping[str, float]) -> None:
-        # Runs on the worker thread with the values it just encoded.
-        self._last.update(metrics)
+    def _observe(self, metrics: Mapping[str, float], step: int) -> None:
+        # Runs on the worker thread with the values it just encoded, in the run's event order.
+        if step >= self._top:  # steps going up, as training loops log: every value is the last
+            self._top = step
+            self._last.update(metrics)
+            self._steps.update(dict.fromkeys(metrics, step))
+        else:  # a lower step logged late: a metric keeps its value at its highest step
+            steps = self._steps
+            for name, value in metrics.items():
+                if step >= steps.get(name, step):
+                    self._last[name] = value
+                    steps[name] = step
         kinds = self._run._summary_kinds
         if not kinds:
             return
@@ -167,7 +182,7 @@ class RunSummary(MutableMapping[str, Any]):
             kind = kind_of.get(name)
             if kind is None:
                 kind = kind_of[name] = _summary_kind(name, kinds)
-            if kind == "last":
+            if kind == "last" or math.isnan(value):  # NaN takes no part in min, max and mean
                 continue
             entry = aggregates.get(name)
             if entry is None:
@@ -198,13 +213,19 @@ class RunSummary(MutableMapping[str, Any]):
         if seen.wait(SUMMARY_READ_WAIT_SECONDS):
             self._synced = logged
 
-    def _derived(self) -> dict[str, float]:
+    def _derived(self) -> dict[str, float | None]:
         self._sync()
-        out = dict(self._last)
-        for name, (low, high, total, count) in list(self._aggregates.items()):
-            kind = self._kind_of.get(name, "last")
-            out[name] = {"min": low, "max": high, "mean": total / count}.get(kind, out[name])
-        return out
+        return {name: self._value(name, value) for name, value in list(self._last.items())}
+
+    def _value(self, name: str, last: float) -> float | None:
+        kind = self._kind_of.get(name, "last") if self._run._summary_kinds else "last"
+        if kind == "last":
+            return last
+        entry = self._aggregates.get(name)
+        if entry is None:  # every point NaN: no min or max (null), a mean of nothing (NaN)
+            return math.nan if kind == "mean" else None
+        low, high, total, count = entry
+        return {"min": low, "max": high, "mean": total / count}.get(kind, last)
 
     def _final(self) -> dict[str, Any]:
         """What the final ``summary_updated`` carries: the explicit keys only."""
@@ -212,15 +233,12 @@ class RunSummary(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         if key in self._explicit:
-            return self._explicit[key]
-        self._sync()
-        value = self._last[key]  # KeyError: never logged
-        entry = self._aggregates.get(key)
-        if entry is None:
+            value = self._explicit[key]
+            if value is None:  # set to None: removed, as the stored summary has it
+                raise KeyError(key)
             return value
-        low, high, total, count = entry
-        kind = self._kind_of.get(key, "last")
-        return {"min": low, "max": high, "mean": total / count}.get(kind, value)
+        self._sync()
+        return self._value(key, self._last[key])  # KeyError: never logged
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
@@ -228,11 +246,15 @@ class RunSummary(MutableMapping[str, Any]):
     def __delitem__(self, key: str) -> None:
         del self._explicit[key]
 
+    def _keys(self) -> list[str]:
+        merged = {**self._derived(), **self._explicit}
+        return [k for k in merged if self._explicit.get(k, 0) is not None]
+
     def __iter__(self) -> Iterator[str]:
-        return iter({**self._derived(), **self._explicit})
+        return iter(self._keys())
 
     def __len__(self) -> int:
-        return len({**self._derived(), **self._explicit})
+        return len(self._keys())
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Set keys explicitly; one ``summary_updated`` event records them. Keys must be

@@ -408,13 +408,15 @@ def test_summary_reads_see_what_was_logged_before_them(tmp_path: Path) -> None:
     run.log({"val": 0.7})
     assert run.summary["val"] == 0.5 and dict(run.summary)["x"] == 200.0
     for i in range(3):  # a lower step moves no counter of the step: still seen by the read
-        run.log({"x": -1.0 - i}, step=i)
-        assert run.summary["x"] == -1.0 - i
+        run.log({"w": -1.0 - i}, step=i)
+        assert run.summary["w"] == -1.0 - i
+    run.log({"x": -1.0}, step=7)  # below x's highest step: as stored, not x's last value
+    assert run.summary["x"] == 200.0
     run.log({"y": 1.0}, commit=False)
     run.log({"z": 2.0})
     assert (run.summary["y"], run.summary["z"]) == (1.0, 2.0)
     run.finish()
-    assert run.summary["x"] == -3.0
+    assert run.summary["w"] == -3.0
     disabled = runstream.init(settings=offline_settings(tmp_path, mode="disabled"))
     disabled.log({"x": 1.0})
     assert dict(disabled.summary) == {}

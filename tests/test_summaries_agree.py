@@ -20,7 +20,7 @@ import pytest
 import runstream
 from runstream.settings import Settings
 from tests.helpers import records_of, sink_until
-from tests.samples import sample_event
+from tests.samples import same, sample_event
 from tests.test_processors import produce, worker
 
 pytestmark = pytest.mark.integration
@@ -154,3 +154,37 @@ def test_every_view_of_a_resumed_runs_summary_agrees(settings: Settings, tmp_pat
     for table in ("runs_current", "live_runs_current"):
         config = orjson.loads(records_of(settings, query.format(db=db, table=table))[0]["config"])
         assert config == {"lr": 1.0} and type(config["lr"]) is float, table
+
+
+def test_the_sdks_own_summary_says_what_the_stored_one_says(settings: Settings) -> None:
+    """A fresh user's finding: run.summary in the training process followed other rules than
+    the stored summary for NaN points, steps logged out of order and keys set to None."""
+    run = runstream.init(settings=settings, id="own", project="agree")
+    run.define_metric("mean_nan", summary="mean")
+    run.define_metric("min_nan", summary="min")
+    run.define_metric("max_all_nan", summary="max")
+    run.define_metric("mean_all_nan", summary="mean")
+    for value in (1.0, math.nan, 3.0):
+        run.log({"mean_nan": value, "plain": value})
+    for value in (math.nan, math.nan, 3.0):
+        run.log({"min_nan": value})
+    for _ in range(2):
+        run.log({"max_all_nan": math.nan, "mean_all_nan": math.nan})
+    run.log({"late": 1.0}, step=100)
+    run.log({"late": 2.0}, step=5)  # a lower step: not the last value
+    run.log({"late": 3.0}, step=100)  # the same highest step again: the latest of it
+    run.log({"acc": 0.5})
+    run.summary["acc"] = None  # removed
+    run.summary["note"] = "kept"
+    own = dict(run.summary)
+    assert run.finish().ok
+    done = "SELECT count() FROM runs_current WHERE run_id = 'own' AND status = 'finished'"
+    sink_until(settings, lambda c: c.query(done).result_rows[0][0] == 1)
+    stored = orjson.loads(records_of(settings, "SELECT summary FROM runs_current "
+                                               "WHERE run_id = 'own'")[0]["summary"])  # fmt: skip
+    stored = {k: math.nan if v == "NaN" else v for k, v in stored.items()}
+    assert sorted(own) == sorted(stored)
+    for key, value in stored.items():
+        assert same(own[key], value), (key, own[key], value)
+    assert own["mean_nan"] == 2.0 and own["min_nan"] == 3.0 and own["max_all_nan"] is None
+    assert math.isnan(own["mean_all_nan"]) and own["late"] == 3.0 and "acc" not in own
