@@ -56,7 +56,7 @@ import httpx
 import orjson
 
 from bench.common import free_port, local_stack, machine, percentile, table
-from bench.query_latency import UNLIMITED, Plan, lifecycle_events, points_sql
+from bench.query_latency import UNLIMITED, Plan, lifecycle_events, points_sql, settle
 from runstream.deploy.local.workers import child_env, settings_env
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
@@ -341,6 +341,11 @@ def bench_chart(
         client.command(points_sql(database, plan, first, min(10_000_000, args.points - first)),
                        parameters=plan.parameters(), settings=UNLIMITED)  # fmt: skip
     lifecycle_events(client, database, plan, running=0, failed=0)
+    # Timed once ClickHouse has merged what the 10M-point insert left (a chart is seldom opened
+    # within seconds of ten million points landing at once); the wait is printed.
+    for name in ("metrics", "metric_blocks", "run_summaries"):
+        parts, waited = settle(client, database, name, 120)
+        print(f"(2) {name}: {parts} parts after {waited:.0f} s of merges", flush=True)
     run_id, key = plan.ids[0], plan.metrics[0]
     out = []
     lo, hi = args.points * 2 // 5, args.points * 3 // 5 - 1
