@@ -1,6 +1,6 @@
 """Ingest throughput: a pre-filled events topic into ClickHouse, in metric points per second.
 
-    python -m bench.sink_ingest [--events 200000] [--runs 200]
+    python -m bench.sink_ingest [--events 200000] [--runs 200] [--rounds 0]
 
 The topic is filled first with ``--events`` events of 10 metrics each (as the SDK encodes them),
 spread over ``--runs`` runs. Then, in the same invocation, on the same data:
@@ -19,6 +19,7 @@ spread over ``--runs`` runs. Then, in the same invocation, on the same data:
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import orjson
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--naive-events", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=0, help="more sink/baseline pairs")
     args = parser.parse_args()
     events = args.events - args.events % args.runs
     points = events * 10
@@ -156,14 +158,25 @@ def main() -> None:
         ours, joining, sink = runstream_sink(settings, events)
         # The same sink as before migrations 0014 and 0015 (a baseline in this run): no
         # metric_blocks view on the inserts, the stored run rows refreshed once, at the end.
-        base_settings = settings.with_overrides(
-            clickhouse_database=f"{settings.clickhouse_database}_base",
-            sink_group=f"{settings.sink_group}-base",
-            sink_snapshot_seconds=60,
-        )
-        migrate(base_settings)
-        connect(base_settings).command("DROP VIEW metric_blocks_mv")
-        base, _, base_sink = runstream_sink(base_settings, events)
+        # Single runs move by 25% here: --rounds N alternates the two N times more, each into
+        # a database and consumer group of its own, and the means are compared.
+        fulls, bases = [ours], []
+        for round_ in range(1 + args.rounds):
+            for baseline in (True, False) if round_ else (True,):
+                tag = f"{'base' if baseline else 'full'}{round_}"
+                variant = settings.with_overrides(
+                    clickhouse_database=f"{settings.clickhouse_database}_{tag}",
+                    sink_group=f"{settings.sink_group}-{tag}",
+                    sink_snapshot_seconds=60 if baseline else settings.sink_snapshot_seconds,
+                )
+                migrate(variant)
+                if baseline:
+                    connect(variant).command("DROP VIEW metric_blocks_mv")
+                seconds, _, variant_sink = runstream_sink(variant, events)
+                (bases if baseline else fulls).append(seconds)
+                if not round_:
+                    base_sink = variant_sink
+        base = statistics.mean(bases)
         engine = kafka_engine(settings, points)
         naive = naive_consumer(settings, args.naive_events)
         db = settings.clickhouse_database
@@ -179,11 +192,17 @@ def main() -> None:
                  f"{stored:,} points stored, {sink.stats.batches} batches, inserts busy "
                  f"{sink.stats.insert_seconds_total / ours:.0%} of the time, "
                  f"after {joining:.1f}s joining the group"])  # fmt: skip
+    full = statistics.mean(fulls)
     rows.append(["same, as before 0014/0015 (baseline)", f"{base:.2f}", f"{events / base:,.0f}",
                  f"{points / base:,.0f}",
                  f"no metric_blocks view, run rows stored once, at the end; "
-                 f"{base_sink.stats.batches} batches; the sink above runs at {base / ours:.0%} "
-                 "of this rate"])  # fmt: skip
+                 f"{base_sink.stats.batches} batches"])  # fmt: skip
+    if args.rounds:
+        rows.append([f"means of {len(fulls)} runs: sink / baseline", f"{full:.2f} / {base:.2f}",
+                     "", f"{points / full:,.0f} / {points / base:,.0f}",
+                     f"the sink runs at {base / full:.0%} of the baseline's rate; runs (s): "
+                     f"{', '.join(f'{x:.1f}' for x in fulls)} / "
+                     f"{', '.join(f'{x:.1f}' for x in bases)}"])  # fmt: skip
     if isinstance(engine, float):
         rows.append(["ClickHouse Kafka engine + MV", f"{engine:.2f}", f"{events / engine:,.0f}",
                      f"{points / engine:,.0f}", "no validation, no exactly-once"])  # fmt: skip
