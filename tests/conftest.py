@@ -139,13 +139,16 @@ def settings(services: Services, tmp_path: Path) -> Settings:
 _OWN_STACK_FIXTURES = {"outage_stack", "own_kafka_stack", "own_clickhouse_stack"}
 _OWN_STACK_MODULES = {"test_dev_stack.py"}
 # Modules that mostly wait on processes of their own (the examples, a browser, racing spool
-# writers, sinks killed and started again): the second lane's stack is as good as the first's.
+# writers, sinks killed and started again, training scripts): the second lane's stack is as good
+# as the first's for them.
 _WAITING_MODULES = {
     "test_examples_report.py",
     "test_ui_browser.py",
     "test_spool_projects.py",
     "test_run_snapshots.py",
     "test_sink_failures.py",
+    "test_integration_lightning.py",  # these two wait on their examples' training processes
+    "test_integration_keras.py",
 }
 _LONG_WAITS = {
     "test_a_run_of_100000_metric_names_and_a_huge_config_do_not_stop_the_processors",
