@@ -15,7 +15,7 @@ from typing import Any
 
 from runstream.settings import Settings
 from runstream.sinks.clickhouse import connect
-from runstream.sinks.snapshots import refresh
+from tests.helpers import land_events
 
 PROJECT = "vision"
 OTHER = "nlp"  # a second project: none of its runs may show up in a `vision` answer
@@ -276,11 +276,6 @@ def _json_float(value: float) -> float | str:
     return value
 
 
-EVENT_COLUMNS = [
-    "event_id", "schema_version", "type", "project", "run_id", "seq", "ts", "producer_sdk",
-    "producer_version", "producer_host", "producer_pid", "body", "kafka_partition",
-    "kafka_offset",
-]  # fmt: skip
 ALERT_COLUMNS = [
     "alert_id", "rule", "project", "run_id", "metric", "level", "title", "text", "fired_at",
     "resolved_at", "updated_at",
@@ -298,8 +293,7 @@ def seed(settings: Settings, world: World) -> None:
                     "test", "host", 1, json.dumps(body), 0, len(rows),
                 ]
             )  # fmt: skip
+    land_events(settings, rows)
     client = connect(settings)
-    client.insert("events", rows, column_names=EVENT_COLUMNS, settings={"async_insert": 0})
-    refresh(client, settings.clickhouse_database)  # as the sink does after its writes
     alert_rows = [[a.get(c, "") for c in ALERT_COLUMNS] for a in world.alerts]
     client.insert("alerts", alert_rows, column_names=ALERT_COLUMNS, settings={"async_insert": 0})

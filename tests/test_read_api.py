@@ -29,11 +29,9 @@ from runstream.read import Api, Run, Table
 from runstream.read.run import parse_document
 from runstream.schemas import json_safe_metrics
 from runstream.settings import Settings
-from runstream.sinks.batch import EVENT_COLUMNS
 from runstream.sinks.clickhouse import connect
-from runstream.sinks.snapshots import refresh
 from tests.conftest import Services, isolated_settings
-from tests.helpers import scalar
+from tests.helpers import land_events, scalar
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
 STEPS = 100
@@ -125,10 +123,7 @@ def other_events() -> list[list[Any]]:
 @pytest.fixture(scope="module")
 def seeded(services: Services) -> Settings:
     settings = isolated_settings(services, "api")
-    client = connect(settings)
-    rows = run_one_events() + other_events()
-    client.insert("events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0})
-    refresh(client, settings.clickhouse_database)  # as the sink does after its writes
+    land_events(settings, run_one_events() + other_events())
     return settings
 
 
@@ -507,9 +502,7 @@ def test_a_run_id_with_a_slash_is_no_project_path(settings: Settings) -> None:
         event("run_started", "y", 0, project="x"),
         event("run_started", "a/b", 0, project="p1"),
     ]
-    client = connect(settings)
-    client.insert("events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0})
-    refresh(client, settings.clickhouse_database)
+    land_events(settings, rows)
     with runstream.Api(settings=settings) as api:
         assert (api.run("x/y").project, api.run("x/y").id) == ("x", "y")  # project/id first
         assert api.run("x/y", project="p1").id == "x/y"

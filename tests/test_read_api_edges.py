@@ -15,10 +15,8 @@ from runstream.errors import ReadArgumentError
 from runstream.read import Api
 from runstream.read.table import unique_columns
 from runstream.settings import Settings
-from runstream.sinks.batch import EVENT_COLUMNS
-from runstream.sinks.clickhouse import connect
-from runstream.sinks.snapshots import refresh
 from tests.conftest import Services, isolated_settings
+from tests.helpers import land_events
 from tests.test_read_api import event
 
 EPOCHS = 3
@@ -93,10 +91,7 @@ def slash_events() -> list[list[Any]]:
 @pytest.fixture(scope="module")
 def edges(services: Services) -> Settings:
     settings = isolated_settings(services, "edges")
-    rows = evil_events() + epoch_events() + slash_events()
-    client = connect(settings)
-    client.insert("events", rows, column_names=list(EVENT_COLUMNS), settings={"async_insert": 0})
-    refresh(client, settings.clickhouse_database)  # as the sink does after its writes
+    land_events(settings, evil_events() + epoch_events() + slash_events())
     return settings
 
 

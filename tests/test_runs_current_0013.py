@@ -16,10 +16,9 @@ from runstream.settings import Settings
 from runstream.sinks import migrations
 from runstream.sinks.clickhouse import connect
 from tests.conftest import Services, isolated_settings
-from tests.cookbook_data import EVENT_COLUMNS
 from tests.cookbook_data import generate as cookbook_world
 from tests.cookbook_data import seed as cookbook_seed
-from tests.helpers import rows, scalar
+from tests.helpers import land_events, rows, scalar
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -90,9 +89,7 @@ def _old_view(settings: Settings) -> None:
 @pytest.fixture(scope="module")
 def seeded(services: Services) -> Iterator[Settings]:
     settings = isolated_settings(services, "runs13")
-    client = connect(settings)
-    client.insert("events", _event_rows(), column_names=EVENT_COLUMNS,
-                  settings={"async_insert": 0})  # fmt: skip
+    land_events(settings, _event_rows())
     cookbook_seed(settings, cookbook_world(T0 + timedelta(days=2)))
     _old_view(settings)
     yield settings
